@@ -1,0 +1,49 @@
+package broker
+
+import "context"
+
+// ActorKind says what sort of caller an Actor is.
+type ActorKind string
+
+// Actor kinds.
+const (
+	ActorAgent  ActorKind = "agent"
+	ActorAdmin  ActorKind = "admin"
+	ActorSystem ActorKind = "system"
+)
+
+// Actor is the authenticated caller of a service method. Agents may act only
+// on their own leases; admins on all; the system runs jobs.
+type Actor struct {
+	Kind ActorKind
+	// Name is the agent's name, the admin's name, or the system job's name.
+	Name string
+	// AgentID is set for agents.
+	AgentID string
+	// AuthMethod is how the caller authenticated, e.g. "api_key" or "admin_token".
+	AuthMethod string
+	// SourceIP is the caller's address, when known.
+	SourceIP string
+}
+
+// String renders the actor as recorded in lease history, e.g. "agent:etl-bot".
+func (a Actor) String() string { return string(a.Kind) + ":" + a.Name }
+
+// IsAdmin reports whether the actor is an admin.
+func (a Actor) IsAdmin() bool { return a.Kind == ActorAdmin }
+
+type actorKey struct{}
+
+// NewContextWithActor returns a context carrying the actor.
+func NewContextWithActor(ctx context.Context, a Actor) context.Context {
+	return context.WithValue(ctx, actorKey{}, a)
+}
+
+// ActorFromContext returns the actor carried by ctx; ok is false if none.
+func ActorFromContext(ctx context.Context) (a Actor, ok bool) {
+	a, ok = ctx.Value(actorKey{}).(Actor)
+	return a, ok
+}
+
+// SystemActor is the actor recorded for work done by Stint's own jobs.
+func SystemActor(job string) Actor { return Actor{Kind: ActorSystem, Name: job} }

@@ -1,0 +1,187 @@
+package broker
+
+import (
+	"context"
+	"time"
+)
+
+// LeaseState is where a lease is in its life. See DESIGN.md for the diagram.
+type LeaseState string
+
+// Lease states.
+const (
+	// LeasePending waits for human approvals.
+	LeasePending LeaseState = "pending"
+	// LeaseApproved has its approvals and waits for the agent to activate it.
+	LeaseApproved LeaseState = "approved"
+	// LeaseIssuing is the write-ahead mark: Stint is calling Vault to mint.
+	// A row stuck here is resolved by the reconciler.
+	LeaseIssuing LeaseState = "issuing"
+	// LeaseActive holds a live credential until ExpiresAt.
+	LeaseActive LeaseState = "active"
+	// LeaseRevoking is waiting for Vault to confirm revocation; it sits in the
+	// durable retry queue until Vault does, then moves to EndState.
+	LeaseRevoking LeaseState = "revoking"
+
+	// End states. Nothing leaves them.
+	LeaseDenied   LeaseState = "denied"    // policy refused the request
+	LeaseRejected LeaseState = "rejected"  // an approver refused it
+	LeaseTimedOut LeaseState = "timed_out" // no decision in time
+	LeaseLapsed   LeaseState = "lapsed"    // approved but not activated in time
+	LeaseCanceled LeaseState = "canceled"  // the agent withdrew a pending request
+	LeaseExpired  LeaseState = "expired"   // the window closed; credential revoked
+	LeaseReleased LeaseState = "released"  // the agent finished early; credential revoked
+	LeaseRevoked  LeaseState = "revoked"   // security pulled it; credential revoked
+	LeaseFailed   LeaseState = "failed"    // minting failed; nothing is live
+)
+
+// Terminal reports whether s is an end state.
+func (s LeaseState) Terminal() bool {
+	switch s {
+	case LeaseDenied, LeaseRejected, LeaseTimedOut, LeaseLapsed, LeaseCanceled,
+		LeaseExpired, LeaseReleased, LeaseRevoked, LeaseFailed:
+		return true
+	}
+	return false
+}
+
+// Live reports whether a credential may exist in Vault for a lease in s.
+func (s LeaseState) Live() bool {
+	return s == LeaseIssuing || s == LeaseActive || s == LeaseRevoking
+}
+
+// LeaseStates lists every state, for validating filters.
+var LeaseStates = []LeaseState{
+	LeasePending, LeaseApproved, LeaseIssuing, LeaseActive, LeaseRevoking,
+	LeaseDenied, LeaseRejected, LeaseTimedOut, LeaseLapsed, LeaseCanceled,
+	LeaseExpired, LeaseReleased, LeaseRevoked, LeaseFailed,
+}
+
+// Lease is one grant's whole life, from request to end. The credential itself
+// is never part of it: it is returned to the agent once and never stored.
+type Lease struct {
+	ID            string     `json:"id"`
+	AgentID       string     `json:"agent_id"`
+	Agent         string     `json:"agent"` // the agent's name when it asked
+	Role          string     `json:"role"`
+	Task          string     `json:"task"`
+	Justification string     `json:"justification"`
+	TTL           Duration   `json:"ttl"` // the task window
+	State         LeaseState `json:"state"`
+	// EndState is the end state a revoking lease moves to once Vault confirms.
+	EndState LeaseState `json:"end_state,omitempty"`
+	// Decision says why the lease was granted or denied.
+	Decision string `json:"decision,omitempty"`
+	// VaultPath is the Vault path the credential was minted from.
+	VaultPath string `json:"vault_path,omitempty"`
+	// VaultLeaseID identifies the minted credential in Vault: a lease id, or
+	// "accessor:<accessor>" for a Vault token. It is not a secret.
+	VaultLeaseID string `json:"vault_lease_id,omitempty"`
+
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	ActivatedAt *time.Time `json:"activated_at,omitempty"`
+	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
+	EndedAt     *time.Time `json:"ended_at,omitempty"`
+
+	// Revocation queue: attempts so far, when to try next, the last error.
+	RevokeAttempts int        `json:"revoke_attempts,omitempty"`
+	NextRevokeAt   *time.Time `json:"next_revoke_at,omitempty"`
+	RevokeError    string     `json:"revoke_error,omitempty"`
+}
+
+// LeaseEvent is one entry of a lease's history: a state change, or a note
+// (such as a failed revocation attempt) with From == To. Events are never
+// updated or deleted.
+type LeaseEvent struct {
+	ID      int64      `json:"id"`
+	LeaseID string     `json:"lease_id"`
+	At      time.Time  `json:"at"`
+	From    LeaseState `json:"from,omitempty"`
+	To      LeaseState `json:"to"`
+	// Actor is who caused it: "agent:<name>", "admin:<name>", "system:expiry", …
+	Actor  string `json:"actor"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// LeaseFilter selects leases. Nil and empty fields do not filter.
+type LeaseFilter struct {
+	ID            *string
+	AgentID       *string
+	Role          *string
+	States        []LeaseState
+	VaultLeaseID  *string
+	CreatedBefore *time.Time
+
+	Offset int
+	Limit  int // 0 means no limit
+}
+
+// LeaseUpdate changes a lease and records one event in the same transaction.
+// Nil fields are left alone; a pointer to a zero time clears a time column.
+type LeaseUpdate struct {
+	// From guards the update: it applies only if the lease's current state is
+	// one of these. Empty means any state.
+	From []LeaseState
+
+	State          *LeaseState
+	EndState       *LeaseState
+	Decision       *string
+	VaultLeaseID   *string
+	ActivatedAt    *time.Time
+	ExpiresAt      *time.Time
+	EndedAt        *time.Time
+	RevokeAttempts *int
+	NextRevokeAt   *time.Time
+	RevokeError    *string
+
+	// Actor and Reason are recorded on the event.
+	Actor  string
+	Reason string
+}
+
+// LeaseStore persists leases and their history. Implementations keep every
+// lease and every event forever.
+type LeaseStore interface {
+	// CreateLease inserts l and its first event (To == l.State) atomically.
+	// Returns ECONFLICT if the id exists.
+	CreateLease(ctx context.Context, l *Lease, actor, reason string) error
+	// FindLeaseByID returns ENOTFOUND if no lease has the id.
+	FindLeaseByID(ctx context.Context, id string) (*Lease, error)
+	// FindLeases returns matching leases, newest first, and the total number of
+	// matches ignoring Offset and Limit.
+	FindLeases(ctx context.Context, filter LeaseFilter) ([]*Lease, int, error)
+	// UpdateLease applies upd and appends an event (from the old state to the
+	// new one) in one transaction. Returns ENOTFOUND if no lease has the id and
+	// ECONFLICT if its state is not in upd.From.
+	UpdateLease(ctx context.Context, id string, upd LeaseUpdate) (*Lease, error)
+	// FindLeaseEvents returns the lease's events, oldest first.
+	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)
+
+	// NextLeaseDeadline returns the earliest instant at which an active lease
+	// expires or a revoking lease is due another attempt; ok is false if there
+	// is none.
+	NextLeaseDeadline(ctx context.Context) (t time.Time, ok bool, err error)
+	// ClaimExpiredLeases moves up to limit active leases whose ExpiresAt is at
+	// or before now to revoking (EndState expired, NextRevokeAt retryAt),
+	// recording an event for each, and returns them, earliest deadline first.
+	ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
+	// ClaimDueRevocations returns up to limit revoking leases whose
+	// NextRevokeAt is at or before now, pushing their NextRevokeAt to retryAt so
+	// that no other worker takes them meanwhile. It records no event.
+	ClaimDueRevocations(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
+	// CountLeasesByState returns how many leases are in each state.
+	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
+}
+
+// Duration is a time.Duration that reads and writes JSON as a string such as
+// "15m0s".
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// String returns the duration as time.Duration formats it.
+func (d Duration) String() string { return time.Duration(d).String() }

@@ -1,0 +1,152 @@
+package broker
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Sensitivity ranks how much damage a role's credential can do. Policy,
+// approval routing and the console key on it.
+type Sensitivity string
+
+// Sensitivities, from least to most dangerous.
+const (
+	SensitivityLow      Sensitivity = "low"
+	SensitivityMedium   Sensitivity = "medium"
+	SensitivityHigh     Sensitivity = "high"
+	SensitivityCritical Sensitivity = "critical"
+)
+
+// Valid reports whether s is one of the four sensitivities.
+func (s Sensitivity) Valid() bool {
+	switch s {
+	case SensitivityLow, SensitivityMedium, SensitivityHigh, SensitivityCritical:
+		return true
+	}
+	return false
+}
+
+// CredentialKind says what a role's Vault path mints and so which fields the
+// agent receives.
+type CredentialKind string
+
+// Credential kinds.
+const (
+	// KindDatabase is a database engine role (database/creds/<role>): the agent
+	// gets username, password and the role's connection details.
+	KindDatabase CredentialKind = "database"
+	// KindToken is a Vault token role (auth/token/create/<role>): the agent gets
+	// a Vault token scoped by the role's Vault policies.
+	KindToken CredentialKind = "token"
+	// KindGeneric is any other leased secret: the agent gets Vault's data as is.
+	KindGeneric CredentialKind = "generic"
+)
+
+// Valid reports whether k is a known credential kind.
+func (k CredentialKind) Valid() bool {
+	switch k {
+	case KindDatabase, KindToken, KindGeneric:
+		return true
+	}
+	return false
+}
+
+// Role is something an agent can request: which Vault path mints it, how
+// sensitive it is, how long a window may last, and which agents are eligible.
+// Roles are defined in the configuration file.
+type Role struct {
+	Name        string         `json:"name" yaml:"name"`
+	Description string         `json:"description" yaml:"description"`
+	Kind        CredentialKind `json:"kind" yaml:"kind"`
+	Sensitivity Sensitivity    `json:"sensitivity" yaml:"sensitivity"`
+	// Vault says how Stint mints the credential.
+	Vault RoleVault `json:"-" yaml:"vault"`
+	// DefaultTTL is the window when a request gives none; MaxTTL caps it.
+	DefaultTTL time.Duration `json:"default_ttl" yaml:"default_ttl"`
+	MaxTTL     time.Duration `json:"max_ttl" yaml:"max_ttl"`
+	// Eligible is a label selector: an agent may request the role only if it
+	// carries every label with the given value ("*" matches any value). An
+	// empty selector makes every agent eligible.
+	Eligible map[string]string `json:"eligible,omitempty" yaml:"eligible"`
+	// Connection is returned with database credentials so the agent knows
+	// where to log in.
+	Connection *Connection `json:"-" yaml:"connection"`
+	// AutoApprove grants eligible requests without human approval.
+	AutoApprove bool `json:"auto_approve" yaml:"auto_approve"`
+}
+
+// RoleVault names the Vault call that mints a role's credential.
+type RoleVault struct {
+	// Path is the Vault path, e.g. "database/creds/stint-readonly" or
+	// "auth/token/create/stint-agent".
+	Path string `yaml:"path"`
+	// Method is "read" (GET) or "write" (PUT with Params).
+	Method string `yaml:"method"`
+	// Params are sent with a write.
+	Params map[string]any `yaml:"params"`
+}
+
+// Connection is where a database credential is used.
+type Connection struct {
+	Host     string `json:"host" yaml:"host"`
+	Port     int    `json:"port" yaml:"port"`
+	Database string `json:"database" yaml:"database"`
+}
+
+// Validate returns an error naming the first problem with the role.
+func (r *Role) Validate() error {
+	switch {
+	case !ValidName(r.Name):
+		return fmt.Errorf("role %q: name must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", r.Name)
+	case !r.Kind.Valid():
+		return fmt.Errorf("role %q: kind must be database, token or generic, not %q", r.Name, r.Kind)
+	case !r.Sensitivity.Valid():
+		return fmt.Errorf("role %q: sensitivity must be low, medium, high or critical, not %q", r.Name, r.Sensitivity)
+	case r.Vault.Path == "" || strings.HasPrefix(r.Vault.Path, "/"):
+		return fmt.Errorf("role %q: vault.path is required and must not start with '/'", r.Name)
+	case r.Vault.Method != "read" && r.Vault.Method != "write":
+		return fmt.Errorf("role %q: vault.method must be read or write, not %q", r.Name, r.Vault.Method)
+	case r.MaxTTL <= 0:
+		return fmt.Errorf("role %q: max_ttl must be positive", r.Name)
+	case r.DefaultTTL <= 0 || r.DefaultTTL > r.MaxTTL:
+		return fmt.Errorf("role %q: default_ttl must be positive and at most max_ttl", r.Name)
+	case r.Kind == KindDatabase && r.Connection == nil:
+		return fmt.Errorf("role %q: database roles need connection (host, port, database)", r.Name)
+	case r.Kind == KindToken && !strings.HasPrefix(r.Vault.Path, "auth/token/create"):
+		return fmt.Errorf("role %q: token roles mint through auth/token/create[/<role>]", r.Name)
+	}
+	return nil
+}
+
+// EligibleFor reports whether the agent's labels satisfy the role's selector.
+func (r *Role) EligibleFor(a *Agent) bool {
+	for k, want := range r.Eligible {
+		got, ok := a.Labels[k]
+		if !ok || (want != "*" && got != want) {
+			return false
+		}
+	}
+	return true
+}
+
+// WindowFor resolves a requested TTL such as "15m" against the role: an empty
+// string means the role's default. Returns EINVALID naming "ttl" if it does not
+// parse, is zero or negative, is under a second, or exceeds MaxTTL.
+func (r *Role) WindowFor(ttl string) (time.Duration, error) {
+	if ttl == "" {
+		return r.DefaultTTL, nil
+	}
+	d, err := time.ParseDuration(ttl)
+	switch {
+	case err != nil:
+		return 0, FieldErrorf("ttl", "TTL %q is not a duration such as \"15m\" or \"1h30m\".", ttl)
+	case d <= 0:
+		return 0, FieldErrorf("ttl", "TTL must be positive.")
+	case d < time.Second:
+		return 0, FieldErrorf("ttl", "TTL must be at least 1s.")
+	case d > r.MaxTTL:
+		return 0, FieldErrorf("ttl", "TTL %s exceeds the maximum of %s for role %q.", d, r.MaxTTL, r.Name)
+	}
+	return d, nil
+}

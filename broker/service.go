@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"context"
+	"time"
+)
+
+// LeaseRequest is what an agent asks for.
+type LeaseRequest struct {
+	Role string
+	// TTL is the requested window, such as "15m"; empty means the role's default.
+	TTL           string
+	Task          string
+	Justification string
+}
+
+// LeaseService runs the lease lifecycle for callers identified by the Actor in
+// the context. Agents see and act on only their own leases (others answer
+// ENOTFOUND); admins see all.
+type LeaseService interface {
+	// RequestLease decides the request and, when it is granted at once, mints
+	// the credential and returns it with the active lease. Returns EINVALID
+	// naming the field at fault, ENOTFOUND for an unknown or ineligible role,
+	// EDENIED if the decision is negative, and EUNAVAILABLE if Vault cannot be
+	// reached (the lease then ends failed and nothing is live).
+	RequestLease(ctx context.Context, req LeaseRequest) (*Lease, *Credential, error)
+	// FindLeaseByID returns ENOTFOUND if the lease does not exist or the caller
+	// may not see it.
+	FindLeaseByID(ctx context.Context, id string) (*Lease, error)
+	// FindLeases returns leases visible to the caller, newest first, and the total.
+	FindLeases(ctx context.Context, filter LeaseFilter) ([]*Lease, int, error)
+	// FindLeaseEvents returns a visible lease's history, oldest first.
+	FindLeaseEvents(ctx context.Context, id string) ([]*LeaseEvent, error)
+	// ReleaseLease ends the caller's live lease early. It returns once Vault
+	// has revoked the credential (state released), or with state revoking if
+	// Vault failed and the retry queue took over. Returns ECONFLICT if the
+	// lease has already ended.
+	ReleaseLease(ctx context.Context, id string) (*Lease, error)
+	// RevokeLease is ReleaseLease for admins, with a reason; the end state is
+	// revoked. Returns EFORBIDDEN for non-admins.
+	RevokeLease(ctx context.Context, id, reason string) (*Lease, error)
+	// RevokeAgentLeases revokes every live lease of the agent (the kill
+	// switch). Returns EFORBIDDEN for non-admins.
+	RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*Lease, error)
+	// Roles returns the roles the caller may request, by name.
+	Roles(ctx context.Context) ([]*Role, error)
+	// Ready returns an error if the store or Vault cannot be reached.
+	Ready(ctx context.Context) error
+}
+
+// NewAgent is what an operator gives to register an agent.
+type NewAgent struct {
+	Name   string
+	Owner  string
+	Labels map[string]string
+	// KeyTTL is the API key's lifetime; zero means the configured default.
+	KeyTTL time.Duration
+}
+
+// AgentService registers agents and authenticates callers.
+type AgentService interface {
+	// CreateAgent registers an agent and returns it with its first API key,
+	// which is shown only now. Returns EINVALID or ECONFLICT (name taken).
+	CreateAgent(ctx context.Context, na NewAgent) (*Agent, string, *APIKey, error)
+	// RotateKey revokes the agent's keys and returns a new one. A zero ttl
+	// means the configured default. Returns ENOTFOUND or ECONFLICT (disabled).
+	RotateKey(ctx context.Context, agentID string, ttl time.Duration) (string, *APIKey, error)
+	// SetAgentState suspends, disables or re-activates an agent. Suspending or
+	// disabling revokes its keys' use at once; the caller revokes its leases.
+	SetAgentState(ctx context.Context, agentID string, state AgentState) (*Agent, error)
+	// FindAgent looks an agent up by id or by name. Returns ENOTFOUND.
+	FindAgent(ctx context.Context, idOrName string) (*Agent, error)
+	// FindAgents lists agents.
+	FindAgents(ctx context.Context, filter AgentFilter) ([]*Agent, int, error)
+	// Authenticate resolves a bearer secret (an agent API key or an admin
+	// token) to an actor. Returns EUNAUTHORIZED for anything unusable.
+	Authenticate(ctx context.Context, secret string) (Actor, error)
+}

@@ -1,0 +1,3 @@
+module github.com/stint-broker/stint
+
+go 1.26.0
