@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/leases"
+	"github.com/stint-broker/stint/leases/vault"
+	"github.com/stint-broker/stint/web"
+)
+
+// Main is a wired Stint: store, Vault issuer, services, HTTP server and jobs.
+// End-to-end tests build it the same way the binary does.
+type Main struct {
+	Config Config
+	Logger *slog.Logger
+	// Getenv reads secrets named by the config; tests replace it.
+	Getenv func(string) string
+
+	DB     *sqlite.DB
+	Issuer leases.Issuer
+	Leases *leases.Service
+	Agents *identity.Service
+	HTTP   *web.Server
+	Cron   *cron.Cron
+
+	wg sync.WaitGroup
+}
+
+// NewMain returns a Main for cfg that logs to logger.
+func NewMain(cfg Config, logger *slog.Logger) *Main {
+	return &Main{Config: cfg, Logger: logger, Getenv: os.Getenv}
+}
+
+// Open opens the store and Vault and builds the services. It starts nothing.
+func (m *Main) Open(ctx context.Context) error {
+	var err error
+	if m.DB, err = sqlite.Open(ctx, m.Config.Store.Path); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if m.Issuer == nil {
+		token := m.Getenv(m.Config.Vault.TokenEnv)
+		if token == "" {
+			return fmt.Errorf("open vault: environment variable %s (vault.token_env) is empty", m.Config.Vault.TokenEnv)
+		}
+		iss, err := vault.Open(vault.Config{Address: m.Config.Vault.Address, Token: token, Timeout: m.Config.Vault.Timeout})
+		if err != nil {
+			return fmt.Errorf("open vault: %w", err)
+		}
+		m.Issuer = iss
+	}
+
+	admins, err := m.adminTokens()
+	if err != nil {
+		return err
+	}
+	m.Agents = identity.NewService(m.DB, admins)
+	m.Agents.KeyTTL, m.Agents.KeyMaxTTL = m.Config.Keys.DefaultTTL, m.Config.Keys.MaxTTL
+
+	m.Leases = leases.NewService(m.DB, m.Issuer, m.Config.Roles, m.Logger)
+	lc := m.Config.Leases
+	m.Leases.RetryBase, m.Leases.RetryMax = lc.RetryBase, lc.RetryMax
+	m.Leases.IssuingTimeout, m.Leases.OrphanGrace = lc.IssuingTimeout, lc.OrphanGrace
+
+	m.HTTP = web.NewServer()
+	m.HTTP.Leases = m.Leases
+	m.HTTP.Agents = m.Agents
+	m.HTTP.Logger = m.Logger
+	return nil
+}
+
+func (m *Main) adminTokens() ([]identity.AdminToken, error) {
+	var out []identity.AdminToken
+	if name := m.Config.Admin.TokenEnv; name != "" {
+		if tok := m.Getenv(name); tok != "" {
+			out = append(out, identity.NewAdminToken("env", tok))
+		}
+	}
+	for _, t := range m.Config.Admin.Tokens {
+		at, err := identity.ParseAdminTokenHash(t.Name, t.SHA256)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, at)
+	}
+	return out, nil
+}
+
+// Run serves HTTP, drives expiry and schedules housekeeping until ctx ends.
+func (m *Main) Run(ctx context.Context) error {
+	if err := m.HTTP.Open(m.Config.Listen); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	m.Logger.Info("stint serving", "addr", m.HTTP.URL(), "roles", len(m.Config.Roles), "vault", m.Config.Vault.Address)
+
+	m.wg.Go(func() {
+		if err := m.Leases.Run(ctx); err != nil {
+			m.Logger.Error("expiry loop stopped", "err", err)
+		}
+	})
+	var err error
+	if m.Cron, err = m.schedule(ctx); err != nil {
+		return err
+	}
+	m.Cron.Start()
+	<-ctx.Done()
+	return nil
+}
+
+// Close stops the server and jobs and closes the store.
+func (m *Main) Close() error {
+	var errs []error
+	if m.HTTP != nil {
+		shutdown, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		errs = append(errs, m.HTTP.Close(shutdown))
+		cancel()
+	}
+	if m.Cron != nil {
+		<-m.Cron.Stop().Done()
+	}
+	m.wg.Wait()
+	if c, ok := m.Issuer.(interface{ Close() error }); ok {
+		errs = append(errs, c.Close())
+	}
+	if m.DB != nil {
+		errs = append(errs, m.DB.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// adminContext is the context for operator commands run on the server host:
+// whoever can read the config and the store is an admin.
+func adminContext(ctx context.Context) context.Context {
+	name := "cli"
+	if u := os.Getenv("USER"); u != "" {
+		name = "cli:" + u
+	}
+	return broker.NewContextWithActor(ctx, broker.Actor{Kind: broker.ActorAdmin, Name: name, AuthMethod: "local"})
+}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// apiClient is the agent side of the HTTP API, for the leases commands.
+type apiClient struct {
+	addr string
+	key  string
+	hc   *http.Client
+}
+
+func newAPIClient(cmd *cobra.Command) (*apiClient, error) {
+	addr, _ := cmd.Flags().GetString("addr")
+	key, _ := cmd.Flags().GetString("key")
+	if key == "" {
+		return nil, broker.Errorf(broker.EUNAUTHORIZED, "No key: set STINT_KEY (an agent API key, or an admin token for revoke) or pass --key.")
+	}
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	return &apiClient{addr: strings.TrimRight(addr, "/"), key: key, hc: &http.Client{Timeout: 2 * time.Minute}}, nil
+}
+
+// do sends a request and returns the response body; a non-2xx answer becomes
+// an error carrying the server's message.
+func (c *apiClient) do(cmd *cobra.Command, method, path string, body any) ([]byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(cmd.Context(), method, c.addr+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("reach stint at %s: %w", c.addr, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message, Field string } `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+			return nil, &broker.Error{Code: e.Error.Code, Message: e.Error.Message, Field: e.Error.Field}
+		}
+		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	return data, nil
+}
+
+func printJSON(out io.Writer, data []byte) error {
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, data, "", "  "); err != nil {
+		_, err = out.Write(data)
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := buf.WriteTo(out)
+	return err
+}
+
+func newLeasesCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "leases",
+		Short: "Request, inspect, release and revoke leases over the HTTP API",
+		Long: `Talk to a running Stint server as an agent (or as an admin for revoke).
+The server address comes from --addr or STINT_ADDR, the key from --key or
+STINT_KEY.`,
+	}
+	cmd.PersistentFlags().String("addr", envOr("STINT_ADDR", "http://127.0.0.1:7070"), "Stint server address (env STINT_ADDR)")
+	cmd.PersistentFlags().String("key", envOr("STINT_KEY", ""), "agent API key or admin token (env STINT_KEY)")
+
+	var role, ttl, task, justification string
+	request := &cobra.Command{
+		Use:   "request --role ROLE --task TEXT [--ttl 15m] [--justification TEXT]",
+		Short: "Request a lease; prints the lease and its credential (shown once)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			data, err := c.do(cmd, http.MethodPost, "/v1/leases", map[string]string{
+				"role": role, "ttl": ttl, "task": task, "justification": justification,
+			})
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), data)
+		},
+	}
+	request.Flags().StringVar(&role, "role", "", "role to lease (see stint leases roles)")
+	request.Flags().StringVar(&ttl, "ttl", "", "task window, e.g. 15m (default: the role's default_ttl)")
+	request.Flags().StringVar(&task, "task", "", "what the access is for (required)")
+	request.Flags().StringVar(&justification, "justification", "", "why the task needs it")
+
+	var state, roleFilter string
+	list := &cobra.Command{
+		Use:   "list [--state S] [--role R]",
+		Short: "List leases (an agent sees its own)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			if state != "" {
+				q.Set("state", state)
+			}
+			if roleFilter != "" {
+				q.Set("role", roleFilter)
+			}
+			data, err := c.do(cmd, http.MethodGet, "/v1/leases?"+q.Encode(), nil)
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), data)
+		},
+	}
+	list.Flags().StringVar(&state, "state", "", "only leases in this state")
+	list.Flags().StringVar(&roleFilter, "role", "", "only leases of this role")
+
+	simple := func(use, short, method, suffix string) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := newAPIClient(cmd)
+				if err != nil {
+					return err
+				}
+				data, err := c.do(cmd, method, "/v1/leases/"+url.PathEscape(args[0])+suffix, nil)
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), data)
+			},
+		}
+	}
+
+	var reason string
+	revoke := &cobra.Command{
+		Use:   "revoke ID --reason TEXT",
+		Short: "Revoke a lease (admin token)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			data, err := c.do(cmd, http.MethodPost, "/v1/leases/"+url.PathEscape(args[0])+"/revoke", map[string]string{"reason": reason})
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), data)
+		},
+	}
+	revoke.Flags().StringVar(&reason, "reason", "", "why (required; recorded in history)")
+
+	roles := &cobra.Command{
+		Use: "roles", Short: "List the roles this key may request", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			data, err := c.do(cmd, http.MethodGet, "/v1/roles", nil)
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), data)
+		},
+	}
+
+	cmd.AddCommand(request, list, roles,
+		simple("show", "Show a lease (never its credential)", http.MethodGet, ""),
+		simple("history", "Show a lease's history", http.MethodGet, "/events"),
+		simple("release", "Release a lease now; returns once Vault has revoked it", http.MethodDelete, ""),
+		revoke)
+	return cmd
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// openMain reads the config named by --config and opens a Main.
+func openMain(cmd *cobra.Command) (*Main, error) {
+	path, _ := cmd.Flags().GetString("config")
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	logger, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
+	m := NewMain(cfg, logger)
+	if err := m.Open(cmd.Context()); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+func newServeCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the Stint server: HTTP API, expiry loop and reconciler",
+		Long: `Run the Stint server. It serves the HTTP API on the configured address,
+revokes leases when their windows close (overdue ones at once on start),
+retries failed revocations until Vault confirms them, and reconciles Vault
+with the lease store on the configured schedule. SIGINT or SIGTERM stops it
+gracefully.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := openMain(cmd)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return m.Run(cmd.Context())
+		},
+	}
+}
+
+func newReconcileCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reconcile",
+		Short: "Run one reconciliation pass between Vault and the lease store",
+		Long: `Run one reconciliation pass: revoke Vault credentials under the configured
+roles that no lease records, revoke credentials of leases that already ended,
+and fail leases stuck minting. The server runs this on a schedule; this
+command runs it once and prints what it did.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, err := openMain(cmd)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Minute)
+			defer cancel()
+			rep, err := m.Leases.Reconcile(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "checked %d Vault credentials\n", rep.Checked)
+			fmt.Fprintf(out, "revoked %d orphaned credentials %v\n", len(rep.Orphans), rep.Orphans)
+			fmt.Fprintf(out, "revoked %d credentials of ended leases %v\n", len(rep.Stale), rep.Stale)
+			fmt.Fprintf(out, "failed %d leases stuck issuing %v\n", len(rep.FailedIssuing), rep.FailedIssuing)
+			for _, e := range rep.Errors {
+				fmt.Fprintln(out, "error:", e)
+			}
+			if len(rep.Errors) > 0 {
+				return fmt.Errorf("%d revocations failed; they are retried on the next pass", len(rep.Errors))
+			}
+			return nil
+		},
+	}
+}
+
+func newConfigCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Work with the configuration file"}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "validate",
+		Short: "Check the configuration file and print the roles it defines",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := ReadConfig(path)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "%s is valid: %d roles\n", path, len(cfg.Roles))
+			for _, r := range cfg.Roles {
+				fmt.Fprintf(out, "  %-20s %-8s %-9s max %-8s auto_approve=%t  %s\n", r.Name, r.Kind, r.Sensitivity, r.MaxTTL, r.AutoApprove, r.Vault.Path)
+			}
+			return nil
+		},
+	})
+	return cmd
+}

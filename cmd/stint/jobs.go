@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/robfig/cron/v3"
+)
+
+const shutdownTimeout = 20 * time.Second
+
+// schedule maps housekeeping jobs to their cron specs. Lease expiry is not
+// here: the expiry loop drives it from the store's deadlines.
+func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
+	l := cronLogger{m.Logger}
+	c := cron.New(
+		cron.WithLocation(time.UTC),
+		cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|cron.Month|cron.Dow|cron.Descriptor)),
+		cron.WithLogger(l),
+		// SkipIfStillRunning must be outermost: inside Recover, a panic would
+		// lose its token and skip the job forever (robfig/cron#366).
+		cron.WithChain(cron.SkipIfStillRunning(l), cron.Recover(l)),
+	)
+	if _, err := c.AddFunc(m.Config.Leases.ReconcileSchedule, func() { m.reconcile(ctx) }); err != nil {
+		return nil, fmt.Errorf("leases.reconcile_schedule %q: %w", m.Config.Leases.ReconcileSchedule, err)
+	}
+	return c, nil
+}
+
+func (m *Main) reconcile(ctx context.Context) {
+	rep, err := m.Leases.Reconcile(ctx)
+	if err != nil {
+		m.Logger.Error("reconcile failed", "err", err)
+		return
+	}
+	if len(rep.Orphans)+len(rep.Stale)+len(rep.FailedIssuing)+len(rep.Errors) > 0 {
+		m.Logger.Warn("reconcile acted", "checked", rep.Checked, "orphans_revoked", len(rep.Orphans),
+			"stale_revoked", len(rep.Stale), "issuing_failed", len(rep.FailedIssuing), "errors", len(rep.Errors))
+	}
+}
+
+// cronLogger adapts slog to cron.Logger.
+type cronLogger struct{ l *slog.Logger }
+
+func (c cronLogger) Info(msg string, kv ...any) { c.l.Debug("cron: "+msg, kv...) }
+func (c cronLogger) Error(err error, msg string, kv ...any) {
+	c.l.Error("cron: "+msg, append(kv, "err", err)...)
+}

@@ -1,0 +1,93 @@
+// Command stint is Stint's single binary: the server (stint serve), a local
+// development setup (stint dev), operator commands (stint agents …) and an
+// agent-side client (stint leases …).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=…".
+var Version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCommand(os.Stdout, os.Stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "stint:", userMessage(err))
+		os.Exit(1)
+	}
+}
+
+// userMessage renders an error for the terminal: a broker error's safe
+// message (with its field), anything else in full, since the operator is the
+// one who sees it.
+func userMessage(err error) string {
+	var e *broker.Error
+	if errors.As(err, &e) {
+		if e.Field != "" {
+			return fmt.Sprintf("%s (%s)", e.Message, e.Field)
+		}
+		return e.Message
+	}
+	return err.Error()
+}
+
+func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "stint",
+		Short:         "Just-in-time privileged access broker for AI agents",
+		Long:          "Stint gives agents time-boxed, task-scoped credentials minted by HashiCorp Vault and revokes them when the task window closes.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.PersistentFlags().StringP("config", "c", envOr("STINT_CONFIG", "stint.yaml"), "configuration file (env STINT_CONFIG)")
+	root.AddCommand(
+		newServeCommand(),
+		newDevCommand(),
+		newAgentsCommand(),
+		newLeasesCommand(),
+		newReconcileCommand(),
+		newConfigCommand(),
+	)
+	return root
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// newLogger builds the one logger passed down to every component.
+func newLogger(cfg LogConfig, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
+		return nil, fmt.Errorf("log.level %q: use debug, info, warn or error", cfg.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(cfg.Format) {
+	case "json", "":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log.format %q: use json or text", cfg.Format)
+}

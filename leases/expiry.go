@@ -1,0 +1,109 @@
+package leases
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// Run drives expiry and the revocation queue until ctx is done. It keeps one
+// timer, set to the store's next deadline (capped at MaxSleep) and reset by
+// Poke when a lease is created or a revocation is queued. The first pass runs
+// at once, so leases that fell due while Stint was down are revoked at start.
+func (s *Service) Run(ctx context.Context) error {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-s.wake:
+		}
+		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
+			s.Logger.Error("expiry pass failed", "err", err)
+		}
+		wait := s.MaxSleep
+		if next, ok, err := s.Store.NextLeaseDeadline(ctx); err != nil {
+			if ctx.Err() == nil {
+				s.Logger.Error("find next lease deadline", "err", err)
+			}
+			wait = time.Second // the store may be back soon; don't spin
+		} else if ok {
+			wait = min(max(next.Sub(s.Now()), 0), s.MaxSleep)
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(wait)
+	}
+}
+
+// Tick expires every due lease and retries every due revocation once. It is
+// idempotent and safe to call from tests with a fake clock.
+func (s *Service) Tick(ctx context.Context) error {
+	if err := s.ExpireDue(ctx); err != nil {
+		return err
+	}
+	return s.RetryRevocations(ctx)
+}
+
+// ExpireDue moves every active lease whose window has closed to revoking and
+// revokes it. Leases whose revocation fails stay in the queue.
+func (s *Service) ExpireDue(ctx context.Context) error {
+	for {
+		now := s.Now().UTC()
+		due, err := s.Store.ClaimExpiredLeases(ctx, now, now.Add(s.ClaimTimeout), s.BatchSize)
+		if err != nil {
+			return fmt.Errorf("claim expired leases: %w", err)
+		}
+		s.revokeAll(ctx, due, "system:expiry")
+		if len(due) < s.BatchSize {
+			return nil
+		}
+	}
+}
+
+// RetryRevocations attempts every queued revocation whose backoff has passed.
+func (s *Service) RetryRevocations(ctx context.Context) error {
+	for {
+		now := s.Now().UTC()
+		due, err := s.Store.ClaimDueRevocations(ctx, now, now.Add(s.ClaimTimeout), s.BatchSize)
+		if err != nil {
+			return fmt.Errorf("claim due revocations: %w", err)
+		}
+		s.revokeAll(ctx, due, "system:revocation-queue")
+		if len(due) < s.BatchSize {
+			return nil
+		}
+	}
+}
+
+// revokeAll attempts the revocations with at most Workers at once.
+func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor string) {
+	if len(due) == 0 {
+		return
+	}
+	work := make(chan *broker.Lease)
+	var wg sync.WaitGroup
+	for range min(s.Workers, len(due)) {
+		wg.Go(func() {
+			for l := range work {
+				if _, err := s.attemptRevoke(ctx, l, actor); err != nil {
+					s.Logger.Error("revocation bookkeeping failed", "lease_id", l.ID, "err", err)
+				}
+			}
+		})
+	}
+	for _, l := range due {
+		work <- l
+	}
+	close(work)
+	wg.Wait()
+}

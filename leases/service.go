@@ -1,0 +1,502 @@
+package leases
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stint-broker/stint/broker"
+)
+
+// Store is what the lease service needs from persistence.
+type Store interface {
+	broker.LeaseStore
+	broker.AgentStore
+	// Ping returns an error if the store cannot be reached.
+	Ping(ctx context.Context) error
+}
+
+// Limits on request fields.
+const (
+	MaxTaskLen          = 500
+	MaxJustificationLen = 2000
+)
+
+// Service implements broker.LeaseService. Set the exported fields, then call
+// NewService's result's Run in a goroutine to drive expiry and revocation.
+type Service struct {
+	Store  Store
+	Issuer Issuer
+	Logger *slog.Logger
+
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+
+	// RetryBase and RetryMax bound the revocation queue's exponential backoff.
+	RetryBase time.Duration
+	RetryMax  time.Duration
+	// ClaimTimeout is how long a claimed revocation is hidden from other
+	// workers; a worker that dies mid-revoke is retried after it.
+	ClaimTimeout time.Duration
+	// MaxSleep caps the expiry loop's timer, as a safety net for clock steps
+	// and for leases written by another process.
+	MaxSleep time.Duration
+	// BatchSize is how many due leases one claim takes.
+	BatchSize int
+	// Workers is how many revocations run at once.
+	Workers int
+	// IssuingTimeout is how long a lease may stay issuing before the
+	// reconciler fails it.
+	IssuingTimeout time.Duration
+	// OrphanGrace is how old an unknown Vault credential must be before the
+	// reconciler revokes it (younger ones may be a mint in flight).
+	OrphanGrace time.Duration
+
+	roles  []*broker.Role
+	byRole map[string]*broker.Role
+	wake   chan struct{}
+	mu     sync.Mutex // guards roles and byRole
+}
+
+// NewService returns a service with default settings for the given roles.
+func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.Logger) *Service {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Service{
+		Store:          store,
+		Issuer:         issuer,
+		Logger:         logger,
+		Now:            time.Now,
+		RetryBase:      2 * time.Second,
+		RetryMax:       5 * time.Minute,
+		ClaimTimeout:   2 * time.Minute,
+		MaxSleep:       time.Minute,
+		BatchSize:      500,
+		Workers:        16,
+		IssuingTimeout: time.Minute,
+		OrphanGrace:    time.Minute,
+		wake:           make(chan struct{}, 1),
+	}
+	s.SetRoles(roles)
+	return s
+}
+
+// SetRoles replaces the requestable roles (on start and on reload).
+func (s *Service) SetRoles(roles []*broker.Role) {
+	byRole := make(map[string]*broker.Role, len(roles))
+	for _, r := range roles {
+		byRole[r.Name] = r
+	}
+	sorted := append([]*broker.Role(nil), roles...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	s.mu.Lock()
+	s.roles, s.byRole = sorted, byRole
+	s.mu.Unlock()
+}
+
+func (s *Service) role(name string) *broker.Role {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byRole[name]
+}
+
+func (s *Service) allRoles() []*broker.Role {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roles
+}
+
+// Poke wakes the expiry loop so it recomputes its next deadline.
+func (s *Service) Poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func actorFrom(ctx context.Context) (broker.Actor, error) {
+	a, ok := broker.ActorFromContext(ctx)
+	if !ok {
+		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED, "Authentication required.")
+	}
+	return a, nil
+}
+
+// RequestLease implements broker.LeaseService.
+func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*broker.Lease, *broker.Credential, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if actor.Kind != broker.ActorAgent {
+		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Only agents request leases.")
+	}
+	switch {
+	case req.Role == "":
+		return nil, nil, broker.FieldErrorf("role", "Role is required.")
+	case strings.TrimSpace(req.Task) == "":
+		return nil, nil, broker.FieldErrorf("task", "Task is required: say what the access is for.")
+	case len(req.Task) > MaxTaskLen:
+		return nil, nil, broker.FieldErrorf("task", "Task is longer than %d characters.", MaxTaskLen)
+	case len(req.Justification) > MaxJustificationLen:
+		return nil, nil, broker.FieldErrorf("justification", "Justification is longer than %d characters.", MaxJustificationLen)
+	}
+	agent, err := s.Store.FindAgentByID(ctx, actor.AgentID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find agent: %w", err)
+	}
+	if agent.State != broker.AgentActive {
+		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
+	}
+	role := s.role(req.Role)
+	if role == nil {
+		return nil, nil, broker.FieldErrorf("role", "Role %q does not exist.", req.Role)
+	}
+	window, err := role.WindowFor(req.TTL)
+	if err != nil {
+		return nil, nil, err
+	}
+
+	now := s.Now().UTC()
+	l := &broker.Lease{
+		ID:            uuid.Must(uuid.NewV7()).String(),
+		AgentID:       agent.ID,
+		Agent:         agent.Name,
+		Role:          role.Name,
+		Task:          req.Task,
+		Justification: req.Justification,
+		TTL:           broker.Duration(window),
+		VaultPath:     role.Vault.Path,
+		CreatedAt:     now,
+		UpdatedAt:     now,
+	}
+
+	// The decision: the approvals package replaces this with policy.
+	switch {
+	case !role.EligibleFor(agent):
+		l.State, l.Decision = broker.LeaseDenied, fmt.Sprintf("agent %s is not eligible for role %s", agent.Name, role.Name)
+	case !role.AutoApprove:
+		l.State, l.Decision = broker.LeaseDenied, fmt.Sprintf("role %s needs human approval, which this server does not offer", role.Name)
+	default:
+		l.State, l.Decision = broker.LeaseIssuing, fmt.Sprintf("auto-approved: role %s is auto_approve and agent %s is eligible", role.Name, agent.Name)
+	}
+	if l.State == broker.LeaseDenied {
+		l.EndedAt = &now
+		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
+			return nil, nil, fmt.Errorf("record denied lease: %w", err)
+		}
+		s.Logger.Info("lease denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", l.Decision)
+		return l, nil, broker.Errorf(broker.EDENIED, "Request denied: %s.", l.Decision)
+	}
+
+	// Write ahead: the lease exists before Vault is asked to mint.
+	if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
+		return nil, nil, fmt.Errorf("record lease intent: %w", err)
+	}
+	return s.activate(ctx, l, role, actor)
+}
+
+// activate mints the credential for an issuing lease and makes it active.
+func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Role, actor broker.Actor) (*broker.Lease, *broker.Credential, error) {
+	window := time.Duration(l.TTL)
+	grant, err := s.Issuer.Issue(ctx, IssueRequest{LeaseID: l.ID, Agent: l.Agent, Role: role, Window: window})
+	if err != nil {
+		reason := "mint failed"
+		if errors.Is(err, ErrUnavailable) {
+			reason = "mint failed: Vault unreachable"
+		}
+		// Mint failed: nothing is live (a mint that did land unseen is the
+		// reconciler's to find). Use a fresh context: the caller's may be done.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, uerr := s.Store.UpdateLease(fctx, l.ID, broker.LeaseUpdate{
+			From: []broker.LeaseState{broker.LeaseIssuing}, State: ptr(broker.LeaseFailed),
+			EndedAt: ptr(s.Now().UTC()), Actor: "system:issuer", Reason: reason,
+		}); uerr != nil {
+			s.Logger.Error("record failed mint", "lease_id", l.ID, "err", uerr)
+		}
+		s.Logger.Warn("mint failed", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "err", err)
+		if errors.Is(err, ErrUnavailable) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("mint lease %s: %w", l.ID, err)
+	}
+
+	activated := s.Now().UTC()
+	expires := activated.Add(window)
+	updated, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+		From:         []broker.LeaseState{broker.LeaseIssuing},
+		State:        ptr(broker.LeaseActive),
+		VaultLeaseID: &grant.VaultLeaseID,
+		ActivatedAt:  &activated,
+		ExpiresAt:    &expires,
+		Actor:        actor.String(),
+		Reason:       "credential minted",
+	})
+	if err != nil {
+		// The credential must not leave without its Vault id on record: revoke
+		// it now; the reconciler catches it if this fails too.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if rerr := s.Issuer.Revoke(rctx, grant.VaultLeaseID); rerr != nil {
+			s.Logger.Error("revoke unrecorded credential", "lease_id", l.ID, "err", rerr)
+		}
+		return nil, nil, fmt.Errorf("record minted lease: %w", err)
+	}
+	s.Poke()
+
+	credExpires := expires
+	if grant.LeaseDuration > 0 {
+		if v := activated.Add(grant.LeaseDuration); v.Before(credExpires) {
+			credExpires = v
+		}
+	}
+	cred := &broker.Credential{
+		Kind:          role.Kind,
+		Data:          grant.Data,
+		Connection:    role.Connection,
+		LeaseDuration: int(grant.LeaseDuration / time.Second),
+		ExpiresAt:     credExpires,
+	}
+	s.Logger.Info("lease active", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "expires_at", expires)
+	return updated, cred, nil
+}
+
+// FindLeaseByID implements broker.LeaseService.
+func (s *Service) FindLeaseByID(ctx context.Context, id string) (*broker.Lease, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.Store.FindLeaseByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !actor.IsAdmin() && l.AgentID != actor.AgentID {
+		// Not found rather than forbidden: an agent cannot probe others' leases.
+		return nil, broker.Errorf(broker.ENOTFOUND, "Lease not found.")
+	}
+	return l, nil
+}
+
+// FindLeases implements broker.LeaseService.
+func (s *Service) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !actor.IsAdmin() {
+		if filter.AgentID != nil && *filter.AgentID != actor.AgentID {
+			return []*broker.Lease{}, 0, nil
+		}
+		filter.AgentID = &actor.AgentID
+	}
+	return s.Store.FindLeases(ctx, filter)
+}
+
+// FindLeaseEvents implements broker.LeaseService.
+func (s *Service) FindLeaseEvents(ctx context.Context, id string) ([]*broker.LeaseEvent, error) {
+	if _, err := s.FindLeaseByID(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.Store.FindLeaseEvents(ctx, id)
+}
+
+// ReleaseLease implements broker.LeaseService.
+func (s *Service) ReleaseLease(ctx context.Context, id string) (*broker.Lease, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.FindLeaseByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.end(ctx, l, broker.LeaseReleased, actor.String(), "released by the agent")
+}
+
+// RevokeLease implements broker.LeaseService.
+func (s *Service) RevokeLease(ctx context.Context, id, reason string) (*broker.Lease, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !actor.IsAdmin() {
+		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins revoke leases; agents release their own.")
+	}
+	if strings.TrimSpace(reason) == "" {
+		return nil, broker.FieldErrorf("reason", "A reason is required to revoke a lease.")
+	}
+	l, err := s.Store.FindLeaseByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.end(ctx, l, broker.LeaseRevoked, actor.String(), reason)
+}
+
+// RevokeAgentLeases implements broker.LeaseService.
+func (s *Service) RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*broker.Lease, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !actor.IsAdmin() {
+		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins revoke an agent's leases.")
+	}
+	if strings.TrimSpace(reason) == "" {
+		return nil, broker.FieldErrorf("reason", "A reason is required to revoke leases.")
+	}
+	if _, err := s.Store.FindAgentByID(ctx, agentID); err != nil {
+		return nil, err
+	}
+	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: []broker.LeaseState{broker.LeaseActive}})
+	if err != nil {
+		return nil, fmt.Errorf("find live leases: %w", err)
+	}
+	out := make([]*broker.Lease, 0, len(live))
+	for _, l := range live {
+		ended, err := s.end(ctx, l, broker.LeaseRevoked, actor.String(), reason)
+		if broker.ErrorCode(err) == broker.ECONFLICT {
+			continue // it ended meanwhile
+		} else if err != nil {
+			return out, err
+		}
+		out = append(out, ended)
+	}
+	return out, nil
+}
+
+// end moves an active lease to revoking and tries to revoke it at once. It
+// returns the lease in endState if Vault confirmed, or in revoking if the
+// retry queue took over.
+func (s *Service) end(ctx context.Context, l *broker.Lease, endState broker.LeaseState, actor, reason string) (*broker.Lease, error) {
+	if l.State != broker.LeaseActive {
+		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s, not active.", l.State)
+	}
+	now := s.Now().UTC()
+	l, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+		From:         []broker.LeaseState{broker.LeaseActive},
+		State:        ptr(broker.LeaseRevoking),
+		EndState:     &endState,
+		NextRevokeAt: ptr(now.Add(s.ClaimTimeout)), // the queue's safety net if we die mid-revoke
+		Actor:        actor,
+		Reason:       reason,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Revocation must finish even if the caller goes away.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	return s.attemptRevoke(rctx, l, actor)
+}
+
+// attemptRevoke revokes a revoking lease's credential once. On success the
+// lease moves to its end state; on failure it stays revoking with its next
+// attempt scheduled by backoff.
+func (s *Service) attemptRevoke(ctx context.Context, l *broker.Lease, actor string) (*broker.Lease, error) {
+	err := s.Issuer.Revoke(ctx, l.VaultLeaseID)
+	now := s.Now().UTC()
+	if err == nil {
+		done, uerr := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+			From:         []broker.LeaseState{broker.LeaseRevoking},
+			State:        &l.EndState,
+			EndedAt:      &now,
+			NextRevokeAt: &time.Time{},
+			RevokeError:  ptr(""),
+			Actor:        actor,
+			Reason:       "revocation confirmed by Vault",
+		})
+		if uerr != nil {
+			return nil, fmt.Errorf("record revocation: %w", uerr)
+		}
+		s.Logger.Info("lease ended", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "state", done.State)
+		return done, nil
+	}
+
+	attempts := l.RevokeAttempts + 1
+	next := now.Add(s.backoff(attempts))
+	msg := revokeErrorText(err)
+	s.Logger.Warn("revocation failed; queued for retry", "lease_id", l.ID, "agent", l.Agent, "role", l.Role,
+		"attempt", attempts, "next_attempt", next, "err", err)
+	queued, uerr := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+		From:           []broker.LeaseState{broker.LeaseRevoking},
+		RevokeAttempts: &attempts,
+		NextRevokeAt:   &next,
+		RevokeError:    &msg,
+		Actor:          "system:revocation-queue",
+		Reason:         fmt.Sprintf("revocation attempt %d failed: %s", attempts, msg),
+	})
+	if uerr != nil {
+		return nil, fmt.Errorf("record failed revocation: %w", uerr)
+	}
+	s.Poke()
+	return queued, nil
+}
+
+// revokeErrorText is the error recorded on a lease: Vault's message without
+// anything secret (issuers never put secrets in errors), trimmed.
+func revokeErrorText(err error) string {
+	msg := err.Error()
+	if len(msg) > 300 {
+		msg = msg[:300] + "…"
+	}
+	return msg
+}
+
+// backoff returns the delay before revocation attempt n+1: RetryBase doubled
+// per attempt, capped at RetryMax, with ±20% jitter so a fleet of failed
+// revocations does not retry in lockstep.
+func (s *Service) backoff(attempts int) time.Duration {
+	d := s.RetryBase
+	for i := 1; i < attempts && d < s.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, s.RetryMax)
+	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
+	return max(d+jitter, time.Millisecond)
+}
+
+// Roles implements broker.LeaseService.
+func (s *Service) Roles(ctx context.Context) ([]*broker.Role, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all := s.allRoles()
+	if actor.IsAdmin() {
+		return all, nil
+	}
+	agent, err := s.Store.FindAgentByID(ctx, actor.AgentID)
+	if err != nil {
+		return nil, fmt.Errorf("find agent: %w", err)
+	}
+	out := make([]*broker.Role, 0, len(all))
+	for _, r := range all {
+		if r.EligibleFor(agent) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// Ready implements broker.LeaseService.
+func (s *Service) Ready(ctx context.Context) error {
+	if err := s.Store.Ping(ctx); err != nil {
+		return broker.Errorf(broker.EUNAVAILABLE, "The store is unreachable.")
+	}
+	if err := s.Issuer.Ping(ctx); err != nil {
+		return broker.Errorf(broker.EUNAVAILABLE, "Vault is unreachable or sealed.")
+	}
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
