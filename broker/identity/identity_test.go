@@ -1,0 +1,151 @@
+package identity_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/sqlite"
+)
+
+func newService(tb testing.TB) (*identity.Service, *sqlite.DB, *time.Time) {
+	tb.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "stint.db"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	now := time.Now().UTC()
+	s := identity.NewService(db, []identity.AdminToken{identity.NewAdminToken("sec", "admin-secret")})
+	s.Now = func() time.Time { return now }
+	return s, db, &now
+}
+
+var admin = broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "sec"})
+
+func TestCreateAgent(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		s, db, _ := newService(t)
+		a, key, k, err := s.CreateAgent(admin, broker.NewAgent{Name: "etl-bot", Owner: "Alice@Example.com", Labels: map[string]string{"team": "data"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(key, identity.KeyPrefix) || len(key) < 40 {
+			t.Fatalf("key %q lacks the prefix or entropy", key[:12])
+		}
+		if a.Owner != "alice@example.com" || a.State != broker.AgentActive {
+			t.Fatalf("agent = %+v", a)
+		}
+		if got, want := k.ExpiresAt.Sub(k.CreatedAt), 24*time.Hour; got != want {
+			t.Fatalf("key ttl = %s, want %s", got, want)
+		}
+		// Only the hash is stored.
+		keys, err := db.FindAPIKeys(context.Background(), a.ID)
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("keys = %v, %v", keys, err)
+		}
+		if keys[0].Hash == key || strings.Contains(keys[0].Hash, key[len(identity.KeyPrefix):]) || len(keys[0].Hash) != 64 {
+			t.Fatalf("stored hash %q is not a SHA-256 of the key", keys[0].Hash)
+		}
+		actor, err := s.Authenticate(context.Background(), key)
+		if err != nil || actor.Kind != broker.ActorAgent || actor.AgentID != a.ID || actor.Name != "etl-bot" {
+			t.Fatalf("authenticate = %+v, %v", actor, err)
+		}
+	})
+	t.Run("ErrInvalid", func(t *testing.T) {
+		s, _, _ := newService(t)
+		for _, na := range []broker.NewAgent{
+			{Name: "", Owner: "a@b.c"},
+			{Name: "Bad Name", Owner: "a@b.c"},
+			{Name: "ok", Owner: "not-an-email"},
+			{Name: "ok", Owner: "a@b.c", KeyTTL: time.Second},
+			{Name: "ok", Owner: "a@b.c", KeyTTL: 365 * 24 * time.Hour},
+		} {
+			if _, _, _, err := s.CreateAgent(admin, na); broker.ErrorCode(err) != broker.EINVALID {
+				t.Errorf("CreateAgent(%+v) err = %v, want invalid", na, err)
+			}
+		}
+	})
+	t.Run("ErrConflict", func(t *testing.T) {
+		s, _, _ := newService(t)
+		if _, _, _, err := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"}); err != nil {
+			t.Fatal(err)
+		}
+		_, _, _, err := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"})
+		if broker.ErrorCode(err) != broker.EINVALID || broker.ErrorField(err) != "name" {
+			t.Fatalf("duplicate name err = %v, want invalid name", err)
+		}
+	})
+	t.Run("ErrForbidden", func(t *testing.T) {
+		s, _, _ := newService(t)
+		agent := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: "x"})
+		if _, _, _, err := s.CreateAgent(agent, broker.NewAgent{Name: "bot", Owner: "a@b.c"}); broker.ErrorCode(err) != broker.EFORBIDDEN {
+			t.Fatalf("err = %v, want forbidden", err)
+		}
+	})
+}
+
+func TestAuthenticate(t *testing.T) {
+	unauthorized := func(t *testing.T, s *identity.Service, secret, why string) {
+		t.Helper()
+		if _, err := s.Authenticate(context.Background(), secret); broker.ErrorCode(err) != broker.EUNAUTHORIZED {
+			t.Fatalf("%s: err = %v, want unauthorized", why, err)
+		}
+	}
+	t.Run("Admin", func(t *testing.T) {
+		s, _, _ := newService(t)
+		a, err := s.Authenticate(context.Background(), "admin-secret")
+		if err != nil || !a.IsAdmin() || a.Name != "sec" {
+			t.Fatalf("admin = %+v, %v", a, err)
+		}
+		unauthorized(t, s, "admin-secreT", "wrong admin token")
+		unauthorized(t, s, "", "empty")
+	})
+	t.Run("ExpiredKey", func(t *testing.T) {
+		s, _, now := newService(t)
+		_, key, _, _ := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c", KeyTTL: time.Hour})
+		*now = now.Add(time.Hour)
+		unauthorized(t, s, key, "expired key")
+	})
+	t.Run("RotatedKey", func(t *testing.T) {
+		s, _, _ := newService(t)
+		a, old, _, _ := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"})
+		fresh, _, err := s.RotateKey(admin, a.ID, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unauthorized(t, s, old, "rotated-out key")
+		if _, err := s.Authenticate(context.Background(), fresh); err != nil {
+			t.Fatalf("new key: %v", err)
+		}
+	})
+	t.Run("SuspendedAndDisabled", func(t *testing.T) {
+		s, _, _ := newService(t)
+		a, key, _, _ := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"})
+		if _, err := s.SetAgentState(admin, a.ID, broker.AgentSuspended); err != nil {
+			t.Fatal(err)
+		}
+		unauthorized(t, s, key, "suspended agent")
+		if _, err := s.SetAgentState(admin, a.ID, broker.AgentActive); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Authenticate(context.Background(), key); err != nil {
+			t.Fatalf("re-activated agent: %v", err)
+		}
+		if _, err := s.SetAgentState(admin, a.ID, broker.AgentDisabled); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetAgentState(admin, a.ID, broker.AgentActive); err != nil {
+			t.Fatal(err)
+		}
+		unauthorized(t, s, key, "key of a once-disabled agent")
+	})
+	t.Run("UnknownKey", func(t *testing.T) {
+		s, _, _ := newService(t)
+		unauthorized(t, s, identity.KeyPrefix+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "unknown key")
+	})
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `listen: 127.0.0.1:7171
+store:
+  path: /tmp/x.db
+vault:
+  address: http://127.0.0.1:8250
+roles:
+  - name: db-readonly
+    kind: database
+    sensitivity: low
+    vault: {path: database/creds/stint-readonly, method: read}
+    default_ttl: 15m
+    max_ttl: 1h
+    eligible: {team: data}
+    connection: {host: 127.0.0.1, port: 5432, database: postgres}
+    auto_approve: true
+`
+
+func TestParseConfig(t *testing.T) {
+	t.Run("OK", func(t *testing.T) {
+		cfg, err := ParseConfig("stint.yaml", []byte(goodConfig))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Listen != "127.0.0.1:7171" || cfg.Vault.TokenEnv != "VAULT_TOKEN" || cfg.Keys.DefaultTTL != 24*time.Hour {
+			t.Fatalf("config = %+v", cfg)
+		}
+		if r := cfg.Roles[0]; r.MaxTTL != time.Hour || r.Connection.Port != 5432 || !r.AutoApprove {
+			t.Fatalf("role = %+v", r)
+		}
+	})
+	t.Run("Empty", func(t *testing.T) {
+		if _, err := ParseConfig("stint.yaml", nil); err != nil {
+			t.Fatalf("empty file must mean defaults: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"UnknownTopKey", goodConfig + "colour: blue\n", []string{"stint.yaml:16", `unknown key "colour"`}},
+		{"UnknownRoleKey", strings.Replace(goodConfig, "    auto_approve: true", "    auto_aprove: true", 1), []string{"stint.yaml:15", `unknown key "auto_aprove"`}},
+		{"BadDuration", strings.Replace(goodConfig, "max_ttl: 1h", "max_ttl: forever", 1), []string{"stint.yaml", "forever"}},
+		{"DefaultOverMax", strings.Replace(goodConfig, "default_ttl: 15m", "default_ttl: 2h", 1), []string{"default_ttl must be positive and at most max_ttl"}},
+		{"BadSensitivity", strings.Replace(goodConfig, "sensitivity: low", "sensitivity: spicy", 1), []string{`sensitivity must be low, medium, high or critical, not "spicy"`}},
+		{"DatabaseWithoutConnection", strings.Replace(goodConfig, "    connection: {host: 127.0.0.1, port: 5432, database: postgres}\n", "", 1), []string{"need connection"}},
+		{"DuplicateRole", goodConfig + strings.SplitN(goodConfig, "roles:\n", 2)[1], []string{`role "db-readonly" is defined twice`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig("stint.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
