@@ -1,0 +1,67 @@
+package mock
+
+import (
+	"context"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+var _ broker.LeaseService = (*LeaseService)(nil)
+
+// LeaseService is a mock of broker.LeaseService.
+type LeaseService struct {
+	RequestLeaseFn      func(ctx context.Context, req broker.LeaseRequest) (*broker.Lease, *broker.Credential, error)
+	FindLeaseByIDFn     func(ctx context.Context, id string) (*broker.Lease, error)
+	FindLeasesFn        func(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error)
+	FindLeaseEventsFn   func(ctx context.Context, id string) ([]*broker.LeaseEvent, error)
+	ReleaseLeaseFn      func(ctx context.Context, id string) (*broker.Lease, error)
+	RevokeLeaseFn       func(ctx context.Context, id, reason string) (*broker.Lease, error)
+	RevokeAgentLeasesFn func(ctx context.Context, agentID, reason string) ([]*broker.Lease, error)
+	RolesFn             func(ctx context.Context) ([]*broker.Role, error)
+	ReadyFn             func(ctx context.Context) error
+}
+
+// RequestLease implements broker.LeaseService by calling RequestLeaseFn.
+func (s *LeaseService) RequestLease(ctx context.Context, req broker.LeaseRequest) (*broker.Lease, *broker.Credential, error) {
+	return s.RequestLeaseFn(ctx, req)
+}
+
+// FindLeaseByID implements broker.LeaseService by calling FindLeaseByIDFn.
+func (s *LeaseService) FindLeaseByID(ctx context.Context, id string) (*broker.Lease, error) {
+	return s.FindLeaseByIDFn(ctx, id)
+}
+
+// FindLeases implements broker.LeaseService by calling FindLeasesFn.
+func (s *LeaseService) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
+	return s.FindLeasesFn(ctx, filter)
+}
+
+// FindLeaseEvents implements broker.LeaseService by calling FindLeaseEventsFn.
+func (s *LeaseService) FindLeaseEvents(ctx context.Context, id string) ([]*broker.LeaseEvent, error) {
+	return s.FindLeaseEventsFn(ctx, id)
+}
+
+// ReleaseLease implements broker.LeaseService by calling ReleaseLeaseFn.
+func (s *LeaseService) ReleaseLease(ctx context.Context, id string) (*broker.Lease, error) {
+	return s.ReleaseLeaseFn(ctx, id)
+}
+
+// RevokeLease implements broker.LeaseService by calling RevokeLeaseFn.
+func (s *LeaseService) RevokeLease(ctx context.Context, id, reason string) (*broker.Lease, error) {
+	return s.RevokeLeaseFn(ctx, id, reason)
+}
+
+// RevokeAgentLeases implements broker.LeaseService by calling RevokeAgentLeasesFn.
+func (s *LeaseService) RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*broker.Lease, error) {
+	return s.RevokeAgentLeasesFn(ctx, agentID, reason)
+}
+
+// Roles implements broker.LeaseService by calling RolesFn.
+func (s *LeaseService) Roles(ctx context.Context) ([]*broker.Role, error) {
+	return s.RolesFn(ctx)
+}
+
+// Ready implements broker.LeaseService by calling ReadyFn.
+func (s *LeaseService) Ready(ctx context.Context) error {
+	return s.ReadyFn(ctx)
+}

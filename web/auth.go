@@ -1,0 +1,81 @@
+package web
+
+import (
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// actorKey is the echo context key under which authenticate stores the
+// actor's String form, for the request log.
+const actorKey = "stint.actor"
+
+// publicRoutes are the routes that need no authentication, by route path.
+var publicRoutes = map[string]bool{
+	"/healthz": true,
+	"/readyz":  true,
+}
+
+// authenticate resolves "Authorization: Bearer <secret>" (an agent API key or
+// an admin token) to a broker.Actor and puts it on the request context, where
+// the services find it. It runs after routing and lets only publicRoutes
+// through unauthenticated: a route added without thought is protected.
+// Every response it lets through is marked no-store: answers to authenticated
+// requests are private to the caller.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if publicRoutes[c.Path()] {
+			return next(c)
+		}
+		secret, ok := bearerSecret(c.Request().Header.Get(echo.HeaderAuthorization))
+		if !ok {
+			return broker.Errorf(broker.EUNAUTHORIZED, "Send your API key as \"Authorization: Bearer <key>\".")
+		}
+		req := c.Request()
+		actor, err := s.Agents.Authenticate(req.Context(), secret)
+		switch broker.ErrorCode(err) {
+		case "":
+		case broker.EUNAVAILABLE, broker.EINTERNAL, broker.EUNAUTHORIZED:
+			return err
+		default:
+			// Whatever else the service says, the caller is not authenticated;
+			// a different answer would let it probe which keys exist.
+			return broker.Errorf(broker.EUNAUTHORIZED, "The API key is invalid, expired or revoked.")
+		}
+		actor.SourceIP = c.RealIP()
+		c.SetRequest(req.WithContext(broker.NewContextWithActor(req.Context(), actor)))
+		c.Set(actorKey, actor.String())
+		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
+		return next(c)
+	}
+}
+
+// bearerSecret returns the secret of an "Authorization: Bearer <secret>"
+// header value. The scheme is case-insensitive (RFC 9110 §11.1).
+func bearerSecret(header string) (string, bool) {
+	scheme, secret, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	secret = strings.TrimSpace(secret)
+	return secret, secret != ""
+}
+
+// requireAdmin lets only admins through; it runs after authenticate.
+func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if actor, ok := broker.ActorFromContext(c.Request().Context()); !ok || !actor.IsAdmin() {
+			return broker.Errorf(broker.EFORBIDDEN, "Only an admin may do this.")
+		}
+		return next(c)
+	}
+}
+
+// actorOf returns the authenticated actor of the request; authenticate
+// guarantees there is one on every /v1 route.
+func actorOf(c echo.Context) broker.Actor {
+	actor, _ := broker.ActorFromContext(c.Request().Context())
+	return actor
+}

@@ -1,0 +1,40 @@
+package web
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// registerHealthRoutes adds the unauthenticated probes.
+func (s *Server) registerHealthRoutes(e *echo.Echo) {
+	e.GET("/healthz", s.handleHealthz)
+	e.GET("/readyz", s.handleReadyz)
+}
+
+// handleHealthz handles "GET /healthz": the process is up and serving.
+func (s *Server) handleHealthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, statusResponse{Status: "ok"})
+}
+
+// handleReadyz handles "GET /readyz": 200 when the store and Vault can be
+// reached, otherwise 503 with a reason safe to show (the detail is logged).
+func (s *Server) handleReadyz(c echo.Context) error {
+	ctx := c.Request().Context()
+	if err := s.Leases.Ready(ctx); err != nil {
+		s.Logger.WarnContext(ctx, "not ready", "request_id", requestID(c), "err", err)
+		msg := "Stint cannot reach its store or Vault; try again shortly."
+		if broker.ErrorCode(err) != broker.EINTERNAL {
+			msg = broker.ErrorMessage(err)
+		}
+		return broker.Errorf(broker.EUNAVAILABLE, "%s", msg)
+	}
+	return c.JSON(http.StatusOK, statusResponse{Status: "ok"})
+}
+
+// statusResponse is the body of the probes' successful answers.
+type statusResponse struct {
+	Status string `json:"status"`
+}
