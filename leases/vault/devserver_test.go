@@ -1,0 +1,80 @@
+package vault_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stint-broker/stint/leases/vault"
+	"github.com/stint-broker/stint/leases/vault/vaulttest"
+)
+
+func TestDevServer(t *testing.T) {
+	s := vaulttest.Start(t)
+	ctx := context.Background()
+
+	fi, err := os.Stat(filepath.Join(s.Dir, "init.json"))
+	if err != nil {
+		t.Fatalf("init.json: %v", err)
+	}
+	if mode := fi.Mode().Perm(); mode != 0o600 {
+		t.Errorf("init.json mode = %o, want 600", mode)
+	}
+
+	// Configure is idempotent.
+	if err := s.Configure(ctx); err != nil {
+		t.Fatalf("second Configure: %v", err)
+	}
+
+	// A restart keeps the state: same root token, still configured.
+	token := s.RootToken
+	if err := s.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if err := s.Stop(); err != nil {
+		t.Fatalf("second Stop: %v", err)
+	}
+	if err := s.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	if s.RootToken != token {
+		t.Errorf("root token changed across a restart")
+	}
+	is := openIssuer(t, s.Config())
+	if err := is.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if err := s.Configure(ctx); err != nil {
+		t.Fatalf("Configure after restart: %v", err)
+	}
+
+	// Nothing secret reaches the log.
+	log, err := os.ReadFile(filepath.Join(s.Dir, "vault.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(log, []byte(s.RootToken)) {
+		t.Errorf("vault.log contains the root token")
+	}
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		if bytes.Contains(line, []byte("[WARN]")) || bytes.Contains(line, []byte("[ERROR]")) {
+			t.Logf("vault.log: %s", line)
+		}
+	}
+}
+
+func TestStartDev_Invalid(t *testing.T) {
+	for name, opts := range map[string]vault.DevOptions{
+		"ErrNoBin":  {Dir: t.TempDir(), Port: 8200},
+		"ErrNoDir":  {Bin: "vault", Port: 8200},
+		"ErrNoPort": {Bin: "vault", Dir: t.TempDir()},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := vault.StartDev(context.Background(), opts); err == nil {
+				t.Fatal("StartDev: want an error")
+			}
+		})
+	}
+}
