@@ -139,6 +139,10 @@ func (is *Issuer) mintSecret(ctx context.Context, v broker.RoleVault, params map
 	return s, nil
 }
 
+// databaseExpirySlack is how far past the Vault lease expiry Vault's database
+// plugins set the target's own expiry (PostgreSQL VALID UNTIL), in seconds.
+const databaseExpirySlack = 5
+
 func (is *Issuer) issueLease(ctx context.Context, req leases.IssueRequest) (*leases.Grant, error) {
 	v := req.Role.Vault
 	s, err := is.mintSecret(ctx, v, v.Params)
@@ -154,6 +158,12 @@ func (is *Issuer) issueLease(ctx context.Context, req leases.IssueRequest) (*lea
 	}
 
 	window := windowSeconds(req.Window)
+	if req.Role.Kind == broker.KindDatabase && window > 2*databaseExpirySlack {
+		// The database plugin sets VALID UNTIL to the lease expiry plus its
+		// slack; aim that much earlier so the target's own expiry also falls
+		// inside the window.
+		window -= databaseExpirySlack
+	}
 	ttl, renewable := s.LeaseDuration, s.Renewable
 	if ttl > window {
 		// database/creds takes no TTL: shorten the lease instead. A smaller
