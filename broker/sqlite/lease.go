@@ -1,0 +1,539 @@
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// leaseColumns is the column list every lease query selects, in scanLease's
+// order.
+const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state, end_state,
+	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
+	ended_at, revoke_attempts, next_revoke_at, revoke_error`
+
+// CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
+// empty and stamps CreatedAt and UpdatedAt when they are zero; the first
+// event is dated CreatedAt. It also returns ENOTFOUND if the agent does not
+// exist.
+func (db *DB) CreateLease(ctx context.Context, l *broker.Lease, actor, reason string) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+
+	if err := createLease(ctx, tx, l); err != nil {
+		return err
+	}
+	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+		LeaseID: l.ID, At: l.CreatedAt, To: l.State, Actor: actor, Reason: reason,
+	}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// FindLeaseByID implements broker.LeaseStore.
+func (db *DB) FindLeaseByID(ctx context.Context, id string) (*broker.Lease, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return findLeaseByID(ctx, tx, id)
+}
+
+// FindLeases implements broker.LeaseStore. Leases are ordered by CreatedAt,
+// newest first, then by ID descending.
+func (db *DB) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tx.Rollback()
+	return findLeases(ctx, tx, filter)
+}
+
+// UpdateLease implements broker.LeaseStore. The event is dated, and UpdatedAt
+// set to, the store's clock.
+func (db *DB) UpdateLease(ctx context.Context, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	l, err := updateLease(ctx, tx, id, upd)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return l, nil
+}
+
+// FindLeaseEvents implements broker.LeaseStore. An unknown lease has no
+// events.
+func (db *DB) FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.LeaseEvent, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	rows, err := tx.QueryContext(ctx, `
+		SELECT id, lease_id, at, from_state, to_state, actor, reason
+		FROM lease_events
+		WHERE lease_id = ?
+		ORDER BY id`,
+		leaseID)
+	if err != nil {
+		return nil, fmt.Errorf("find lease events: %w", err)
+	}
+	defer rows.Close()
+
+	events := []*broker.LeaseEvent{}
+	for rows.Next() {
+		var (
+			e        broker.LeaseEvent
+			at       int64
+			from, to string
+		)
+		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
+			return nil, fmt.Errorf("scan lease event: %w", err)
+		}
+		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
+		events = append(events, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("find lease events: %w", err)
+	}
+	return events, nil
+}
+
+// NextLeaseDeadline implements broker.LeaseStore.
+func (db *DB) NextLeaseDeadline(ctx context.Context) (time.Time, bool, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return time.Time{}, false, err
+	}
+	defer tx.Rollback()
+
+	// Two index seeks, one per queue, each reading the first entry of its
+	// partial index. INDEXED BY pins the queue queries to the partial
+	// indexes: without statistics SQLite prefers leases_state, then sorts
+	// every active lease to find the first few.
+	var next int64
+	var ok bool
+	for _, query := range []string{
+		`SELECT expires_at FROM leases INDEXED BY leases_active_expires_at
+		WHERE state = 'active' AND expires_at IS NOT NULL
+		ORDER BY expires_at LIMIT 1`,
+		`SELECT next_revoke_at FROM leases INDEXED BY leases_revoking_next_revoke_at
+		WHERE state = 'revoking' AND next_revoke_at IS NOT NULL
+		ORDER BY next_revoke_at LIMIT 1`,
+	} {
+		var t int64
+		switch err := tx.QueryRowContext(ctx, query).Scan(&t); {
+		case errors.Is(err, sql.ErrNoRows):
+			continue
+		case err != nil:
+			return time.Time{}, false, fmt.Errorf("find next lease deadline: %w", err)
+		}
+		if !ok || t < next {
+			next, ok = t, true
+		}
+	}
+	if !ok {
+		return time.Time{}, false, nil
+	}
+	return fromNanos(next), true, nil
+}
+
+// ClaimExpiredLeases implements broker.LeaseStore. The claimed leases'
+// UpdatedAt and their events are dated now. Returns an error if limit is not
+// positive.
+func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("claim expired leases: limit %d is not positive", limit)
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	now, retryAt = normTime(now), normTime(retryAt)
+	// The partial index holds each entry's rowid, so the subquery never reads
+	// the table and the update goes straight to the rows.
+	rows, err := tx.QueryContext(ctx, `
+		UPDATE leases
+		SET state = ?, end_state = ?, next_revoke_at = ?, updated_at = ?
+		WHERE rowid IN (
+			SELECT rowid FROM leases INDEXED BY leases_active_expires_at
+			WHERE state = 'active' AND expires_at <= ?
+			ORDER BY expires_at, id
+			LIMIT ?
+		)
+		RETURNING `+leaseColumns,
+		string(broker.LeaseRevoking), string(broker.LeaseExpired), nanos(retryAt), nanos(now),
+		nanos(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim expired leases: %w", err)
+	}
+	leases, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("claim expired leases: %w", err)
+	}
+	if len(leases) == 0 {
+		return leases, nil
+	}
+	// RETURNING has no defined order; the contract is earliest deadline first,
+	// and the events are numbered in the same order.
+	slices.SortFunc(leases, func(a, b *broker.Lease) int {
+		return cmp.Or(a.ExpiresAt.Compare(*b.ExpiresAt), strings.Compare(a.ID, b.ID))
+	})
+
+	ids := make([]string, len(leases))
+	for i, l := range leases {
+		ids[i] = l.ID
+	}
+	list, err := idsJSON(ids)
+	if err != nil {
+		return nil, err
+	}
+	// One statement for the whole batch: json_each yields the ids in order.
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
+		SELECT value, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
+		nanos(now), string(broker.LeaseActive), string(broker.LeaseRevoking),
+		"system:expiry", "window closed", list,
+	); err != nil {
+		return nil, fmt.Errorf("record expiry events: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return leases, nil
+}
+
+// ClaimDueRevocations implements broker.LeaseStore. The leases come earliest
+// due first, and their UpdatedAt is set to now. Returns an error if limit is
+// not positive.
+func (db *DB) ClaimDueRevocations(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("claim due revocations: limit %d is not positive", limit)
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	now, retryAt = normTime(now), normTime(retryAt)
+	// Select first: RETURNING would report the pushed time and no order.
+	rows, err := tx.QueryContext(ctx, `
+		SELECT `+leaseColumns+`
+		FROM leases INDEXED BY leases_revoking_next_revoke_at
+		WHERE state = 'revoking' AND next_revoke_at <= ?
+		ORDER BY next_revoke_at, id
+		LIMIT ?`,
+		nanos(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("find due revocations: %w", err)
+	}
+	leases, err := scanLeases(rows)
+	if err != nil {
+		return nil, fmt.Errorf("find due revocations: %w", err)
+	}
+	if len(leases) == 0 {
+		return leases, nil
+	}
+
+	ids := make([]string, len(leases))
+	for i, l := range leases {
+		ids[i] = l.ID
+		next := retryAt
+		l.NextRevokeAt, l.UpdatedAt = &next, now
+	}
+	list, err := idsJSON(ids)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE leases SET next_revoke_at = ?, updated_at = ?
+		WHERE id IN (SELECT value FROM json_each(?))`,
+		nanos(retryAt), nanos(now), list,
+	); err != nil {
+		return nil, fmt.Errorf("push due revocations: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("commit: %w", err)
+	}
+	return leases, nil
+}
+
+// CountLeasesByState implements broker.LeaseStore. States without leases are
+// absent from the map.
+func (db *DB) CountLeasesByState(ctx context.Context) (map[broker.LeaseState]int, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+
+	rows, err := tx.QueryContext(ctx, `SELECT state, COUNT(*) FROM leases GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	defer rows.Close()
+
+	counts := make(map[broker.LeaseState]int)
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("scan lease count: %w", err)
+		}
+		counts[broker.LeaseState(state)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count leases: %w", err)
+	}
+	return counts, nil
+}
+
+// createLease inserts l, filling in its ID and timestamps when unset.
+func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
+	if l.ID == "" {
+		id, err := newID()
+		if err != nil {
+			return err
+		}
+		l.ID = id
+	}
+	if l.CreatedAt.IsZero() {
+		l.CreatedAt = tx.now
+	}
+	if l.UpdatedAt.IsZero() {
+		l.UpdatedAt = l.CreatedAt
+	}
+	l.CreatedAt, l.UpdatedAt = normTime(l.CreatedAt), normTime(l.UpdatedAt)
+	l.ActivatedAt, l.ExpiresAt = normTimePtr(l.ActivatedAt), normTimePtr(l.ExpiresAt)
+	l.EndedAt, l.NextRevokeAt = normTimePtr(l.EndedAt), normTimePtr(l.NextRevokeAt)
+
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO leases (
+			id, agent_id, agent, role, task, justification, ttl, state, end_state,
+			decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
+			ended_at, revoke_attempts, next_revoke_at, revoke_error
+		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		l.ID, l.AgentID, l.Agent, l.Role, l.Task, l.Justification, int64(l.TTL),
+		string(l.State), string(l.EndState), l.Decision, l.VaultPath, nullString(l.VaultLeaseID),
+		nanos(l.CreatedAt), nanos(l.UpdatedAt), nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt),
+		nullNanos(l.EndedAt), l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
+	); isForeignKeyError(err) {
+		return broker.Errorf(broker.ENOTFOUND, "Agent not found.")
+	} else if err != nil {
+		return fmt.Errorf("insert lease: %w", formatError(err))
+	}
+	return nil
+}
+
+// findLeaseByID returns ENOTFOUND if no lease has the id.
+func findLeaseByID(ctx context.Context, tx *tx, id string) (*broker.Lease, error) {
+	l, err := scanLease(tx.QueryRowContext(ctx, `SELECT `+leaseColumns+` FROM leases WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, broker.Errorf(broker.ENOTFOUND, "Lease not found.")
+	} else if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// findLeases returns one page of matching leases, newest first, and the
+// total.
+func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
+	where, args := []string{"1 = 1"}, []any{}
+	if v := filter.ID; v != nil {
+		where, args = append(where, "id = ?"), append(args, *v)
+	}
+	if v := filter.AgentID; v != nil {
+		where, args = append(where, "agent_id = ?"), append(args, *v)
+	}
+	if v := filter.Role; v != nil {
+		where, args = append(where, "role = ?"), append(args, *v)
+	}
+	if len(filter.States) > 0 {
+		marks := strings.TrimSuffix(strings.Repeat("?, ", len(filter.States)), ", ")
+		where = append(where, "state IN ("+marks+")")
+		for _, s := range filter.States {
+			args = append(args, string(s))
+		}
+	}
+	if v := filter.VaultLeaseID; v != nil {
+		where, args = append(where, "vault_lease_id = ?"), append(args, *v)
+	}
+	if v := filter.CreatedBefore; v != nil {
+		where, args = append(where, "created_at < ?"), append(args, nanos(*v))
+	}
+	cond := strings.Join(where, " AND ")
+
+	var total int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM leases WHERE `+cond, args...).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count leases: %w", err)
+	}
+	if total == 0 {
+		return []*broker.Lease{}, 0, nil
+	}
+
+	rows, err := tx.QueryContext(ctx, `
+		SELECT `+leaseColumns+`
+		FROM leases
+		WHERE `+cond+`
+		ORDER BY created_at DESC, id DESC
+		`+limitOffset(filter.Limit, filter.Offset),
+		args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("find leases: %w", err)
+	}
+	leases, err := scanLeases(rows)
+	if err != nil {
+		return nil, 0, fmt.Errorf("find leases: %w", err)
+	}
+	return leases, total, nil
+}
+
+// scanLeases reads and closes rows of leaseColumns.
+func scanLeases(rows *sql.Rows) ([]*broker.Lease, error) {
+	defer rows.Close()
+	leases := []*broker.Lease{}
+	for rows.Next() {
+		l, err := scanLease(rows)
+		if err != nil {
+			return nil, err
+		}
+		leases = append(leases, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return leases, nil
+}
+
+// scanLease reads one row of leaseColumns.
+func scanLease(row rowScanner) (*broker.Lease, error) {
+	var (
+		l                                   broker.Lease
+		ttl, createdAt, updatedAt           int64
+		state, endState                     string
+		vaultLeaseID                        sql.NullString
+		activatedAt, expiresAt, endedAt, nr sql.NullInt64
+	)
+	if err := row.Scan(
+		&l.ID, &l.AgentID, &l.Agent, &l.Role, &l.Task, &l.Justification, &ttl, &state, &endState,
+		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
+		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
+	); err != nil {
+		return nil, fmt.Errorf("scan lease: %w", err)
+	}
+	l.TTL = broker.Duration(ttl)
+	l.State, l.EndState = broker.LeaseState(state), broker.LeaseState(endState)
+	l.VaultLeaseID = vaultLeaseID.String
+	l.CreatedAt, l.UpdatedAt = fromNanos(createdAt), fromNanos(updatedAt)
+	l.ActivatedAt, l.ExpiresAt = fromNullNanos(activatedAt), fromNullNanos(expiresAt)
+	l.EndedAt, l.NextRevokeAt = fromNullNanos(endedAt), fromNullNanos(nr)
+	return &l, nil
+}
+
+// updateLease checks the From guard, applies upd, writes the lease and
+// appends its event.
+func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	l, err := findLeaseByID(ctx, tx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(upd.From) > 0 && !slices.Contains(upd.From, l.State) {
+		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s.", l.State)
+	}
+
+	from := l.State
+	if v := upd.State; v != nil {
+		l.State = *v
+	}
+	if v := upd.EndState; v != nil {
+		l.EndState = *v
+	}
+	if v := upd.Decision; v != nil {
+		l.Decision = *v
+	}
+	if v := upd.VaultLeaseID; v != nil {
+		l.VaultLeaseID = *v
+	}
+	if v := upd.ActivatedAt; v != nil {
+		l.ActivatedAt = normTimePtr(v)
+	}
+	if v := upd.ExpiresAt; v != nil {
+		l.ExpiresAt = normTimePtr(v)
+	}
+	if v := upd.EndedAt; v != nil {
+		l.EndedAt = normTimePtr(v)
+	}
+	if v := upd.RevokeAttempts; v != nil {
+		l.RevokeAttempts = *v
+	}
+	if v := upd.NextRevokeAt; v != nil {
+		l.NextRevokeAt = normTimePtr(v)
+	}
+	if v := upd.RevokeError; v != nil {
+		l.RevokeError = *v
+	}
+	l.UpdatedAt = tx.now
+
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE leases
+		SET state = ?, end_state = ?, decision = ?, vault_lease_id = ?, updated_at = ?,
+			activated_at = ?, expires_at = ?, ended_at = ?,
+			revoke_attempts = ?, next_revoke_at = ?, revoke_error = ?
+		WHERE id = ?`,
+		string(l.State), string(l.EndState), l.Decision, nullString(l.VaultLeaseID), nanos(l.UpdatedAt),
+		nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt), nullNanos(l.EndedAt),
+		l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
+		id,
+	); err != nil {
+		return nil, fmt.Errorf("update lease: %w", formatError(err))
+	}
+	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+		LeaseID: id, At: tx.now, From: from, To: l.State, Actor: upd.Actor, Reason: upd.Reason,
+	}); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// insertLeaseEvent appends e to its lease's history and sets e.ID.
+func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
+	res, err := tx.ExecContext(ctx, `
+		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
+		VALUES (?, ?, ?, ?, ?, ?)`,
+		e.LeaseID, nanos(e.At), string(e.From), string(e.To), e.Actor, e.Reason)
+	if err != nil {
+		return fmt.Errorf("insert lease event: %w", formatError(err))
+	}
+	if e.ID, err = res.LastInsertId(); err != nil {
+		return fmt.Errorf("insert lease event: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,286 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/migrations"
+)
+
+// pragmas run on every new connection of both pools. busy_timeout makes a
+// writer wait for another process's write lock instead of failing.
+const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
+	"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+
+// readers is the size of the read pool.
+const readers = 4
+
+// DB is a SQLite database holding agents, API keys, leases and lease history.
+// It is safe for concurrent use.
+type DB struct {
+	writer *sql.DB // one connection; every transaction is BEGIN IMMEDIATE
+	reader *sql.DB // query_only; the writer itself for an in-memory database
+
+	// Now returns the current time. It stamps CreatedAt and UpdatedAt when the
+	// caller leaves them zero, UpdatedAt on every update, and event times.
+	// It defaults to time.Now and can be replaced in tests.
+	Now func() time.Time
+}
+
+// Open opens (creating if needed) the SQLite database at path, applies pending
+// migrations and returns it ready to use. The path ":memory:" opens a private
+// in-memory database, served by a single connection. Open refuses a database
+// whose schema is newer than this binary knows.
+func Open(ctx context.Context, path string) (_ *DB, err error) {
+	if path == "" {
+		return nil, errors.New("open sqlite: path is required")
+	}
+	db := &DB{Now: time.Now}
+	defer func() {
+		if err != nil {
+			db.Close()
+		}
+	}()
+
+	if path == ":memory:" {
+		// Every connection to ":memory:" is a new, empty database, so both
+		// roles share one connection that must never be closed.
+		if db.writer, err = sql.Open("sqlite", "file::memory:?"+pragmas); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		db.writer.SetMaxOpenConns(1)
+		db.writer.SetMaxIdleConns(1)
+		db.reader = db.writer
+	} else {
+		file := "file:" + escapePath(path) + "?" + pragmas
+		if db.writer, err = sql.Open("sqlite", file+"&_txlock=immediate"); err != nil {
+			return nil, fmt.Errorf("open sqlite writer: %w", err)
+		}
+		db.writer.SetMaxOpenConns(1)
+		db.writer.SetMaxIdleConns(1)
+	}
+
+	if err := migrate(ctx, db.writer); err != nil {
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+
+	if db.reader == nil {
+		// Opened after migrating, so the file is already in WAL mode.
+		file := "file:" + escapePath(path) + "?" + pragmas
+		if db.reader, err = sql.Open("sqlite", file+"&_pragma=query_only(1)"); err != nil {
+			return nil, fmt.Errorf("open sqlite reader: %w", err)
+		}
+		db.reader.SetMaxOpenConns(readers)
+		db.reader.SetMaxIdleConns(readers)
+	}
+	if err := db.Ping(ctx); err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	return db, nil
+}
+
+// escapePath quotes the characters that end or escape the path part of a
+// SQLite URI filename.
+func escapePath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
+// migrate applies the embedded SQLite migrations that db lacks, after checking
+// that db is not ahead of them.
+func migrate(ctx context.Context, db *sql.DB) error {
+	files, err := fs.Sub(migrations.FS, "sqlite")
+	if err != nil {
+		return fmt.Errorf("find migrations: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, files,
+		goose.WithDisableGlobalRegistry(true),
+		goose.WithLogger(goose.NopLogger()),
+	)
+	if err != nil {
+		return fmt.Errorf("load migrations: %w", err)
+	}
+	sources := p.ListSources()
+	known := sources[len(sources)-1].Version
+	current, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if current > known {
+		return fmt.Errorf("database schema version %d is newer than this binary knows (%d): run a newer stint", current, known)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("apply migrations: %w", err)
+	}
+	return nil
+}
+
+// Close closes both pools. It is safe to call on a partly opened DB.
+func (db *DB) Close() error {
+	var errs []error
+	if db.reader != nil && db.reader != db.writer {
+		errs = append(errs, db.reader.Close())
+	}
+	if db.writer != nil {
+		errs = append(errs, db.writer.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Ping returns an error if either pool cannot reach the database file.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.writer.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping sqlite writer: %w", err)
+	}
+	if err := db.reader.PingContext(ctx); err != nil {
+		return fmt.Errorf("ping sqlite reader: %w", err)
+	}
+	return nil
+}
+
+// tx is a transaction with the one timestamp its writes use.
+type tx struct {
+	*sql.Tx
+	now time.Time
+}
+
+// begin starts a write transaction. It takes the write lock at once.
+func (db *DB) begin(ctx context.Context) (*tx, error) {
+	t, err := db.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("begin write: %w", err)
+	}
+	return &tx{Tx: t, now: normTime(db.Now())}, nil
+}
+
+// beginRead starts a read-only transaction: one consistent snapshot, so that a
+// page and its total agree.
+func (db *DB) beginRead(ctx context.Context) (*tx, error) {
+	t, err := db.reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("begin read: %w", err)
+	}
+	return &tx{Tx: t, now: normTime(db.Now())}, nil
+}
+
+// conflictMessages names what a UNIQUE or PRIMARY KEY violation means, keyed
+// by the "table.column" SQLite reports.
+var conflictMessages = map[string]string{
+	"agents.id":     "Agent already exists.",
+	"agents.name":   "Agent name is already taken.",
+	"api_keys.id":   "API key already exists.",
+	"api_keys.hash": "API key already exists.",
+	"leases.id":     "Lease already exists.",
+}
+
+// formatError turns a UNIQUE or PRIMARY KEY violation into ECONFLICT and
+// returns any other error unchanged.
+func formatError(err error) error {
+	var e *sqlite.Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	switch e.Code() {
+	case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+		// The message reads "... UNIQUE constraint failed: agents.name (2067)".
+		var target string
+		if i := strings.LastIndex(e.Error(), "constraint failed: "); i >= 0 {
+			target, _, _ = strings.Cut(e.Error()[i+len("constraint failed: "):], " ")
+		}
+		if msg, ok := conflictMessages[target]; ok {
+			return broker.Errorf(broker.ECONFLICT, "%s", msg)
+		}
+		return broker.Errorf(broker.ECONFLICT, "Object already exists.")
+	}
+	return err
+}
+
+// isForeignKeyError reports whether err is a FOREIGN KEY violation.
+func isForeignKeyError(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}
+
+// newID returns a new time-ordered id.
+func newID() (string, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", fmt.Errorf("new id: %w", err)
+	}
+	return id.String(), nil
+}
+
+// normTime returns t in UTC at the precision stored, without a monotonic
+// reading, so that a value written equals the value read back.
+func normTime(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return time.Unix(0, t.UnixNano()).UTC()
+}
+
+// normTimePtr is normTime for optional times; nil and zero both mean unset.
+func normTimePtr(t *time.Time) *time.Time {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	v := normTime(*t)
+	return &v
+}
+
+// nanos is the stored form of a time.
+func nanos(t time.Time) int64 { return t.UnixNano() }
+
+// nullNanos is the stored form of an optional time: NULL when unset.
+func nullNanos(t *time.Time) any {
+	if t == nil || t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+// fromNanos reads a stored time.
+func fromNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// fromNullNanos reads a stored optional time.
+func fromNullNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromNanos(n.Int64)
+	return &t
+}
+
+// nullString is the stored form of an optional string: NULL when empty.
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// idsJSON encodes ids as a JSON array, which SQL expands with json_each: one
+// parameter however many rows a statement touches.
+func idsJSON(ids []string) (string, error) {
+	b, err := json.Marshal(ids)
+	if err != nil {
+		return "", fmt.Errorf("encode ids: %w", err)
+	}
+	return string(b), nil
+}
+
+// rowScanner is *sql.Row or *sql.Rows.
+type rowScanner interface {
+	Scan(dest ...any) error
+}
