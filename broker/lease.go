@@ -84,6 +84,26 @@ type Lease struct {
 	ExpiresAt   *time.Time `json:"expires_at,omitempty"`
 	EndedAt     *time.Time `json:"ended_at,omitempty"`
 
+	// AuthMethod is how the agent authenticated when it asked.
+	AuthMethod string `json:"auth_method,omitempty"`
+	// OnBehalfOf is the human the agent acted for (token exchange), if any.
+	OnBehalfOf string `json:"on_behalf_of,omitempty"`
+	// SourceIP is the address the request came from.
+	SourceIP string `json:"source_ip,omitempty"`
+	// RiskScore is the live risk score (0–100) when the request was decided.
+	RiskScore int `json:"risk_score"`
+	// PolicyDecision is the policy's full answer: outcome, approvals needed,
+	// approver group, policy ids and reasons.
+	PolicyDecision *Decision `json:"policy_decision,omitempty"`
+	// DecideBy is when a pending lease times out; ActivateBy is when an
+	// approved lease lapses unless the agent activates it.
+	DecideBy   *time.Time `json:"decide_by,omitempty"`
+	ActivateBy *time.Time `json:"activate_by,omitempty"`
+	// Breakglass marks an emergency grant that skipped approval.
+	Breakglass bool `json:"breakglass,omitempty"`
+	// Extensions counts granted window extensions.
+	Extensions int `json:"extensions,omitempty"`
+
 	// Revocation queue: attempts so far, when to try next, the last error.
 	RevokeAttempts int        `json:"revoke_attempts,omitempty"`
 	NextRevokeAt   *time.Time `json:"next_revoke_at,omitempty"`
@@ -134,6 +154,11 @@ type LeaseUpdate struct {
 	RevokeAttempts *int
 	NextRevokeAt   *time.Time
 	RevokeError    *string
+	PolicyDecision *Decision
+	RiskScore      *int
+	DecideBy       *time.Time
+	ActivateBy     *time.Time
+	Extensions     *int
 
 	// Actor and Reason are recorded on the event.
 	Actor  string

@@ -175,6 +175,8 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		Justification: req.Justification,
 		TTL:           broker.Duration(window),
 		VaultPath:     role.Vault.Path,
+		AuthMethod:    actor.AuthMethod,
+		SourceIP:      actor.SourceIP,
 		CreatedAt:     now,
 		UpdatedAt:     now,
 	}

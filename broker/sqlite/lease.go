@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,7 +18,9 @@ import (
 // order.
 const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state, end_state,
 	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
-	ended_at, revoke_attempts, next_revoke_at, revoke_error`
+	ended_at, revoke_attempts, next_revoke_at, revoke_error,
+	auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
+	breakglass, extensions`
 
 // CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
 // empty and stamps CreatedAt and UpdatedAt when they are zero; the first
@@ -333,17 +336,26 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 	l.CreatedAt, l.UpdatedAt = normTime(l.CreatedAt), normTime(l.UpdatedAt)
 	l.ActivatedAt, l.ExpiresAt = normTimePtr(l.ActivatedAt), normTimePtr(l.ExpiresAt)
 	l.EndedAt, l.NextRevokeAt = normTimePtr(l.EndedAt), normTimePtr(l.NextRevokeAt)
+	l.DecideBy, l.ActivateBy = normTimePtr(l.DecideBy), normTimePtr(l.ActivateBy)
+	decision, err := marshalDecision(l.PolicyDecision)
+	if err != nil {
+		return err
+	}
 
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO leases (
 			id, agent_id, agent, role, task, justification, ttl, state, end_state,
 			decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
-			ended_at, revoke_attempts, next_revoke_at, revoke_error
-		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			ended_at, revoke_attempts, next_revoke_at, revoke_error,
+			auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
+			breakglass, extensions
+		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		l.ID, l.AgentID, l.Agent, l.Role, l.Task, l.Justification, int64(l.TTL),
 		string(l.State), string(l.EndState), l.Decision, l.VaultPath, nullString(l.VaultLeaseID),
 		nanos(l.CreatedAt), nanos(l.UpdatedAt), nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt),
 		nullNanos(l.EndedAt), l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
+		l.AuthMethod, l.OnBehalfOf, l.SourceIP, l.RiskScore, decision, nullNanos(l.DecideBy), nullNanos(l.ActivateBy),
+		l.Breakglass, l.Extensions,
 	); isForeignKeyError(err) {
 		return broker.Errorf(broker.ENOTFOUND, "Agent not found.")
 	} else if err != nil {
@@ -441,14 +453,25 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 		state, endState                     string
 		vaultLeaseID                        sql.NullString
 		activatedAt, expiresAt, endedAt, nr sql.NullInt64
+		decideBy, activateBy                sql.NullInt64
+		decision                            string
 	)
 	if err := row.Scan(
 		&l.ID, &l.AgentID, &l.Agent, &l.Role, &l.Task, &l.Justification, &ttl, &state, &endState,
 		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
 		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
+		&l.AuthMethod, &l.OnBehalfOf, &l.SourceIP, &l.RiskScore, &decision, &decideBy, &activateBy,
+		&l.Breakglass, &l.Extensions,
 	); err != nil {
 		return nil, fmt.Errorf("scan lease: %w", err)
 	}
+	if decision != "" {
+		l.PolicyDecision = new(broker.Decision)
+		if err := json.Unmarshal([]byte(decision), l.PolicyDecision); err != nil {
+			return nil, fmt.Errorf("scan lease %s: policy decision: %w", l.ID, err)
+		}
+	}
+	l.DecideBy, l.ActivateBy = fromNullNanos(decideBy), fromNullNanos(activateBy)
 	l.TTL = broker.Duration(ttl)
 	l.State, l.EndState = broker.LeaseState(state), broker.LeaseState(endState)
 	l.VaultLeaseID = vaultLeaseID.String
@@ -500,17 +523,38 @@ func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate)
 	if v := upd.RevokeError; v != nil {
 		l.RevokeError = *v
 	}
+	if v := upd.PolicyDecision; v != nil {
+		l.PolicyDecision = v
+	}
+	if v := upd.RiskScore; v != nil {
+		l.RiskScore = *v
+	}
+	if v := upd.DecideBy; v != nil {
+		l.DecideBy = normTimePtr(v)
+	}
+	if v := upd.ActivateBy; v != nil {
+		l.ActivateBy = normTimePtr(v)
+	}
+	if v := upd.Extensions; v != nil {
+		l.Extensions = *v
+	}
 	l.UpdatedAt = tx.now
+	decision, err := marshalDecision(l.PolicyDecision)
+	if err != nil {
+		return nil, err
+	}
 
 	if _, err := tx.ExecContext(ctx, `
 		UPDATE leases
 		SET state = ?, end_state = ?, decision = ?, vault_lease_id = ?, updated_at = ?,
 			activated_at = ?, expires_at = ?, ended_at = ?,
-			revoke_attempts = ?, next_revoke_at = ?, revoke_error = ?
+			revoke_attempts = ?, next_revoke_at = ?, revoke_error = ?,
+			policy_decision = ?, risk_score = ?, decide_by = ?, activate_by = ?, extensions = ?
 		WHERE id = ?`,
 		string(l.State), string(l.EndState), l.Decision, nullString(l.VaultLeaseID), nanos(l.UpdatedAt),
 		nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt), nullNanos(l.EndedAt),
 		l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
+		decision, l.RiskScore, nullNanos(l.DecideBy), nullNanos(l.ActivateBy), l.Extensions,
 		id,
 	); err != nil {
 		return nil, fmt.Errorf("update lease: %w", formatError(err))
@@ -536,4 +580,16 @@ func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
 		return fmt.Errorf("insert lease event: %w", err)
 	}
 	return nil
+}
+
+// marshalDecision renders a policy decision for its column; nil is "".
+func marshalDecision(d *broker.Decision) (string, error) {
+	if d == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return "", fmt.Errorf("marshal policy decision: %w", err)
+	}
+	return string(b), nil
 }

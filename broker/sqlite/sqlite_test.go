@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/broker/storetest"
+	"github.com/stint-broker/stint/migrations"
 )
 
 var (
@@ -114,8 +116,12 @@ func TestOpen(t *testing.T) {
 		if err := MustOpenRaw(t, path).QueryRow(`SELECT COUNT(*) FROM goose_db_version WHERE version_id > 0`).Scan(&applied); err != nil {
 			t.Fatal(err)
 		}
-		if applied != 1 {
-			t.Errorf("goose_db_version has %d applied migrations, want 1", applied)
+		files, err := fs.Glob(migrations.FS, "sqlite/*.sql")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if applied != len(files) {
+			t.Errorf("goose_db_version has %d applied migrations, want each of the %d once", applied, len(files))
 		}
 	})
 

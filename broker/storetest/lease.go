@@ -261,6 +261,11 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 			RevokeAttempts: ptr(3),
 			NextRevokeAt:   ptr(at(11 * time.Minute)),
 			RevokeError:    ptr("vault: 503"),
+			PolicyDecision: &broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{"p9"}, Reasons: []string{"risk"}},
+			RiskScore:      ptr(91),
+			DecideBy:       ptr(at(30 * time.Minute)),
+			ActivateBy:     ptr(at(40 * time.Minute)),
+			Extensions:     ptr(2),
 			Actor:          "admin:ada",
 			Reason:         "kill switch",
 		}
@@ -272,6 +277,8 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 		want.State, want.EndState, want.Decision, want.VaultLeaseID = *upd.State, *upd.EndState, *upd.Decision, *upd.VaultLeaseID
 		want.ActivatedAt, want.ExpiresAt, want.EndedAt = upd.ActivatedAt, upd.ExpiresAt, upd.EndedAt
 		want.RevokeAttempts, want.NextRevokeAt, want.RevokeError = *upd.RevokeAttempts, upd.NextRevokeAt, *upd.RevokeError
+		want.PolicyDecision, want.RiskScore, want.DecideBy, want.ActivateBy = upd.PolicyDecision, *upd.RiskScore, upd.DecideBy, upd.ActivateBy
+		want.Extensions = *upd.Extensions
 		want.UpdatedAt = got.UpdatedAt
 		wantLease(t, got, &want)
 		wantLease(t, mustFindLease(t, s, l.ID), &want)

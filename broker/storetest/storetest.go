@@ -83,6 +83,14 @@ func newLease(a *broker.Agent, created time.Time) *broker.Lease {
 		VaultPath:     "database/creds/readonly",
 		CreatedAt:     created,
 		UpdatedAt:     created,
+		AuthMethod:    "api_key",
+		OnBehalfOf:    "bob@example.com",
+		SourceIP:      "10.0.0.7",
+		RiskScore:     12,
+		PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 1, ApproverGroup: "data-owners",
+			PolicyIDs: []string{"medium-one-approver"}, Reasons: []string{"medium sensitivity"}},
+		DecideBy:   ptr(created.Add(time.Hour)),
+		Breakglass: true,
 	}
 }
 
@@ -193,6 +201,14 @@ func fmtLease(l *broker.Lease) string {
 		fmt.Sprintf("revoke_attempts=%d", l.RevokeAttempts),
 		"next_revoke_at=" + fmtTime(l.NextRevokeAt),
 		"revoke_error=" + l.RevokeError,
+		"auth_method=" + l.AuthMethod,
+		"on_behalf_of=" + l.OnBehalfOf,
+		"source_ip=" + l.SourceIP,
+		fmt.Sprintf("risk_score=%d", l.RiskScore),
+		fmt.Sprintf("policy_decision=%+v", l.PolicyDecision),
+		"decide_by=" + fmtTime(l.DecideBy),
+		"activate_by=" + fmtTime(l.ActivateBy),
+		fmt.Sprintf("breakglass=%t extensions=%d", l.Breakglass, l.Extensions),
 	}, "\n\t")
 }
 
