@@ -3,7 +3,7 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 PG_DSN    ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
-TEST_ENV  := STINT_TEST_VAULT_BIN=$(BIN)/vault STINT_TEST_PG_DSN='$(PG_DSN)'
+TEST_ENV  := STINT_TEST_VAULT_BIN=$(BIN)/vault STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
 
 .PHONY: all build devvault run test bench vet fmt clean
 

@@ -24,6 +24,9 @@ type Actor struct {
 	AuthMethod string
 	// SourceIP is the caller's address, when known.
 	SourceIP string
+	// OnBehalfOf is the human an agent acts for, from an RFC 8693 token
+	// exchange; empty when the agent acts for itself.
+	OnBehalfOf string
 }
 
 // String renders the actor as recorded in lease history, e.g. "agent:etl-bot".

@@ -31,6 +31,22 @@ type Agent struct {
 	CreatedAt  time.Time         `json:"created_at"`
 	UpdatedAt  time.Time         `json:"updated_at"`
 	LastSeenAt *time.Time        `json:"last_seen_at,omitempty"`
+
+	// AuthMethods are the authentication methods the agent may use (see
+	// AgentAuthMethods); a new agent may use only api_key.
+	AuthMethods []string `json:"auth_methods"`
+	// SPIFFEID maps a SPIFFE X.509-SVID to the agent, such as
+	// "spiffe://example.org/ns/etl/sa/loader"; empty if none.
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// ClientSecretHash is the hex SHA-256 of the agent's OAuth client secret
+	// (a 256-bit random value Stint generates); empty if it has none.
+	ClientSecretHash string `json:"-"`
+	// PublicJWKS is the agent's registered public key set for private_key_jwt,
+	// as JSON; empty if none.
+	PublicJWKS string `json:"-"`
+	// TokensNotBefore invalidates every access token issued at or before it:
+	// suspending or disabling an agent sets it.
+	TokensNotBefore *time.Time `json:"-"`
 }
 
 // Validate returns EINVALID naming the field if the agent cannot be stored.
@@ -40,6 +56,11 @@ func (a *Agent) Validate() error {
 		return FieldErrorf("name", "Agent name must be 1-64 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit.")
 	case !strings.Contains(a.Owner, "@") || len(a.Owner) > 254 || strings.ContainsAny(a.Owner, " \t\r\n"):
 		return FieldErrorf("owner", "Agent owner must be the email address of a human.")
+	}
+	if a.AuthMethods != nil {
+		if err := ValidateAuthMethods(a.AuthMethods); err != nil {
+			return err
+		}
 	}
 	for k, v := range a.Labels {
 		if !ValidName(k) || len(v) > 128 {
@@ -99,6 +120,8 @@ type AgentFilter struct {
 	ID    *string
 	Name  *string
 	State *AgentState
+	// SPIFFEID finds the agent a SPIFFE ID maps to.
+	SPIFFEID *string
 
 	Offset int
 	Limit  int
@@ -110,6 +133,14 @@ type AgentUpdate struct {
 	Labels     map[string]string
 	State      *AgentState
 	LastSeenAt *time.Time
+
+	AuthMethods []string // nil leaves them; otherwise replaces them
+	SPIFFEID    *string  // "" clears the mapping
+	// ClientSecretHash and PublicJWKS replace the agent's OAuth client
+	// credentials; "" removes them.
+	ClientSecretHash *string
+	PublicJWKS       *string
+	TokensNotBefore  *time.Time
 }
 
 // APIKey is an agent's ephemeral API key. The key itself is shown once at

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Error codes. Each maps to one HTTP status in web/errors.go; nothing else
@@ -28,6 +29,9 @@ type Error struct {
 	Message string
 	// Field names the request field at fault, for EINVALID.
 	Field string
+	// RetryAfter, for ETOOMANY, is how long the caller should wait before
+	// trying again; the web layer sends it as Retry-After.
+	RetryAfter time.Duration
 }
 
 // Error implements the error interface. It never includes wrapped detail.

@@ -132,6 +132,11 @@ type LeaseFilter struct {
 	States        []LeaseState
 	VaultLeaseID  *string
 	CreatedBefore *time.Time
+	// CreatedAfter selects leases created at or after it (the console's
+	// time range, with CreatedBefore).
+	CreatedAfter *time.Time
+	// Owner selects leases of agents owned by this email address.
+	Owner *string
 
 	Offset int
 	Limit  int // 0 means no limit
@@ -184,8 +189,9 @@ type LeaseStore interface {
 	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)
 
 	// NextLeaseDeadline returns the earliest instant at which an active lease
-	// expires or a revoking lease is due another attempt; ok is false if there
-	// is none.
+	// expires, a revoking lease is due another attempt, a pending lease times
+	// out (DecideBy) or an approved lease lapses (ActivateBy); ok is false if
+	// there is none.
 	NextLeaseDeadline(ctx context.Context) (t time.Time, ok bool, err error)
 	// ClaimExpiredLeases moves up to limit active leases whose ExpiresAt is at
 	// or before now to revoking (EndState expired, NextRevokeAt retryAt),
@@ -197,6 +203,13 @@ type LeaseStore interface {
 	ClaimDueRevocations(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
 	// CountLeasesByState returns how many leases are in each state.
 	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
+	// EndOverdueLeases ends up to limit leases whose approval deadline is at
+	// or before now: pending leases past DecideBy become timed_out, approved
+	// leases past ActivateBy become lapsed (EndedAt now), each with an event
+	// by "system:approval-timeout". It returns them, earliest deadline first
+	// (a lease's DecideBy or ActivateBy). NextLeaseDeadline includes these
+	// deadlines.
+	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*Lease, error)
 }
 
 // Duration is a time.Duration that reads and writes JSON as a string such as

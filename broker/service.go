@@ -27,6 +27,22 @@ type LeaseService interface {
 	// FindLeaseByID returns ENOTFOUND if the lease does not exist or the caller
 	// may not see it.
 	FindLeaseByID(ctx context.Context, id string) (*Lease, error)
+	// WaitLease is FindLeaseByID that, while the lease is pending, waits up to
+	// wait for it to change state (approved, rejected, timed out, canceled)
+	// and returns it as it then is. Errors as FindLeaseByID.
+	WaitLease(ctx context.Context, id string, wait time.Duration) (*Lease, error)
+	// ActivateLease mints the credential of the caller's approved lease and
+	// returns it with the active lease; the window starts now. Only the agent
+	// that asked may activate. Returns ENOTFOUND as FindLeaseByID, ECONFLICT
+	// if the lease is not approved (still pending, already active or ended,
+	// or past its activation deadline), EFORBIDDEN if the agent is no longer
+	// active, and EUNAVAILABLE if Vault cannot be reached (the lease then ends
+	// failed).
+	ActivateLease(ctx context.Context, id string) (*Lease, *Credential, error)
+	// CancelLease withdraws the caller's pending or approved lease (state
+	// canceled). Returns ENOTFOUND as FindLeaseByID and ECONFLICT if the lease
+	// is in any other state.
+	CancelLease(ctx context.Context, id string) (*Lease, error)
 	// FindLeases returns leases visible to the caller, newest first, and the total.
 	FindLeases(ctx context.Context, filter LeaseFilter) ([]*Lease, int, error)
 	// FindLeaseEvents returns a visible lease's history, oldest first.
@@ -55,6 +71,8 @@ type NewAgent struct {
 	Labels map[string]string
 	// KeyTTL is the API key's lifetime; zero means the configured default.
 	KeyTTL time.Duration
+	// AuthMethods are the methods the agent may use; nil means api_key only.
+	AuthMethods []string
 }
 
 // AgentService registers agents and authenticates callers.

@@ -45,9 +45,13 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 }
 
-// Tick expires every due lease and retries every due revocation once. It is
-// idempotent and safe to call from tests with a fake clock.
+// Tick ends overdue approvals, expires every due lease and retries every due
+// revocation once. It is idempotent and safe to call from tests with a fake
+// clock.
 func (s *Service) Tick(ctx context.Context) error {
+	if err := s.EndOverdue(ctx); err != nil {
+		return err
+	}
 	if err := s.ExpireDue(ctx); err != nil {
 		return err
 	}

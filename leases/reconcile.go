@@ -65,6 +65,9 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		return rep, fmt.Errorf("find stuck issuing leases: %w", err)
 	}
 	for _, l := range stuck {
+		if l.UpdatedAt.After(cutoff) {
+			continue // an approved lease activated just now: its mint is in flight
+		}
 		_, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
 			From:    []broker.LeaseState{broker.LeaseIssuing},
 			State:   ptr(broker.LeaseFailed),

@@ -35,6 +35,15 @@ type Service struct {
 	Store  Store
 	Issuer Issuer
 	Logger *slog.Logger
+	// Decider decides requests (the approvals package's policy). Nil keeps
+	// the built-in rule: eligible agents get auto_approve roles, nothing else.
+	Decider broker.Decider
+	// PendingTimeout is how long a lease may wait for approvals before it
+	// ends timed_out (DecideBy).
+	PendingTimeout time.Duration
+	// OnChange, if set, is called with a lease's id after this service moves
+	// it to a new state, so that approvals can notify (it must not block).
+	OnChange func(leaseID string)
 
 	// Now is the clock; tests replace it.
 	Now func() time.Time
@@ -63,6 +72,15 @@ type Service struct {
 	byRole map[string]*broker.Role
 	wake   chan struct{}
 	mu     sync.Mutex // guards roles and byRole
+
+	changeMu sync.Mutex
+	changed  chan struct{} // closed and replaced by LeaseChanged; wakes WaitLease
+
+	// MaxLiveLeases caps each agent's outstanding leases (pending,
+	// approved, issuing, active, revoking); a request over it gets ETOOMANY
+	// with Retry-After (limits.go). Zero means no cap.
+	MaxLiveLeases int
+	slotLocks     sync.Map // agent id → *sync.Mutex
 }
 
 // NewService returns a service with default settings for the given roles.
@@ -83,7 +101,9 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		Workers:        16,
 		IssuingTimeout: time.Minute,
 		OrphanGrace:    time.Minute,
+		PendingTimeout: time.Hour,
 		wake:           make(chan struct{}, 1),
+		changed:        make(chan struct{}),
 	}
 	s.SetRoles(roles)
 	return s
@@ -164,6 +184,11 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	if err != nil {
 		return nil, nil, err
 	}
+	release, err := s.reserveLeaseSlot(ctx, agent)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer release()
 
 	now := s.Now().UTC()
 	l := &broker.Lease{
@@ -176,33 +201,50 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		TTL:           broker.Duration(window),
 		VaultPath:     role.Vault.Path,
 		AuthMethod:    actor.AuthMethod,
+		OnBehalfOf:    actor.OnBehalfOf,
 		SourceIP:      actor.SourceIP,
 		CreatedAt:     now,
 		UpdatedAt:     now,
 	}
 
-	// The decision: the approvals package replaces this with policy.
-	switch {
-	case !role.EligibleFor(agent):
-		l.State, l.Decision = broker.LeaseDenied, fmt.Sprintf("agent %s is not eligible for role %s", agent.Name, role.Name)
-	case !role.AutoApprove:
-		l.State, l.Decision = broker.LeaseDenied, fmt.Sprintf("role %s needs human approval, which this server does not offer", role.Name)
-	default:
-		l.State, l.Decision = broker.LeaseIssuing, fmt.Sprintf("auto-approved: role %s is auto_approve and agent %s is eligible", role.Name, agent.Name)
+	decision, err := s.decide(ctx, agent, role, window, req, actor, now)
+	if err != nil {
+		return nil, nil, err
 	}
-	if l.State == broker.LeaseDenied {
+	l.PolicyDecision, l.RiskScore = &decision, 0
+	l.Decision = decisionText(decision)
+	switch decision.Outcome {
+	case broker.OutcomeApprove:
+		l.State = broker.LeaseIssuing
+	case broker.OutcomeApprovals:
+		l.State = broker.LeasePending
+		l.DecideBy = ptr(now.Add(s.PendingTimeout))
+	default:
+		l.State = broker.LeaseDenied
+	}
+	switch l.State {
+	case broker.LeaseDenied:
 		l.EndedAt = &now
 		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
 			return nil, nil, fmt.Errorf("record denied lease: %w", err)
 		}
 		s.Logger.Info("lease denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", l.Decision)
 		return l, nil, broker.Errorf(broker.EDENIED, "Request denied: %s.", l.Decision)
+	case broker.LeasePending:
+		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
+			return nil, nil, fmt.Errorf("record pending lease: %w", err)
+		}
+		s.Logger.Info("lease pending approval", "lease_id", l.ID, "agent", l.Agent, "role", l.Role,
+			"approvals", decision.Approvals, "group", decision.ApproverGroup, "decide_by", l.DecideBy)
+		s.LeaseChanged(l.ID)
+		return l, nil, nil
 	}
 
 	// Write ahead: the lease exists before Vault is asked to mint.
 	if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
 		return nil, nil, fmt.Errorf("record lease intent: %w", err)
 	}
+	release() // the lease counts against the cap now; minting needs no lock
 	return s.activate(ctx, l, role, actor)
 }
 
@@ -253,7 +295,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		}
 		return nil, nil, fmt.Errorf("record minted lease: %w", err)
 	}
-	s.Poke()
+	s.LeaseChanged(l.ID)
 
 	credExpires := expires
 	if grant.LeaseDuration > 0 {

@@ -64,12 +64,24 @@ type agentResponse struct {
 	CreatedAt  string            `json:"created_at"`
 	UpdatedAt  string            `json:"updated_at"`
 	LastSeenAt string            `json:"last_seen_at,omitempty"`
+	// AuthMethods are the methods the agent may authenticate with.
+	AuthMethods []string `json:"auth_methods"`
+	// SPIFFEID is the SPIFFE ID mapped to the agent, if any.
+	SPIFFEID string `json:"spiffe_id,omitempty"`
+	// HasClientSecret and HasPublicJWK say whether OAuth client credentials
+	// are registered; the credentials themselves are never shown.
+	HasClientSecret bool `json:"has_client_secret"`
+	HasPublicJWK    bool `json:"has_public_jwk"`
 }
 
 func newAgentResponse(a *broker.Agent) agentResponse {
 	labels := a.Labels
 	if labels == nil {
 		labels = map[string]string{}
+	}
+	methods := a.AuthMethods
+	if methods == nil {
+		methods = []string{}
 	}
 	return agentResponse{
 		ID:         a.ID,
@@ -80,6 +92,11 @@ func newAgentResponse(a *broker.Agent) agentResponse {
 		CreatedAt:  formatTime(a.CreatedAt),
 		UpdatedAt:  formatTime(a.UpdatedAt),
 		LastSeenAt: formatTimePtr(a.LastSeenAt),
+
+		AuthMethods:     methods,
+		SPIFFEID:        a.SPIFFEID,
+		HasClientSecret: a.ClientSecretHash != "",
+		HasPublicJWK:    a.PublicJWKS != "",
 	}
 }
 
@@ -111,6 +128,8 @@ func (s *Server) handleAgentCreate(c echo.Context) error {
 		Owner:  req.Owner,
 		Labels: req.Labels,
 		KeyTTL: keyTTL,
+
+		AuthMethods: req.AuthMethods,
 	})
 	if err != nil {
 		return err
@@ -132,6 +151,8 @@ type createAgentRequest struct {
 	Owner  string            `json:"owner"`
 	Labels map[string]string `json:"labels"`
 	KeyTTL string            `json:"key_ttl"`
+	// AuthMethods are the methods the agent may use; omitted means api_key.
+	AuthMethods []string `json:"auth_methods"`
 }
 
 func (r *createAgentRequest) validate() (keyTTL time.Duration, err error) {

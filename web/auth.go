@@ -16,6 +16,12 @@ const actorKey = "stint.actor"
 var publicRoutes = map[string]bool{
 	"/healthz": true,
 	"/readyz":  true,
+	// Slack signs its requests; approvals/slack verifies the signature.
+	"/slack/interactions": true,
+	// OAuth (oauth.go): the token endpoint authenticates its clients itself.
+	oauthTokenPath:    true,
+	oauthJWKSPath:     true,
+	oauthMetadataPath: true,
 }
 
 // authenticate resolves "Authorization: Bearer <secret>" (an agent API key or
@@ -26,20 +32,37 @@ var publicRoutes = map[string]bool{
 // requests are private to the caller.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		if publicRoutes[c.Path()] {
+		if publicRoutes[c.Path()] || ownAuthRoute(c.Path()) {
 			return next(c)
 		}
-		secret, ok := bearerSecret(c.Request().Header.Get(echo.HeaderAuthorization))
-		if !ok {
-			return broker.Errorf(broker.EUNAUTHORIZED, "Send your API key as \"Authorization: Bearer <key>\".")
-		}
 		req := c.Request()
-		actor, err := s.Agents.Authenticate(req.Context(), secret)
+		secret, ok := bearerSecret(req.Header.Get(echo.HeaderAuthorization))
+		certs := peerCertificates(req)
+		if !ok && (s.Auth == nil || len(certs) == 0) {
+			s.recordAuthFailure(c, "", "no bearer credential")
+			return broker.Errorf(broker.EUNAUTHORIZED, "Send your API key or access token as \"Authorization: Bearer <key>\", or a client certificate.")
+		}
+		var actor broker.Actor
+		var err error
+		if s.Auth != nil {
+			// API keys, admin tokens, Stint access tokens (bound to the
+			// client certificate when issued over mutual TLS) and client
+			// certificates.
+			actor, err = s.Auth.AuthenticateRequest(req.Context(), broker.AuthRequest{Bearer: secret, PeerCertificates: certs, SourceIP: c.RealIP()})
+		} else {
+			actor, err = s.Agents.Authenticate(req.Context(), secret)
+		}
 		switch broker.ErrorCode(err) {
 		case "":
-		case broker.EUNAVAILABLE, broker.EINTERNAL, broker.EUNAUTHORIZED:
+		case broker.ETOOMANY:
+			return err
+		case broker.EUNAUTHORIZED:
+			s.recordAuthFailure(c, secret, broker.ErrorMessage(err))
+			return err
+		case broker.EUNAVAILABLE, broker.EINTERNAL:
 			return err
 		default:
+			s.recordAuthFailure(c, secret, "refused")
 			// Whatever else the service says, the caller is not authenticated;
 			// a different answer would let it probe which keys exist.
 			return broker.Errorf(broker.EUNAUTHORIZED, "The API key is invalid, expired or revoked.")

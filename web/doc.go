@@ -32,6 +32,54 @@
 //	POST   /v1/agents/:id/activate      admin: re-activate
 //	POST   /v1/agents/:id/revoke-all    admin: revoke every live lease of the agent, with a reason
 //
+// Agent authentication (auth.go, tls.go): with Server.Auth set, a request
+// authenticates by its bearer secret (an API key, an admin token, or a Stint
+// access token; a token obtained over mutual TLS is bound to that client
+// certificate, RFC 8705, and refused without it), or, with no bearer, by its
+// client certificate (Stint's enrolment CA or a SPIFFE X.509-SVID; TLS 1.3
+// when Server.TLS is set, client certificates off, optional or required).
+// An agent over its request rate or live-lease cap gets 429 with
+// Retry-After.
+//
+// OAuth 2.0 (oauth.go), only with Server.OAuth; public, the token endpoint
+// authenticates its clients itself (client_secret_basic, private_key_jwt per
+// RFC 7523, tls_client_auth per RFC 8705) and answers errors as RFC 6749
+// §5.2 JSON, {"error":"invalid_client","error_description":"..."}:
+//
+//	POST   /oauth/token                 form: grant_type=client_credentials, or
+//	                                    urn:ietf:params:oauth:grant-type:token-exchange with
+//	                                    subject_token and subject_token_type (RFC 8693)
+//	GET    /oauth/jwks.json             the public keys of access tokens
+//	GET    /.well-known/oauth-authorization-server  RFC 8414 metadata
+//
+// Metrics (metrics.go), only with metrics.token_sha256; it checks its own
+// bearer token, not an API key:
+//
+//	GET    /metrics                     Prometheus text format
+//
+// The web console (console.go) is HTML for humans, with server-side sessions
+// (cookie stint_session, HttpOnly, SameSite=Lax, Secure over TLS) instead of
+// bearer tokens; a request without a session gets the login page. Every POST
+// carries a CSRF token (form field _csrf or header X-CSRF-Token) derived from
+// the session, and the console has its own CSP allowing only its own scripts
+// and styles:
+//
+//	GET    /                            redirect to the console
+//	GET    /console/login               the login form; POST logs in (name, password)
+//	POST   /console/logout              end the session
+//	GET    /console/leases              live leases, time left, revoke and kill switch (admin)
+//	GET    /console/history             lease history: ?agent=&owner=&role=&state=&from=&to=&page=; &format=csv|json exports
+//	GET    /console/leases/:id          one lease: request, decision, approvals, timeline, audit records
+//	POST   /console/leases/:id/revoke   admin: revoke with a reason
+//	GET    /console/agents              agents: owner, state, last seen, lease counts
+//	POST   /console/agents/:id/revoke-all  admin: the kill switch, with a reason
+//	POST   /console/agents/:id/disable  admin: disable and revoke its live leases, with a reason
+//	GET    /console/approvals           pending leases; approve/deny when the approvals service is wired
+//	POST   /console/approvals/:id/approve|deny  approver or admin (never for their own agent)
+//	GET    /console/audit               audit chain status and events: ?kind=&actor=&subject=&from=&to=; &format=csv|json
+//	POST   /console/audit/verify        walk the chain now
+//	GET    /console/static/*            embedded assets (htmx 2.0.11, CSS, JS)
+//
 // Request bodies are JSON objects of at most 64 KB, decoded strictly: an
 // unknown field is a 400 naming it. Responses that carry a credential or an
 // API key, and every authenticated response, are sent with

@@ -45,6 +45,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
+	var oe *oauthError
+	if errors.As(err, &oe) {
+		// The token endpoint answers in RFC 6749 §5.2 form (oauth.go).
+		s.writeOAuthError(c, oe)
+		return
+	}
 	e, status := classifyError(err)
 	if e.Code == broker.EINTERNAL {
 		s.Logger.ErrorContext(c.Request().Context(), "request failed",
@@ -56,6 +62,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 		)
 	}
 
+	if c.Get(consoleKey) != nil && c.Request().Method != http.MethodHead {
+		// The console's people get an HTML page (console.go).
+		s.renderConsoleError(c, status, e)
+		return
+	}
+
 	h := c.Response().Header()
 	if status == http.StatusUnauthorized {
 		h.Set(echo.HeaderWWWAuthenticate, `Bearer realm="stint"`)
@@ -63,6 +75,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 	// An error answer is never worth caching, and a 401/403 must not be
 	// replayed from a shared cache.
 	h.Set(echo.HeaderCacheControl, "no-store")
+	// A rate limit or lease cap says when to come back.
+	setRetryAfter(h, err)
 
 	var werr error
 	if c.Request().Method == http.MethodHead {
@@ -74,6 +88,20 @@ func (s *Server) handleError(err error, c echo.Context) {
 		s.Logger.WarnContext(c.Request().Context(), "write error response", "request_id", requestID(c), "err", werr)
 	}
 }
+
+// oauthError is an error of the OAuth token endpoint. handleError renders
+// it as RFC 6749 §5.2 JSON ({"error":"invalid_client",
+// "error_description":"..."}) with the status oauthErrorCode chooses,
+// instead of the API's error body.
+type oauthError struct {
+	err error
+}
+
+// Error implements error.
+func (e *oauthError) Error() string { return e.err.Error() }
+
+// Unwrap returns the underlying error.
+func (e *oauthError) Unwrap() error { return e.err }
 
 // classifyError returns the caller-safe body and the status for err.
 func classifyError(err error) (errorBody, int) {

@@ -56,6 +56,13 @@ type leaseResponse struct {
 	// ExpiresIn is the whole seconds left in an active lease's window.
 	ExpiresIn *int64 `json:"expires_in,omitempty"`
 	EndedAt   string `json:"ended_at,omitempty"`
+	// DecideBy is when a pending lease times out; ActivateBy is when an
+	// approved lease lapses unless the agent activates it.
+	DecideBy   string `json:"decide_by,omitempty"`
+	ActivateBy string `json:"activate_by,omitempty"`
+	// PolicyDecision is what policy decided: outcome, approvals needed and
+	// from which group, policy ids and reasons.
+	PolicyDecision *broker.Decision `json:"policy_decision,omitempty"`
 
 	VaultPath      string `json:"vault_path,omitempty"`
 	VaultLeaseID   string `json:"vault_lease_id,omitempty"`
@@ -69,21 +76,24 @@ type leaseResponse struct {
 // newLeaseResponse renders l for actor at now.
 func newLeaseResponse(l *broker.Lease, actor broker.Actor, now time.Time) leaseResponse {
 	r := leaseResponse{
-		ID:            l.ID,
-		State:         l.State,
-		EndState:      l.EndState,
-		Role:          l.Role,
-		Agent:         l.Agent,
-		AgentID:       l.AgentID,
-		Task:          l.Task,
-		Justification: l.Justification,
-		TTL:           l.TTL.String(),
-		Decision:      l.Decision,
-		CreatedAt:     formatTime(l.CreatedAt),
-		UpdatedAt:     formatTime(l.UpdatedAt),
-		ActivatedAt:   formatTimePtr(l.ActivatedAt),
-		ExpiresAt:     formatTimePtr(l.ExpiresAt),
-		EndedAt:       formatTimePtr(l.EndedAt),
+		ID:             l.ID,
+		State:          l.State,
+		EndState:       l.EndState,
+		Role:           l.Role,
+		Agent:          l.Agent,
+		AgentID:        l.AgentID,
+		Task:           l.Task,
+		Justification:  l.Justification,
+		TTL:            l.TTL.String(),
+		Decision:       l.Decision,
+		CreatedAt:      formatTime(l.CreatedAt),
+		UpdatedAt:      formatTime(l.UpdatedAt),
+		ActivatedAt:    formatTimePtr(l.ActivatedAt),
+		ExpiresAt:      formatTimePtr(l.ExpiresAt),
+		EndedAt:        formatTimePtr(l.EndedAt),
+		DecideBy:       formatTimePtr(l.DecideBy),
+		ActivateBy:     formatTimePtr(l.ActivateBy),
+		PolicyDecision: l.PolicyDecision,
 	}
 	if l.State == broker.LeaseActive && l.ExpiresAt != nil {
 		left := max(int64(l.ExpiresAt.Sub(now)/time.Second), 0)
@@ -257,9 +267,16 @@ func parseLeaseState(s string) (broker.LeaseState, error) {
 }
 
 // handleLeaseView handles "GET /v1/leases/:id". It never returns the
-// credential.
+// credential. With ?wait=30s (at most 60s) it long-polls a pending lease:
+// it answers when the state changes or the wait is over (approval.go).
 func (s *Server) handleLeaseView(c echo.Context) error {
-	lease, err := s.Leases.FindLeaseByID(c.Request().Context(), c.Param("id"))
+	var lease *broker.Lease
+	var err error
+	if c.QueryParam("wait") != "" {
+		lease, err = s.waitLease(c)
+	} else {
+		lease, err = s.Leases.FindLeaseByID(c.Request().Context(), c.Param("id"))
+	}
 	if err != nil {
 		return err
 	}

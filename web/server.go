@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,11 +38,37 @@ type Server struct {
 	Leases broker.LeaseService
 	// Agents registers agents and authenticates every /v1 request.
 	Agents broker.AgentService
+	// Auth, when set, authenticates requests instead of Agents.Authenticate:
+	// bearer API keys, admin tokens and access tokens, and client
+	// certificates (tls.go).
+	Auth broker.Authenticator
+	// OAuth, when set, serves the OAuth token endpoint, its metadata and
+	// JWKS (oauth.go).
+	OAuth broker.TokenService
+	// TLS, when set, makes Open serve HTTPS (TLS 1.3) with client
+	// certificates off, optional or required (tls.go).
+	TLS *TLSConfig
 	// Logger receives one line per request and every internal error. It
 	// never receives a credential, an API key or an Authorization header.
 	Logger *slog.Logger
 	// Now returns the current time; it can be mocked in tests.
 	Now func() time.Time
+
+	// Audit records failed authentications (and the console's actions);
+	// nil records nothing.
+	Audit broker.AuditLog
+	// Metrics, when set, counts failed authentications and, with a token
+	// hash, serves GET /metrics (metrics.go).
+	Metrics *Metrics
+	// Console, when set, serves the web console under /console
+	// (console.go).
+	Console *Console
+	// Approvals lets approvers list and decide pending leases (approval.go);
+	// nil answers 404 on those routes.
+	Approvals broker.ApprovalService
+	// SlackInteractions, when set, serves POST /slack/interactions (Slack's
+	// signed button clicks); approvals/slack builds it (slack.go).
+	SlackInteractions http.Handler
 
 	// RequestTimeout bounds each request's context; handlers and the services
 	// they call must honour it.
@@ -59,6 +86,8 @@ type Server struct {
 	ln      net.Listener
 	server  *http.Server
 	serveCh chan error
+
+	authFailures authFailureLimiter // caps audit records of failed logins per address
 }
 
 // NewServer returns a Server with a discarding logger, the real clock and
@@ -125,7 +154,8 @@ func (s *Server) build() {
 		},
 	}))
 	e.Use(middleware.BodyLimit(bodyLimit))
-	e.Use(middleware.ContextTimeout(s.RequestTimeout))
+	// The long poll of GET /v1/leases/:id?wait= sets its own deadline.
+	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: s.RequestTimeout, Skipper: isLongPoll}))
 	// Every route but the public ones needs a bearer API key or admin token;
 	// so do unknown paths and wrong methods, so that a stranger learns nothing.
 	e.Use(s.authenticate)
@@ -136,6 +166,12 @@ func (s *Server) build() {
 	s.registerLeaseRoutes(v1)
 	s.registerRoleRoutes(v1)
 	s.registerAgentRoutes(v1)
+	s.registerApprovalRoutes(v1)
+	s.registerSlackRoutes(e)
+
+	s.registerOAuthRoutes(e)
+	s.registerMetricsRoutes(e)
+	s.registerConsoleRoutes(e)
 
 	s.echo = e
 }
@@ -169,11 +205,21 @@ func (s *Server) Open(addr string) error {
 	if s.Leases == nil || s.Agents == nil {
 		return errors.New("web: Leases and Agents are required")
 	}
+	var tlsCfg *tls.Config
+	if s.TLS != nil {
+		var err error
+		if tlsCfg, err = s.TLS.tlsConfig(); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	s.ln = ln
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	s.server = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
@@ -197,10 +243,13 @@ func (s *Server) Addr() net.Addr {
 }
 
 // URL returns the base URL of the listening server, such as
-// "http://127.0.0.1:41234", or "" before Open.
+// "http://127.0.0.1:41234" ("https://…" with TLS), or "" before Open.
 func (s *Server) URL() string {
 	if s.ln == nil {
 		return ""
+	}
+	if s.TLS != nil {
+		return "https://" + s.ln.Addr().String()
 	}
 	return "http://" + s.ln.Addr().String()
 }

@@ -1,6 +1,10 @@
 // Package identity registers agents and authenticates callers: agents with
-// ephemeral API keys (stored only as SHA-256 hashes, expiring), admins with
-// tokens whose hashes come from configuration or the environment.
+// ephemeral API keys (stored only as SHA-256 hashes, expiring), client
+// certificates (Stint's enrolment CA or SPIFFE X.509-SVIDs), and OAuth 2.0
+// access tokens that Stint issues at its token endpoint (client_secret_basic,
+// private_key_jwt, tls_client_auth; RFC 8693 token exchange); admins with
+// tokens whose hashes come from configuration or the environment. It also
+// enforces per-agent request rates and counts failed authentications.
 package identity
 
 import (
@@ -11,6 +15,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -57,14 +62,40 @@ type Service struct {
 	// SeenEvery throttles last-seen writes: an agent's LastSeenAt is updated
 	// at most this often.
 	SeenEvery time.Duration
+
+	// Identity keeps issued certificates and used assertion ids; NewService
+	// takes it from the store when the store implements it.
+	Identity broker.IdentityStore
+	// CA is the enrolment CA; nil disables enrolment and Stint-issued
+	// certificates.
+	CA *CA
+	// SPIFFE are the trust bundles whose X.509-SVIDs authenticate agents
+	// mapped to their SPIFFE IDs.
+	SPIFFE []*TrustBundle
+	// CertTTL is the default lifetime of an enrolled certificate; CertMaxTTL
+	// caps requested ones.
+	CertTTL    time.Duration
+	CertMaxTTL time.Duration
+	// OAuth enables the token endpoint and access tokens; nil disables them.
+	OAuth *OAuth
+	// Limits caps each agent's request rate; nil disables it.
+	Limits *RateLimiter
+	// Failures counts failed authentications.
+	Failures *FailureCounter
+	// Logger receives warnings; never a secret.
+	Logger *slog.Logger
 }
 
 // NewService returns a service with a 24 h default and 30 day maximum key TTL.
 func NewService(store broker.AgentStore, admins []AdminToken) *Service {
-	return &Service{
+	s := &Service{
 		Store: store, Now: time.Now, KeyTTL: 24 * time.Hour, KeyMaxTTL: 30 * 24 * time.Hour,
 		AdminTokens: admins, SeenEvery: time.Minute,
+		CertTTL: 24 * time.Hour, CertMaxTTL: 7 * 24 * time.Hour,
+		Failures: NewFailureCounter(), Logger: slog.New(slog.DiscardHandler),
 	}
+	s.Identity, _ = store.(broker.IdentityStore)
+	return s
 }
 
 func requireAdmin(ctx context.Context) error {
@@ -86,9 +117,13 @@ func (s *Service) CreateAgent(ctx context.Context, na broker.NewAgent) (*broker.
 		na.Labels = map[string]string{}
 	}
 	now := s.Now().UTC()
+	if na.AuthMethods == nil {
+		na.AuthMethods = broker.DefaultAuthMethods()
+	}
 	a := &broker.Agent{
 		ID: uuid.Must(uuid.NewV7()).String(), Name: na.Name, Owner: strings.ToLower(na.Owner),
 		Labels: na.Labels, State: broker.AgentActive, CreatedAt: now, UpdatedAt: now,
+		AuthMethods: na.AuthMethods,
 	}
 	if err := a.Validate(); err != nil {
 		return nil, "", nil, err
@@ -176,14 +211,30 @@ func (s *Service) SetAgentState(ctx context.Context, agentID string, state broke
 	default:
 		return nil, broker.FieldErrorf("state", "State must be active, suspended or disabled.")
 	}
-	a, err := s.Store.UpdateAgent(ctx, agentID, broker.AgentUpdate{State: &state})
+	now := s.Now().UTC()
+	upd := broker.AgentUpdate{State: &state}
+	if state != broker.AgentActive {
+		// Access tokens issued so far stop working, even after re-activation.
+		upd.TokensNotBefore = &now
+	}
+	if state == broker.AgentDisabled {
+		// A disabled agent's OAuth credentials are dropped for good.
+		upd.ClientSecretHash, upd.PublicJWKS = new(string), new(string)
+	}
+	a, err := s.Store.UpdateAgent(ctx, agentID, upd)
 	if err != nil {
 		return nil, err
 	}
 	if state == broker.AgentDisabled {
-		// A disabled agent's keys never work again, even if it is re-activated.
-		if _, err := s.Store.RevokeAPIKeys(ctx, a.ID, s.Now().UTC()); err != nil {
+		// A disabled agent's keys and certificates never work again, even if
+		// it is re-activated.
+		if _, err := s.Store.RevokeAPIKeys(ctx, a.ID, now); err != nil {
 			return nil, fmt.Errorf("revoke keys: %w", err)
+		}
+		if s.Identity != nil {
+			if _, err := s.Identity.RevokeCertificates(ctx, a.ID, "", now, "agent disabled"); err != nil {
+				return nil, fmt.Errorf("revoke certificates: %w", err)
+			}
 		}
 	}
 	return a, nil
@@ -208,42 +259,68 @@ func (s *Service) FindAgents(ctx context.Context, filter broker.AgentFilter) ([]
 	return s.Store.FindAgents(ctx, filter)
 }
 
-// Authenticate implements broker.AgentService.
+// Authenticate implements broker.AgentService: an API key or an admin token.
+// It neither counts failures nor applies rate limits; AuthenticateRequest,
+// which the HTTP API uses, does both.
 func (s *Service) Authenticate(ctx context.Context, secret string) (broker.Actor, error) {
+	actor, _, err := s.authenticateSecret(ctx, secret, s.Now().UTC())
+	return actor, err
+}
+
+// authenticateSecret resolves an API key or admin token. On failure it also
+// returns the id of the agent the key belonged to, when it found one.
+func (s *Service) authenticateSecret(ctx context.Context, secret string, now time.Time) (broker.Actor, string, error) {
 	unauthorized := broker.Errorf(broker.EUNAUTHORIZED, "Invalid or expired credentials.")
 	if secret == "" {
-		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED, "Authentication required: send Authorization: Bearer <key>.")
+		return broker.Actor{}, "", broker.Errorf(broker.EUNAUTHORIZED, "Authentication required: send Authorization: Bearer <key>.")
 	}
 	if !strings.HasPrefix(secret, KeyPrefix) {
 		sum := sha256.Sum256([]byte(secret))
 		for _, t := range s.AdminTokens {
 			if subtle.ConstantTimeCompare(sum[:], t.Hash[:]) == 1 {
-				return broker.Actor{Kind: broker.ActorAdmin, Name: t.Name, AuthMethod: "admin_token"}, nil
+				return broker.Actor{Kind: broker.ActorAdmin, Name: t.Name, AuthMethod: broker.AuthAdminToken}, "", nil
 			}
 		}
-		return broker.Actor{}, unauthorized
+		return broker.Actor{}, "", unauthorized
 	}
 	k, err := s.Store.FindAPIKeyByHash(ctx, hashKey(secret))
 	if broker.ErrorCode(err) == broker.ENOTFOUND {
-		return broker.Actor{}, unauthorized
+		return broker.Actor{}, "", unauthorized
 	} else if err != nil {
-		return broker.Actor{}, fmt.Errorf("find key: %w", err)
+		return broker.Actor{}, "", fmt.Errorf("find key: %w", err)
 	}
-	now := s.Now().UTC()
 	if !k.Usable(now) {
-		return broker.Actor{}, unauthorized
+		return broker.Actor{}, k.AgentID, unauthorized
 	}
 	a, err := s.Store.FindAgentByID(ctx, k.AgentID)
 	if err != nil {
-		return broker.Actor{}, fmt.Errorf("find agent: %w", err)
+		return broker.Actor{}, k.AgentID, fmt.Errorf("find agent: %w", err)
 	}
+	if err := admit(a, broker.AuthAPIKey); err != nil {
+		return broker.Actor{}, a.ID, err
+	}
+	s.touch(ctx, a, now)
+	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthAPIKey}, "", nil
+}
+
+// admit refuses an agent that is not active or may not use method.
+func admit(a *broker.Agent, method string) error {
 	if a.State != broker.AgentActive {
-		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED, "Agent %s is %s.", a.Name, a.State)
+		return broker.Errorf(broker.EUNAUTHORIZED, "Agent %s is %s.", a.Name, a.State)
 	}
-	if a.LastSeenAt == nil || now.Sub(*a.LastSeenAt) >= s.SeenEvery {
-		if _, err := s.Store.UpdateAgent(ctx, a.ID, broker.AgentUpdate{LastSeenAt: &now}); err != nil {
-			return broker.Actor{}, fmt.Errorf("record last seen: %w", err)
-		}
+	if !a.Allows(method) {
+		return broker.Errorf(broker.EUNAUTHORIZED, "Agent %s may not authenticate with %s.", a.Name, method)
 	}
-	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: "api_key"}, nil
+	return nil
+}
+
+// touch records that the agent was seen, at most every SeenEvery. A failed
+// write is logged, not fatal: the caller did authenticate.
+func (s *Service) touch(ctx context.Context, a *broker.Agent, now time.Time) {
+	if a.LastSeenAt != nil && now.Sub(*a.LastSeenAt) < s.SeenEvery {
+		return
+	}
+	if _, err := s.Store.UpdateAgent(ctx, a.ID, broker.AgentUpdate{LastSeenAt: &now}); err != nil {
+		s.Logger.Warn("record agent last seen", "agent", a.Name, "err", err)
+	}
 }

@@ -2,6 +2,7 @@ package mock
 
 import (
 	"context"
+	"time"
 
 	"github.com/stint-broker/stint/broker"
 )
@@ -19,6 +20,24 @@ type LeaseService struct {
 	RevokeAgentLeasesFn func(ctx context.Context, agentID, reason string) ([]*broker.Lease, error)
 	RolesFn             func(ctx context.Context) ([]*broker.Role, error)
 	ReadyFn             func(ctx context.Context) error
+	WaitLeaseFn         func(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error)
+	ActivateLeaseFn     func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
+	CancelLeaseFn       func(ctx context.Context, id string) (*broker.Lease, error)
+}
+
+// WaitLease implements broker.LeaseService by calling WaitLeaseFn.
+func (s *LeaseService) WaitLease(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error) {
+	return s.WaitLeaseFn(ctx, id, wait)
+}
+
+// ActivateLease implements broker.LeaseService by calling ActivateLeaseFn.
+func (s *LeaseService) ActivateLease(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error) {
+	return s.ActivateLeaseFn(ctx, id)
+}
+
+// CancelLease implements broker.LeaseService by calling CancelLeaseFn.
+func (s *LeaseService) CancelLease(ctx context.Context, id string) (*broker.Lease, error) {
+	return s.CancelLeaseFn(ctx, id)
 }
 
 // RequestLease implements broker.LeaseService by calling RequestLeaseFn.

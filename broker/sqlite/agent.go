@@ -25,6 +25,10 @@ func (db *DB) CreateAgent(ctx context.Context, a *broker.Agent) error {
 	if err := createAgent(ctx, tx, a); err != nil {
 		return err
 	}
+	if err := appendAgentAudit(ctx, tx, broker.AuditAgentCreated, a.ID, map[string]any{
+		"name": a.Name, "owner": a.Owner, "labels": a.Labels, "state": a.State}); err != nil {
+		return err
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
@@ -76,6 +80,9 @@ func (db *DB) UpdateAgent(ctx context.Context, id string, upd broker.AgentUpdate
 	if err != nil {
 		return nil, err
 	}
+	if err := appendAgentUpdateAudit(ctx, tx, a, upd); err != nil {
+		return nil, err
+	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -93,6 +100,10 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *broker.APIKey) error {
 	defer tx.Rollback()
 
 	if err := createAPIKey(ctx, tx, k); err != nil {
+		return err
+	}
+	if err := appendAgentAudit(ctx, tx, broker.AuditAgentKeyCreated, k.AgentID, map[string]any{
+		"key_id": k.ID, "prefix": k.Prefix, "expires_at": k.ExpiresAt}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -150,6 +161,11 @@ func (db *DB) RevokeAPIKeys(ctx context.Context, agentID string, at time.Time) (
 	if err != nil {
 		return 0, fmt.Errorf("revoke api keys: %w", err)
 	}
+	if n > 0 {
+		if err := appendAgentAudit(ctx, tx, broker.AuditAgentKeysRevoked, agentID, map[string]any{"keys": n}); err != nil {
+			return 0, err
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit: %w", err)
 	}
@@ -180,12 +196,22 @@ func createAgent(ctx context.Context, tx *tx, a *broker.Agent) error {
 	if err != nil {
 		return fmt.Errorf("encode labels: %w", err)
 	}
+	if a.AuthMethods == nil {
+		a.AuthMethods = broker.DefaultAuthMethods()
+	}
+	a.TokensNotBefore = normTimePtr(a.TokensNotBefore)
+	methods, err := json.Marshal(a.AuthMethods)
+	if err != nil {
+		return fmt.Errorf("encode auth methods: %w", err)
+	}
 
 	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO agents (id, name, owner, labels, state, created_at, updated_at, last_seen_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		INSERT INTO agents (id, name, owner, labels, state, created_at, updated_at, last_seen_at,
+			auth_methods, spiffe_id, client_secret_hash, public_jwks, tokens_not_before)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.Name, a.Owner, string(labels), string(a.State),
 		nanos(a.CreatedAt), nanos(a.UpdatedAt), nullNanos(a.LastSeenAt),
+		string(methods), a.SPIFFEID, a.ClientSecretHash, a.PublicJWKS, nullNanos(a.TokensNotBefore),
 	); err != nil {
 		return fmt.Errorf("insert agent: %w", formatError(err))
 	}
@@ -201,7 +227,7 @@ func findAgentByID(ctx context.Context, tx *tx, id string) (*broker.Agent, error
 // ENOTFOUND.
 func findAgent(ctx context.Context, tx *tx, cond string, arg any) (*broker.Agent, error) {
 	a, err := scanAgent(tx.QueryRowContext(ctx, `
-		SELECT id, name, owner, labels, state, created_at, updated_at, last_seen_at
+		SELECT `+agentColumns+`
 		FROM agents
 		WHERE `+cond, arg))
 	if errors.Is(err, sql.ErrNoRows) {
@@ -224,6 +250,9 @@ func findAgents(ctx context.Context, tx *tx, filter broker.AgentFilter) ([]*brok
 	if v := filter.State; v != nil {
 		where, args = append(where, "state = ?"), append(args, string(*v))
 	}
+	if v := filter.SPIFFEID; v != nil {
+		where, args = append(where, "spiffe_id = ? AND spiffe_id <> ''"), append(args, *v)
+	}
 	cond := strings.Join(where, " AND ")
 
 	var total int
@@ -232,7 +261,7 @@ func findAgents(ctx context.Context, tx *tx, filter broker.AgentFilter) ([]*brok
 	}
 
 	rows, err := tx.QueryContext(ctx, `
-		SELECT id, name, owner, labels, state, created_at, updated_at, last_seen_at
+		SELECT `+agentColumns+`
 		FROM agents
 		WHERE `+cond+`
 		ORDER BY name
@@ -257,17 +286,26 @@ func findAgents(ctx context.Context, tx *tx, filter broker.AgentFilter) ([]*brok
 	return agents, total, nil
 }
 
-// scanAgent reads the columns findAgents selects.
+// agentColumns are the columns scanAgent reads, in order.
+const agentColumns = `id, name, owner, labels, state, created_at, updated_at, last_seen_at,
+		auth_methods, spiffe_id, client_secret_hash, public_jwks, tokens_not_before`
+
+// scanAgent reads agentColumns.
 func scanAgent(row rowScanner) (*broker.Agent, error) {
 	var (
-		a                    broker.Agent
-		labels, state        string
-		createdAt, updatedAt int64
-		lastSeenAt           sql.NullInt64
+		a                           broker.Agent
+		labels, state, methods      string
+		createdAt, updatedAt        int64
+		lastSeenAt, tokensNotBefore sql.NullInt64
 	)
-	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &labels, &state, &createdAt, &updatedAt, &lastSeenAt); err != nil {
+	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &labels, &state, &createdAt, &updatedAt, &lastSeenAt,
+		&methods, &a.SPIFFEID, &a.ClientSecretHash, &a.PublicJWKS, &tokensNotBefore); err != nil {
 		return nil, fmt.Errorf("scan agent: %w", err)
 	}
+	if err := json.Unmarshal([]byte(methods), &a.AuthMethods); err != nil {
+		return nil, fmt.Errorf("decode auth methods of agent %s: %w", a.ID, err)
+	}
+	a.TokensNotBefore = fromNullNanos(tokensNotBefore)
 	if err := json.Unmarshal([]byte(labels), &a.Labels); err != nil {
 		return nil, fmt.Errorf("decode labels of agent %s: %w", a.ID, err)
 	}
@@ -298,17 +336,38 @@ func updateAgent(ctx context.Context, tx *tx, id string, upd broker.AgentUpdate)
 	if v := upd.LastSeenAt; v != nil {
 		a.LastSeenAt = normTimePtr(v)
 	}
+	if upd.AuthMethods != nil {
+		a.AuthMethods = append([]string(nil), upd.AuthMethods...)
+	}
+	if v := upd.SPIFFEID; v != nil {
+		a.SPIFFEID = *v
+	}
+	if v := upd.ClientSecretHash; v != nil {
+		a.ClientSecretHash = *v
+	}
+	if v := upd.PublicJWKS; v != nil {
+		a.PublicJWKS = *v
+	}
+	if v := upd.TokensNotBefore; v != nil {
+		a.TokensNotBefore = normTimePtr(v)
+	}
 	a.UpdatedAt = tx.now
 
 	labels, err := json.Marshal(a.Labels)
 	if err != nil {
 		return nil, fmt.Errorf("encode labels: %w", err)
 	}
+	methods, err := json.Marshal(a.AuthMethods)
+	if err != nil {
+		return nil, fmt.Errorf("encode auth methods: %w", err)
+	}
 	if _, err := tx.ExecContext(ctx, `
 		UPDATE agents
-		SET owner = ?, labels = ?, state = ?, updated_at = ?, last_seen_at = ?
+		SET owner = ?, labels = ?, state = ?, updated_at = ?, last_seen_at = ?,
+			auth_methods = ?, spiffe_id = ?, client_secret_hash = ?, public_jwks = ?, tokens_not_before = ?
 		WHERE id = ?`,
 		a.Owner, string(labels), string(a.State), nanos(a.UpdatedAt), nullNanos(a.LastSeenAt),
+		string(methods), a.SPIFFEID, a.ClientSecretHash, a.PublicJWKS, nullNanos(a.TokensNotBefore),
 		id,
 	); err != nil {
 		return nil, fmt.Errorf("update agent: %w", formatError(err))

@@ -134,7 +134,7 @@ func (db *DB) NextLeaseDeadline(ctx context.Context) (time.Time, bool, error) {
 	}
 	defer tx.Rollback()
 
-	// Two index seeks, one per queue, each reading the first entry of its
+	// One index seek per queue, each reading the first entry of its
 	// partial index. INDEXED BY pins the queue queries to the partial
 	// indexes: without statistics SQLite prefers leases_state, then sorts
 	// every active lease to find the first few.
@@ -147,6 +147,14 @@ func (db *DB) NextLeaseDeadline(ctx context.Context) (time.Time, bool, error) {
 		`SELECT next_revoke_at FROM leases INDEXED BY leases_revoking_next_revoke_at
 		WHERE state = 'revoking' AND next_revoke_at IS NOT NULL
 		ORDER BY next_revoke_at LIMIT 1`,
+		// The approval deadlines (migration 0003): pending leases time out,
+		// approved leases lapse.
+		`SELECT decide_by FROM leases INDEXED BY leases_pending_decide_by
+		WHERE state = 'pending' AND decide_by IS NOT NULL
+		ORDER BY decide_by LIMIT 1`,
+		`SELECT activate_by FROM leases INDEXED BY leases_approved_activate_by
+		WHERE state = 'approved' AND activate_by IS NOT NULL
+		ORDER BY activate_by LIMIT 1`,
 	} {
 		var t int64
 		switch err := tx.QueryRowContext(ctx, query).Scan(&t); {
@@ -225,6 +233,10 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		"system:expiry", "window closed", list,
 	); err != nil {
 		return nil, fmt.Errorf("record expiry events: %w", err)
+	}
+	// The audit chain gets the batch in one statement too (audit.go).
+	if err := syncLeaseAudit(ctx, tx); err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
@@ -400,6 +412,12 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 	}
 	if v := filter.CreatedBefore; v != nil {
 		where, args = append(where, "created_at < ?"), append(args, nanos(*v))
+	}
+	if v := filter.CreatedAfter; v != nil {
+		where, args = append(where, "created_at >= ?"), append(args, nanos(*v))
+	}
+	if v := filter.Owner; v != nil {
+		where, args = append(where, "agent_id IN (SELECT id FROM agents WHERE owner = ?)"), append(args, *v)
 	}
 	cond := strings.Join(where, " AND ")
 
@@ -579,7 +597,8 @@ func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
 	if e.ID, err = res.LastInsertId(); err != nil {
 		return fmt.Errorf("insert lease event: %w", err)
 	}
-	return nil
+	// Mirror it into the audit chain in the same transaction (audit.go).
+	return syncLeaseAudit(ctx, tx)
 }
 
 // marshalDecision renders a policy decision for its column; nil is "".

@@ -25,6 +25,7 @@ import (
 type Store interface {
 	broker.AgentStore
 	broker.LeaseStore
+	broker.ApprovalStore
 }
 
 // RunStoreTests runs the conformance suite against stores made by open. Each
@@ -33,8 +34,11 @@ type Store interface {
 func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Agent", func(t *testing.T) { testAgents(t, open) })
 	t.Run("APIKey", func(t *testing.T) { testAPIKeys(t, open) })
+	t.Run("Identity", func(t *testing.T) { testIdentity(t, open) })
 	t.Run("Lease", func(t *testing.T) { testLeases(t, open) })
 	t.Run("LeaseQueue", func(t *testing.T) { testLeaseQueue(t, open) })
+	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
+	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
 }
 
 // t0 is the suite's reference time. It lies in the past, so that a store
@@ -89,7 +93,6 @@ func newLease(a *broker.Agent, created time.Time) *broker.Lease {
 		RiskScore:     12,
 		PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 1, ApproverGroup: "data-owners",
 			PolicyIDs: []string{"medium-one-approver"}, Reasons: []string{"medium sensitivity"}},
-		DecideBy:   ptr(created.Add(time.Hour)),
 		Breakglass: true,
 	}
 }

@@ -5,11 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/stint-broker/stint/approvals"
+	slackapprovals "github.com/stint-broker/stint/approvals/slack"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/identity"
 	"github.com/stint-broker/stint/broker/sqlite"
@@ -29,9 +33,22 @@ type Main struct {
 	DB     *sqlite.DB
 	Issuer leases.Issuer
 	Leases *leases.Service
+	// Policy decides requests when policy.files is set (nil: roles'
+	// auto_approve decides); SIGHUP reloads it.
+	Policy *approvals.Policy
 	Agents *identity.Service
 	HTTP   *web.Server
 	Cron   *cron.Cron
+
+	// Metrics are the Prometheus metrics; the Vault issuer and the HTTP
+	// lease service are instrumented with them (app_console.go).
+	Metrics     *web.Metrics
+	metricsHTTP *http.Server
+
+	// Approvals runs human approval; Slack is set when slack.enabled
+	// (app_approvals.go).
+	Approvals *approvals.Service
+	Slack     *slackapprovals.Slack
 
 	wg sync.WaitGroup
 }
@@ -58,6 +75,8 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		m.Issuer = iss
 	}
+	m.Metrics = web.NewMetrics(m.DB, time.Now)
+	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
 
 	admins, err := m.adminTokens()
 	if err != nil {
@@ -70,11 +89,24 @@ func (m *Main) Open(ctx context.Context) error {
 	lc := m.Config.Leases
 	m.Leases.RetryBase, m.Leases.RetryMax = lc.RetryBase, lc.RetryMax
 	m.Leases.IssuingTimeout, m.Leases.OrphanGrace = lc.IssuingTimeout, lc.OrphanGrace
+	if m.Config.Policy.Enabled() {
+		if m.Policy, err = m.Config.Policy.Open(m.Logger); err != nil {
+			return fmt.Errorf("load policy: %w", err)
+		}
+		m.Leases.Decider = m.Policy
+	}
 
 	m.HTTP = web.NewServer()
 	m.HTTP.Leases = m.Leases
 	m.HTTP.Agents = m.Agents
 	m.HTTP.Logger = m.Logger
+	if err := m.openIdentity(); err != nil {
+		return err
+	}
+	if err := m.openApprovals(); err != nil {
+		return err
+	}
+	m.openConsole()
 	return nil
 }
 
@@ -101,12 +133,19 @@ func (m *Main) Run(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	m.Logger.Info("stint serving", "addr", m.HTTP.URL(), "roles", len(m.Config.Roles), "vault", m.Config.Vault.Address)
+	if err := m.runConsole(ctx); err != nil {
+		return err
+	}
 
+	m.runApprovals(ctx)
 	m.wg.Go(func() {
 		if err := m.Leases.Run(ctx); err != nil {
 			m.Logger.Error("expiry loop stopped", "err", err)
 		}
 	})
+	if m.Policy != nil {
+		m.wg.Go(func() { m.reloadOnHangup(ctx) })
+	}
 	var err error
 	if m.Cron, err = m.schedule(ctx); err != nil {
 		return err
@@ -128,9 +167,11 @@ func (m *Main) Close() error {
 		<-m.Cron.Stop().Done()
 	}
 	m.wg.Wait()
+	errs = append(errs, m.closeApprovals())
 	if c, ok := m.Issuer.(interface{ Close() error }); ok {
 		errs = append(errs, c.Close())
 	}
+	errs = append(errs, m.closeConsole())
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
 	}

@@ -24,6 +24,7 @@ server host.`,
 		newAgentsStateCommand("suspend", broker.AgentSuspended, "Suspend an agent: it cannot authenticate and its live leases are revoked"),
 		newAgentsStateCommand("activate", broker.AgentActive, "Re-activate a suspended agent"),
 		newAgentsRevokeAllCommand())
+	cmd.AddCommand(agentIdentityCommands()...)
 	return cmd
 }
 
@@ -31,8 +32,9 @@ func newAgentsCreateCommand() *cobra.Command {
 	var owner string
 	var labels []string
 	var keyTTL time.Duration
+	var methods []string
 	cmd := &cobra.Command{
-		Use:   "create NAME --owner EMAIL [--label k=v]...",
+		Use:   "create NAME --owner EMAIL [--label k=v]... [--auth-methods m1,m2]",
 		Short: "Register an agent and print its id and API key (shown once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,7 +47,7 @@ func newAgentsCreateCommand() *cobra.Command {
 				return err
 			}
 			defer m.Close()
-			a, secret, key, err := m.Agents.CreateAgent(adminContext(cmd.Context()), broker.NewAgent{Name: args[0], Owner: owner, Labels: lbl, KeyTTL: keyTTL})
+			a, secret, key, err := m.Agents.CreateAgent(adminContext(cmd.Context()), broker.NewAgent{Name: args[0], Owner: owner, Labels: lbl, KeyTTL: keyTTL, AuthMethods: methods})
 			if err != nil {
 				return err
 			}
@@ -58,6 +60,7 @@ func newAgentsCreateCommand() *cobra.Command {
 	cmd.Flags().StringVar(&owner, "owner", "", "email of the human accountable for the agent (required)")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable); roles select eligible agents by label")
 	cmd.Flags().DurationVar(&keyTTL, "key-ttl", 0, "API key lifetime (default keys.default_ttl)")
+	cmd.Flags().StringSliceVar(&methods, "auth-methods", nil, "authentication methods the agent may use (default api_key): api_key, mtls, client_secret, private_key_jwt")
 	cmd.MarkFlagRequired("owner")
 	return cmd
 }

@@ -130,6 +130,13 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 	cfg.Vault.Address = vaultAddr
 	cfg.Log.Format = "text"
 	cfg.Roles = vault.DevRoles()
+	// Requests are decided by the example Cedar policies, written next to
+	// the configuration (`stint policy --help`).
+	policyDir := filepath.Join(filepath.Dir(path), "policies")
+	if _, err := writeExamplePolicies(policyDir, true); err != nil {
+		return err
+	}
+	cfg.Policy.Files = []string{filepath.Join(policyDir, "guards.cedar"), filepath.Join(policyDir, "tiers.cedar")}
 	b, err := yaml.Marshal(&cfg)
 	if err != nil {
 		return err

@@ -32,6 +32,33 @@ type Config struct {
 	Leases LeasesConfig `yaml:"leases"`
 	// Log sets the log level and format.
 	Log LogConfig `yaml:"log"`
+	// Console configures the web console (config_console.go).
+	Console ConsoleConfig `yaml:"console"`
+	// Metrics says where Prometheus scrapes /metrics (config_console.go).
+	Metrics MetricsConfig `yaml:"metrics"`
+	// Policy names the Cedar policies that decide requests. Without
+	// policy.files, a role's auto_approve flag decides (eligible agents get
+	// auto_approve roles; nothing else is granted).
+	Policy PolicyConfig `yaml:"policy"`
+	// Approvers are the humans who decide pending leases: email, name,
+	// groups, optional slack_user_id and token_sha256 (config_approvals.go).
+	Approvers []*broker.Approver `yaml:"approvers"`
+	// Approval times the approval flow (config_approvals.go).
+	Approval ApprovalConfig `yaml:"approval"`
+	// Slack posts approval requests and takes decisions (config_approvals.go).
+	Slack SlackConfig `yaml:"slack"`
+	// TLS makes the API serve HTTPS with optional or required client
+	// certificates (config_identity.go).
+	TLS TLSConfig `yaml:"tls"`
+	// OAuth enables the OAuth 2.0 token endpoint for agents
+	// (config_identity.go).
+	OAuth OAuthConfig `yaml:"oauth"`
+	// Identity configures the enrolment CA and SPIFFE trust bundles
+	// (config_identity.go).
+	Identity IdentityConfig `yaml:"identity"`
+	// Limits caps each agent's request rate and live leases
+	// (config_identity.go).
+	Limits LimitsConfig `yaml:"limits"`
 	// Roles are what agents may request.
 	Roles []*broker.Role `yaml:"roles"`
 }
@@ -87,6 +114,25 @@ type LeasesConfig struct {
 	OrphanGrace time.Duration `yaml:"orphan_grace"`
 }
 
+// PolicyConfig names the Cedar policies that decide requests (see
+// `stint policy --help` and approvals/doc.go).
+type PolicyConfig struct {
+	// Files are Cedar policy files, loaded as one set, validated at start,
+	// on SIGHUP (which re-reads these files; a failed reload keeps the
+	// policies in force) and by `stint policy validate`. Relative paths are
+	// relative to the working directory.
+	Files []string `yaml:"files"`
+	// Schema is a Cedar schema file to validate the policies against; empty
+	// means Stint's embedded schema (`stint policy schema` prints it).
+	Schema string `yaml:"schema"`
+	// Timezone is the IANA time zone of context.hour and context.weekday,
+	// such as Europe/Berlin.
+	Timezone string `yaml:"timezone"`
+	// DefaultApproverGroup is the group that approves for a permit with
+	// @approvals but no @approvers.
+	DefaultApproverGroup string `yaml:"default_approver_group"`
+}
+
 // LogConfig sets logging.
 type LogConfig struct {
 	// Level is debug, info, warn or error.
@@ -107,7 +153,18 @@ func DefaultConfig() Config {
 			RetryBase: 2 * time.Second, RetryMax: 5 * time.Minute, ReconcileSchedule: "@every 1m",
 			IssuingTimeout: time.Minute, OrphanGrace: time.Minute,
 		},
-		Log: LogConfig{Level: "info", Format: "json"},
+		Log:    LogConfig{Level: "info", Format: "json"},
+		Policy: PolicyConfig{Timezone: "UTC", DefaultApproverGroup: "approvers"},
+
+		Console: defaultConsoleConfig(),
+
+		Approval: defaultApprovalConfig(),
+		Slack:    defaultSlackConfig(),
+
+		TLS:      defaultTLSConfig(),
+		OAuth:    defaultOAuthConfig(),
+		Identity: defaultIdentityConfig(),
+		Limits:   defaultLimitsConfig(),
 	}
 }
 
@@ -188,6 +245,21 @@ func (c *Config) Validate() error {
 		if t.Name == "" {
 			return errors.New("admin.tokens: every token needs a name")
 		}
+	}
+	if err := c.validateIdentityConfig(); err != nil {
+		return err
+	}
+	if err := c.Console.Validate(); err != nil {
+		return err
+	}
+	if err := c.Metrics.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateApprovals(); err != nil {
+		return err
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return err
 	}
 	return nil
 }

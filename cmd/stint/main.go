@@ -62,9 +62,14 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newServeCommand(),
 		newDevCommand(),
 		newAgentsCommand(),
+		newCACommand(),
 		newLeasesCommand(),
 		newReconcileCommand(),
+		newApprovalsCommand(),
 		newConfigCommand(),
+		newPolicyCommand(),
+		newAuditCommand(),
+		newUsersCommand(),
 	)
 	return root
 }

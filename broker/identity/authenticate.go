@@ -1,0 +1,80 @@
+package identity
+
+import (
+	"context"
+	"crypto/x509"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+var (
+	_ broker.AgentService  = (*Service)(nil)
+	_ broker.Authenticator = (*Service)(nil)
+	_ broker.TokenService  = (*Service)(nil)
+)
+
+// AuthenticateRequest implements broker.Authenticator. A bearer secret
+// decides when one is sent: an API key, an admin token, or (with OAuth
+// enabled) a Stint access token, checked against the client certificate when
+// it is bound to one. Without a bearer secret, the client certificate
+// decides. Failures are counted per agent and source; an agent over its rate
+// gets ETOOMANY.
+func (s *Service) AuthenticateRequest(ctx context.Context, req broker.AuthRequest) (broker.Actor, error) {
+	now := s.Now().UTC()
+	var (
+		actor broker.Actor
+		blame string
+		err   error
+	)
+	switch {
+	case req.Bearer != "" && s.OAuth != nil && looksLikeJWT(req.Bearer):
+		actor, blame, err = s.verifyAccessToken(ctx, req.Bearer, req.PeerCertificates, now)
+	case req.Bearer != "":
+		actor, blame, err = s.authenticateSecret(ctx, req.Bearer, now)
+	case len(req.PeerCertificates) > 0:
+		actor, blame, err = s.authenticateCertActor(ctx, req.PeerCertificates, now)
+	default:
+		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED,
+			"Authentication required: send \"Authorization: Bearer <key or access token>\" or a client certificate.")
+	}
+	if err != nil {
+		if broker.ErrorCode(err) == broker.EUNAUTHORIZED {
+			s.Failures.Record(blame, req.SourceIP, now)
+		}
+		return broker.Actor{}, err
+	}
+	actor.SourceIP = req.SourceIP
+	if actor.Kind == broker.ActorAgent {
+		if err := s.Limits.Allow(actor.AgentID, actor.Name, now); err != nil {
+			return broker.Actor{}, err
+		}
+	}
+	return actor, nil
+}
+
+func (s *Service) authenticateCertActor(ctx context.Context, certs []*x509.Certificate, now time.Time) (broker.Actor, string, error) {
+	a, blame, err := s.authenticateCert(ctx, certs, now)
+	if err != nil {
+		return broker.Actor{}, blame, err
+	}
+	if err := admit(a, broker.AuthMTLS); err != nil {
+		return broker.Actor{}, a.ID, err
+	}
+	s.touch(ctx, a, now)
+	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthMTLS}, "", nil
+}
+
+// AuthFailures returns the failed authentications in the last hour blamed
+// on the agent, and those from the source address; either key may be empty.
+// It is a risk input.
+func (s *Service) AuthFailures(agentID, sourceIP string) (byAgent, bySource int) {
+	now := s.Now().UTC()
+	if agentID != "" {
+		byAgent = s.Failures.Agent(agentID, now)
+	}
+	if sourceIP != "" {
+		bySource = s.Failures.Source(sourceIP, now)
+	}
+	return byAgent, bySource
+}

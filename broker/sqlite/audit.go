@@ -1,0 +1,403 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// The audit chain (broker.AuditEvent) lives in audit_events. Every append
+// happens inside a write transaction: it reads the head (the highest seq,
+// one primary-key seek), seals the new events after it and inserts them.
+// SQLite's single writer serializes write transactions (BEGIN IMMEDIATE on
+// one connection here, the file lock across processes), so two appends can
+// never read the same head: the chain cannot fork, and a lease change and its
+// audit event commit or roll back together.
+//
+// A PostgreSQL store must serialize appends itself, since its writers run
+// concurrently: take a transaction-scoped advisory lock
+// (pg_advisory_xact_lock on a constant key) before reading the head, in the
+// same transaction as the change being audited, and keep seq UNIQUE so that
+// a missed lock fails loudly instead of forking the chain. SELECT … FOR
+// UPDATE on the head row would not do: it does not block an append to an
+// empty chain.
+
+// auditColumns is the column list every audit query selects, in
+// scanAuditEvent's order.
+const auditColumns = `seq, at, kind, actor, subject, details, prev_hash, hash`
+
+// Record implements broker.AuditLog.
+func (db *DB) Record(ctx context.Context, e broker.AuditEvent) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := appendAudit(ctx, tx, &e); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// AuditHead implements broker.AuditStore.
+func (db *DB) AuditHead(ctx context.Context) (*broker.AuditEvent, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	return auditHead(ctx, tx)
+}
+
+// FindAuditEvents implements broker.AuditStore. Events are ordered by seq,
+// newest first.
+func (db *DB) FindAuditEvents(ctx context.Context, filter broker.AuditFilter) ([]*broker.AuditEvent, int, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer tx.Rollback()
+
+	cond, args := auditWhere(filter)
+	var total int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_events WHERE `+cond, args...).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count audit events: %w", err)
+	}
+	events := []*broker.AuditEvent{}
+	if total == 0 {
+		return events, 0, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_events WHERE `+cond+`
+		ORDER BY seq DESC `+limitOffset(filter.Limit, filter.Offset), args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("find audit events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e, err := scanAuditEvent(rows)
+		if err != nil {
+			return nil, 0, err
+		}
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("find audit events: %w", err)
+	}
+	return events, total, nil
+}
+
+// ScanAuditEvents implements broker.AuditStore. It reads in one read
+// transaction, so the events form one snapshot of the chain however many
+// are appended meanwhile.
+func (db *DB) ScanAuditEvents(ctx context.Context, filter broker.AuditFilter, fn func(*broker.AuditEvent) error) error {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+
+	cond, args := auditWhere(filter)
+	// Not through the statement cache: a long scan would hold a cached
+	// statement that others need.
+	rows, err := tx.Tx.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit_events WHERE `+cond+` ORDER BY seq`, args...)
+	if err != nil {
+		return fmt.Errorf("scan audit events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		e, err := scanAuditEvent(rows)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("scan audit events: %w", err)
+	}
+	return nil
+}
+
+// auditWhere renders filter as a WHERE condition and its arguments.
+func auditWhere(filter broker.AuditFilter) (string, []any) {
+	where, args := []string{"1 = 1"}, []any{}
+	if v := filter.Since; v != nil {
+		where, args = append(where, "at >= ?"), append(args, nanos(*v))
+	}
+	if v := filter.Until; v != nil {
+		where, args = append(where, "at < ?"), append(args, nanos(*v))
+	}
+	if v := filter.Kind; v != nil && *v != "" {
+		if strings.HasSuffix(*v, ".") {
+			// A prefix: kinds are [a-z0-9_.], so the range needs no escaping.
+			where, args = append(where, "kind >= ? AND kind < ?"), append(args, *v, (*v)[:len(*v)-1]+"/")
+		} else {
+			where, args = append(where, "kind = ?"), append(args, *v)
+		}
+	}
+	if v := filter.Actor; v != nil {
+		where, args = append(where, "actor = ?"), append(args, *v)
+	}
+	if v := filter.Subject; v != nil {
+		where, args = append(where, "subject = ?"), append(args, *v)
+	}
+	if filter.AfterSeq > 0 {
+		where, args = append(where, "seq > ?"), append(args, filter.AfterSeq)
+	}
+	return strings.Join(where, " AND "), args
+}
+
+// scanAuditEvent reads one row of auditColumns.
+func scanAuditEvent(row rowScanner) (*broker.AuditEvent, error) {
+	var (
+		e       broker.AuditEvent
+		at      int64
+		details string
+	)
+	if err := row.Scan(&e.Seq, &at, &e.Kind, &e.Actor, &e.Subject, &details, &e.PrevHash, &e.Hash); err != nil {
+		return nil, fmt.Errorf("scan audit event: %w", err)
+	}
+	e.At, e.Details = fromNanos(at), json.RawMessage(details)
+	return &e, nil
+}
+
+// auditHead returns the last event of the chain, or nil if it is empty.
+func auditHead(ctx context.Context, tx *tx) (*broker.AuditEvent, error) {
+	e, err := scanAuditEvent(tx.QueryRowContext(ctx, `SELECT `+auditColumns+` FROM audit_events ORDER BY seq DESC LIMIT 1`))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read audit head: %w", err)
+	}
+	return e, nil
+}
+
+// appendAudit seals events after the chain's head and inserts them, in
+// order, in tx. It validates kinds, canonicalizes details and stamps zero
+// times with tx.now.
+func appendAudit(ctx context.Context, tx *tx, events ...*broker.AuditEvent) error {
+	rows := make([]auditInsert, len(events))
+	for i, e := range events {
+		rows[i].event = e
+	}
+	return insertAudit(ctx, tx, rows)
+}
+
+// auditInsert is one event to append.
+type auditInsert struct {
+	event *broker.AuditEvent
+	// leaseEventID is the lease event it mirrors; 0 for none.
+	leaseEventID int64
+	// canonical is set when the store built Details in canonical form itself.
+	canonical bool
+}
+
+// insertAudit is appendAudit for events that may mirror lease events.
+func insertAudit(ctx context.Context, tx *tx, rows []auditInsert) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	for _, r := range rows {
+		e := r.event
+		if !broker.ValidAuditKind(e.Kind) {
+			return broker.FieldErrorf("kind", "Audit kind %q is invalid.", e.Kind)
+		}
+		if !r.canonical {
+			details, err := broker.CanonicalDetails(e.Details)
+			if err != nil {
+				return err
+			}
+			e.Details = details
+		}
+		if e.At.IsZero() {
+			e.At = tx.now
+		}
+		e.At = normTime(e.At)
+	}
+	prev, err := auditHead(ctx, tx)
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		r.event.Seal(prev)
+		prev = r.event
+	}
+
+	if len(rows) == 1 || !batchSafe(rows) {
+		for _, r := range rows {
+			e := r.event
+			if _, err := tx.ExecContext(ctx, `
+				INSERT INTO audit_events (`+auditColumns+`, lease_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				e.Seq, nanos(e.At), e.Kind, e.Actor, e.Subject, string(e.Details), e.PrevHash, e.Hash, nullID(r.leaseEventID),
+			); err != nil {
+				return fmt.Errorf("append audit event: %w", err)
+			}
+		}
+		return nil
+	}
+	// A batch (the expiry loop claims hundreds of leases at once) goes in as
+	// one statement over a JSON array.
+	list := make([][9]any, len(rows))
+	for i, r := range rows {
+		e := r.event
+		list[i] = [9]any{e.Seq, nanos(e.At), e.Kind, e.Actor, e.Subject, string(e.Details), e.PrevHash, e.Hash, nullID(r.leaseEventID)}
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return fmt.Errorf("encode audit events: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO audit_events (`+auditColumns+`, lease_event_id)
+		SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8
+		FROM json_each(?) ORDER BY key`, string(b),
+	); err != nil {
+		return fmt.Errorf("append audit events: %w", err)
+	}
+	return nil
+}
+
+// nullID is the stored form of an optional id: NULL when 0.
+func nullID(id int64) any {
+	if id == 0 {
+		return nil
+	}
+	return id
+}
+
+// batchSafe reports whether events survive a trip through JSON byte for
+// byte: encoding/json replaces invalid UTF-8, which would change what the
+// hashes cover.
+func batchSafe(rows []auditInsert) bool {
+	for _, r := range rows {
+		e := r.event
+		if !utf8.ValidString(e.Kind) || !utf8.ValidString(e.Actor) || !utf8.ValidString(e.Subject) {
+			return false
+		}
+	}
+	return true
+}
+
+// syncLeaseAudit mirrors into the chain, in tx, every lease event that is
+// not there yet, oldest first. Every writer of lease_events calls it before
+// committing, so that a lease change and its audit event commit together; a
+// writer that forgot is caught up by the next one.
+func syncLeaseAudit(ctx context.Context, tx *tx) error {
+	var last sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(lease_event_id) FROM audit_events`).Scan(&last); err != nil {
+		return fmt.Errorf("find last audited lease event: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `
+		SELECT id, lease_id, at, from_state, to_state, actor, reason
+		FROM lease_events WHERE id > ? ORDER BY id`, last.Int64)
+	if err != nil {
+		return fmt.Errorf("find unaudited lease events: %w", err)
+	}
+	var pending []*broker.LeaseEvent
+	for rows.Next() {
+		var (
+			e        broker.LeaseEvent
+			at       int64
+			from, to string
+		)
+		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
+			rows.Close()
+			return fmt.Errorf("scan lease event: %w", err)
+		}
+		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
+		pending = append(pending, &e)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find unaudited lease events: %w", err)
+	}
+
+	inserts := make([]auditInsert, len(pending))
+	for i, e := range pending {
+		var l *broker.Lease
+		if e.From == "" {
+			if l, err = findLeaseByID(ctx, tx, e.LeaseID); err != nil {
+				return fmt.Errorf("audit lease event %d: %w", e.ID, err)
+			}
+		}
+		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: l == nil}
+	}
+	return insertAudit(ctx, tx, inserts)
+}
+
+// leaseAuditEvent returns the audit event that mirrors lease event e. The
+// creation event carries what was asked and what policy decided; l is the
+// lease (nil for later events, whose details are built in canonical form
+// directly: a batch of hundreds must not pay for a JSON round trip each).
+func leaseAuditEvent(e *broker.LeaseEvent, l *broker.Lease) *broker.AuditEvent {
+	a := &broker.AuditEvent{At: e.At, Actor: e.Actor, Subject: e.LeaseID}
+	switch {
+	case l != nil:
+		a.Kind = broker.AuditLeaseCreated
+		d := map[string]any{
+			"event_id": e.ID, "state": e.To, "reason": e.Reason, "agent": l.Agent, "agent_id": l.AgentID,
+			"role": l.Role, "task": l.Task, "justification": l.Justification, "ttl": l.TTL.String(),
+			"decision": l.Decision, "auth_method": l.AuthMethod, "source_ip": l.SourceIP, "risk_score": l.RiskScore,
+		}
+		if l.OnBehalfOf != "" {
+			d["on_behalf_of"] = l.OnBehalfOf
+		}
+		if l.PolicyDecision != nil {
+			d["policy_decision"] = l.PolicyDecision
+		}
+		if l.Breakglass {
+			d["breakglass"] = true
+		}
+		a.Details = broker.AuditDetails(d)
+	case e.From == e.To:
+		// Keys in sorted order, as canonical details require.
+		a.Kind = broker.AuditLeaseNote
+		a.Details = fmt.Appendf(nil, `{"event_id":%d,"reason":%s,"state":%s}`, e.ID, jsonString(e.Reason), jsonString(string(e.To)))
+	default:
+		a.Kind = broker.AuditLeaseState
+		a.Details = fmt.Appendf(nil, `{"event_id":%d,"from":%s,"reason":%s,"to":%s}`,
+			e.ID, jsonString(string(e.From)), jsonString(e.Reason), jsonString(string(e.To)))
+	}
+	return a
+}
+
+// jsonString encodes s as encoding/json does (the canonical form).
+func jsonString(s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return b
+}
+
+// appendAgentAudit records an admin action on an agent in tx, by the actor
+// of ctx.
+func appendAgentAudit(ctx context.Context, tx *tx, kind, agentID string, details map[string]any) error {
+	return appendAudit(ctx, tx, &broker.AuditEvent{Kind: kind, Actor: actorString(ctx), Subject: agentID, Details: broker.AuditDetails(details)})
+}
+
+// appendAgentUpdateAudit records an agent update unless it only touched the
+// last-seen time (which authentication writes, and which is not an action).
+func appendAgentUpdateAudit(ctx context.Context, tx *tx, a *broker.Agent, upd broker.AgentUpdate) error {
+	d := map[string]any{}
+	if upd.State != nil {
+		d["state"] = *upd.State
+	}
+	if upd.Owner != nil {
+		d["owner"] = *upd.Owner
+	}
+	if upd.Labels != nil {
+		d["labels"] = upd.Labels
+	}
+	if len(d) == 0 {
+		return nil
+	}
+	d["name"] = a.Name
+	return appendAgentAudit(ctx, tx, broker.AuditAgentUpdated, a.ID, d)
+}

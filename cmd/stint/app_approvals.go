@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/stint-broker/stint/approvals"
+	slackapprovals "github.com/stint-broker/stint/approvals/slack"
+	"github.com/stint-broker/stint/broker"
+)
+
+// openApprovals builds the approval service and, when enabled, Slack, and
+// wires them to the lease service and the HTTP API: leases and approvals
+// meet only here, through each other's LeaseChanged.
+func (m *Main) openApprovals() error {
+	svc, err := approvals.NewService(m.DB, m.Config.Approvers, m.Config.Roles, m.Logger)
+	if err != nil {
+		return fmt.Errorf("approvers: %w", err)
+	}
+	ac := m.Config.Approval
+	svc.ActivateWithin, svc.RetryBase, svc.RetryMax = ac.ActivateWithin, ac.RetryBase, ac.RetryMax
+	m.Leases.PendingTimeout = ac.PendingTimeout
+	m.Leases.OnChange = svc.LeaseChanged
+	svc.OnChange = m.Leases.LeaseChanged
+	m.Approvals = svc
+
+	if sc := m.Config.Slack; sc.Enabled {
+		cfg := slackapprovals.Config{
+			BotToken:       m.Getenv(sc.BotTokenEnv),
+			SocketMode:     sc.SocketMode,
+			Channels:       sc.Channels,
+			DefaultChannel: sc.DefaultChannel,
+			TeamID:         sc.TeamID,
+			APIURL:         sc.APIURL,
+			Timeout:        sc.Timeout,
+		}
+		if sc.SocketMode {
+			cfg.AppToken = m.Getenv(sc.AppTokenEnv)
+		} else {
+			cfg.SigningSecret = m.Getenv(sc.SigningSecretEnv)
+		}
+		sl, err := slackapprovals.Open(cfg, svc, m.Logger)
+		if err != nil {
+			return fmt.Errorf("open slack (tokens from %s, %s, %s): %w", sc.BotTokenEnv, sc.SigningSecretEnv, sc.AppTokenEnv, err)
+		}
+		svc.Notifier = sl
+		m.Slack = sl
+		if !sc.SocketMode {
+			m.HTTP.SlackInteractions = sl
+		}
+	}
+	m.HTTP.Approvals = svc
+	m.HTTP.Agents = approverAuthenticator{AgentService: m.HTTP.Agents, approvals: svc}
+	return nil
+}
+
+// runApprovals starts the outbox and, in Socket Mode, the Slack connection.
+func (m *Main) runApprovals(ctx context.Context) {
+	m.wg.Go(func() {
+		if err := m.Approvals.Run(ctx); err != nil {
+			m.Logger.Error("approval outbox stopped", "err", err)
+		}
+	})
+	if m.Slack != nil && m.Config.Slack.SocketMode {
+		m.wg.Go(func() {
+			if err := m.Slack.RunSocketMode(ctx); err != nil {
+				m.Logger.Error("slack socket mode stopped", "err", err)
+			}
+		})
+	}
+}
+
+// closeApprovals waits for Slack replies in flight.
+func (m *Main) closeApprovals() error {
+	if m.Slack != nil {
+		return m.Slack.Close()
+	}
+	return nil
+}
+
+// approverAuthenticator lets approver tokens authenticate on the API next
+// to agent keys and admin tokens: approvers are configured, not stored.
+type approverAuthenticator struct {
+	broker.AgentService
+	approvals *approvals.Service
+}
+
+// Authenticate implements broker.AgentService: an approver token first,
+// then whatever the agent service knows.
+func (a approverAuthenticator) Authenticate(ctx context.Context, secret string) (broker.Actor, error) {
+	if actor, ok := a.approvals.AuthenticateApprover(secret); ok {
+		return actor, nil
+	}
+	return a.AgentService.Authenticate(ctx, secret)
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/sqlite"
+)
+
+// openStore reads the config named by --config and opens only its store:
+// the audit and users commands need neither Vault nor the services.
+func openStore(cmd *cobra.Command) (*sqlite.DB, Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		return nil, cfg, err
+	}
+	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	if err != nil {
+		return nil, cfg, fmt.Errorf("open store: %w", err)
+	}
+	return db, cfg, nil
+}
+
+func newAuditCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Verify and export the tamper-evident audit log",
+		Long: `The audit log is an append-only hash chain of every lease state change, every
+decision, every failed authentication, every admin action and every
+configuration load. Each event carries the SHA-256 of the previous event and
+of its own canonical content, so that editing, deleting or reordering any
+event breaks the chain. Nothing is ever deleted: retention means export and
+archive. These commands open the store named in the configuration file
+directly; run them on the server host.`,
+	}
+	cmd.AddCommand(newAuditVerifyCommand(), newAuditExportCommand())
+	return cmd
+}
+
+func newAuditVerifyCommand() *cobra.Command {
+	var anchors []string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "verify [--anchor SEQ:HASH]...",
+		Short: "Walk the audit chain and name the first broken link",
+		Long: `Walk the whole audit chain, oldest first, and check every link: sequence
+numbers without gaps (a gap means deleted events), each event's prev_hash
+equal to the previous event's hash (a mismatch means deleted or reordered
+events) and each event's hash equal to the SHA-256 of its content (a mismatch
+means an edited event). It prints the head (last seq and hash): keep it
+somewhere the server cannot write, and pass it back later with --anchor to
+detect a chain rewritten or truncated after that point, which the chain alone
+cannot show. Exits 1 if the chain is broken.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			anchorMap, err := parseAnchors(anchors)
+			if err != nil {
+				return err
+			}
+			db, _, err := openStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			stderr := cmd.ErrOrStderr()
+			start := time.Now()
+			v, err := broker.VerifyAuditChain(cmd.Context(), db, anchorMap, func(n int64) {
+				fmt.Fprintf(stderr, "checked %d events (%s)\n", n, time.Since(start).Round(time.Millisecond))
+			})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(v); err != nil {
+					return err
+				}
+			} else {
+				printVerification(out, v)
+			}
+			if !v.OK {
+				return fmt.Errorf("audit chain broken at event %d", v.BrokenAt)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringArrayVar(&anchors, "anchor", nil, "SEQ:HASH of an event recorded earlier (repeatable); the chain must still hold it")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func printVerification(out io.Writer, v *broker.AuditVerification) {
+	if v.OK {
+		fmt.Fprintf(out, "audit chain OK: %d events verified\n", v.Checked)
+	} else {
+		fmt.Fprintf(out, "audit chain BROKEN at event %d (%s): %s\n", v.BrokenAt, v.Break, v.Reason)
+		fmt.Fprintf(out, "events 1-%d verified before the break\n", v.Checked)
+	}
+	if v.Head != nil {
+		fmt.Fprintf(out, "head: seq %d hash %s at %s\n", v.Head.Seq, v.Head.Hash, v.Head.At.Format(time.RFC3339))
+		fmt.Fprintf(out, "anchor: --anchor %d:%s\n", v.Head.Seq, v.Head.Hash)
+	}
+}
+
+// parseAnchors reads "SEQ:HASH" flags.
+func parseAnchors(flags []string) (map[int64]string, error) {
+	anchors := map[int64]string{}
+	for _, a := range flags {
+		seqText, hash, ok := strings.Cut(a, ":")
+		seq, err := strconv.ParseInt(seqText, 10, 64)
+		if !ok || err != nil || seq < 1 || len(hash) != 64 {
+			return nil, broker.FieldErrorf("anchor", "Anchor %q must look like SEQ:HASH, with the 64-character hex hash that verify printed.", a)
+		}
+		anchors[seq] = strings.ToLower(hash)
+	}
+	return anchors, nil
+}
+
+func newAuditExportCommand() *cobra.Command {
+	var since, until, format, outPath, kind, subject string
+	cmd := &cobra.Command{
+		Use:   "export [--since T] [--until T] [--format jsonl|csv] [--out FILE]",
+		Short: "Export audit events, oldest first, as JSON lines or CSV",
+		Long: `Export audit events, oldest first. --since and --until take an RFC 3339 time
+(2025-06-02T09:00:00Z), a date (2025-06-02, midnight UTC) or a duration
+before now (72h); since is inclusive, until exclusive.
+
+jsonl writes one event per line with every field, including prev_hash and
+hash, so that an archive can be verified later. csv writes the same columns
+for spreadsheets; cells that a spreadsheet would run as a formula (starting
+with =, +, -, @) are prefixed with a single quote, so use jsonl for archives.
+With --out the file is written whole or not at all (a temporary file renamed
+at the end), and progress goes to stderr. The export itself is recorded in
+the audit log.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			now := time.Now().UTC()
+			filter := broker.AuditFilter{}
+			var err error
+			if filter.Since, err = parseWhen("since", since, now); err != nil {
+				return err
+			}
+			if filter.Until, err = parseWhen("until", until, now); err != nil {
+				return err
+			}
+			if kind != "" {
+				filter.Kind = &kind
+			}
+			if subject != "" {
+				filter.Subject = &subject
+			}
+			if format != "jsonl" && format != "csv" {
+				return broker.FieldErrorf("format", "Format must be jsonl or csv, not %q.", format)
+			}
+			db, _, err := openStore(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			return exportAudit(cmd.Context(), db, filter, format, outPath, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&since, "since", "", "first instant to export (RFC 3339, date, or duration ago); default: the beginning")
+	cmd.Flags().StringVar(&until, "until", "", "instant to stop before (RFC 3339, date, or duration ago); default: now")
+	cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
+	cmd.Flags().StringVar(&outPath, "out", "", "write to FILE instead of stdout")
+	cmd.Flags().StringVar(&kind, "kind", "", "only this kind, or a prefix ending in '.' such as lease.")
+	cmd.Flags().StringVar(&subject, "subject", "", "only events about this lease id, agent id or user")
+	return cmd
+}
+
+// parseWhen reads a --since/--until value; "" is nil.
+func parseWhen(flag, v string, now time.Time) (*time.Time, error) {
+	if v == "" {
+		return nil, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return &t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		return &t, nil
+	}
+	if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+		t := now.Add(-d)
+		return &t, nil
+	}
+	return nil, broker.FieldErrorf(flag, "--%s %q: use an RFC 3339 time (2025-06-02T09:00:00Z), a date (2025-06-02) or a duration ago (72h).", flag, v)
+}
+
+// exportAudit writes the matching events to outPath (or stdout) in format.
+func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditFilter, format, outPath string, stdout, stderr io.Writer) (err error) {
+	_, total, err := db.FindAuditEvents(ctx, broker.AuditFilter{Since: filter.Since, Until: filter.Until, Kind: filter.Kind, Subject: filter.Subject, Limit: 1})
+	if err != nil {
+		return err
+	}
+	w := stdout
+	var tmp *os.File
+	if outPath != "" {
+		tmp, err = os.CreateTemp(filepath.Dir(outPath), "."+filepath.Base(outPath)+".*")
+		if err != nil {
+			return fmt.Errorf("create export file: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				tmp.Close()
+				os.Remove(tmp.Name())
+			}
+		}()
+		w = tmp
+	}
+	bw := bufio.NewWriterSize(w, 256<<10)
+	enc := newAuditEncoder(bw, format)
+	if err := enc.header(); err != nil {
+		return err
+	}
+	var n int64
+	start, last := time.Now(), time.Now()
+	err = db.ScanAuditEvents(ctx, filter, func(e *broker.AuditEvent) error {
+		if err := enc.write(e); err != nil {
+			return err
+		}
+		n++
+		if outPath != "" && time.Since(last) > time.Second {
+			last = time.Now()
+			fmt.Fprintf(stderr, "exported %d of %d events (%.0f%%)\n", n, total, 100*float64(n)/float64(max(total, 1)))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("export audit events: %w", err)
+	}
+	if err := enc.flush(); err != nil {
+		return fmt.Errorf("write export: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write export: %w", err)
+	}
+	if tmp != nil {
+		if err := tmp.Sync(); err != nil {
+			return fmt.Errorf("write export: %w", err)
+		}
+		if err := tmp.Close(); err != nil {
+			return fmt.Errorf("write export: %w", err)
+		}
+		if err := os.Rename(tmp.Name(), outPath); err != nil {
+			return fmt.Errorf("write export: %w", err)
+		}
+		fmt.Fprintf(stderr, "exported %d events to %s in %s\n", n, outPath, time.Since(start).Round(time.Millisecond))
+	}
+	details := map[string]any{"format": format, "events": n}
+	if filter.Since != nil {
+		details["since"] = filter.Since.UTC().Format(time.RFC3339Nano)
+	}
+	if filter.Until != nil {
+		details["until"] = filter.Until.UTC().Format(time.RFC3339Nano)
+	}
+	if filter.Kind != nil {
+		details["kind"] = *filter.Kind
+	}
+	actor := "admin:cli"
+	if a, ok := broker.ActorFromContext(adminContext(ctx)); ok {
+		actor = a.String()
+	}
+	if rec, ok := db.(broker.AuditLog); ok {
+		if err := rec.Record(ctx, broker.AuditEvent{Kind: "audit.exported", Actor: actor, Details: broker.AuditDetails(details)}); err != nil {
+			return fmt.Errorf("record export: %w", err)
+		}
+	}
+	return nil
+}
+
+// auditEncoder writes events as JSON lines or CSV.
+type auditEncoder struct {
+	format string
+	json   *json.Encoder
+	csv    *csv.Writer
+}
+
+func newAuditEncoder(w io.Writer, format string) *auditEncoder {
+	if format == "csv" {
+		return &auditEncoder{format: format, csv: csv.NewWriter(w)}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &auditEncoder{format: format, json: enc}
+}
+
+// auditCSVHeader names the CSV columns.
+var auditCSVHeader = []string{"seq", "at", "kind", "actor", "subject", "details", "prev_hash", "hash"}
+
+func (e *auditEncoder) header() error {
+	if e.csv != nil {
+		return e.csv.Write(auditCSVHeader)
+	}
+	return nil
+}
+
+func (e *auditEncoder) write(ev *broker.AuditEvent) error {
+	if e.csv != nil {
+		return e.csv.Write([]string{
+			strconv.FormatInt(ev.Seq, 10), ev.At.UTC().Format(time.RFC3339Nano), csvCell(ev.Kind), csvCell(ev.Actor),
+			csvCell(ev.Subject), csvCell(string(ev.Details)), ev.PrevHash, ev.Hash,
+		})
+	}
+	return e.json.Encode(ev)
+}
+
+func (e *auditEncoder) flush() error {
+	if e.csv != nil {
+		e.csv.Flush()
+		return e.csv.Error()
+	}
+	return nil
+}
+
+// csvCell neutralises a value a spreadsheet would run as a formula (OWASP
+// "CSV injection").
+func csvCell(s string) string {
+	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
+		return "'" + s
+	}
+	return s
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stint-broker/stint/broker/identity"
+)
+
+func newCACommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "Manage Stint's enrolment CA for agent client certificates",
+		Long: `Manage Stint's enrolment CA. It signs short-lived client certificates for
+agents (stint agents enroll); each names its agent in a single URI SAN,
+spiffe://<identity.trust_domain>/agent/<name>, and is recorded by serial so
+that it can be revoked. The CA lives in identity.ca_dir: ca.pem (the
+certificate agents' TLS peers never need) and ca.key (mode 0600).`,
+	}
+	cmd.AddCommand(newCAInitCommand())
+	return cmd
+}
+
+func newCAInitCommand() *cobra.Command {
+	var name string
+	var validity time.Duration
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the enrolment CA in identity.ca_dir (refuses to replace one)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := ReadConfig(path)
+			if err != nil {
+				return err
+			}
+			if cfg.Identity.CADir == "" {
+				return fmt.Errorf("identity.ca_dir is empty: name the directory for the CA")
+			}
+			if validity < 24*time.Hour {
+				return fmt.Errorf("--validity %s is too short: at least 24h", validity)
+			}
+			ca, err := identity.InitCA(cfg.Identity.CADir, name, validity, time.Now().UTC())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "enrolment CA created in %s\nsubject: %s\nexpires: %s\nagent certificates will be named %s\n",
+				cfg.Identity.CADir, ca.Cert.Subject, ca.Cert.NotAfter.Format(time.RFC3339), identity.AgentURI(cfg.Identity.TrustDomain, "<name>"))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "Stint agent enrolment CA", "the CA certificate's common name")
+	cmd.Flags().DurationVar(&validity, "validity", 5*365*24*time.Hour, "how long the CA certificate is valid")
+	return cmd
+}

@@ -1,0 +1,933 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+	_ "time/tzdata" // policy.timezone works on hosts without a zoneinfo database
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/sqlite"
+)
+
+// Enabled reports whether policies are configured; without them a role's
+// auto_approve flag decides.
+func (c *PolicyConfig) Enabled() bool { return len(c.Files) > 0 }
+
+// Validate checks the policy section (not the policies: loading does that).
+func (c *PolicyConfig) Validate() error {
+	if c.Timezone == "" {
+		return errors.New("policy.timezone is required: an IANA zone such as UTC or Europe/Berlin")
+	}
+	if _, err := time.LoadLocation(c.Timezone); err != nil {
+		return fmt.Errorf("policy.timezone %q is not a time zone: use an IANA name such as UTC or Europe/Berlin", c.Timezone)
+	}
+	seen := map[string]bool{}
+	for i, f := range c.Files {
+		if strings.TrimSpace(f) == "" {
+			return fmt.Errorf("policy.files[%d] is empty", i)
+		}
+		if seen[f] {
+			return fmt.Errorf("policy.files names %s twice", f)
+		}
+		seen[f] = true
+	}
+	if c.Schema != "" && !c.Enabled() {
+		return errors.New("policy.schema is set but policy.files is empty: name the policy files")
+	}
+	if g := c.DefaultApproverGroup; len(g) > 64 || strings.ContainsFunc(g, func(r rune) bool { return r <= ' ' }) {
+		return fmt.Errorf("policy.default_approver_group %q must be at most 64 characters without spaces", g)
+	}
+	return nil
+}
+
+// approvalsConfig is the approvals.PolicyConfig for this section.
+func (c *PolicyConfig) approvalsConfig() (approvals.PolicyConfig, error) {
+	loc, err := time.LoadLocation(c.Timezone)
+	if err != nil {
+		return approvals.PolicyConfig{}, fmt.Errorf("policy.timezone: %w", err)
+	}
+	return approvals.PolicyConfig{
+		Files: c.Files, Schema: c.Schema, Location: loc, DefaultApproverGroup: c.DefaultApproverGroup,
+	}, nil
+}
+
+// Open loads and validates the configured policies.
+func (c *PolicyConfig) Open(logger *slog.Logger) (*approvals.Policy, error) {
+	pc, err := c.approvalsConfig()
+	if err != nil {
+		return nil, err
+	}
+	p, err := approvals.NewPolicy(pc)
+	if err != nil {
+		return nil, err
+	}
+	if logger != nil {
+		p.Logger = logger
+	}
+	return p, nil
+}
+
+// openExamplePolicy loads the embedded example policies with the zone and
+// default group of c.
+func openExamplePolicy(c *PolicyConfig) (*approvals.Policy, error) {
+	pc, err := c.approvalsConfig()
+	if err != nil {
+		return nil, err
+	}
+	pc.Files, pc.Schema, pc.FS = approvals.ExamplePolicyFiles, "", approvals.ExamplePolicies
+	return approvals.NewPolicy(pc)
+}
+
+// ReloadPolicy reads, validates and swaps in the policy files again. On error
+// the policies in force stay in force and the error is returned.
+func (m *Main) ReloadPolicy() error {
+	if m.Policy == nil {
+		return errors.New("no policy is configured (policy.files is empty); roles' auto_approve decides")
+	}
+	if err := m.Policy.Reload(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// reloadOnHangup reloads the policies on every SIGHUP until ctx ends.
+func (m *Main) reloadOnHangup(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	m.reloadOn(ctx, hup)
+}
+
+// reloadOn reloads the policies whenever sig delivers, logging the outcome.
+func (m *Main) reloadOn(ctx context.Context, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			if err := m.ReloadPolicy(); err != nil {
+				m.Logger.Error("policy reload failed; the policies in force stay", "err", err)
+				continue
+			}
+			m.Logger.Info("policy reloaded", "policies", len(m.Policy.Policies()), "files", m.Config.Policy.Files)
+		}
+	}
+}
+
+func newPolicyCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Validate, test and explain the Cedar policies that decide requests",
+		Long: `Work with the Cedar policies named by policy.files in the configuration.
+
+Each request is evaluated with the agent as principal (Agent::"name"), the
+action request or extend, the role as resource (Role::"name") and a context
+of TTL, task, source IP, hour and weekday in policy.timezone, risk score and
+the agent's active roles; ` + "`stint policy schema`" + ` prints every attribute.
+A matching forbid, an evaluation error or the lack of a matching permit
+denies; otherwise the largest @approvals("N") among the matching permits is
+the number of approvals needed (0: granted at once), from the group named by
+@approvers("group") or policy.default_approver_group.
+
+The server loads the policies at start and again on SIGHUP, which re-reads
+the files and schema that policy.files and policy.schema named at start
+(other configuration changes need a restart); a reload that fails validation
+keeps the policies in force and logs why.`,
+	}
+	cmd.AddCommand(newPolicyValidateCommand(), newPolicyTestCommand(), newPolicyExplainCommand(),
+		newPolicySchemaCommand(), newPolicyExamplesCommand())
+	return cmd
+}
+
+// readPolicyConfig reads the configuration named by --config; with
+// allowMissing, a missing file yields the defaults.
+func readPolicyConfig(cmd *cobra.Command, allowMissing bool) (Config, error) {
+	path, _ := cmd.Flags().GetString("config")
+	cfg, err := ReadConfig(path)
+	if err != nil && allowMissing && errors.Is(err, fs.ErrNotExist) {
+		return DefaultConfig(), nil
+	}
+	return cfg, err
+}
+
+func newPolicyValidateCommand() *cobra.Command {
+	var schemaFile string
+	cmd := &cobra.Command{
+		Use:   "validate [FILE...]",
+		Short: "Load and validate the policies and print their ids",
+		Long: `Load the policies named by policy.files (or the FILEs given) and validate
+them against the schema (policy.schema, --schema, or Stint's own), as the
+server does at start and on SIGHUP. Prints each policy's id, effect,
+position and approvals; exits non-zero naming the file and position of every
+policy that does not parse or validate.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := readPolicyConfig(cmd, len(args) > 0)
+			if err != nil {
+				return err
+			}
+			pc := cfg.Policy
+			if len(args) > 0 {
+				pc.Files = args
+			}
+			if schemaFile != "" {
+				pc.Schema = schemaFile
+			}
+			if !pc.Enabled() {
+				return errors.New("no policy files: set policy.files in the configuration or name FILEs (without policies, roles' auto_approve decides)")
+			}
+			p, err := pc.Open(nil)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			infos := p.Policies()
+			permits := 0
+			for _, i := range infos {
+				if !i.Forbid() {
+					permits++
+				}
+			}
+			fmt.Fprintf(out, "%d policies valid (%d permit, %d forbid) against %s; time zone %s\n",
+				len(infos), permits, len(infos)-permits, p.Schema(), p.Location())
+			if len(infos) == 0 {
+				fmt.Fprintln(out, "No policy permits anything: every request will be denied.")
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tEFFECT\tAPPROVALS\tPOSITION")
+			for _, i := range infos {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", i.ID, i.Effect, approvalsText(i, pc.DefaultApproverGroup), i.Position)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&schemaFile, "schema", "", "Cedar schema file (default policy.schema, else Stint's embedded schema)")
+	return cmd
+}
+
+func approvalsText(i approvals.PolicyInfo, defaultGroup string) string {
+	switch {
+	case i.Forbid():
+		return "-"
+	case i.Approvals == 0:
+		return "0 (auto)"
+	case i.Approvers == "":
+		return fmt.Sprintf("%d from %s", i.Approvals, defaultGroup)
+	}
+	return fmt.Sprintf("%d from %s", i.Approvals, i.Approvers)
+}
+
+func newPolicySchemaCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "schema",
+		Short: "Print Stint's Cedar schema: every attribute policies can use",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := cmd.OutOrStdout().Write(approvals.DefaultSchema)
+			return err
+		},
+	}
+}
+
+func newPolicyExamplesCommand() *cobra.Command {
+	var dir string
+	cmd := &cobra.Command{
+		Use:   "examples [--dir DIR]",
+		Short: "Print the example policies, schema and decision table, or write them to DIR",
+		Long: `Print Stint's example policies (guards.cedar, tiers.cedar), its schema
+(stint.cedarschema) and a decision table for them (examples.test.yaml). With
+--dir, write them there instead (existing files are left alone and reported),
+ready to be named in policy.files and run with stint policy test.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			names, err := fs.Glob(approvals.ExamplePolicies, "*")
+			if err != nil {
+				return err
+			}
+			if dir == "" {
+				for _, n := range names {
+					b, _ := fs.ReadFile(approvals.ExamplePolicies, n)
+					fmt.Fprintf(out, "// ==> %s <==\n%s\n", n, b)
+				}
+				return nil
+			}
+			written, err := writeExamplePolicies(dir, false)
+			for _, n := range written {
+				fmt.Fprintf(out, "wrote %s\n", n)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "directory to write the files to")
+	return cmd
+}
+
+// writeExamplePolicies writes the embedded examples into dir, never
+// overwriting a file, and returns the paths it wrote. An existing file is an
+// error unless keepExisting.
+func writeExamplePolicies(dir string, keepExisting bool) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	names, err := fs.Glob(approvals.ExamplePolicies, "*")
+	if err != nil {
+		return nil, err
+	}
+	var written []string
+	var errs []error
+	for _, n := range names {
+		b, err := fs.ReadFile(approvals.ExamplePolicies, n)
+		if err != nil {
+			return written, err
+		}
+		path := filepath.Join(dir, n)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if keepExisting && errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("write %s: %w", path, err))
+			continue
+		}
+		_, werr := f.Write(b)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			errs = append(errs, fmt.Errorf("write %s: %w", path, werr))
+			continue
+		}
+		written = append(written, path)
+	}
+	return written, errors.Join(errs...)
+}
+
+// policyTable is the file `stint policy test` runs.
+type policyTable struct {
+	// Roles are roles the cases may name, in addition to (and taking
+	// precedence over) the configuration's.
+	Roles []*tableRole  `yaml:"roles"`
+	Cases []*policyCase `yaml:"cases"`
+}
+
+// tableRole is a role as a test table describes it: only what policy sees.
+type tableRole struct {
+	Name        string             `yaml:"name"`
+	Sensitivity broker.Sensitivity `yaml:"sensitivity"`
+	Kind        string             `yaml:"kind"`
+	MaxTTL      time.Duration      `yaml:"max_ttl"`
+	DefaultTTL  time.Duration      `yaml:"default_ttl"`
+	Eligible    map[string]string  `yaml:"eligible"`
+	AutoApprove bool               `yaml:"auto_approve"`
+}
+
+func (r *tableRole) role() (*broker.Role, error) {
+	role := &broker.Role{
+		Name: r.Name, Sensitivity: r.Sensitivity, Kind: broker.CredentialKind(r.Kind), MaxTTL: r.MaxTTL,
+		DefaultTTL: r.DefaultTTL, Eligible: r.Eligible, AutoApprove: r.AutoApprove,
+	}
+	if role.Kind == "" {
+		role.Kind = broker.KindGeneric
+	}
+	if role.DefaultTTL == 0 {
+		role.DefaultTTL = role.MaxTTL
+	}
+	switch {
+	case !broker.ValidName(role.Name):
+		return nil, fmt.Errorf("role %q: name must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", role.Name)
+	case !role.Sensitivity.Valid():
+		return nil, fmt.Errorf("role %s: sensitivity must be low, medium, high or critical, not %q", role.Name, role.Sensitivity)
+	case !role.Kind.Valid():
+		return nil, fmt.Errorf("role %s: kind must be database, token or generic, not %q", role.Name, role.Kind)
+	case role.MaxTTL <= 0 || role.DefaultTTL <= 0 || role.DefaultTTL > role.MaxTTL:
+		return nil, fmt.Errorf("role %s: max_ttl must be positive and default_ttl at most max_ttl", role.Name)
+	}
+	return role, nil
+}
+
+// policyCase is one row: a request and the decision expected for it.
+type policyCase struct {
+	Name string `yaml:"name"`
+	// Agent is the agent asking.
+	Agent struct {
+		Name       string            `yaml:"name"`
+		Owner      string            `yaml:"owner"`
+		Labels     map[string]string `yaml:"labels"`
+		AuthMethod string            `yaml:"auth_method"`
+		OnBehalfOf string            `yaml:"on_behalf_of"`
+	} `yaml:"agent"`
+	// Role is a role's name (from the table or the configuration) or a role.
+	Role   caseRole      `yaml:"role"`
+	Action broker.Action `yaml:"action"`
+	// Context overrides the request's defaults.
+	Context caseContext `yaml:"context"`
+	Expect  struct {
+		Outcome   broker.Outcome `yaml:"outcome"`
+		Approvals *int           `yaml:"approvals"`
+		Group     *string        `yaml:"group"`
+		Policies  []string       `yaml:"policies"`
+	} `yaml:"expect"`
+	line int
+}
+
+// caseRole is a role name or an inline role.
+type caseRole struct {
+	Name   string
+	Inline *tableRole
+}
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (r *caseRole) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return n.Decode(&r.Name)
+	}
+	r.Inline = &tableRole{}
+	return n.Decode(r.Inline)
+}
+
+// caseContext is what a case may set about the request. Hour and weekday
+// (1 = Monday … 7 = Sunday, or a name) are in policy.timezone; without them
+// or Time a case is asked on a Wednesday at 12:00.
+type caseContext struct {
+	TTL           string   `yaml:"ttl"`
+	Hour          *int     `yaml:"hour"`
+	Weekday       string   `yaml:"weekday"`
+	Time          string   `yaml:"time"`
+	RiskScore     int      `yaml:"risk_score"`
+	SourceIP      string   `yaml:"source_ip"`
+	ActiveRoles   []string `yaml:"active_roles"`
+	Task          string   `yaml:"task"`
+	Justification string   `yaml:"justification"`
+}
+
+var weekdays = map[string]int{
+	"mon": 1, "monday": 1, "tue": 2, "tuesday": 2, "wed": 3, "wednesday": 3, "thu": 4, "thursday": 4,
+	"fri": 5, "friday": 5, "sat": 6, "saturday": 6, "sun": 7, "sunday": 7,
+}
+
+// requestTime is when a case's request is made, in loc.
+func (c *caseContext) requestTime(loc *time.Location) (time.Time, error) {
+	if c.Time != "" {
+		if c.Hour != nil || c.Weekday != "" {
+			return time.Time{}, errors.New("context: give time, or hour and weekday, not both")
+		}
+		t, err := time.Parse(time.RFC3339, c.Time)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("context.time %q: use RFC 3339, such as 2030-01-08T10:00:00+01:00", c.Time)
+		}
+		return t, nil
+	}
+	hour, day := 12, 3
+	if c.Hour != nil {
+		if *c.Hour < 0 || *c.Hour > 23 {
+			return time.Time{}, fmt.Errorf("context.hour %d: use 0 to 23", *c.Hour)
+		}
+		hour = *c.Hour
+	}
+	if c.Weekday != "" {
+		d, err := parseWeekday(c.Weekday)
+		if err != nil {
+			return time.Time{}, err
+		}
+		day = d
+	}
+	// 2030-01-07 is a Monday.
+	return time.Date(2030, 1, 6+day, hour, 0, 0, 0, loc), nil
+}
+
+func parseWeekday(s string) (int, error) {
+	if n, err := strconv.Atoi(s); err == nil && n >= 1 && n <= 7 {
+		return n, nil
+	}
+	if n, ok := weekdays[strings.ToLower(s)]; ok {
+		return n, nil
+	}
+	return 0, fmt.Errorf("weekday %q: use 1 (Monday) to 7 (Sunday) or a day's name", s)
+}
+
+// readPolicyTable parses a test table; unknown keys are errors.
+func readPolicyTable(path string) (*policyTable, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read test table: %w", err)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var t policyTable
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&t); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(t.Cases) == 0 {
+		return nil, fmt.Errorf("%s: no cases", path)
+	}
+	// Remember each case's line for messages.
+	if len(root.Content) > 0 {
+		doc := root.Content[0]
+		for i := 0; i+1 < len(doc.Content); i += 2 {
+			if doc.Content[i].Value == "cases" {
+				for j, n := range doc.Content[i+1].Content {
+					if j < len(t.Cases) {
+						t.Cases[j].line = n.Line
+					}
+				}
+			}
+		}
+	}
+	return &t, nil
+}
+
+// caseResult is one case's outcome.
+type caseResult struct {
+	name     string
+	problems []string
+	got      broker.Decision
+}
+
+// runPolicyTable decides every case with p. roles are the configuration's.
+func runPolicyTable(path string, t *policyTable, p *approvals.Policy, roles []*broker.Role) ([]caseResult, error) {
+	byName := map[string]*broker.Role{}
+	for _, r := range roles {
+		byName[r.Name] = r
+	}
+	for _, tr := range t.Roles {
+		r, err := tr.role()
+		if err != nil {
+			return nil, fmt.Errorf("%s: roles: %w", path, err)
+		}
+		byName[r.Name] = r
+	}
+	var results []caseResult
+	for i, c := range t.Cases {
+		where := fmt.Sprintf("%s:%d", path, c.line)
+		name := c.Name
+		if name == "" {
+			name = fmt.Sprintf("case %d", i+1)
+		}
+		req, err := c.request(byName, p.Location())
+		if err == nil {
+			err = c.checkExpect()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", where, name, err)
+		}
+		d, err := p.Decide(context.Background(), req)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", where, name, err)
+		}
+		results = append(results, caseResult{name: name, problems: c.compare(d), got: d})
+	}
+	return results, nil
+}
+
+func (c *policyCase) request(roles map[string]*broker.Role, loc *time.Location) (broker.DecisionRequest, error) {
+	var role *broker.Role
+	switch {
+	case c.Role.Inline != nil:
+		r, err := c.Role.Inline.role()
+		if err != nil {
+			return broker.DecisionRequest{}, err
+		}
+		role = r
+	case c.Role.Name == "":
+		return broker.DecisionRequest{}, errors.New("role is required: a role's name or a role")
+	default:
+		role = roles[c.Role.Name]
+		if role == nil {
+			names := make([]string, 0, len(roles))
+			for n := range roles {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return broker.DecisionRequest{}, fmt.Errorf("role %q is neither in the table's roles nor in the configuration (%s)", c.Role.Name, strings.Join(names, ", "))
+		}
+	}
+	if c.Agent.Name == "" {
+		return broker.DecisionRequest{}, errors.New("agent.name is required")
+	}
+	action := c.Action
+	if action == "" {
+		action = broker.ActionRequest
+	}
+	if action != broker.ActionRequest && action != broker.ActionExtend {
+		return broker.DecisionRequest{}, fmt.Errorf("action %q: use request or extend", action)
+	}
+	window := role.DefaultTTL
+	if c.Context.TTL != "" {
+		d, err := time.ParseDuration(c.Context.TTL)
+		if err != nil || d <= 0 {
+			return broker.DecisionRequest{}, fmt.Errorf("context.ttl %q: use a duration such as 30m", c.Context.TTL)
+		}
+		window = d
+	}
+	if c.Context.RiskScore < 0 || c.Context.RiskScore > 100 {
+		return broker.DecisionRequest{}, fmt.Errorf("context.risk_score %d: use 0 to 100", c.Context.RiskScore)
+	}
+	when, err := c.Context.requestTime(loc)
+	if err != nil {
+		return broker.DecisionRequest{}, err
+	}
+	auth := c.Agent.AuthMethod
+	if auth == "" {
+		auth = broker.AuthAPIKey
+	}
+	owner := c.Agent.Owner
+	if owner == "" {
+		owner = "owner@example.com"
+	}
+	task := c.Context.Task
+	if task == "" {
+		task = "policy test"
+	}
+	return broker.DecisionRequest{
+		Action:        action,
+		Agent:         &broker.Agent{ID: "test:" + c.Agent.Name, Name: c.Agent.Name, Owner: owner, Labels: c.Agent.Labels, State: broker.AgentActive},
+		Role:          role,
+		TTL:           window,
+		Task:          task,
+		Justification: c.Context.Justification,
+		AuthMethod:    auth,
+		OnBehalfOf:    c.Agent.OnBehalfOf,
+		SourceIP:      c.Context.SourceIP,
+		Time:          when,
+		RiskScore:     c.Context.RiskScore,
+		ActiveRoles:   c.Context.ActiveRoles,
+	}, nil
+}
+
+func (c *policyCase) checkExpect() error {
+	switch c.Expect.Outcome {
+	case broker.OutcomeApprove, broker.OutcomeApprovals, broker.OutcomeDeny:
+		return nil
+	case "":
+		return errors.New("expect.outcome is required: approve, approvals or deny")
+	}
+	return fmt.Errorf("expect.outcome %q: use approve, approvals or deny", c.Expect.Outcome)
+}
+
+// compare lists how d differs from what the case expects.
+func (c *policyCase) compare(d broker.Decision) []string {
+	var p []string
+	if d.Outcome != c.Expect.Outcome {
+		p = append(p, fmt.Sprintf("outcome %s, want %s", d.Outcome, c.Expect.Outcome))
+	}
+	if c.Expect.Approvals != nil && d.Approvals != *c.Expect.Approvals {
+		p = append(p, fmt.Sprintf("approvals %d, want %d", d.Approvals, *c.Expect.Approvals))
+	}
+	if c.Expect.Group != nil && d.ApproverGroup != *c.Expect.Group {
+		p = append(p, fmt.Sprintf("approver group %q, want %q", d.ApproverGroup, *c.Expect.Group))
+	}
+	if c.Expect.Policies != nil {
+		got, want := slices.Sorted(slices.Values(d.PolicyIDs)), slices.Sorted(slices.Values(c.Expect.Policies))
+		if !slices.Equal(got, want) {
+			p = append(p, fmt.Sprintf("policies [%s], want [%s]", strings.Join(got, ", "), strings.Join(want, ", ")))
+		}
+	}
+	return p
+}
+
+func newPolicyTestCommand() *cobra.Command {
+	var examples bool
+	cmd := &cobra.Command{
+		Use:   "test FILE",
+		Short: "Run a decision table against the policies; exits non-zero if a case fails",
+		Long: `Decide every case of the YAML decision table FILE with the configured
+policies (or, with --examples, Stint's example policies) and compare with
+what the case expects. Prints PASS or FAIL per case and exits non-zero if any
+case fails: run it in the CI of your policy repository.
+
+  roles:                      # optional; cases may also name configured roles
+    - {name: db-readonly, sensitivity: low, kind: database, max_ttl: 4h, eligible: {team: data}}
+  cases:
+    - name: low role for 30 minutes is granted at once
+      agent: {name: etl-bot, owner: alice@example.com, labels: {team: data}, auth_method: api_key}
+      role: db-readonly       # a role's name, or a role as under roles
+      action: request         # or extend; default request
+      context: {ttl: 30m, hour: 10, weekday: tue, risk_score: 0, source_ip: 10.0.0.7,
+                active_roles: [], task: nightly report, justification: ticket 42}
+      expect: {outcome: approve, approvals: 0, group: "", policies: [low-short-auto]}
+
+outcome is approve, approvals or deny; approvals, group and policies (the
+decision's policy ids, in any order) are checked only when given. Hour and
+weekday are in policy.timezone; without them a case is asked on a Wednesday
+at 12:00 (or give time: 2030-01-08T10:00:00+01:00). The TTL defaults to the
+role's default_ttl, the auth method to api_key. ` + "`stint policy examples`" + `
+prints a table for the example policies.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := readPolicyConfig(cmd, examples)
+			if err != nil {
+				return err
+			}
+			var p *approvals.Policy
+			switch {
+			case examples:
+				p, err = openExamplePolicy(&cfg.Policy)
+			case !cfg.Policy.Enabled():
+				return errors.New("no policy files: set policy.files in the configuration, or use --examples")
+			default:
+				p, err = cfg.Policy.Open(nil)
+			}
+			if err != nil {
+				return err
+			}
+			table, err := readPolicyTable(args[0])
+			if err != nil {
+				return err
+			}
+			results, err := runPolicyTable(args[0], table, p, cfg.Roles)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			failed := 0
+			for _, r := range results {
+				if len(r.problems) == 0 {
+					fmt.Fprintf(out, "PASS  %s\n", r.name)
+					continue
+				}
+				failed++
+				fmt.Fprintf(out, "FAIL  %s\n", r.name)
+				for _, pr := range r.problems {
+					fmt.Fprintf(out, "        %s\n", pr)
+				}
+				fmt.Fprintf(out, "        decided %s\n", decisionSummary(r.got))
+			}
+			fmt.Fprintf(out, "%d of %d cases passed\n", len(results)-failed, len(results))
+			if failed > 0 {
+				return fmt.Errorf("%d of %d cases failed", failed, len(results))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&examples, "examples", false, "test Stint's example policies instead of the configured ones")
+	return cmd
+}
+
+// decisionSummary renders a decision on one line.
+func decisionSummary(d broker.Decision) string {
+	s := string(d.Outcome)
+	if d.Outcome == broker.OutcomeApprovals {
+		s = fmt.Sprintf("%d approval(s) from %s", d.Approvals, d.ApproverGroup)
+	}
+	if len(d.PolicyIDs) > 0 {
+		s += " by [" + strings.Join(d.PolicyIDs, ", ") + "]"
+	}
+	if len(d.Reasons) > 0 {
+		s += ": " + strings.Join(d.Reasons, " ")
+	}
+	return s
+}
+
+func newPolicyExplainCommand() *cobra.Command {
+	var c policyCase
+	var labels []string
+	var ttl, when, weekday string
+	var hour int
+	var examples, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "explain --agent NAME --role ROLE [flags]",
+		Short: "Show why one request gets its decision: matching permits and forbids, reasons",
+		Long: `Decide one request with the configured policies (or --examples) and show
+the decision, every permit and forbid that matched with its id, position and
+annotations, any policy that failed to evaluate, and the entities and context
+policy saw.
+
+The role comes from the configuration. The agent is looked up in the store
+unless --owner or --label describe it (then it need not be registered).
+Hour and weekday are in policy.timezone; by default the request is made now.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := readPolicyConfig(cmd, false)
+			if err != nil {
+				return err
+			}
+			var p *approvals.Policy
+			switch {
+			case examples:
+				p, err = openExamplePolicy(&cfg.Policy)
+			case !cfg.Policy.Enabled():
+				return errors.New("no policy files: set policy.files in the configuration, or use --examples")
+			default:
+				p, err = cfg.Policy.Open(nil)
+			}
+			if err != nil {
+				return err
+			}
+			var role *broker.Role
+			for _, r := range cfg.Roles {
+				if r.Name == c.Role.Name {
+					role = r
+				}
+			}
+			if role == nil {
+				return fmt.Errorf("role %q is not in the configuration", c.Role.Name)
+			}
+			agent, err := explainAgent(cmd, cfg, c.Agent.Name, c.Agent.Owner, labels)
+			if err != nil {
+				return err
+			}
+			req := broker.DecisionRequest{
+				Action: c.Action, Agent: agent, Role: role, TTL: role.DefaultTTL,
+				Task: c.Context.Task, Justification: c.Context.Justification,
+				AuthMethod: c.Agent.AuthMethod, OnBehalfOf: c.Agent.OnBehalfOf, SourceIP: c.Context.SourceIP,
+				RiskScore: c.Context.RiskScore, ActiveRoles: c.Context.ActiveRoles, Time: time.Now(),
+			}
+			if ttl != "" {
+				if req.TTL, err = time.ParseDuration(ttl); err != nil || req.TTL <= 0 {
+					return fmt.Errorf("--ttl %q: use a duration such as 30m", ttl)
+				}
+			}
+			if when != "" || cmd.Flags().Changed("hour") || weekday != "" {
+				cc := caseContext{Time: when, Weekday: weekday}
+				if cmd.Flags().Changed("hour") {
+					cc.Hour = &hour
+				}
+				if cc.Time == "" && (cc.Hour == nil || cc.Weekday == "") {
+					// Fill what was not given from now, in the zone.
+					now := time.Now().In(p.Location())
+					if cc.Hour == nil {
+						h := now.Hour()
+						cc.Hour = &h
+					}
+					if cc.Weekday == "" {
+						d := int(now.Weekday())
+						if d == 0 {
+							d = 7
+						}
+						cc.Weekday = strconv.Itoa(d)
+					}
+				}
+				if req.Time, err = cc.requestTime(p.Location()); err != nil {
+					return err
+				}
+			}
+			x, err := p.Explain(req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(x)
+			}
+			printExplanation(cmd.OutOrStdout(), x, p.Location(), req)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.Agent.Name, "agent", "", "agent name (required)")
+	f.StringVar(&c.Role.Name, "role", "", "role name from the configuration (required)")
+	f.StringVar((*string)(&c.Action), "action", string(broker.ActionRequest), "request or extend")
+	f.StringVar(&ttl, "ttl", "", "requested window, e.g. 30m (default: the role's default_ttl)")
+	f.IntVar(&hour, "hour", 0, "hour of the request, 0-23, in policy.timezone (default: now)")
+	f.StringVar(&weekday, "weekday", "", "weekday of the request, 1 (Monday) to 7 or a name (default: today)")
+	f.StringVar(&when, "time", "", "time of the request, RFC 3339 (instead of --hour and --weekday)")
+	f.IntVar(&c.Context.RiskScore, "risk", 0, "risk score, 0-100")
+	f.StringVar(&c.Context.SourceIP, "source-ip", "", "source address of the request (default: unknown)")
+	f.StringVar(&c.Agent.AuthMethod, "auth-method", broker.AuthAPIKey, "how the agent authenticated: api_key, mtls, client_secret or private_key_jwt")
+	f.StringVar(&c.Agent.OnBehalfOf, "on-behalf-of", "", "the human the agent acts for")
+	f.StringVar(&c.Agent.Owner, "owner", "", "owner email, to describe an agent that is not registered")
+	f.StringArrayVar(&labels, "label", nil, "agent label key=value (repeatable), to describe an agent that is not registered")
+	f.StringArrayVar(&c.Context.ActiveRoles, "active-role", nil, "a role the agent holds a live lease on (repeatable)")
+	f.StringVar(&c.Context.Task, "task", "policy explain", "the task of the request")
+	f.StringVar(&c.Context.Justification, "justification", "", "the justification of the request")
+	f.BoolVar(&examples, "examples", false, "use Stint's example policies instead of the configured ones")
+	f.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
+	cmd.MarkFlagRequired("agent")
+	cmd.MarkFlagRequired("role")
+	return cmd
+}
+
+// explainAgent describes the agent from flags, or finds it in the store.
+func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []string) (*broker.Agent, error) {
+	if owner != "" || len(labels) > 0 {
+		lbl, err := broker.ParseLabels(labels)
+		if err != nil {
+			return nil, err
+		}
+		if owner == "" {
+			owner = "owner@example.com"
+		}
+		return &broker.Agent{ID: "explain:" + name, Name: name, Owner: owner, Labels: lbl, State: broker.AgentActive}, nil
+	}
+	if _, err := os.Stat(cfg.Store.Path); err != nil {
+		return nil, fmt.Errorf("store %s not found: describe agent %s with --owner and --label", cfg.Store.Path, name)
+	}
+	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer db.Close()
+	a, err := db.FindAgentByName(cmd.Context(), name)
+	if broker.ErrorCode(err) == broker.ENOTFOUND {
+		return nil, fmt.Errorf("agent %s is not registered in %s: describe it with --owner and --label", name, cfg.Store.Path)
+	}
+	return a, err
+}
+
+func printExplanation(out io.Writer, x *approvals.Explanation, loc *time.Location, req broker.DecisionRequest) {
+	fmt.Fprintf(out, "decision:  %s\n", decisionSummary(x.Decision))
+	fmt.Fprintf(out, "request:   agent %s %s role %s for %s at %s\n", req.Agent.Name, req.Action, req.Role.Name,
+		req.TTL, req.Time.In(loc).Format("Mon 2006-01-02 15:04 MST"))
+	fmt.Fprintf(out, "evaluated: %d of %d policies (the others' scope cannot match)\n", x.Evaluated, x.Total)
+	section := func(title string, ps []approvals.PolicyInfo) {
+		fmt.Fprintf(out, "\nmatching %s:\n", title)
+		if len(ps) == 0 {
+			fmt.Fprintln(out, "  (none)")
+		}
+		for _, p := range ps {
+			fmt.Fprintf(out, "  %s  %s%s\n", p.ID, p.Position, annotationsText(p.Annotations))
+			if p.Reason != "" {
+				fmt.Fprintf(out, "      %s\n", p.Reason)
+			}
+		}
+	}
+	section("forbids", x.Forbids)
+	section("permits", x.Permits)
+	if len(x.Errors) > 0 {
+		fmt.Fprintln(out, "\nfailed to evaluate (the request is denied):")
+		for _, e := range x.Errors {
+			fmt.Fprintf(out, "  %s  %s: %s\n", e.Policy.ID, e.Policy.Position, e.Message)
+		}
+	}
+	fmt.Fprintf(out, "\nprincipal: %s\nresource:  %s\ncontext:   %s\n", x.Principal, x.Resource, x.Context)
+}
+
+func annotationsText(a map[string]string) string {
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		if k != approvals.AnnotationID && k != approvals.AnnotationReason {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  @%s(%q)", k, a[k])
+	}
+	return b.String()
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/web"
+)
+
+// TLSConfig makes the API serve HTTPS (TLS 1.3 only). Without cert_file
+// the API is plain HTTP and mutual TLS is unavailable.
+type TLSConfig struct {
+	// CertFile and KeyFile are the server's PEM certificate (chain) and key.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCerts is off, optional (default: agents may present a client
+	// certificate) or required (every connection must, probes included).
+	ClientCerts string `yaml:"client_certs"`
+}
+
+// Enabled reports whether TLS is configured.
+func (c *TLSConfig) Enabled() bool { return c.CertFile != "" }
+
+// Validate checks the TLS section.
+func (c *TLSConfig) Validate() error {
+	switch {
+	case c.CertFile == "" && c.KeyFile == "":
+		return nil
+	case c.CertFile == "" || c.KeyFile == "":
+		return errors.New("tls.cert_file and tls.key_file go together")
+	}
+	switch c.ClientCerts {
+	case web.ClientCertsOff, web.ClientCertsOptional, web.ClientCertsRequired:
+		return nil
+	}
+	return fmt.Errorf("tls.client_certs must be off, optional or required, not %q", c.ClientCerts)
+}
+
+// OAuthConfig enables Stint's OAuth 2.0 token endpoint (POST /oauth/token):
+// client_credentials with client_secret_basic, private_key_jwt or the TLS
+// client certificate, and RFC 8693 token exchange.
+type OAuthConfig struct {
+	// Enabled turns the token endpoint on.
+	Enabled bool `yaml:"enabled"`
+	// Issuer is Stint's base URL as agents reach it, such as
+	// https://stint.example.com. It is the iss and aud of access tokens;
+	// client assertions must name Issuer + "/oauth/token" as their aud.
+	Issuer string `yaml:"issuer"`
+	// SigningKeyFile holds the ES256 key that signs access tokens; it is
+	// created (mode 0600) if missing.
+	SigningKeyFile string `yaml:"signing_key_file"`
+	// TokenTTL is the access token lifetime, at most 15m.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TrustedIssuers are the identity providers whose user tokens a token
+	// exchange accepts as subject_token.
+	TrustedIssuers []TrustedIssuerConfig `yaml:"trusted_issuers"`
+}
+
+// TrustedIssuerConfig is one identity provider for token exchange.
+type TrustedIssuerConfig struct {
+	// Issuer is the exact iss of its tokens.
+	Issuer string `yaml:"issuer"`
+	// Audience is the aud its tokens carry for Stint; default oauth.issuer.
+	Audience string `yaml:"audience"`
+	// JWKSFile or JWKSURL (https) give its public keys.
+	JWKSFile string `yaml:"jwks_file"`
+	JWKSURL  string `yaml:"jwks_url"`
+	// UserClaim names the claim identifying the user (default sub); it is
+	// recorded as the lease's on_behalf_of.
+	UserClaim string `yaml:"user_claim"`
+}
+
+// Validate checks the OAuth section.
+func (c *OAuthConfig) Validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	switch {
+	case c.Issuer == "":
+		return errors.New("oauth.issuer is required when oauth.enabled: Stint's base URL, such as https://stint.example.com")
+	case !strings.HasPrefix(c.Issuer, "https://") && !strings.HasPrefix(c.Issuer, "http://"), strings.HasSuffix(c.Issuer, "/"):
+		return fmt.Errorf("oauth.issuer %q must be an http(s) URL without a trailing slash", c.Issuer)
+	case c.SigningKeyFile == "":
+		return errors.New("oauth.signing_key_file is required")
+	case c.TokenTTL <= 0 || c.TokenTTL > identity.MaxTokenTTL:
+		return fmt.Errorf("oauth.token_ttl must be positive and at most %s", identity.MaxTokenTTL)
+	}
+	for i, t := range c.TrustedIssuers {
+		switch {
+		case t.Issuer == "":
+			return fmt.Errorf("oauth.trusted_issuers[%d].issuer is required", i)
+		case (t.JWKSFile == "") == (t.JWKSURL == ""):
+			return fmt.Errorf("oauth.trusted_issuers[%d] needs exactly one of jwks_file and jwks_url", i)
+		}
+	}
+	return nil
+}
+
+// IdentityConfig configures agent certificates.
+type IdentityConfig struct {
+	// CADir holds the enrolment CA that stint ca init creates (ca.pem and
+	// ca.key, mode 0600). If it holds no CA, enrolment is off.
+	CADir string `yaml:"ca_dir"`
+	// TrustDomain names Stint-issued certificates:
+	// spiffe://<trust_domain>/agent/<name>.
+	TrustDomain string `yaml:"trust_domain"`
+	// CertTTL is the default lifetime of an enrolled certificate; CertMaxTTL
+	// caps --ttl.
+	CertTTL    time.Duration `yaml:"cert_ttl"`
+	CertMaxTTL time.Duration `yaml:"cert_max_ttl"`
+	// SPIFFE lists trust bundles whose X.509-SVIDs authenticate agents
+	// mapped to their SPIFFE IDs (stint agents set-auth --spiffe-id).
+	SPIFFE []SPIFFEBundleConfig `yaml:"spiffe"`
+}
+
+// SPIFFEBundleConfig is one SPIFFE trust domain's X.509 bundle.
+type SPIFFEBundleConfig struct {
+	TrustDomain string `yaml:"trust_domain"`
+	// BundleFile holds the domain's PEM root certificates.
+	BundleFile string `yaml:"bundle_file"`
+}
+
+// Validate checks the identity section.
+func (c *IdentityConfig) Validate() error {
+	switch {
+	case c.CertTTL < time.Minute || c.CertMaxTTL < c.CertTTL:
+		return errors.New("identity.cert_ttl must be at least 1m and at most identity.cert_max_ttl")
+	case c.TrustDomain == "":
+		return errors.New("identity.trust_domain is required")
+	}
+	seen := map[string]bool{}
+	for i, b := range c.SPIFFE {
+		switch {
+		case b.TrustDomain == "" || b.BundleFile == "":
+			return fmt.Errorf("identity.spiffe[%d] needs trust_domain and bundle_file", i)
+		case seen[b.TrustDomain]:
+			return fmt.Errorf("identity.spiffe: trust domain %q is listed twice", b.TrustDomain)
+		}
+		seen[b.TrustDomain] = true
+	}
+	return nil
+}
+
+// LimitsConfig caps what one agent may do. Zero disables a limit.
+type LimitsConfig struct {
+	// RequestsPerSecond and Burst bound each agent's authenticated requests
+	// (token bucket); excess requests get 429 with Retry-After.
+	RequestsPerSecond float64 `yaml:"requests_per_second"`
+	Burst             int     `yaml:"burst"`
+	// MaxLiveLeases caps each agent's pending, approved and live leases; a
+	// request over it gets 429 with Retry-After.
+	MaxLiveLeases int `yaml:"max_live_leases"`
+}
+
+// Validate checks the limits section.
+func (c *LimitsConfig) Validate() error {
+	switch {
+	case c.RequestsPerSecond < 0 || c.Burst < 0 || c.MaxLiveLeases < 0:
+		return errors.New("limits must not be negative")
+	case c.RequestsPerSecond > 0 && c.Burst < 1:
+		return errors.New("limits.burst must be at least 1 when limits.requests_per_second is set")
+	}
+	return nil
+}
+
+func defaultIdentityConfig() IdentityConfig {
+	return IdentityConfig{CADir: "stint-ca", TrustDomain: identity.DefaultTrustDomain, CertTTL: 24 * time.Hour, CertMaxTTL: 7 * 24 * time.Hour}
+}
+
+func defaultOAuthConfig() OAuthConfig {
+	return OAuthConfig{SigningKeyFile: "stint-oauth.key", TokenTTL: 10 * time.Minute}
+}
+
+func defaultTLSConfig() TLSConfig { return TLSConfig{ClientCerts: web.ClientCertsOptional} }
+
+func defaultLimitsConfig() LimitsConfig {
+	return LimitsConfig{RequestsPerSecond: 10, Burst: 20, MaxLiveLeases: 20}
+}
+
+// validateIdentityConfig checks the tls, oauth, identity and limits sections.
+func (c *Config) validateIdentityConfig() error {
+	return errors.Join(c.TLS.Validate(), c.OAuth.Validate(), c.Identity.Validate(), c.Limits.Validate())
+}

@@ -1,0 +1,271 @@
+package leases
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// MaxWait caps how long WaitLease waits for a pending lease to change.
+const MaxWait = 60 * time.Second
+
+// waitPoll is how often WaitLease re-reads the lease even without a change
+// signal: an approval recorded by another process (the CLI) signals nothing.
+const waitPoll = time.Second
+
+// decide asks the Decider about a request, failing closed: an error or a
+// malformed decision denies.
+func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time) (broker.Decision, error) {
+	if s.Decider == nil {
+		return builtinDecision(agent, role), nil
+	}
+	active, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agent.ID, States: []broker.LeaseState{broker.LeaseActive}})
+	if err != nil {
+		return broker.Decision{}, fmt.Errorf("find active leases: %w", err)
+	}
+	var roles []string
+	for _, l := range active {
+		if !slices.Contains(roles, l.Role) {
+			roles = append(roles, l.Role)
+		}
+	}
+	slices.Sort(roles)
+	d, err := s.Decider.Decide(ctx, broker.DecisionRequest{
+		Action:        broker.ActionRequest,
+		Agent:         agent,
+		Role:          role,
+		TTL:           window,
+		Task:          req.Task,
+		Justification: req.Justification,
+		AuthMethod:    actor.AuthMethod,
+		OnBehalfOf:    actor.OnBehalfOf,
+		SourceIP:      actor.SourceIP,
+		Time:          now,
+		RiskScore:     0,
+		ActiveRoles:   roles,
+	})
+	if err != nil {
+		s.Logger.Error("policy decision failed; denying", "agent", agent.Name, "role", role.Name, "err", err)
+		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{"policy evaluation failed"}}, nil
+	}
+	switch d.Outcome {
+	case broker.OutcomeApprove, broker.OutcomeDeny:
+	case broker.OutcomeApprovals:
+		if d.Approvals < 1 || d.ApproverGroup == "" {
+			s.Logger.Error("policy asked for approvals without a count or group; denying",
+				"agent", agent.Name, "role", role.Name, "approvals", d.Approvals, "group", d.ApproverGroup)
+			d.Outcome = broker.OutcomeDeny
+			d.Reasons = append(d.Reasons, "policy asked for approvals without naming how many or from whom")
+		}
+	default:
+		d.Reasons = append(d.Reasons, fmt.Sprintf("policy returned an unknown outcome %q", d.Outcome))
+		d.Outcome = broker.OutcomeDeny
+	}
+	return d, nil
+}
+
+// builtinDecision is the rule without a Decider: eligible agents get
+// auto_approve roles; nothing else is granted.
+func builtinDecision(agent *broker.Agent, role *broker.Role) broker.Decision {
+	switch {
+	case !role.EligibleFor(agent):
+		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{fmt.Sprintf("agent %s is not eligible for role %s", agent.Name, role.Name)}}
+	case !role.AutoApprove:
+		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{fmt.Sprintf("role %s needs human approval, which this server does not offer", role.Name)}}
+	}
+	return broker.Decision{Outcome: broker.OutcomeApprove, Reasons: []string{fmt.Sprintf("role %s is auto_approve and agent %s is eligible", role.Name, agent.Name)}}
+}
+
+// decisionText is the one-line summary of a decision kept on the lease.
+func decisionText(d broker.Decision) string {
+	reasons := strings.Join(d.Reasons, "; ")
+	switch d.Outcome {
+	case broker.OutcomeApprove:
+		if reasons == "" {
+			return "auto-approved by policy"
+		}
+		return "auto-approved: " + reasons
+	case broker.OutcomeApprovals:
+		s := fmt.Sprintf("needs %d approval(s) from %s", d.Approvals, d.ApproverGroup)
+		if reasons != "" {
+			s += ": " + reasons
+		}
+		return s
+	}
+	if reasons == "" {
+		return "denied by policy"
+	}
+	return reasons
+}
+
+// LeaseChanged signals that a lease changed state: it wakes the expiry loop
+// (a new deadline), every WaitLease, and calls OnChange. Approvals call it
+// (through the wiring in cmd) when they approve or reject a lease.
+func (s *Service) LeaseChanged(leaseID string) {
+	s.Poke()
+	s.changeMu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.changeMu.Unlock()
+	if s.OnChange != nil {
+		s.OnChange(leaseID)
+	}
+}
+
+func (s *Service) changes() <-chan struct{} {
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	return s.changed
+}
+
+// WaitLease implements broker.LeaseService. wait is capped at MaxWait.
+func (s *Service) WaitLease(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error) {
+	l, err := s.FindLeaseByID(ctx, id)
+	if err != nil || l.State != broker.LeasePending || wait <= 0 {
+		return l, err
+	}
+	deadline := time.NewTimer(min(wait, MaxWait))
+	defer deadline.Stop()
+	poll := time.NewTicker(waitPoll)
+	defer poll.Stop()
+	for {
+		changed := s.changes()
+		select {
+		case <-ctx.Done():
+			return l, nil
+		case <-deadline.C:
+			return l, nil
+		case <-changed:
+		case <-poll.C:
+		}
+		next, err := s.Store.FindLeaseByID(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return l, nil
+			}
+			return nil, fmt.Errorf("re-read lease: %w", err)
+		}
+		if l = next; l.State != broker.LeasePending {
+			return l, nil
+		}
+	}
+}
+
+// ActivateLease implements broker.LeaseService. Like an auto-approved
+// request it writes ahead: the lease is issuing before Vault is asked.
+func (s *Service) ActivateLease(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if actor.Kind != broker.ActorAgent {
+		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Only the agent that asked for a lease activates it.")
+	}
+	l, err := s.FindLeaseByID(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch l.State {
+	case broker.LeaseApproved:
+	case broker.LeasePending:
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "Lease is still pending approval.")
+	case broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking:
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "Lease is already activated; its credential was returned once, when it was activated.")
+	default:
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "Lease is %s.", l.State)
+	}
+	now := s.Now().UTC()
+	if l.ActivateBy != nil && !now.Before(*l.ActivateBy) {
+		if _, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+			From: []broker.LeaseState{broker.LeaseApproved}, State: ptr(broker.LeaseLapsed), EndedAt: &now,
+			Actor: "system:approval-timeout", Reason: "not activated before the deadline",
+		}); err != nil && broker.ErrorCode(err) != broker.ECONFLICT {
+			return nil, nil, fmt.Errorf("record lapsed lease: %w", err)
+		}
+		s.LeaseChanged(l.ID)
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "The approval lapsed at %s; request the lease again.", l.ActivateBy.UTC().Format(time.RFC3339))
+	}
+	agent, err := s.Store.FindAgentByID(ctx, l.AgentID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("find agent: %w", err)
+	}
+	if agent.State != broker.AgentActive {
+		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
+	}
+	role := s.role(l.Role)
+	if role == nil {
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "Role %q no longer exists; the lease cannot be activated.", l.Role)
+	}
+
+	// Write ahead, guarded: of two concurrent activations only one moves the
+	// lease to issuing and mints.
+	issuing, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+		From:   []broker.LeaseState{broker.LeaseApproved},
+		State:  ptr(broker.LeaseIssuing),
+		Actor:  actor.String(),
+		Reason: "activating: minting the credential",
+	})
+	if broker.ErrorCode(err) == broker.ECONFLICT {
+		return nil, nil, broker.Errorf(broker.ECONFLICT, "Lease is already activated; its credential was returned once, when it was activated.")
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("record activation intent: %w", err)
+	}
+	return s.activate(ctx, issuing, role, actor)
+}
+
+// CancelLease implements broker.LeaseService. Agents cancel their own
+// leases; admins any.
+func (s *Service) CancelLease(ctx context.Context, id string) (*broker.Lease, error) {
+	actor, err := actorFrom(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.FindLeaseByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if l.State != broker.LeasePending && l.State != broker.LeaseApproved {
+		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s; only a pending or approved lease can be canceled.", l.State)
+	}
+	now := s.Now().UTC()
+	reason := "canceled by the agent"
+	if actor.IsAdmin() {
+		reason = "canceled by an admin"
+	}
+	l, err = s.Store.UpdateLease(ctx, id, broker.LeaseUpdate{
+		From:    []broker.LeaseState{broker.LeasePending, broker.LeaseApproved},
+		State:   ptr(broker.LeaseCanceled),
+		EndedAt: &now,
+		Actor:   actor.String(),
+		Reason:  reason,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Logger.Info("lease canceled", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "actor", actor.String())
+	s.LeaseChanged(l.ID)
+	return l, nil
+}
+
+// EndOverdue ends pending leases past DecideBy (timed_out) and approved
+// leases past ActivateBy (lapsed). Nothing was minted for either, so nothing
+// needs revoking. It is idempotent; the expiry loop runs it on every pass.
+func (s *Service) EndOverdue(ctx context.Context) error {
+	for {
+		ended, err := s.Store.EndOverdueLeases(ctx, s.Now().UTC(), s.BatchSize)
+		if err != nil {
+			return fmt.Errorf("end overdue leases: %w", err)
+		}
+		for _, l := range ended {
+			s.Logger.Info("lease ended before activation", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "state", l.State)
+			s.LeaseChanged(l.ID)
+		}
+		if len(ended) < s.BatchSize {
+			return nil
+		}
+	}
+}

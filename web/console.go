@@ -1,0 +1,556 @@
+package web
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"embed"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// The console is server-rendered HTML (html/template) made lively with htmx.
+// Every asset is embedded; nothing loads from elsewhere.
+//
+// static/htmx.min.js is htmx.org 2.0.11's dist/htmx.min.js, vendored from
+// `npm pack htmx.org@2.0.11`, 52,182 bytes,
+// sha256 d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717.
+// To refresh it, pack the new version, copy the file and update this hash
+// (TestConsoleAssets checks it).
+//
+//go:embed templates/*.html static/*
+var consoleFS embed.FS
+
+// Console is the web console's configuration and dependencies. Humans log in
+// with a name and password (console users, managed with "stint users") and
+// get a server-side session; roles decide what they may do: reviewers read
+// and export, approvers also decide pending leases (never their own agent's),
+// admins also revoke leases and pull agents' access.
+type Console struct {
+	// Store is read directly for the console's views; every change goes
+	// through the Server's services with the user as the actor.
+	Store ConsoleStore
+	// Approvals, when set, lets approvers decide pending leases here; without
+	// it the approvals page lists pending leases read-only.
+	Approvals broker.ApprovalService
+	// SessionTTL is a session's absolute lifetime; IdleTimeout ends it
+	// earlier when unused.
+	SessionTTL  time.Duration
+	IdleTimeout time.Duration
+	// SecureCookies marks cookies Secure even on plain HTTP requests, for a
+	// console behind a TLS-terminating proxy. Requests that arrive over TLS
+	// always get Secure cookies.
+	SecureCookies bool
+
+	once      sync.Once
+	pages     map[string]*template.Template
+	verifyMu  sync.Mutex
+	lastCheck *broker.AuditVerification
+}
+
+// ConsoleStore is what the console reads: leases, agents, the audit chain,
+// and its own users and sessions.
+type ConsoleStore interface {
+	broker.LeaseStore
+	broker.AgentStore
+	broker.AuditStore
+	broker.UserStore
+}
+
+// Console defaults.
+const (
+	DefaultSessionTTL  = 12 * time.Hour
+	DefaultIdleTimeout = 30 * time.Minute
+)
+
+// Cookie names. The session cookie holds a random token whose SHA-256 is the
+// stored session id; the login cookie holds the double-submit token of the
+// login form, the only form shown without a session.
+const (
+	sessionCookie    = "stint_session"
+	loginCSRFCookie  = "stint_login_csrf"
+	csrfField        = "_csrf"
+	csrfHeader       = "X-CSRF-Token"
+	consoleKey       = "stint.console"
+	consoleUserKey   = "stint.console.user"
+	consoleCSRFKey   = "stint.console.csrf"
+	consoleTokenKey  = "stint.console.session"
+	consoleBasePath  = "/console"
+	consoleLoginPath = "/console/login"
+)
+
+// consoleCSP allows the console's own scripts and styles and nothing else.
+// The JSON API keeps its stricter "default-src 'none'".
+const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// ownAuthRoute reports whether the route authenticates on its own rather
+// than by bearer API key: the console (sessions) and /metrics (its token).
+func ownAuthRoute(path string) bool {
+	return path == "/" || path == "/metrics" || path == consoleBasePath || strings.HasPrefix(path, consoleBasePath+"/")
+}
+
+// registerConsoleRoutes adds the console when s.Console is set.
+func (s *Server) registerConsoleRoutes(e *echo.Echo) {
+	if s.Console == nil {
+		return
+	}
+	s.Console.init()
+	e.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, consoleBasePath+"/leases") })
+
+	g := e.Group(consoleBasePath, s.consoleBase)
+	// Public: the assets and the login form.
+	g.GET("/static/*", s.handleConsoleStatic)
+	g.GET("/login", s.handleConsoleLoginForm)
+	g.POST("/login", s.handleConsoleLogin)
+
+	// Everything else needs a session.
+	a := g.Group("", s.requireSession)
+	a.GET("", s.handleConsoleHome)
+	a.GET("/", s.handleConsoleHome)
+	a.POST("/logout", s.handleConsoleLogout)
+	a.GET("/leases", s.handleConsoleLive)
+	a.GET("/history", s.handleConsoleHistory)
+	a.GET("/leases/:id", s.handleConsoleLease)
+	a.GET("/agents", s.handleConsoleAgents)
+	a.GET("/approvals", s.handleConsoleApprovals)
+	a.GET("/audit", s.handleConsoleAudit)
+	a.POST("/audit/verify", s.handleConsoleAuditVerify)
+
+	// Changes, by role.
+	a.POST("/leases/:id/revoke", s.handleConsoleLeaseRevoke, requireRole(broker.RoleAdmin))
+	a.POST("/agents/:id/revoke-all", s.handleConsoleAgentRevokeAll, requireRole(broker.RoleAdmin))
+	a.POST("/agents/:id/disable", s.handleConsoleAgentDisable, requireRole(broker.RoleAdmin))
+	a.POST("/approvals/:id/approve", s.handleConsoleApprove, requireRole(broker.RoleAdmin, broker.RoleApprover))
+	a.POST("/approvals/:id/deny", s.handleConsoleDeny, requireRole(broker.RoleAdmin, broker.RoleApprover))
+}
+
+// init parses the templates and sets defaults.
+func (con *Console) init() {
+	con.once.Do(func() {
+		if con.SessionTTL <= 0 {
+			con.SessionTTL = DefaultSessionTTL
+		}
+		if con.IdleTimeout <= 0 {
+			con.IdleTimeout = DefaultIdleTimeout
+		}
+		con.pages = map[string]*template.Template{}
+		pages, err := fs.Glob(consoleFS, "templates/*.html")
+		if err != nil {
+			panic(err)
+		}
+		for _, p := range pages {
+			name := strings.TrimSuffix(strings.TrimPrefix(p, "templates/"), ".html")
+			if name == "layout" {
+				continue
+			}
+			con.pages[name] = template.Must(template.New("layout.html").Funcs(consoleFuncs).
+				ParseFS(consoleFS, "templates/layout.html", p))
+		}
+	})
+}
+
+// consoleBase runs on every console request: it marks the request as the
+// console's (errors render as HTML), sets the console's CSP, forbids caching,
+// and checks the CSRF token of every request that is not GET or HEAD.
+func (s *Server) consoleBase(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		c.Set(consoleKey, true)
+		h := c.Response().Header()
+		h.Set("Content-Security-Policy", consoleCSP)
+		h.Set("Referrer-Policy", "same-origin")
+		h.Set(echo.HeaderCacheControl, "no-store")
+		h.Add(echo.HeaderVary, echo.HeaderCookie)
+
+		if c.Path() == consoleBasePath+"/static/*" {
+			return next(c)
+		}
+		token := s.csrfToken(c)
+		c.Set(consoleCSRFKey, token)
+		switch c.Request().Method {
+		case http.MethodGet, http.MethodHead:
+			return next(c)
+		}
+		if !sameOrigin(c) {
+			return broker.Errorf(broker.EFORBIDDEN, "The request did not come from this console.")
+		}
+		sent := c.Request().Header.Get(csrfHeader)
+		if sent == "" {
+			sent = c.FormValue(csrfField)
+		}
+		if token == "" || subtle.ConstantTimeCompare([]byte(sent), []byte(token)) != 1 {
+			return broker.Errorf(broker.EFORBIDDEN, "The form has expired or did not come from this console: reload the page and try again.")
+		}
+		return next(c)
+	}
+}
+
+// sameOrigin reports whether an Origin header, if the browser sent one,
+// names this server.
+func sameOrigin(c echo.Context) bool {
+	origin := c.Request().Header.Get(echo.HeaderOrigin)
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	return err == nil && u.Host == c.Request().Host
+}
+
+// csrfToken returns the request's CSRF token. With a session cookie it is
+// derived from the session token (HMAC-SHA256 keyed by it), so it is bound to
+// the session and cannot be planted by another site; before login it is the
+// login cookie's double-submit token, issued here when missing.
+func (s *Server) csrfToken(c echo.Context) string {
+	if ck, err := c.Cookie(sessionCookie); err == nil && ck.Value != "" {
+		return deriveCSRF(ck.Value)
+	}
+	if ck, err := c.Cookie(loginCSRFCookie); err == nil && len(ck.Value) == 43 {
+		return ck.Value
+	}
+	token := randomToken()
+	s.setCookie(c, loginCSRFCookie, token, consoleLoginPath, 0)
+	return token
+}
+
+func deriveCSRF(sessionToken string) string {
+	m := hmac.New(sha256.New, []byte(sessionToken))
+	m.Write([]byte("stint console csrf v1"))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// randomToken returns 32 random bytes, base64url (43 characters).
+func randomToken() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// sessionID is the stored id of a session token.
+func sessionID(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// setCookie sets an HttpOnly, SameSite=Lax cookie on path; maxAge < 0
+// deletes it, 0 makes it last for the browser session.
+func (s *Server) setCookie(c echo.Context, name, value, path string, maxAge int) {
+	c.SetCookie(&http.Cookie{
+		Name: name, Value: value, Path: path, MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteLaxMode,
+		Secure: c.IsTLS() || s.Console.SecureCookies,
+	})
+}
+
+// requireSession lets only logged-in, active users through and puts the
+// user on the context (and its actor on the request context). Without a
+// session the answer is the login page (a redirect to it; htmx requests get
+// HX-Redirect).
+func (s *Server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		u, token, err := s.consoleSession(c)
+		if err != nil {
+			return err
+		}
+		if u == nil {
+			return s.toLogin(c)
+		}
+		c.Set(consoleUserKey, u)
+		c.Set(consoleTokenKey, token)
+		c.Set(actorKey, "user:"+u.Name)
+		req := c.Request()
+		c.SetRequest(req.WithContext(broker.NewContextWithActor(req.Context(), u.Actor(c.RealIP()))))
+		return next(c)
+	}
+}
+
+// consoleSession returns the request's user, or nil without a valid session.
+func (s *Server) consoleSession(c echo.Context) (*broker.User, string, error) {
+	ck, err := c.Cookie(sessionCookie)
+	if err != nil || ck.Value == "" || len(ck.Value) > 64 {
+		return nil, "", nil
+	}
+	ctx := c.Request().Context()
+	now := s.Now().UTC()
+	sess, err := s.Console.Store.FindSession(ctx, sessionID(ck.Value), now, now.Add(s.Console.IdleTimeout))
+	if broker.ErrorCode(err) == broker.ENOTFOUND {
+		return nil, "", nil
+	} else if err != nil {
+		return nil, "", err
+	}
+	u, err := s.Console.Store.FindUserByID(ctx, sess.UserID)
+	if broker.ErrorCode(err) == broker.ENOTFOUND {
+		return nil, "", nil
+	} else if err != nil {
+		return nil, "", err
+	}
+	if u.State != broker.UserActive {
+		return nil, "", nil
+	}
+	return u, ck.Value, nil
+}
+
+// toLogin answers a request without a session: the login page, by way of a
+// redirect that remembers where the user was going.
+func (s *Server) toLogin(c echo.Context) error {
+	target := consoleLoginPath
+	if c.Request().Method == http.MethodGet && c.Request().Header.Get("HX-Request") == "" {
+		target += "?next=" + url.QueryEscape(c.Request().URL.RequestURI())
+	}
+	if c.Request().Header.Get("HX-Request") != "" {
+		c.Response().Header().Set("HX-Redirect", target)
+		return c.NoContent(http.StatusUnauthorized)
+	}
+	return c.Redirect(http.StatusSeeOther, target)
+}
+
+// requireRole lets only users with one of roles through.
+func requireRole(roles ...broker.UserRole) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			u := consoleUser(c)
+			for _, r := range roles {
+				if u.Role == r {
+					return next(c)
+				}
+			}
+			return broker.Errorf(broker.EFORBIDDEN, "Your role (%s) may not do this.", u.Role)
+		}
+	}
+}
+
+// consoleUser returns the logged-in user; requireSession guarantees one.
+func consoleUser(c echo.Context) *broker.User {
+	u, _ := c.Get(consoleUserKey).(*broker.User)
+	return u
+}
+
+// pageData is what every page template gets.
+type pageData struct {
+	Title   string
+	Nav     string
+	User    *broker.User
+	CSRF    string
+	Flash   string
+	Now     time.Time
+	Content any
+}
+
+// flashes are the messages a redirect may ask for (?done=…); arbitrary text
+// is never reflected.
+var flashes = map[string]string{
+	"revoked":   "Lease revoked.",
+	"revoking":  "Revocation requested; Vault has not confirmed it yet, so it is in the retry queue.",
+	"killed":    "Every live lease of the agent was revoked.",
+	"disabled":  "Agent disabled; its keys no longer work and its live leases were revoked.",
+	"approved":  "Approval recorded.",
+	"denied":    "Denial recorded.",
+	"verified":  "Audit chain verified.",
+	"loggedout": "You are logged out.",
+}
+
+// render writes page with data.
+func (s *Server) render(c echo.Context, status int, page, nav string, content any) error {
+	t := s.Console.pages[page]
+	if t == nil {
+		return fmt.Errorf("console: no template %q", page)
+	}
+	data := pageData{
+		Title: page, Nav: nav, User: consoleUser(c), CSRF: csrfOf(c), Now: s.Now().UTC(),
+		Flash: flashes[c.QueryParam("done")], Content: content,
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout.html", data); err != nil {
+		return fmt.Errorf("render %s: %w", page, err)
+	}
+	return c.HTMLBlob(status, buf.Bytes())
+}
+
+func csrfOf(c echo.Context) string {
+	t, _ := c.Get(consoleCSRFKey).(string)
+	return t
+}
+
+// renderConsoleError is handleError's HTML branch for console requests: an
+// error page with the caller-safe message, or the login page when a page
+// that does not exist is asked for without a session.
+func (s *Server) renderConsoleError(c echo.Context, status int, e errorBody) {
+	if status == http.StatusNotFound && consoleUser(c) == nil {
+		if u, _, err := s.consoleSession(c); err == nil && u == nil {
+			s.toLogin(c)
+			return
+		}
+	}
+	if c.Request().Header.Get("HX-Request") != "" {
+		// htmx swaps nothing on an error status: show the message instead.
+		c.Response().Header().Set("HX-Retarget", "#flash")
+		c.Response().Header().Set("HX-Reswap", "innerHTML")
+		c.HTML(http.StatusOK, `<div class="flash error" role="alert">`+template.HTMLEscapeString(e.Message)+`</div>`)
+		return
+	}
+	if err := s.render(c, status, "error", "", errorPage{Status: status, Code: e.Code, Message: e.Message, RequestID: requestID(c)}); err != nil {
+		c.String(status, e.Message)
+	}
+}
+
+type errorPage struct {
+	Status    int
+	Code      string
+	Message   string
+	RequestID string
+}
+
+// handleConsoleStatic serves the embedded assets with a long cache life; the
+// file names do not change between versions, so the life is an hour.
+func (s *Server) handleConsoleStatic(c echo.Context) error {
+	name := c.Param("*")
+	if name == "" || strings.Contains(name, "..") || strings.Contains(name, "/") {
+		return echo.ErrNotFound
+	}
+	b, err := consoleFS.ReadFile("static/" + name)
+	if err != nil {
+		return echo.ErrNotFound
+	}
+	ctype := "application/octet-stream"
+	switch {
+	case strings.HasSuffix(name, ".js"):
+		ctype = "text/javascript; charset=utf-8"
+	case strings.HasSuffix(name, ".css"):
+		ctype = "text/css; charset=utf-8"
+	case strings.HasSuffix(name, ".svg"):
+		ctype = "image/svg+xml"
+	}
+	c.Response().Header().Set(echo.HeaderCacheControl, "public, max-age=3600")
+	return c.Blob(http.StatusOK, ctype, b)
+}
+
+// handleConsoleHome sends the user to the live leases.
+func (s *Server) handleConsoleHome(c echo.Context) error {
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/leases")
+}
+
+// loginPage is the login form's content.
+type loginPage struct {
+	Next  string
+	Name  string
+	Error string
+}
+
+// handleConsoleLoginForm handles "GET /console/login".
+func (s *Server) handleConsoleLoginForm(c echo.Context) error {
+	if u, _, err := s.consoleSession(c); err == nil && u != nil {
+		return c.Redirect(http.StatusSeeOther, safeNext(c.QueryParam("next")))
+	}
+	return s.render(c, http.StatusOK, "login", "", loginPage{Next: safeNext(c.QueryParam("next"))})
+}
+
+// safeNext keeps a post-login redirect inside the console.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, consoleBasePath+"/") || strings.HasPrefix(next, "//") ||
+		strings.ContainsAny(next, "\\\r\n") || strings.HasPrefix(next, consoleLoginPath) {
+		return consoleBasePath + "/leases"
+	}
+	return next
+}
+
+// handleConsoleLogin handles "POST /console/login": name and password. A
+// wrong name and a wrong password look the same, and take the same time.
+func (s *Server) handleConsoleLogin(c echo.Context) error {
+	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
+	next := safeNext(c.FormValue("next"))
+	ctx := c.Request().Context()
+	fail := func(reason string) error {
+		s.recordAuthFailureAs(c, "console", "anonymous", "", reason, map[string]any{"user": limitText(name, 64)})
+		return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Name: name, Error: "Wrong name or password, or the account is disabled."})
+	}
+	if name == "" || password == "" || len(name) > 64 || len(password) > maxPasswordLen {
+		return fail("malformed login")
+	}
+	u, err := s.Console.Store.FindUserByName(ctx, name)
+	switch broker.ErrorCode(err) {
+	case "":
+	case broker.ENOTFOUND:
+		passwordMatches("", password)
+		return fail("unknown user")
+	default:
+		return err
+	}
+	if !passwordMatches(u.PasswordHash, password) {
+		return fail("wrong password")
+	}
+	if u.State != broker.UserActive {
+		return fail("user disabled")
+	}
+
+	token := randomToken()
+	now := s.Now().UTC()
+	sess := &broker.Session{
+		ID: sessionID(token), UserID: u.ID, CreatedAt: now,
+		ExpiresAt: now.Add(s.Console.SessionTTL), IdleExpiresAt: now.Add(s.Console.IdleTimeout),
+		SourceIP: c.RealIP(), UserAgent: limitText(c.Request().UserAgent(), 256),
+	}
+	if err := s.Console.Store.CreateSession(ctx, sess); err != nil {
+		return err
+	}
+	if _, err := s.Console.Store.UpdateUser(ctx, u.ID, broker.UserUpdate{LastLoginAt: &now}); err != nil {
+		return err
+	}
+	actorCtx := broker.NewContextWithActor(ctx, u.Actor(c.RealIP()))
+	if err := s.Console.Store.Record(actorCtx, broker.AuditEvent{Kind: broker.AuditUserLogin, Actor: "user:" + u.Name, Subject: u.Name,
+		Details: broker.AuditDetails(map[string]any{"role": u.Role, "source_ip": c.RealIP()})}); err != nil {
+		return err
+	}
+	s.setCookie(c, sessionCookie, token, consoleBasePath, int(s.Console.SessionTTL/time.Second))
+	s.setCookie(c, loginCSRFCookie, "", consoleLoginPath, -1)
+	s.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "remote_ip", c.RealIP())
+	return c.Redirect(http.StatusSeeOther, next)
+}
+
+// handleConsoleLogout handles "POST /console/logout".
+func (s *Server) handleConsoleLogout(c echo.Context) error {
+	u := consoleUser(c)
+	token, _ := c.Get(consoleTokenKey).(string)
+	ctx := c.Request().Context()
+	if err := s.Console.Store.DeleteSession(ctx, sessionID(token)); err != nil {
+		return err
+	}
+	if err := s.Console.Store.Record(ctx, broker.AuditEvent{Kind: broker.AuditUserLogout, Actor: "user:" + u.Name, Subject: u.Name,
+		Details: broker.AuditDetails(map[string]any{"source_ip": c.RealIP()})}); err != nil {
+		return err
+	}
+	s.setCookie(c, sessionCookie, "", consoleBasePath, -1)
+	return c.Redirect(http.StatusSeeOther, consoleLoginPath+"?done=loggedout")
+}
+
+// limitText cuts s to at most n bytes on a rune boundary.
+func limitText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// withTimeout returns a context for work that must finish even if the
+// browser goes away (a revocation).
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d)
+}

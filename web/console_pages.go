@@ -1,0 +1,702 @@
+package web
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// Page sizes of the console's lists, and the most rows one export holds.
+const (
+	consolePageSize  = 50
+	consoleMaxExport = 100000
+)
+
+// liveStates are the states in which a credential may exist.
+var liveStates = []broker.LeaseState{broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking}
+
+// livePage lists live leases.
+type livePage struct {
+	Leases  []*broker.Lease
+	Total   int
+	CanEdit bool
+}
+
+// handleConsoleLive handles "GET /console/leases": every live lease with the
+// time left, revoke with a reason, and the kill switch of its agent.
+func (s *Server) handleConsoleLive(c echo.Context) error {
+	leases, total, err := s.Console.Store.FindLeases(c.Request().Context(), broker.LeaseFilter{States: liveStates, Limit: 500})
+	if err != nil {
+		return err
+	}
+	page := livePage{Leases: leases, Total: total, CanEdit: consoleUser(c).Role == broker.RoleAdmin}
+	if c.QueryParam("partial") == "1" {
+		return s.renderPartial(c, "live", "live-table", page)
+	}
+	return s.render(c, http.StatusOK, "live", "live", page)
+}
+
+// renderPartial renders one block of a page (htmx refreshes).
+func (s *Server) renderPartial(c echo.Context, page, block string, content any) error {
+	var b strings.Builder
+	data := pageData{User: consoleUser(c), CSRF: csrfOf(c), Now: s.Now().UTC(), Content: content}
+	if err := s.Console.pages[page].ExecuteTemplate(&b, block, data); err != nil {
+		return fmt.Errorf("render %s/%s: %w", page, block, err)
+	}
+	return c.HTML(http.StatusOK, b.String())
+}
+
+// historyQuery is the lease history's filter as the form holds it.
+type historyQuery struct {
+	Agent, Owner, Role, State, From, To string
+	Page                                int
+}
+
+// historyPage is the lease history.
+type historyPage struct {
+	Q        historyQuery
+	Leases   []*broker.Lease
+	Total    int
+	Page     int
+	Pages    int
+	PrevURL  string
+	NextURL  string
+	CSVURL   string
+	JSONURL  string
+	States   []broker.LeaseState
+	NoMatch  bool
+	Approver bool // approvals exist: the approver filter is offered
+}
+
+// handleConsoleHistory handles "GET /console/history": every lease, newest
+// first, filtered by agent, owner, role, state and creation time, 50 a page;
+// ?format=csv or json exports the whole filtered view.
+func (s *Server) handleConsoleHistory(c echo.Context) error {
+	q := historyQuery{
+		Agent: strings.TrimSpace(c.QueryParam("agent")), Owner: strings.TrimSpace(c.QueryParam("owner")),
+		Role: strings.TrimSpace(c.QueryParam("role")), State: c.QueryParam("state"),
+		From: c.QueryParam("from"), To: c.QueryParam("to"),
+	}
+	q.Page, _ = strconv.Atoi(c.QueryParam("page"))
+	q.Page = max(q.Page, 1)
+	filter, ok, err := s.historyFilter(c, q)
+	if err != nil {
+		return err
+	}
+	format := c.QueryParam("format")
+	switch format {
+	case "", "html":
+	case "csv", "json":
+		if !ok {
+			return s.exportLeases(c, format, nil)
+		}
+		filter.Limit = consoleMaxExport
+		leases, _, err := s.Console.Store.FindLeases(c.Request().Context(), filter)
+		if err != nil {
+			return err
+		}
+		return s.exportLeases(c, format, leases)
+	default:
+		return broker.FieldErrorf("format", "Export format must be csv or json.")
+	}
+
+	page := historyPage{Q: q, Page: q.Page, States: broker.LeaseStates, NoMatch: !ok}
+	if ok {
+		filter.Limit, filter.Offset = consolePageSize, (q.Page-1)*consolePageSize
+		if page.Leases, page.Total, err = s.Console.Store.FindLeases(c.Request().Context(), filter); err != nil {
+			return err
+		}
+	}
+	page.Pages = max((page.Total+consolePageSize-1)/consolePageSize, 1)
+	link := func(extra url.Values) string {
+		v := url.Values{}
+		for k, val := range map[string]string{"agent": q.Agent, "owner": q.Owner, "role": q.Role, "state": q.State, "from": q.From, "to": q.To} {
+			if val != "" {
+				v.Set(k, val)
+			}
+		}
+		for k, val := range extra {
+			v[k] = val
+		}
+		return consoleBasePath + "/history?" + v.Encode()
+	}
+	if q.Page > 1 {
+		page.PrevURL = link(url.Values{"page": {strconv.Itoa(q.Page - 1)}})
+	}
+	if q.Page < page.Pages {
+		page.NextURL = link(url.Values{"page": {strconv.Itoa(q.Page + 1)}})
+	}
+	page.CSVURL = link(url.Values{"format": {"csv"}})
+	page.JSONURL = link(url.Values{"format": {"json"}})
+	return s.render(c, http.StatusOK, "history", "history", page)
+}
+
+// historyFilter turns the form into a lease filter; ok is false when the
+// agent named exists nowhere, so nothing can match.
+func (s *Server) historyFilter(c echo.Context, q historyQuery) (broker.LeaseFilter, bool, error) {
+	var f broker.LeaseFilter
+	if q.State != "" {
+		st, err := parseLeaseState(q.State)
+		if err != nil {
+			return f, false, err
+		}
+		f.States = []broker.LeaseState{st}
+	}
+	if q.Role != "" {
+		f.Role = &q.Role
+	}
+	if q.Owner != "" {
+		owner := strings.ToLower(q.Owner)
+		f.Owner = &owner
+	}
+	var err error
+	if f.CreatedAfter, err = parseConsoleTime("from", q.From, false); err != nil {
+		return f, false, err
+	}
+	if f.CreatedBefore, err = parseConsoleTime("to", q.To, true); err != nil {
+		return f, false, err
+	}
+	if q.Agent != "" {
+		ctx := c.Request().Context()
+		a, err := s.Console.Store.FindAgentByName(ctx, q.Agent)
+		if broker.ErrorCode(err) == broker.ENOTFOUND {
+			if a, err = s.Console.Store.FindAgentByID(ctx, q.Agent); broker.ErrorCode(err) == broker.ENOTFOUND {
+				return f, false, nil
+			}
+		}
+		if err != nil {
+			return f, false, err
+		}
+		f.AgentID = &a.ID
+	}
+	return f, true, nil
+}
+
+// parseConsoleTime reads a date or datetime-local field (UTC). A bare date
+// as an upper bound means the end of that day.
+func parseConsoleTime(field, v string, upper bool) (*time.Time, error) {
+	if v == "" {
+		return nil, nil
+	}
+	for _, layout := range []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02T15:04:05"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			t = t.UTC()
+			return &t, nil
+		}
+	}
+	if t, err := time.Parse(time.DateOnly, v); err == nil {
+		if upper {
+			t = t.Add(24 * time.Hour)
+		}
+		return &t, nil
+	}
+	return nil, broker.FieldErrorf(field, "Use a date (2025-06-02) or a date and time (2025-06-02T09:00), in UTC.")
+}
+
+// exportLeases writes leases as CSV or JSON for download.
+func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Lease) error {
+	name := "stint-leases-" + s.Now().UTC().Format("20060102T150405Z")
+	h := c.Response().Header()
+	if format == "json" {
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.json"`)
+		if leases == nil {
+			leases = []*broker.Lease{}
+		}
+		return c.JSON(http.StatusOK, map[string]any{"leases": leases, "total": len(leases)})
+	}
+	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
+	h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+	c.Response().WriteHeader(http.StatusOK)
+	w := csv.NewWriter(c.Response())
+	w.Write([]string{"id", "state", "end_state", "agent", "agent_id", "role", "task", "justification", "ttl",
+		"decision", "policy_ids", "risk_score", "auth_method", "source_ip", "on_behalf_of",
+		"created_at", "activated_at", "expires_at", "ended_at", "vault_lease_id"})
+	for _, l := range leases {
+		var policies string
+		if l.PolicyDecision != nil {
+			policies = strings.Join(l.PolicyDecision.PolicyIDs, " ")
+		}
+		w.Write([]string{l.ID, string(l.State), string(l.EndState), cell(l.Agent), l.AgentID, cell(l.Role), cell(l.Task),
+			cell(l.Justification), l.TTL.String(), cell(l.Decision), cell(policies), strconv.Itoa(l.RiskScore),
+			cell(l.AuthMethod), cell(l.SourceIP), cell(l.OnBehalfOf), formatTime(l.CreatedAt), formatTimePtr(l.ActivatedAt),
+			formatTimePtr(l.ExpiresAt), formatTimePtr(l.EndedAt), cell(l.VaultLeaseID)})
+	}
+	w.Flush()
+	return w.Error()
+}
+
+// cell neutralises a value a spreadsheet would run as a formula.
+func cell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
+}
+
+// leasePage is one lease with its timeline.
+type leasePage struct {
+	Lease     *broker.Lease
+	Owner     string
+	Timeline  []timelineStep
+	Approvals []*broker.Approval
+	Audit     []*broker.AuditEvent
+	CanRevoke bool
+}
+
+// timelineStep is one event of a lease with the phase it belongs to.
+type timelineStep struct {
+	Phase string
+	Event *broker.LeaseEvent
+}
+
+// handleConsoleLease handles "GET /console/leases/:id": the lease, what
+// policy decided and why, its approvals, and its timeline from request to
+// end with who and why at each step, plus its audit records.
+func (s *Server) handleConsoleLease(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	l, err := s.Console.Store.FindLeaseByID(ctx, id)
+	if err != nil {
+		return err
+	}
+	events, err := s.Console.Store.FindLeaseEvents(ctx, id)
+	if err != nil {
+		return err
+	}
+	page := leasePage{Lease: l, CanRevoke: consoleUser(c).Role == broker.RoleAdmin && l.State == broker.LeaseActive}
+	if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
+		page.Owner = a.Owner
+	}
+	for _, e := range events {
+		page.Timeline = append(page.Timeline, timelineStep{Phase: phaseOf(e), Event: e})
+	}
+	if as, ok := s.Console.Store.(interface {
+		FindApprovals(ctx context.Context, leaseID string) ([]*broker.Approval, error)
+	}); ok {
+		if page.Approvals, err = as.FindApprovals(ctx, id); err != nil {
+			return err
+		}
+	}
+	if page.Audit, _, err = s.Console.Store.FindAuditEvents(ctx, broker.AuditFilter{Subject: &id, Limit: 200}); err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, "lease", "history", page)
+}
+
+// phaseOf names the step of the lease's life an event is.
+func phaseOf(e *broker.LeaseEvent) string {
+	switch {
+	case e.From == "":
+		return "requested"
+	case e.From == e.To:
+		return "note"
+	case e.To == broker.LeaseApproved || e.To == broker.LeaseRejected:
+		return "approval"
+	case e.To == broker.LeaseIssuing, e.To == broker.LeaseDenied, e.To == broker.LeasePending:
+		return "decision"
+	case e.To == broker.LeaseActive:
+		return "activated"
+	case e.To == broker.LeaseRevoking:
+		return "ending"
+	case e.To.Terminal():
+		return "ended"
+	}
+	return "change"
+}
+
+// handleConsoleLeaseRevoke handles "POST /console/leases/:id/revoke"
+// (admin): reason required; the revocation goes through the lease service
+// with the user as the actor.
+func (s *Server) handleConsoleLeaseRevoke(c echo.Context) error {
+	reason := strings.TrimSpace(c.FormValue("reason"))
+	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(c.Request().Context(), 45*time.Second)
+	defer cancel()
+	l, err := s.Leases.RevokeLease(ctx, c.Param("id"), reason)
+	if err != nil {
+		return err
+	}
+	done := "revoked"
+	if l.State == broker.LeaseRevoking {
+		done = "revoking"
+	}
+	return c.Redirect(http.StatusSeeOther, backTo(c, consoleBasePath+"/leases/"+url.PathEscape(l.ID))+"?done="+done)
+}
+
+// backTo returns the console page the form came from, if it says so.
+func backTo(c echo.Context, def string) string {
+	switch b := c.FormValue("back"); b {
+	case "live":
+		return consoleBasePath + "/leases"
+	case "agents":
+		return consoleBasePath + "/agents"
+	}
+	return def
+}
+
+// handleConsoleAgentRevokeAll handles "POST /console/agents/:id/revoke-all"
+// (admin): the kill switch for one agent, with a reason.
+func (s *Server) handleConsoleAgentRevokeAll(c echo.Context) error {
+	reason := strings.TrimSpace(c.FormValue("reason"))
+	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(c.Request().Context(), 2*time.Minute)
+	defer cancel()
+	a, err := s.Console.Store.FindAgentByID(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	revoked, err := s.Leases.RevokeAgentLeases(ctx, a.ID, reason)
+	if rerr := s.recordKillSwitch(c, a, reason, revoked); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, backTo(c, consoleBasePath+"/agents")+"?done=killed")
+}
+
+// recordKillSwitch records that a user pulled an agent's live leases.
+func (s *Server) recordKillSwitch(c echo.Context, a *broker.Agent, reason string, revoked []*broker.Lease) error {
+	ids := make([]string, len(revoked))
+	for i, l := range revoked {
+		ids[i] = l.ID
+	}
+	return s.Console.Store.Record(c.Request().Context(), broker.AuditEvent{
+		Kind: broker.AuditAgentLeasesRevoked, Actor: actorOf(c).String(), Subject: a.ID,
+		Details: broker.AuditDetails(map[string]any{"agent": a.Name, "reason": reason, "leases": ids}),
+	})
+}
+
+// handleConsoleAgentDisable handles "POST /console/agents/:id/disable"
+// (admin): the agent can no longer authenticate, and its live leases are
+// revoked.
+func (s *Server) handleConsoleAgentDisable(c echo.Context) error {
+	reason := strings.TrimSpace(c.FormValue("reason"))
+	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(c.Request().Context(), 2*time.Minute)
+	defer cancel()
+	a, err := s.Console.Store.FindAgentByID(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	if _, err := s.Agents.SetAgentState(ctx, a.ID, broker.AgentDisabled); err != nil {
+		return err
+	}
+	revoked, err := s.Leases.RevokeAgentLeases(ctx, a.ID, "agent disabled: "+reason)
+	if rerr := s.recordKillSwitch(c, a, "agent disabled: "+reason, revoked); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/agents?done=disabled")
+}
+
+// agentsPage lists agents.
+type agentsPage struct {
+	Rows    []agentRow
+	Total   int
+	Page    int
+	PrevURL string
+	NextURL string
+	CanEdit bool
+}
+
+type agentRow struct {
+	Agent       *broker.Agent
+	Live, Total int
+}
+
+// handleConsoleAgents handles "GET /console/agents": owner, state, last
+// seen and lease counts of every agent, with disable and the kill switch.
+func (s *Server) handleConsoleAgents(c echo.Context) error {
+	ctx := c.Request().Context()
+	pageNo, _ := strconv.Atoi(c.QueryParam("page"))
+	pageNo = max(pageNo, 1)
+	agents, total, err := s.Console.Store.FindAgents(ctx, broker.AgentFilter{Limit: consolePageSize, Offset: (pageNo - 1) * consolePageSize})
+	if err != nil {
+		return err
+	}
+	page := agentsPage{Total: total, Page: pageNo, CanEdit: consoleUser(c).Role == broker.RoleAdmin}
+	for _, a := range agents {
+		row := agentRow{Agent: a}
+		id := a.ID
+		if _, row.Total, err = s.Console.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &id, Limit: 1}); err != nil {
+			return err
+		}
+		if _, row.Live, err = s.Console.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &id, States: liveStates, Limit: 1}); err != nil {
+			return err
+		}
+		page.Rows = append(page.Rows, row)
+	}
+	if pageNo > 1 {
+		page.PrevURL = fmt.Sprintf("%s/agents?page=%d", consoleBasePath, pageNo-1)
+	}
+	if pageNo*consolePageSize < total {
+		page.NextURL = fmt.Sprintf("%s/agents?page=%d", consoleBasePath, pageNo+1)
+	}
+	return s.render(c, http.StatusOK, "agents", "agents", page)
+}
+
+// approvalsPage lists pending leases.
+type approvalsPage struct {
+	// Decidable is set when the approvals service is wired and the user may
+	// decide here; Pending then comes from it, with digests.
+	Decidable bool
+	Pending   []*broker.PendingApproval
+	// Why explains a read-only list.
+	Why string
+}
+
+// handleConsoleApprovals handles "GET /console/approvals".
+func (s *Server) handleConsoleApprovals(c echo.Context) error {
+	ctx := c.Request().Context()
+	u := consoleUser(c)
+	page := approvalsPage{}
+	switch {
+	case s.Console.Approvals == nil:
+		page.Why = "Deciding in the console needs the approvals service, which this server does not run; the list is read-only."
+	case u.Role == broker.RoleReviewer:
+		page.Why = "Reviewers read; approvers and admins decide."
+	case u.Email == "":
+		page.Why = "Your account has no email address, which is how approvers are matched; ask an admin to set one."
+	default:
+		pending, err := s.Console.Approvals.FindPendingApprovals(broker.NewContextWithActor(ctx, approverActor(c, u)))
+		if err == nil {
+			page.Decidable, page.Pending = true, pending
+			return s.render(c, http.StatusOK, "approvals", "approvals", page)
+		} else if code := broker.ErrorCode(err); code != broker.EFORBIDDEN && code != broker.ENOTFOUND {
+			return err
+		}
+		page.Why = "You are not among the configured approvers; the list is read-only."
+	}
+	leases, _, err := s.Console.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeasePending}, Limit: 500})
+	if err != nil {
+		return err
+	}
+	for _, l := range leases {
+		pa := &broker.PendingApproval{Lease: l}
+		if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
+			pa.Owner = a.Owner
+		}
+		if l.PolicyDecision != nil {
+			pa.Needed = l.PolicyDecision.Approvals
+		}
+		page.Pending = append(page.Pending, pa)
+	}
+	return s.render(c, http.StatusOK, "approvals", "approvals", page)
+}
+
+// approverActor is the actor with which a console user decides: an approver
+// named by email (admins too: approvals are made by people).
+func approverActor(c echo.Context, u *broker.User) broker.Actor {
+	return broker.Actor{Kind: broker.ActorApprover, Name: u.Email, AuthMethod: "console", SourceIP: c.RealIP()}
+}
+
+// handleConsoleApprove handles "POST /console/approvals/:id/approve".
+func (s *Server) handleConsoleApprove(c echo.Context) error {
+	return s.decide(c, true)
+}
+
+// handleConsoleDeny handles "POST /console/approvals/:id/deny".
+func (s *Server) handleConsoleDeny(c echo.Context) error {
+	return s.decide(c, false)
+}
+
+// decide records the user's answer through the approvals service, which
+// refuses an approver's own agent's lease (EFORBIDDEN).
+func (s *Server) decide(c echo.Context, approve bool) error {
+	u := consoleUser(c)
+	if s.Console.Approvals == nil {
+		return broker.Errorf(broker.ECONFLICT, "This server does not run the approvals service.")
+	}
+	if u.Email == "" {
+		return broker.Errorf(broker.EFORBIDDEN, "Your account has no email address; approvers are matched by email.")
+	}
+	digest, reason := c.FormValue("digest"), strings.TrimSpace(c.FormValue("reason"))
+	if err := firstError(checkRequired("digest", digest), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+		return err
+	}
+	ctx := broker.NewContextWithActor(c.Request().Context(), approverActor(c, u))
+	id := c.Param("id")
+	var err error
+	done := "approved"
+	if approve {
+		_, err = s.Console.Approvals.Approve(ctx, id, digest)
+	} else {
+		done = "denied"
+		_, err = s.Console.Approvals.Deny(ctx, id, digest, reason)
+	}
+	if err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/approvals?done="+done)
+}
+
+// auditPage shows the chain's status and its events.
+type auditPage struct {
+	Check   *broker.AuditVerification
+	Head    *broker.AuditEvent
+	Events  []*broker.AuditEvent
+	Total   int
+	Page    int
+	PrevURL string
+	NextURL string
+	CSVURL  string
+	JSONURL string
+	Kind    string
+	Actor   string
+	Subject string
+	From    string
+	To      string
+}
+
+// handleConsoleAudit handles "GET /console/audit": the chain's last
+// verification and head, and its events, newest first, filtered by kind
+// (or prefix such as "lease."), actor, subject and time; ?format=csv or
+// json exports the filtered events.
+func (s *Server) handleConsoleAudit(c echo.Context) error {
+	ctx := c.Request().Context()
+	p := auditPage{Kind: c.QueryParam("kind"), Actor: c.QueryParam("actor"), Subject: c.QueryParam("subject"),
+		From: c.QueryParam("from"), To: c.QueryParam("to")}
+	p.Page, _ = strconv.Atoi(c.QueryParam("page"))
+	p.Page = max(p.Page, 1)
+	var f broker.AuditFilter
+	if p.Kind != "" {
+		f.Kind = &p.Kind
+	}
+	if p.Actor != "" {
+		f.Actor = &p.Actor
+	}
+	if p.Subject != "" {
+		f.Subject = &p.Subject
+	}
+	var err error
+	if f.Since, err = parseConsoleTime("from", p.From, false); err != nil {
+		return err
+	}
+	if f.Until, err = parseConsoleTime("to", p.To, true); err != nil {
+		return err
+	}
+	switch format := c.QueryParam("format"); format {
+	case "":
+	case "csv", "json":
+		return s.exportAudit(c, format, f)
+	default:
+		return broker.FieldErrorf("format", "Export format must be csv or json.")
+	}
+
+	f.Limit, f.Offset = consolePageSize, (p.Page-1)*consolePageSize
+	if p.Events, p.Total, err = s.Console.Store.FindAuditEvents(ctx, f); err != nil {
+		return err
+	}
+	if p.Head, err = s.Console.Store.AuditHead(ctx); err != nil {
+		return err
+	}
+	s.Console.verifyMu.Lock()
+	p.Check = s.Console.lastCheck
+	s.Console.verifyMu.Unlock()
+	link := func(extra url.Values) string {
+		v := url.Values{}
+		for k, val := range map[string]string{"kind": p.Kind, "actor": p.Actor, "subject": p.Subject, "from": p.From, "to": p.To} {
+			if val != "" {
+				v.Set(k, val)
+			}
+		}
+		for k, val := range extra {
+			v[k] = val
+		}
+		return consoleBasePath + "/audit?" + v.Encode()
+	}
+	if p.Page > 1 {
+		p.PrevURL = link(url.Values{"page": {strconv.Itoa(p.Page - 1)}})
+	}
+	if p.Page*consolePageSize < p.Total {
+		p.NextURL = link(url.Values{"page": {strconv.Itoa(p.Page + 1)}})
+	}
+	p.CSVURL, p.JSONURL = link(url.Values{"format": {"csv"}}), link(url.Values{"format": {"json"}})
+	return s.render(c, http.StatusOK, "audit", "audit", p)
+}
+
+// exportAudit streams the filtered events, oldest first, as CSV or JSON
+// lines (the form "stint audit export" writes, which keeps the hashes
+// verifiable).
+func (s *Server) exportAudit(c echo.Context, format string, f broker.AuditFilter) error {
+	name := "stint-audit-" + s.Now().UTC().Format("20060102T150405Z")
+	h := c.Response().Header()
+	var write func(*broker.AuditEvent) error
+	var flush func() error
+	if format == "json" {
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.jsonl"`)
+		h.Set(echo.HeaderContentType, "application/x-ndjson")
+		enc := json.NewEncoder(c.Response())
+		enc.SetEscapeHTML(false)
+		write, flush = func(e *broker.AuditEvent) error { return enc.Encode(e) }, func() error { return nil }
+	} else {
+		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
+		h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
+		w := csv.NewWriter(c.Response())
+		w.Write([]string{"seq", "at", "kind", "actor", "subject", "details", "prev_hash", "hash"})
+		write = func(e *broker.AuditEvent) error {
+			return w.Write([]string{strconv.FormatInt(e.Seq, 10), e.At.UTC().Format(time.RFC3339Nano), cell(e.Kind),
+				cell(e.Actor), cell(e.Subject), cell(string(e.Details)), e.PrevHash, e.Hash})
+		}
+		flush = func() error { w.Flush(); return w.Error() }
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	n := 0
+	err := s.Console.Store.ScanAuditEvents(c.Request().Context(), f, func(e *broker.AuditEvent) error {
+		if n++; n > consoleMaxExport {
+			return errExportFull
+		}
+		return write(e)
+	})
+	if err != nil && err != errExportFull {
+		return err
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	details := map[string]any{"format": format, "events": min(n, consoleMaxExport), "via": "console"}
+	if f.Kind != nil {
+		details["kind"] = *f.Kind
+	}
+	return s.Console.Store.Record(c.Request().Context(), broker.AuditEvent{Kind: "audit.exported",
+		Actor: "user:" + consoleUser(c).Name, Details: broker.AuditDetails(details)})
+}
+
+var errExportFull = broker.Errorf(broker.ETOOMANY, "The export is larger than 100,000 events; narrow it or use stint audit export.")
+
+// handleConsoleAuditVerify handles "POST /console/audit/verify": walk the
+// chain now and keep the result for the audit page.
+func (s *Server) handleConsoleAuditVerify(c echo.Context) error {
+	ctx, cancel := withTimeout(c.Request().Context(), 5*time.Minute)
+	defer cancel()
+	v, err := broker.VerifyAuditChain(ctx, s.Console.Store, nil, nil)
+	if err != nil {
+		return err
+	}
+	s.Console.verifyMu.Lock()
+	s.Console.lastCheck = v
+	s.Console.verifyMu.Unlock()
+	if !v.OK {
+		s.Logger.ErrorContext(ctx, "audit chain broken", "seq", v.BrokenAt, "break", v.Break, "reason", v.Reason)
+	}
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/audit?done=verified")
+}

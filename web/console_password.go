@@ -1,0 +1,68 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"unicode/utf8"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// passwordCost is the bcrypt cost of console passwords: about 250 ms per
+// check on a current core, which makes guessing slow and logging in quick.
+const passwordCost = 12
+
+// Password limits. bcrypt reads at most 72 bytes; longer passwords are
+// refused rather than silently cut.
+const (
+	minPasswordLen = 12
+	maxPasswordLen = 72
+)
+
+// CheckPasswordPolicy returns EINVALID naming "password" unless p is 12 to
+// 72 bytes of valid UTF-8.
+func CheckPasswordPolicy(p string) error {
+	switch {
+	case !utf8.ValidString(p):
+		return broker.FieldErrorf("password", "The password must be valid UTF-8.")
+	case len(p) < minPasswordLen:
+		return broker.FieldErrorf("password", "The password must be at least %d characters.", minPasswordLen)
+	case len(p) > maxPasswordLen:
+		return broker.FieldErrorf("password", "The password must be at most %d bytes.", maxPasswordLen)
+	}
+	return nil
+}
+
+// HashPassword returns the bcrypt hash of a console password that passes
+// CheckPasswordPolicy.
+func HashPassword(p string) (string, error) {
+	if err := CheckPasswordPolicy(p); err != nil {
+		return "", err
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte(p), passwordCost)
+	if err != nil {
+		return "", fmt.Errorf("hash password: %w", err)
+	}
+	return string(h), nil
+}
+
+// dummyHash is compared against when the user does not exist, so that a
+// login for an unknown name takes as long as one for a known name.
+var dummyHash = sync.OnceValue(func() []byte {
+	h, _ := bcrypt.GenerateFromPassword([]byte("stint-dummy-password"), passwordCost)
+	return h
+})
+
+// passwordMatches reports whether p is the password hashed as hash; an empty
+// hash (unknown user) is compared against dummyHash and never matches.
+func passwordMatches(hash, p string) bool {
+	if hash == "" {
+		bcrypt.CompareHashAndPassword(dummyHash(), []byte(p))
+		return false
+	}
+	err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(p))
+	return err == nil && !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword)
+}

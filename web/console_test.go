@@ -1,0 +1,353 @@
+package web_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/mock"
+	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/web"
+)
+
+const consolePassword = "correct horse battery"
+
+// consoleFixture is a server with the console on a real SQLite store and a
+// mock lease service that records revocations.
+type consoleFixture struct {
+	URL     string
+	DB      *sqlite.DB
+	Revoked []string // "id reason actor"
+	Lease   *broker.Lease
+}
+
+func newConsoleFixture(t *testing.T) *consoleFixture {
+	t.Helper()
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "stint.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	f := &consoleFixture{DB: db}
+	ctx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "test"})
+
+	a := &broker.Agent{Name: "etl-bot", Owner: "owner@example.com", State: broker.AgentActive}
+	if err := db.CreateAgent(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(10 * time.Minute)
+	f.Lease = &broker.Lease{AgentID: a.ID, Agent: a.Name, Role: "db-readonly", TTL: broker.Duration(15 * time.Minute),
+		Task: `<script>alert("task")</script>`, Justification: `"><img src=x onerror=alert(1)>`,
+		State: broker.LeaseActive, ExpiresAt: &exp, Decision: "auto-approved <b>bold</b>"}
+	if err := db.CreateLease(ctx, f.Lease, "agent:etl-bot", "granted"); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct {
+		name  string
+		role  broker.UserRole
+		email string
+	}{{"alice", broker.RoleAdmin, ""}, {"rita", broker.RoleReviewer, ""}, {"otto", broker.RoleApprover, "owner@example.com"}} {
+		hash, err := web.HashPassword(consolePassword)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.CreateUser(ctx, &broker.User{Name: u.name, Role: u.role, Email: u.email, PasswordHash: hash}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s := web.NewServer()
+	s.Agents = &mock.AgentService{AuthenticateFn: func(context.Context, string) (broker.Actor, error) {
+		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED, "The API key is invalid, expired or revoked.")
+	}}
+	s.Leases = &mock.LeaseService{RevokeLeaseFn: func(ctx context.Context, id, reason string) (*broker.Lease, error) {
+		actor, _ := broker.ActorFromContext(ctx)
+		f.Revoked = append(f.Revoked, id+" "+reason+" "+actor.String())
+		l := *f.Lease
+		l.State = broker.LeaseRevoked
+		return &l, nil
+	}}
+	s.Audit = db
+	s.Metrics = web.NewMetrics(db, time.Now)
+	s.Console = &web.Console{Store: db}
+	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	f.URL = srv.URL
+	return f
+}
+
+// browser is an HTTP client with cookies that does not follow redirects.
+type browser struct {
+	t    *testing.T
+	base string
+	hc   *http.Client
+	csrf string
+}
+
+func (f *consoleFixture) browser(t *testing.T) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, base: f.URL, hc: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+var csrfInput = regexp.MustCompile(`name="_csrf" value="([^"]+)"`)
+
+// get fetches a page and remembers its CSRF token.
+func (b *browser) get(path string) (*http.Response, string) {
+	b.t.Helper()
+	resp, err := b.hc.Get(b.base + path)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if m := csrfInput.FindSubmatch(body); m != nil {
+		b.csrf = string(m[1])
+	}
+	return resp, string(body)
+}
+
+// post submits a form; withCSRF adds the remembered token.
+func (b *browser) post(path string, form url.Values, withCSRF bool) (*http.Response, string) {
+	b.t.Helper()
+	if withCSRF {
+		form.Set("_csrf", b.csrf)
+	}
+	resp, err := b.hc.PostForm(b.base+path, form)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func (b *browser) login(name string) {
+	b.t.Helper()
+	b.get("/console/login")
+	resp, body := b.post("/console/login", url.Values{"name": {name}, "password": {consolePassword}, "next": {"/console/history"}}, true)
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/history" {
+		b.t.Fatalf("login %s = %d %s\n%s", name, resp.StatusCode, resp.Header.Get("Location"), body)
+	}
+	b.get("/console/history") // takes the session's CSRF token
+}
+
+func TestConsole(t *testing.T) {
+	f := newConsoleFixture(t)
+
+	t.Run("NoSessionGetsLoginPage", func(t *testing.T) {
+		b := f.browser(t)
+		for _, path := range []string{"/console/leases", "/console/audit", "/console/leases/" + f.Lease.ID, "/console/nowhere", "/"} {
+			resp, _ := b.get(path)
+			loc := resp.Header.Get("Location")
+			if resp.StatusCode != http.StatusSeeOther || (!strings.HasPrefix(loc, "/console/login") && loc != "/console/leases") {
+				t.Errorf("GET %s without a session = %d → %q, want a redirect to the login page", path, resp.StatusCode, loc)
+			}
+		}
+		resp, body := b.get("/console/login")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `type="password"`) {
+			t.Fatalf("login page = %d\n%s", resp.StatusCode, body)
+		}
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+			t.Fatalf("console CSP = %q", csp)
+		}
+	})
+
+	t.Run("APIKeepsJSON401", func(t *testing.T) {
+		resp, err := http.Get(f.URL + "/v1/leases")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+			resp.Header.Get("Content-Security-Policy") != "default-src 'none'; frame-ancestors 'none'" {
+			t.Fatalf("API without auth = %d %s %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"), body)
+		}
+	})
+
+	t.Run("LoginNeedsCSRF", func(t *testing.T) {
+		b := f.browser(t)
+		b.get("/console/login")
+		resp, _ := b.post("/console/login", url.Values{"name": {"alice"}, "password": {consolePassword}}, false)
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("login without CSRF token = %d, want 403", resp.StatusCode)
+		}
+	})
+
+	t.Run("WrongPasswordAudited", func(t *testing.T) {
+		b := f.browser(t)
+		b.get("/console/login")
+		resp, body := b.post("/console/login", url.Values{"name": {"alice"}, "password": {"not the password!"}}, true)
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, "Wrong name or password") {
+			t.Fatalf("wrong password = %d\n%s", resp.StatusCode, body)
+		}
+		kind := broker.AuditUserLoginFailed
+		events, _, err := f.DB.FindAuditEvents(t.Context(), broker.AuditFilter{Kind: &kind})
+		if err != nil || len(events) == 0 || !strings.Contains(string(events[0].Details), `"user":"alice"`) ||
+			strings.Contains(string(events[0].Details), "not the password") {
+			t.Fatalf("login_failed events = %v, %v", events, err)
+		}
+	})
+
+	t.Run("SessionCookie", func(t *testing.T) {
+		b := f.browser(t)
+		b.get("/console/login")
+		resp, _ := b.post("/console/login", url.Values{"name": {"alice"}, "password": {consolePassword}}, true)
+		var session *http.Cookie
+		for _, c := range resp.Cookies() {
+			if c.Name == "stint_session" {
+				session = c
+			}
+		}
+		if session == nil || !session.HttpOnly || session.SameSite != http.SameSiteLaxMode || session.Path != "/console" {
+			t.Fatalf("session cookie = %+v", session)
+		}
+		// Only the token's hash is stored.
+		sum := sha256.Sum256([]byte(session.Value))
+		if _, err := f.DB.FindSession(t.Context(), hex.EncodeToString(sum[:]), time.Now(), time.Now().Add(time.Minute)); err != nil {
+			t.Fatalf("session by hash: %v", err)
+		}
+		if _, err := f.DB.FindSession(t.Context(), session.Value, time.Now(), time.Now()); broker.ErrorCode(err) != broker.ENOTFOUND {
+			t.Fatalf("session by clear token = %v, want ENOTFOUND", err)
+		}
+	})
+
+	t.Run("ScriptIsEscaped", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("rita")
+		for _, path := range []string{"/console/history", "/console/leases/" + f.Lease.ID, "/console/leases", "/console/audit"} {
+			resp, body := b.get(path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s = %d\n%s", path, resp.StatusCode, body)
+			}
+			if strings.Contains(body, `<script>alert`) || strings.Contains(body, `<img src=x`) || strings.Contains(body, "<b>bold") {
+				t.Fatalf("GET %s renders user text as markup:\n%s", path, body)
+			}
+		}
+		_, body := b.get("/console/leases/" + f.Lease.ID)
+		if !strings.Contains(body, "&lt;script&gt;alert(&#34;task&#34;)&lt;/script&gt;") {
+			t.Fatalf("lease page lacks the escaped task:\n%s", body)
+		}
+	})
+
+	t.Run("ReviewerCannotRevoke", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("rita")
+		n := len(f.Revoked)
+		resp, body := b.post("/console/leases/"+f.Lease.ID+"/revoke", url.Values{"reason": {"test"}}, true)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "Your role (reviewer) may not do this.") {
+			t.Fatalf("reviewer revoke = %d\n%s", resp.StatusCode, body)
+		}
+		if len(f.Revoked) != n {
+			t.Fatal("the lease service was called for a reviewer")
+		}
+		if _, body := b.get("/console/leases"); strings.Contains(body, "/revoke") {
+			t.Fatal("the live page offers a reviewer the revoke form")
+		}
+	})
+
+	t.Run("PostWithoutCSRFRefused", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("alice")
+		n := len(f.Revoked)
+		resp, _ := b.post("/console/leases/"+f.Lease.ID+"/revoke", url.Values{"reason": {"test"}}, false)
+		if resp.StatusCode != http.StatusForbidden || len(f.Revoked) != n {
+			t.Fatalf("revoke without CSRF = %d, %d revocations; want 403 and none", resp.StatusCode, len(f.Revoked)-n)
+		}
+		// A token from another session does not do either.
+		other := f.browser(t)
+		other.login("rita")
+		b.csrf = other.csrf
+		resp, _ = b.post("/console/leases/"+f.Lease.ID+"/revoke", url.Values{"reason": {"test"}}, true)
+		if resp.StatusCode != http.StatusForbidden || len(f.Revoked) != n {
+			t.Fatalf("revoke with another session's token = %d, want 403", resp.StatusCode)
+		}
+	})
+
+	t.Run("AdminRevokes", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("alice")
+		resp, body := b.post("/console/leases/"+f.Lease.ID+"/revoke", url.Values{"reason": {"incident 9"}}, true)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("admin revoke = %d\n%s", resp.StatusCode, body)
+		}
+		want := f.Lease.ID + " incident 9 admin:user/alice"
+		if len(f.Revoked) == 0 || f.Revoked[len(f.Revoked)-1] != want {
+			t.Fatalf("revocations = %q, want last %q", f.Revoked, want)
+		}
+	})
+
+	t.Run("HistoryFiltersAndExports", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("rita")
+		_, body := b.get("/console/history?agent=etl-bot&state=active")
+		if !strings.Contains(body, f.Lease.ID[:12]) {
+			t.Fatal("history filtered on the lease's agent and state lacks it")
+		}
+		_, body = b.get("/console/history?agent=nobody")
+		if strings.Contains(body, f.Lease.ID[:12]) || !strings.Contains(body, "No agent has that name") {
+			t.Fatal("history filtered on an unknown agent shows leases")
+		}
+		resp, body := b.get("/console/history?state=bogus")
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "Unknown lease state") {
+			t.Fatalf("bad state filter = %d", resp.StatusCode)
+		}
+		resp, body = b.get("/console/history?format=csv&owner=owner@example.com")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, f.Lease.ID) || !strings.HasPrefix(body, "id,state,") {
+			t.Fatalf("csv export = %d\n%s", resp.StatusCode, body)
+		}
+		resp, body = b.get("/console/audit?format=json&kind=lease.")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, `"kind":"lease.created"`) {
+			t.Fatalf("audit export = %d\n%s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("VerifyAndLogout", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("rita")
+		resp, _ := b.post("/console/audit/verify", url.Values{}, true)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("verify = %d", resp.StatusCode)
+		}
+		_, body := b.get("/console/audit")
+		if !strings.Contains(body, "Intact:") {
+			t.Fatalf("audit page after verify lacks the status:\n%s", body)
+		}
+		resp, _ = b.post("/console/logout", url.Values{}, true)
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("logout = %d", resp.StatusCode)
+		}
+		if resp, _ := b.get("/console/leases"); resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("after logout = %d, want the login page", resp.StatusCode)
+		}
+	})
+}
+
+// TestConsoleAssets checks that the vendored htmx is the file its comment
+// names.
+func TestConsoleAssets(t *testing.T) {
+	b, err := os.ReadFile("static/htmx.min.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	if got, want := hex.EncodeToString(sum[:]), "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717"; got != want {
+		t.Fatalf("static/htmx.min.js sha256 = %s, want %s (htmx.org 2.0.11)", got, want)
+	}
+}
