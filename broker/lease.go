@@ -201,6 +201,12 @@ type LeaseStore interface {
 	// NextRevokeAt is at or before now, pushing their NextRevokeAt to retryAt so
 	// that no other worker takes them meanwhile. It records no event.
 	ClaimDueRevocations(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
+	// EndRevocations moves revoking leases whose revocation Vault confirmed
+	// to their EndState in one transaction: EndedAt is each one's confirmation
+	// time, the retry fields are cleared, and an event by actor is recorded.
+	// Leases that are no longer revoking are skipped. Returns the leases it
+	// ended.
+	EndRevocations(ctx context.Context, done []RevocationDone, actor, reason string) ([]*Lease, error)
 	// CountLeasesByState returns how many leases are in each state.
 	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at
@@ -210,6 +216,12 @@ type LeaseStore interface {
 	// (a lease's DecideBy or ActivateBy). NextLeaseDeadline includes these
 	// deadlines.
 	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*Lease, error)
+}
+
+// RevocationDone says Vault confirmed a lease's revocation at At.
+type RevocationDone struct {
+	LeaseID string
+	At      time.Time
 }
 
 // Duration is a time.Duration that reads and writes JSON as a string such as

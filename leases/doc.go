@@ -1,6 +1,6 @@
-// Package leases runs the lease lifecycle: it decides a request (for now from
-// the role's auto_approve flag; the approvals package replaces that with
-// policy), records the lease before it mints, mints through an Issuer, hands
+// Package leases runs the lease lifecycle: it decides a request through a
+// broker.Decider (the approvals package's policy; without one, the role's
+// auto_approve flag), records the lease before it mints, mints through an Issuer, hands
 // the credential back once, and revokes it when the window closes, when the
 // agent releases it, or when an admin pulls it.
 //
@@ -11,6 +11,10 @@
 //     the revocation queue;
 //   - the revocation queue: leases in state revoking, retried with capped
 //     exponential backoff that never gives up (Service.RetryRevocations);
+//   - approval deadlines (Service.EndOverdue, on the same loop): pending
+//     leases past DecideBy end timed_out, approved ones past ActivateBy end
+//     lapsed. A pending lease is activated by ActivateLease, which writes
+//     ahead and mints like an auto-approved request (approve.go);
 //   - the reconciler (Service.Reconcile, run by cron): revokes Vault
 //     credentials under Stint's roles that no lease knows, and fails leases
 //     stuck in issuing.

@@ -89,17 +89,30 @@ func (s *Service) RetryRevocations(ctx context.Context) error {
 	}
 }
 
-// revokeAll attempts the revocations with at most Workers at once.
+// revokeAll revokes the leases' credentials with at most Workers Vault calls
+// at once, then records every confirmed revocation in one store transaction;
+// failures are queued for retry one by one.
 func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor string) {
 	if len(due) == 0 {
 		return
 	}
 	work := make(chan *broker.Lease)
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		done = make([]broker.RevocationDone, 0, len(due))
+	)
 	for range min(s.Workers, len(due)) {
 		wg.Go(func() {
 			for l := range work {
-				if _, err := s.attemptRevoke(ctx, l, actor); err != nil {
+				err := s.Issuer.Revoke(ctx, l.VaultLeaseID)
+				if err == nil {
+					mu.Lock()
+					done = append(done, broker.RevocationDone{LeaseID: l.ID, At: s.Now().UTC()})
+					mu.Unlock()
+					continue
+				}
+				if _, err := s.queueRetry(ctx, l, err); err != nil {
 					s.Logger.Error("revocation bookkeeping failed", "lease_id", l.ID, "err", err)
 				}
 			}
@@ -110,4 +123,15 @@ func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor stri
 	}
 	close(work)
 	wg.Wait()
+
+	ended, err := s.Store.EndRevocations(ctx, done, actor, "revocation confirmed by Vault")
+	if err != nil {
+		// The credentials are gone; the leases stay revoking and the queue
+		// confirms them again (revoking a revoked lease succeeds).
+		s.Logger.Error("record confirmed revocations", "leases", len(done), "err", err)
+		return
+	}
+	for _, l := range ended {
+		s.Logger.Info("lease ended", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "state", l.State)
+	}
 }

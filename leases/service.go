@@ -466,6 +466,13 @@ func (s *Service) attemptRevoke(ctx context.Context, l *broker.Lease, actor stri
 		return done, nil
 	}
 
+	return s.queueRetry(ctx, l, err)
+}
+
+// queueRetry records a failed revocation attempt and schedules the next one
+// by backoff. The lease stays revoking.
+func (s *Service) queueRetry(ctx context.Context, l *broker.Lease, err error) (*broker.Lease, error) {
+	now := s.Now().UTC()
 	attempts := l.RevokeAttempts + 1
 	next := now.Add(s.backoff(attempts))
 	msg := revokeErrorText(err)

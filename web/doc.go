@@ -22,6 +22,13 @@
 //	GET    /v1/leases/:id/events        the lease's history, oldest first
 //	DELETE /v1/leases/:id               release: 200 once revoked, 202 while revoking
 //	POST   /v1/leases/:id/revoke        admin: revoke one lease, with a reason
+//	GET    /v1/leases/:id?wait=30s      long poll: while pending, wait (at most 60s) for the state to change
+//	POST   /v1/leases/:id/activate      agent: mint an approved lease: 201 with the credential, once; 409 after
+//	POST   /v1/leases/:id/cancel        agent: withdraw a pending or approved lease (canceled)
+//	GET    /v1/approvals                approver: pending leases you may decide, each with its digest
+//	POST   /v1/leases/:id/approve       approver: {"digest"}; N distinct approvals approve the lease
+//	POST   /v1/leases/:id/deny          approver: {"digest","reason"}; any denial rejects it
+//	POST   /slack/interactions          Slack's signed button clicks (no bearer; v0 signature, 5 min)
 //	GET    /v1/roles                    the roles the caller may request
 //	POST   /v1/agents                   admin: register an agent; its API key is shown once
 //	GET    /v1/agents                   admin: list agents: ?state=&name=&limit=&offset=

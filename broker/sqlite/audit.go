@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/stint-broker/stint/broker"
 )
@@ -233,38 +232,41 @@ func insertAudit(ctx context.Context, tx *tx, rows []auditInsert) error {
 		prev = r.event
 	}
 
-	if len(rows) == 1 || !batchSafe(rows) {
-		for _, r := range rows {
+	// Multi-row INSERTs of up to auditChunk rows: one statement text per
+	// chunk size, so the statement cache keeps them parsed. (A JSON array
+	// through json_each cost twice as much: SQLite re-parses the array for
+	// every extracted column.)
+	for len(rows) > 0 {
+		n := min(len(rows), auditChunk)
+		args := make([]any, 0, n*9)
+		for _, r := range rows[:n] {
 			e := r.event
-			if _, err := tx.ExecContext(ctx, `
-				INSERT INTO audit_events (`+auditColumns+`, lease_event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				e.Seq, nanos(e.At), e.Kind, e.Actor, e.Subject, string(e.Details), e.PrevHash, e.Hash, nullID(r.leaseEventID),
-			); err != nil {
-				return fmt.Errorf("append audit event: %w", err)
-			}
+			args = append(args, e.Seq, nanos(e.At), e.Kind, e.Actor, e.Subject, string(e.Details), e.PrevHash, e.Hash, nullID(r.leaseEventID))
 		}
-		return nil
-	}
-	// A batch (the expiry loop claims hundreds of leases at once) goes in as
-	// one statement over a JSON array.
-	list := make([][9]any, len(rows))
-	for i, r := range rows {
-		e := r.event
-		list[i] = [9]any{e.Seq, nanos(e.At), e.Kind, e.Actor, e.Subject, string(e.Details), e.PrevHash, e.Hash, nullID(r.leaseEventID)}
-	}
-	b, err := json.Marshal(list)
-	if err != nil {
-		return fmt.Errorf("encode audit events: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO audit_events (`+auditColumns+`, lease_event_id)
-		SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8
-		FROM json_each(?) ORDER BY key`, string(b),
-	); err != nil {
-		return fmt.Errorf("append audit events: %w", err)
+		if _, err := tx.ExecContext(ctx, auditInsertSQL(n), args...); err != nil {
+			return fmt.Errorf("append audit events: %w", err)
+		}
+		rows = rows[n:]
 	}
 	return nil
 }
+
+// auditChunk is the most rows one INSERT appends (9 parameters each, well
+// under SQLite's limit of 32,766).
+const auditChunk = 100
+
+// auditInsertSQLs caches the INSERT text for each chunk size.
+var auditInsertSQLs [auditChunk + 1]string
+
+func init() {
+	for n := 1; n <= auditChunk; n++ {
+		auditInsertSQLs[n] = `INSERT INTO audit_events (` + auditColumns + `, lease_event_id) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?), ", n), ", ")
+	}
+}
+
+// auditInsertSQL returns the INSERT of n rows, 1 <= n <= auditChunk.
+func auditInsertSQL(n int) string { return auditInsertSQLs[n] }
 
 // nullID is the stored form of an optional id: NULL when 0.
 func nullID(id int64) any {
@@ -272,19 +274,6 @@ func nullID(id int64) any {
 		return nil
 	}
 	return id
-}
-
-// batchSafe reports whether events survive a trip through JSON byte for
-// byte: encoding/json replaces invalid UTF-8, which would change what the
-// hashes cover.
-func batchSafe(rows []auditInsert) bool {
-	for _, r := range rows {
-		e := r.event
-		if !utf8.ValidString(e.Kind) || !utf8.ValidString(e.Actor) || !utf8.ValidString(e.Subject) {
-			return false
-		}
-	}
-	return true
 }
 
 // syncLeaseAudit mirrors into the chain, in tx, every lease event that is

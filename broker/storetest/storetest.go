@@ -37,6 +37,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Identity", func(t *testing.T) { testIdentity(t, open) })
 	t.Run("Lease", func(t *testing.T) { testLeases(t, open) })
 	t.Run("LeaseQueue", func(t *testing.T) { testLeaseQueue(t, open) })
+	t.Run("EndRevocations", func(t *testing.T) { testEndRevocations(t, open) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
 }

@@ -127,10 +127,22 @@ func (m *Main) adminTokens() ([]identity.AdminToken, error) {
 	return out, nil
 }
 
-// Run serves HTTP, drives expiry and schedules housekeeping until ctx ends.
-func (m *Main) Run(ctx context.Context) error {
+// Listen opens the HTTP listener unless it is open already. Run calls it;
+// callers that need the address before Run (tests) call it first.
+func (m *Main) Listen() error {
+	if m.HTTP.Addr() != nil {
+		return nil
+	}
 	if err := m.HTTP.Open(m.Config.Listen); err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	return nil
+}
+
+// Run serves HTTP, drives expiry and schedules housekeeping until ctx ends.
+func (m *Main) Run(ctx context.Context) error {
+	if err := m.Listen(); err != nil {
+		return err
 	}
 	m.Logger.Info("stint serving", "addr", m.HTTP.URL(), "roles", len(m.Config.Roles), "vault", m.Config.Vault.Address)
 	if err := m.runConsole(ctx); err != nil {

@@ -58,6 +58,7 @@ func openBenchMain(b *testing.B, iss leases.Issuer) *Main {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Store.Path = filepath.Join(b.TempDir(), "stint.db")
+	cfg.Limits = LimitsConfig{} // the benchmarks measure the pipeline, not the rate limiter
 	cfg.Roles = vault.DevRoles()
 	for _, r := range cfg.Roles {
 		r.AutoApprove = true

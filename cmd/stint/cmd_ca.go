@@ -16,8 +16,9 @@ func newCACommand() *cobra.Command {
 		Long: `Manage Stint's enrolment CA. It signs short-lived client certificates for
 agents (stint agents enroll); each names its agent in a single URI SAN,
 spiffe://<identity.trust_domain>/agent/<name>, and is recorded by serial so
-that it can be revoked. The CA lives in identity.ca_dir: ca.pem (the
-certificate agents' TLS peers never need) and ca.key (mode 0600).`,
+that it can be revoked. The CA lives in identity.ca_dir: ca.pem (its
+certificate) and ca.key (its private key, mode 0600). stint serve loads it
+when the directory holds one.`,
 	}
 	cmd.AddCommand(newCAInitCommand())
 	return cmd
@@ -47,7 +48,7 @@ func newCAInitCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "enrolment CA created in %s\nsubject: %s\nexpires: %s\nagent certificates will be named %s\n",
-				cfg.Identity.CADir, ca.Cert.Subject, ca.Cert.NotAfter.Format(time.RFC3339), identity.AgentURI(cfg.Identity.TrustDomain, "<name>"))
+				cfg.Identity.CADir, ca.Cert.Subject, ca.Cert.NotAfter.Format(time.RFC3339), "spiffe://"+cfg.Identity.TrustDomain+"/agent/<name>")
 			return nil
 		},
 	}

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -314,6 +315,25 @@ func TestPolicyExamplesAndSchemaCommands(t *testing.T) {
 	}
 }
 
+// policyLogBuffer is a bytes.Buffer that a logger may write while a test
+// reads it.
+type policyLogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *policyLogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *policyLogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // policyTestIssuer mints nothing real: it records what it was asked.
 type policyTestIssuer struct{ issued []string }
 
@@ -335,7 +355,7 @@ func TestMainPolicyWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
+	var logs policyLogBuffer
 	m := NewMain(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 	iss := &policyTestIssuer{}
 	m.Issuer = iss

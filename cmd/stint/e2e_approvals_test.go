@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -248,34 +246,5 @@ func TestE2EApproval(t *testing.T) {
 // secrets) for Main to read.
 func startStintEnv(tb testing.TB, dv *vault.DevServer, cfg Config, env map[string]string) *stint {
 	tb.Helper()
-	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	m.Getenv = func(name string) string {
-		switch name {
-		case cfg.Vault.TokenEnv:
-			return dv.RootToken
-		case cfg.Admin.TokenEnv:
-			return testAdminToken
-		}
-		return env[name]
-	}
-	if err := m.Open(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &stint{Main: m, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		if err := m.Run(ctx); err != nil {
-			tb.Errorf("run: %v", err)
-		}
-	}()
-	for i := 0; m.HTTP.Addr() == nil; i++ {
-		if i > 500 {
-			tb.Fatal("server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.url = m.HTTP.URL()
-	tb.Cleanup(s.stop)
-	return s
+	return startStintWith(tb, dv, cfg, stintOptions{Env: env})
 }

@@ -367,34 +367,5 @@ func addUser(t *testing.T, s *stint, name string, role broker.UserRole, password
 // startStintLogged is startStint with a logger of the test's choosing.
 func startStintLogged(tb testing.TB, dv *vault.DevServer, cfg Config, logger *slog.Logger) *stint {
 	tb.Helper()
-	m := NewMain(cfg, logger)
-	m.Getenv = func(name string) string {
-		switch name {
-		case cfg.Vault.TokenEnv:
-			return dv.RootToken
-		case cfg.Admin.TokenEnv:
-			return testAdminToken
-		}
-		return ""
-	}
-	if err := m.Open(context.Background()); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &stint{Main: m, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		if err := m.Run(ctx); err != nil {
-			tb.Errorf("run: %v", err)
-		}
-	}()
-	for i := 0; m.HTTP.Addr() == nil; i++ {
-		if i > 500 {
-			tb.Fatal("server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.url = m.HTTP.URL()
-	tb.Cleanup(s.stop)
-	return s
+	return startStintWith(tb, dv, cfg, stintOptions{Logger: logger})
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +100,8 @@ type idEnv struct {
 	spiffeCA *testCA
 	idpKey   *ecdsa.PrivateKey
 	done     chan struct{}
+	// skew moves the identity service's clock (nanoseconds).
+	skew atomic.Int64
 }
 
 const testIdP = "https://idp.example.com"
@@ -171,13 +174,20 @@ func (env *idEnv) start(tb testing.TB, cfg Config, iss leases.Issuer, vaultToken
 	if err := m.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
+	m.Agents.Now = func() time.Time { return time.Now().Add(time.Duration(env.skew.Load())) }
 	ctx, cancel := context.WithCancel(context.Background())
 	env.Main, env.done = m, make(chan struct{})
 	go func() {
 		defer close(env.done)
 		m.Run(ctx)
 	}()
-	for i := 0; m.HTTP.Addr() == nil; i++ {
+	// Wait by dialling: reading m.HTTP.Addr() while Run opens the listener
+	// would race.
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", cfg.Listen); err == nil {
+			c.Close()
+			break
+		}
 		if i > 500 {
 			tb.Fatal("server did not start")
 		}
@@ -745,12 +755,11 @@ func TestIdentityAPIKeysAndLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		clock := env.Agents.Now
-		env.Agents.Now = func() time.Time { return clock().Add(2 * time.Minute) }
+		env.skew.Store(int64(2 * time.Minute))
 		if status, msg := env.whoami(t, plain, short); status != http.StatusUnauthorized {
 			t.Fatalf("expired key = %d %s", status, msg)
 		}
-		env.Agents.Now = clock
+		env.skew.Store(0)
 		rotated, _, err := env.Agents.RotateKey(ctx, a.ID, 0)
 		if err != nil {
 			t.Fatal(err)

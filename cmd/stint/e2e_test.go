@@ -39,6 +39,7 @@ func e2eConfig(tb testing.TB, dv *vault.DevServer, dbPath string) Config {
 	cfg.Store.Path = dbPath
 	cfg.Vault.Address = dv.Addr
 	cfg.Leases.RetryBase, cfg.Leases.RetryMax = 100*time.Millisecond, time.Second
+	cfg.Limits = LimitsConfig{} // tests make bursts of requests from one agent
 	cfg.Roles = vault.DevRoles()
 	for _, r := range cfg.Roles {
 		r.AutoApprove = true
@@ -52,7 +53,29 @@ func e2eConfig(tb testing.TB, dv *vault.DevServer, dbPath string) Config {
 // startStint opens Main and runs it until the test ends (or stop is called).
 func startStint(tb testing.TB, dv *vault.DevServer, cfg Config, now func() time.Time) *stint {
 	tb.Helper()
-	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return startStintWith(tb, dv, cfg, stintOptions{Now: now})
+}
+
+// stintOptions vary how startStintWith runs Stint.
+type stintOptions struct {
+	// Now replaces the lease service's clock.
+	Now func() time.Time
+	// Env holds environment variables Main may read besides the Vault and
+	// admin tokens (e.g. Slack's secrets).
+	Env map[string]string
+	// Logger receives Stint's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// startStintWith opens Main, opens its listener, and runs it until the test
+// ends (or stop is called).
+func startStintWith(tb testing.TB, dv *vault.DevServer, cfg Config, o stintOptions) *stint {
+	tb.Helper()
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	m := NewMain(cfg, logger)
 	m.Getenv = func(name string) string {
 		switch name {
 		case cfg.Vault.TokenEnv:
@@ -60,29 +83,25 @@ func startStint(tb testing.TB, dv *vault.DevServer, cfg Config, now func() time.
 		case cfg.Admin.TokenEnv:
 			return testAdminToken
 		}
-		return ""
+		return o.Env[name]
 	}
 	if err := m.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	if now != nil {
-		m.Leases.Now = now
+	if o.Now != nil {
+		m.Leases.Now = o.Now
+	}
+	if err := m.Listen(); err != nil {
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &stint{Main: m, cancel: cancel, done: make(chan struct{})}
+	s := &stint{Main: m, cancel: cancel, done: make(chan struct{}), url: m.HTTP.URL()}
 	go func() {
 		defer close(s.done)
 		if err := m.Run(ctx); err != nil {
 			tb.Errorf("run: %v", err)
 		}
 	}()
-	for i := 0; m.HTTP.Addr() == nil; i++ {
-		if i > 500 {
-			tb.Fatal("server did not start")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	s.url = m.HTTP.URL()
 	tb.Cleanup(s.stop)
 	return s
 }

@@ -1,0 +1,51 @@
+package sqlite
+
+import (
+	"context"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// EndRevocations implements broker.LeaseStore. One transaction ends the whole
+// batch, so the expiry loop pays one commit per batch rather than per lease.
+func (db *DB) EndRevocations(ctx context.Context, done []broker.RevocationDone, actor, reason string) ([]*broker.Lease, error) {
+	if len(done) == 0 {
+		return nil, nil
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	ended := make([]*broker.Lease, 0, len(done))
+	for _, d := range done {
+		l, err := findLeaseByID(ctx, tx, d.LeaseID)
+		if broker.ErrorCode(err) == broker.ENOTFOUND {
+			continue
+		} else if err != nil {
+			return nil, err
+		}
+		if l.State != broker.LeaseRevoking {
+			continue
+		}
+		at := d.At
+		l, err = updateLease(ctx, tx, d.LeaseID, broker.LeaseUpdate{
+			From:         []broker.LeaseState{broker.LeaseRevoking},
+			State:        &l.EndState,
+			EndedAt:      &at,
+			NextRevokeAt: &time.Time{},
+			RevokeError:  new(string),
+			Actor:        actor,
+			Reason:       reason,
+		})
+		if err != nil {
+			return nil, err
+		}
+		ended = append(ended, l)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, err
+	}
+	return ended, nil
+}
