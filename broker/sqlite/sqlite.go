@@ -23,7 +23,7 @@ import (
 // pragmas run on every new connection of both pools. busy_timeout makes a
 // writer wait for another process's write lock instead of failing.
 const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
-	"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
+	"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(8000)"
 
 // readers is the size of the read pool.
 const readers = 4
