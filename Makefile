@@ -5,7 +5,7 @@ BIN       := $(CURDIR)/bin
 PG_DSN    ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 TEST_ENV  := STINT_TEST_VAULT_BIN=$(BIN)/vault STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
 
-.PHONY: all build devvault run test bench vet fmt clean
+.PHONY: all build devvault run test bench vet fmt clean distclean
 
 all: build
 
@@ -38,5 +38,10 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
+## clean: remove bin/stint and the development state in var/ (keeps bin/vault, which takes minutes to build)
 clean:
-	rm -rf $(BIN) var
+	rm -rf $(BIN)/stint var
+
+## distclean: clean, and remove the development Vault binary too
+distclean: clean
+	rm -rf $(BIN)

@@ -249,9 +249,7 @@ func buildRequest(r broker.DecisionRequest, loc *time.Location, now time.Time, c
 	ctx["weekday"] = cedar.Long(weekday)
 	ctx["risk_score"] = cedar.Long(r.RiskScore)
 	ctx["active_roles"] = cedar.NewSet(active...)
-	// Breakglass requests arrive with the governance issue; until then every
-	// request is an ordinary one.
-	ctx["breakglass"] = cedar.False
+	ctx["breakglass"] = cedar.Boolean(r.Breakglass)
 	ctx["eligible"] = cedar.Boolean(r.Role.EligibleFor(r.Agent))
 	if ip, ok := parseSourceIP(r.SourceIP); ok {
 		ctx["source_ip"] = ip

@@ -336,7 +336,7 @@ func (s *Service) approverFrom(ctx context.Context) (*broker.Approver, error) {
 	}
 	ap := s.ApproverByEmail(actor.Name)
 	if ap == nil {
-		return nil, broker.Errorf(broker.EFORBIDDEN, "You are no longer a configured approver.")
+		return nil, broker.Errorf(broker.EFORBIDDEN, "You are not a configured approver (see approvers: in the configuration).")
 	}
 	return ap, nil
 }

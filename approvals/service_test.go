@@ -67,7 +67,7 @@ func TestSeparationOfDuty(t *testing.T) {
 		{"olive@example.com", "You own agent report-bot"},
 		{"bob@example.com", "The agent asked on your behalf"},
 		{"mallory@example.com", `You are not in approver group "security"`},
-		{"stranger@example.com", "no longer a configured approver"},
+		{"stranger@example.com", "not a configured approver"},
 	} {
 		_, err := svc.Approve(approverCtx(tc.who), l.ID, digest)
 		if broker.ErrorCode(err) != broker.EFORBIDDEN || !strings.Contains(broker.ErrorMessage(err), tc.want) {

@@ -49,6 +49,8 @@ type DecisionRequest struct {
 	RiskScore int
 	// ActiveRoles are the roles the agent holds live leases on.
 	ActiveRoles []string
+	// Breakglass is true for an emergency request (see Role.Breakglass).
+	Breakglass bool
 }
 
 // Decision is the answer of policy to a DecisionRequest, with the policy ids

@@ -92,6 +92,8 @@ type Lease struct {
 	SourceIP string `json:"source_ip,omitempty"`
 	// RiskScore is the live risk score (0–100) when the request was decided.
 	RiskScore int `json:"risk_score"`
+	// RiskFactors are the parts of RiskScore (governance).
+	RiskFactors []RiskFactor `json:"risk_factors,omitempty"`
 	// PolicyDecision is the policy's full answer: outcome, approvals needed,
 	// approver group, policy ids and reasons.
 	PolicyDecision *Decision `json:"policy_decision,omitempty"`

@@ -74,6 +74,25 @@ type Role struct {
 	Connection *Connection `json:"-" yaml:"connection"`
 	// AutoApprove grants eligible requests without human approval.
 	AutoApprove bool `json:"auto_approve" yaml:"auto_approve"`
+
+	// Breakglass lets an agent take the role at once in an emergency, with
+	// a mandatory reason and a short window; security is alerted and the
+	// owner must close a post-review (governance).
+	Breakglass Breakglass `json:"breakglass" yaml:"breakglass"`
+	// MaxExtensions is how many times a lease's window may be extended
+	// (POST /v1/leases/{id}/extend); zero forbids extensions.
+	MaxExtensions int `json:"max_extensions,omitempty" yaml:"max_extensions"`
+	// MaxTotalTTL caps a lease's whole window, extensions included; zero
+	// means MaxTTL.
+	MaxTotalTTL time.Duration `json:"max_total_ttl,omitempty" yaml:"max_total_ttl"`
+}
+
+// TotalTTL is the longest a lease's whole window may grow by extensions.
+func (r *Role) TotalTTL() time.Duration {
+	if r.MaxTotalTTL > 0 {
+		return r.MaxTotalTTL
+	}
+	return r.MaxTTL
 }
 
 // RoleVault names the Vault call that mints a role's credential.
@@ -115,6 +134,16 @@ func (r *Role) Validate() error {
 		return fmt.Errorf("role %q: database roles need connection (host, port, database)", r.Name)
 	case r.Kind == KindToken && !strings.HasPrefix(r.Vault.Path, "auth/token/create"):
 		return fmt.Errorf("role %q: token roles mint through auth/token/create[/<role>]", r.Name)
+	case r.Breakglass.Allowed && (r.Breakglass.MaxTTL <= 0 || r.Breakglass.MaxTTL > r.MaxTTL):
+		return fmt.Errorf("role %q: breakglass.max_ttl must be positive and at most max_ttl (%s) when breakglass.allowed", r.Name, r.MaxTTL)
+	case !r.Breakglass.Allowed && r.Breakglass.MaxTTL != 0:
+		return fmt.Errorf("role %q: breakglass.max_ttl is set but breakglass.allowed is false", r.Name)
+	case r.MaxExtensions < 0:
+		return fmt.Errorf("role %q: max_extensions must not be negative", r.Name)
+	case r.MaxTotalTTL != 0 && r.MaxTotalTTL < r.MaxTTL:
+		return fmt.Errorf("role %q: max_total_ttl (%s) must be at least max_ttl (%s)", r.Name, r.MaxTotalTTL, r.MaxTTL)
+	case r.Kind == KindToken && r.MaxExtensions > 0:
+		return fmt.Errorf("role %q: token roles cannot be extended (Stint mints non-renewable tokens whose max TTL is the window); set max_extensions to 0", r.Name)
 	}
 	return nil
 }

@@ -12,6 +12,10 @@ type LeaseRequest struct {
 	TTL           string
 	Task          string
 	Justification string
+	// Breakglass asks for an emergency grant without approval, for roles
+	// that allow it; BreakglassReason is then required.
+	Breakglass       bool
+	BreakglassReason string
 }
 
 // LeaseService runs the lease lifecycle for callers identified by the Actor in
@@ -58,6 +62,16 @@ type LeaseService interface {
 	// RevokeAgentLeases revokes every live lease of the agent (the kill
 	// switch). Returns EFORBIDDEN for non-admins.
 	RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*Lease, error)
+	// ExtendLease lengthens the caller's active lease's window by ttl (such
+	// as "15m"), if policy (action extend) grants it at once, at least half
+	// of the window has passed, and the role's max_extensions and
+	// max_total_ttl allow it; Vault's lease is renewed to match. Only the
+	// agent that holds the lease may extend it. Returns ENOTFOUND as
+	// FindLeaseByID, EINVALID naming ttl, ECONFLICT if the lease is not
+	// active, too early, or at its limits, EDENIED if policy refuses (the
+	// lease then expires as planned), and EUNAVAILABLE if Vault cannot be
+	// reached.
+	ExtendLease(ctx context.Context, id, ttl string) (*Lease, error)
 	// Roles returns the roles the caller may request, by name.
 	Roles(ctx context.Context) ([]*Role, error)
 	// Ready returns an error if the store or Vault cannot be reached.

@@ -18,23 +18,17 @@ const MaxWait = 60 * time.Second
 const waitPoll = time.Second
 
 // decide asks the Decider about a request, failing closed: an error or a
-// malformed decision denies.
-func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time) (broker.Decision, error) {
-	if s.Decider == nil {
-		return builtinDecision(agent, role), nil
-	}
-	active, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agent.ID, States: []broker.LeaseState{broker.LeaseActive}})
+// malformed decision denies. The governance rules (governance.go) then
+// apply on top of what policy said.
+func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time, risk broker.RiskAssessment) (broker.Decision, error) {
+	roles, err := s.liveRoles(ctx, agent.ID, "")
 	if err != nil {
-		return broker.Decision{}, fmt.Errorf("find active leases: %w", err)
+		return broker.Decision{}, err
 	}
-	var roles []string
-	for _, l := range active {
-		if !slices.Contains(roles, l.Role) {
-			roles = append(roles, l.Role)
-		}
+	if s.Decider == nil {
+		return s.govern(ctx, builtinDecision(agent, role, req.Breakglass), agent, role, req, actor, risk, roles)
 	}
-	slices.Sort(roles)
-	d, err := s.Decider.Decide(ctx, broker.DecisionRequest{
+	d := s.askDecider(ctx, broker.DecisionRequest{
 		Action:        broker.ActionRequest,
 		Agent:         agent,
 		Role:          role,
@@ -45,12 +39,21 @@ func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.
 		OnBehalfOf:    actor.OnBehalfOf,
 		SourceIP:      actor.SourceIP,
 		Time:          now,
-		RiskScore:     0,
+		RiskScore:     risk.Score,
 		ActiveRoles:   roles,
+		Breakglass:    req.Breakglass,
 	})
+	return s.govern(ctx, d, agent, role, req, actor, risk, roles)
+}
+
+// askDecider asks the Decider, failing closed: an error or a malformed
+// decision denies.
+func (s *Service) askDecider(ctx context.Context, dr broker.DecisionRequest) broker.Decision {
+	agent, role := dr.Agent, dr.Role
+	d, err := s.Decider.Decide(ctx, dr)
 	if err != nil {
-		s.Logger.Error("policy decision failed; denying", "agent", agent.Name, "role", role.Name, "err", err)
-		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{"policy evaluation failed"}}, nil
+		s.Logger.Error("policy decision failed; denying", "agent", agent.Name, "role", role.Name, "action", dr.Action, "err", err)
+		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{"policy evaluation failed"}}
 	}
 	switch d.Outcome {
 	case broker.OutcomeApprove, broker.OutcomeDeny:
@@ -65,15 +68,39 @@ func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.
 		d.Reasons = append(d.Reasons, fmt.Sprintf("policy returned an unknown outcome %q", d.Outcome))
 		d.Outcome = broker.OutcomeDeny
 	}
-	return d, nil
+	return d
 }
 
+// liveRoles returns the roles the agent holds live leases on (issuing,
+// active or revoking: a credential may exist), sorted, leaving out the
+// lease except.
+func (s *Service) liveRoles(ctx context.Context, agentID, except string) ([]string, error) {
+	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: liveStates})
+	if err != nil {
+		return nil, fmt.Errorf("find live leases: %w", err)
+	}
+	roles := []string{}
+	for _, l := range live {
+		if l.ID != except && !slices.Contains(roles, l.Role) {
+			roles = append(roles, l.Role)
+		}
+	}
+	slices.Sort(roles)
+	return roles, nil
+}
+
+// liveStates are the states in which a credential may exist.
+var liveStates = []broker.LeaseState{broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking}
+
 // builtinDecision is the rule without a Decider: eligible agents get
-// auto_approve roles; nothing else is granted.
-func builtinDecision(agent *broker.Agent, role *broker.Role) broker.Decision {
+// auto_approve roles (and, in an emergency, break-glass roles); nothing
+// else is granted.
+func builtinDecision(agent *broker.Agent, role *broker.Role, breakglass bool) broker.Decision {
 	switch {
 	case !role.EligibleFor(agent):
 		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{fmt.Sprintf("agent %s is not eligible for role %s", agent.Name, role.Name)}}
+	case breakglass:
+		return broker.Decision{Outcome: broker.OutcomeApprove, Reasons: []string{fmt.Sprintf("agent %s is eligible for role %s", agent.Name, role.Name)}}
 	case !role.AutoApprove:
 		return broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{fmt.Sprintf("role %s needs human approval, which this server does not offer", role.Name)}}
 	}
@@ -200,16 +227,22 @@ func (s *Service) ActivateLease(ctx context.Context, id string) (*broker.Lease, 
 	if role == nil {
 		return nil, nil, broker.Errorf(broker.ECONFLICT, "Role %q no longer exists; the lease cannot be activated.", l.Role)
 	}
+	if err := s.checkActivation(ctx, l, role, actor); err != nil { // governance.go
+		return nil, nil, err
+	}
 
 	// Write ahead, guarded: of two concurrent activations only one moves the
-	// lease to issuing and mints.
-	issuing, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+	// lease to issuing and mints; with conflicting roles, separation of duty
+	// is checked in the same transaction.
+	issuing, err := s.activateIntent(ctx, l.ID, l.Role, broker.LeaseUpdate{
 		From:   []broker.LeaseState{broker.LeaseApproved},
 		State:  ptr(broker.LeaseIssuing),
 		Actor:  actor.String(),
 		Reason: "activating: minting the credential",
 	})
-	if broker.ErrorCode(err) == broker.ECONFLICT {
+	if isDutyConflict(err) {
+		return nil, nil, err
+	} else if broker.ErrorCode(err) == broker.ECONFLICT {
 		return nil, nil, broker.Errorf(broker.ECONFLICT, "Lease is already activated; its credential was returned once, when it was activated.")
 	} else if err != nil {
 		return nil, nil, fmt.Errorf("record activation intent: %w", err)

@@ -81,6 +81,20 @@ type Service struct {
 	// with Retry-After (limits.go). Zero means no cap.
 	MaxLiveLeases int
 	slotLocks     sync.Map // agent id → *sync.Mutex
+
+	// Governance (governance.go, breakglass.go, extend.go). Risk scores
+	// every request (nil: 0). Guard makes leases live under separation of
+	// duty and applies extensions atomically; NewService sets it when the
+	// store implements it. Grants hears of every activation (owner notices,
+	// break-glass alerts and post-reviews). Renewer renews Vault leases for
+	// extensions (nil: extensions are refused). Privileged, when set,
+	// enforces the safeguards on high and critical roles.
+	Risk       broker.RiskScorer
+	Guard      broker.LeaseGuard
+	Grants     broker.GrantObserver
+	Renewer    Renewer
+	Privileged *PrivilegedRules
+	conflicts  broker.ConflictSets // guarded by mu; SetConflicts
 }
 
 // NewService returns a service with default settings for the given roles.
@@ -106,6 +120,9 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		changed:        make(chan struct{}),
 	}
 	s.SetRoles(roles)
+	if g, ok := store.(broker.LeaseGuard); ok {
+		s.Guard = g
+	}
 	return s
 }
 
@@ -180,7 +197,7 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	if role == nil {
 		return nil, nil, broker.FieldErrorf("role", "Role %q does not exist.", req.Role)
 	}
-	window, err := role.WindowFor(req.TTL)
+	window, err := s.requestWindow(role, req) // breakglass.go
 	if err != nil {
 		return nil, nil, err
 	}
@@ -207,11 +224,16 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		UpdatedAt:     now,
 	}
 
-	decision, err := s.decide(ctx, agent, role, window, req, actor, now)
+	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, actor, now, req.Breakglass)
 	if err != nil {
 		return nil, nil, err
 	}
-	l.PolicyDecision, l.RiskScore = &decision, 0
+	decision, err := s.decide(ctx, agent, role, window, req, actor, now, risk)
+	if err != nil {
+		return nil, nil, err
+	}
+	l.PolicyDecision, l.RiskScore, l.RiskFactors = &decision, risk.Score, risk.Factors
+	l.Breakglass = req.Breakglass && decision.Outcome == broker.OutcomeApprove
 	l.Decision = decisionText(decision)
 	switch decision.Outcome {
 	case broker.OutcomeApprove:
@@ -240,8 +262,12 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return l, nil, nil
 	}
 
-	// Write ahead: the lease exists before Vault is asked to mint.
-	if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
+	// Write ahead: the lease exists before Vault is asked to mint. With
+	// conflicting roles, separation of duty is checked in the same
+	// transaction (governance.go).
+	if err := s.createLive(ctx, l, actor.String(), l.Decision); broker.ErrorCode(err) == broker.EDENIED {
+		return l, nil, err
+	} else if err != nil {
 		return nil, nil, fmt.Errorf("record lease intent: %w", err)
 	}
 	release() // the lease counts against the cap now; minting needs no lock
@@ -296,6 +322,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		return nil, nil, fmt.Errorf("record minted lease: %w", err)
 	}
 	s.LeaseChanged(l.ID)
+	s.granted(ctx, updated, role) // governance.go
 
 	credExpires := expires
 	if grant.LeaseDuration > 0 {

@@ -16,7 +16,8 @@
 //	GET    /healthz                     the process is up (no auth)
 //	GET    /readyz                      the store and Vault are reachable, or 503 (no auth)
 //	GET    /v1/whoami                   the authenticated actor
-//	POST   /v1/leases                   request a lease: 201 with the credential, once; 202 if pending
+//	POST   /v1/leases                   request a lease: 201 with the credential, once; 202 if pending;
+//	                                    {"breakglass":true,"breakglass_reason"} for an emergency grant
 //	GET    /v1/leases                   list leases: ?state=&role=&agent=&limit=&offset=
 //	GET    /v1/leases/:id               one lease, never its credential
 //	GET    /v1/leases/:id/events        the lease's history, oldest first
@@ -28,6 +29,13 @@
 //	GET    /v1/approvals                approver: pending leases you may decide, each with its digest
 //	POST   /v1/leases/:id/approve       approver: {"digest"}; N distinct approvals approve the lease
 //	POST   /v1/leases/:id/deny          approver: {"digest","reason"}; any denial rejects it
+//	POST   /v1/leases/:id/extend        agent: {"ttl"}: lengthen an active lease's window (policy action extend,
+//	                                    after half the window, within the role's max_extensions and max_total_ttl)
+//	GET    /v1/reviews                  owner (approver token) or admin: access and break-glass reviews: ?state=&kind=&agent=&limit=&offset=
+//	GET    /v1/reviews/:id              one review with its items and evidence
+//	POST   /v1/reviews/:id/attest       owner or admin: {"role","verdict":"keep"|"remove","note"}; the last verdict closes it
+//	POST   /v1/reviews/:id/close        owner or admin: {"note"}: close a break-glass post-review
+//	POST   /v1/reviews/run              admin: open access reviews now (also on reviews.schedule)
 //	POST   /slack/interactions          Slack's signed button clicks (no bearer; v0 signature, 5 min)
 //	GET    /v1/roles                    the roles the caller may request
 //	POST   /v1/agents                   admin: register an agent; its API key is shown once

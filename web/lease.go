@@ -63,6 +63,14 @@ type leaseResponse struct {
 	// PolicyDecision is what policy decided: outcome, approvals needed and
 	// from which group, policy ids and reasons.
 	PolicyDecision *broker.Decision `json:"policy_decision,omitempty"`
+	// RiskScore is the live risk score (0-100) when the request was
+	// decided, and RiskFactors its parts.
+	RiskScore   int                 `json:"risk_score"`
+	RiskFactors []broker.RiskFactor `json:"risk_factors,omitempty"`
+	// Breakglass marks an emergency grant; Extensions counts window
+	// extensions.
+	Breakglass bool `json:"breakglass,omitempty"`
+	Extensions int  `json:"extensions,omitempty"`
 
 	VaultPath      string `json:"vault_path,omitempty"`
 	VaultLeaseID   string `json:"vault_lease_id,omitempty"`
@@ -94,6 +102,10 @@ func newLeaseResponse(l *broker.Lease, actor broker.Actor, now time.Time) leaseR
 		DecideBy:       formatTimePtr(l.DecideBy),
 		ActivateBy:     formatTimePtr(l.ActivateBy),
 		PolicyDecision: l.PolicyDecision,
+		RiskScore:      l.RiskScore,
+		RiskFactors:    l.RiskFactors,
+		Breakglass:     l.Breakglass,
+		Extensions:     l.Extensions,
 	}
 	if l.State == broker.LeaseActive && l.ExpiresAt != nil {
 		left := max(int64(l.ExpiresAt.Sub(now)/time.Second), 0)
@@ -131,10 +143,12 @@ func (s *Server) handleLeaseCreate(c echo.Context) error {
 	}
 
 	lease, cred, err := s.Leases.RequestLease(c.Request().Context(), broker.LeaseRequest{
-		Role:          req.Role,
-		TTL:           req.TTL,
-		Task:          req.Task,
-		Justification: req.Justification,
+		Role:             req.Role,
+		TTL:              req.TTL,
+		Task:             req.Task,
+		Justification:    req.Justification,
+		Breakglass:       req.Breakglass,
+		BreakglassReason: req.BreakglassReason,
 	})
 	if err != nil {
 		return err
@@ -159,14 +173,24 @@ type createLeaseRequest struct {
 	TTL           string `json:"ttl"`
 	Task          string `json:"task"`
 	Justification string `json:"justification"`
+	// Breakglass asks for an emergency grant without approval (roles with
+	// breakglass.allowed); BreakglassReason is then required.
+	Breakglass       bool   `json:"breakglass"`
+	BreakglassReason string `json:"breakglass_reason"`
 }
 
 func (r *createLeaseRequest) validate() error {
+	var reason error
+	if r.Breakglass {
+		reason = checkRequired("breakglass_reason", r.BreakglassReason)
+	}
 	return firstError(
 		checkRequired("role", r.Role),
 		checkRequired("task", r.Task),
 		checkMaxLen("task", r.Task, maxTaskLen),
 		checkMaxLen("justification", r.Justification, maxJustificationLen),
+		reason,
+		checkMaxLen("breakglass_reason", r.BreakglassReason, maxJustificationLen),
 	)
 }
 

@@ -66,6 +66,9 @@ type Server struct {
 	// Approvals lets approvers list and decide pending leases (approval.go);
 	// nil answers 404 on those routes.
 	Approvals broker.ApprovalService
+	// Reviews runs access reviews and break-glass post-reviews
+	// (governance.go); nil answers 404 on those routes.
+	Reviews broker.ReviewService
 	// SlackInteractions, when set, serves POST /slack/interactions (Slack's
 	// signed button clicks); approvals/slack builds it (slack.go).
 	SlackInteractions http.Handler
@@ -167,6 +170,7 @@ func (s *Server) build() {
 	s.registerRoleRoutes(v1)
 	s.registerAgentRoutes(v1)
 	s.registerApprovalRoutes(v1)
+	s.registerGovernanceRoutes(v1)
 	s.registerSlackRoutes(e)
 
 	s.registerOAuthRoutes(e)

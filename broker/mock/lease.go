@@ -23,6 +23,12 @@ type LeaseService struct {
 	WaitLeaseFn         func(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error)
 	ActivateLeaseFn     func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
 	CancelLeaseFn       func(ctx context.Context, id string) (*broker.Lease, error)
+	ExtendLeaseFn       func(ctx context.Context, id, ttl string) (*broker.Lease, error)
+}
+
+// ExtendLease implements broker.LeaseService by calling ExtendLeaseFn.
+func (s *LeaseService) ExtendLease(ctx context.Context, id, ttl string) (*broker.Lease, error) {
+	return s.ExtendLeaseFn(ctx, id, ttl)
 }
 
 // WaitLease implements broker.LeaseService by calling WaitLeaseFn.

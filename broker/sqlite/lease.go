@@ -20,7 +20,7 @@ const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state
 	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 	ended_at, revoke_attempts, next_revoke_at, revoke_error,
 	auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-	breakglass, extensions`
+	breakglass, extensions, risk_factors`
 
 // CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
 // empty and stamps CreatedAt and UpdatedAt when they are zero; the first
@@ -353,6 +353,10 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 	if err != nil {
 		return err
 	}
+	riskFactors, err := marshalRiskFactors(l.RiskFactors) // governance.go
+	if err != nil {
+		return err
+	}
 
 	if _, err := tx.ExecContext(ctx, `
 		INSERT INTO leases (
@@ -360,14 +364,14 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 			decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 			ended_at, revoke_attempts, next_revoke_at, revoke_error,
 			auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-			breakglass, extensions
-		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			breakglass, extensions, risk_factors
+		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		l.ID, l.AgentID, l.Agent, l.Role, l.Task, l.Justification, int64(l.TTL),
 		string(l.State), string(l.EndState), l.Decision, l.VaultPath, nullString(l.VaultLeaseID),
 		nanos(l.CreatedAt), nanos(l.UpdatedAt), nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt),
 		nullNanos(l.EndedAt), l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
 		l.AuthMethod, l.OnBehalfOf, l.SourceIP, l.RiskScore, decision, nullNanos(l.DecideBy), nullNanos(l.ActivateBy),
-		l.Breakglass, l.Extensions,
+		l.Breakglass, l.Extensions, riskFactors,
 	); isForeignKeyError(err) {
 		return broker.Errorf(broker.ENOTFOUND, "Agent not found.")
 	} else if err != nil {
@@ -472,16 +476,19 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 		vaultLeaseID                        sql.NullString
 		activatedAt, expiresAt, endedAt, nr sql.NullInt64
 		decideBy, activateBy                sql.NullInt64
-		decision                            string
+		decision, riskFactors               string
 	)
 	if err := row.Scan(
 		&l.ID, &l.AgentID, &l.Agent, &l.Role, &l.Task, &l.Justification, &ttl, &state, &endState,
 		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
 		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
 		&l.AuthMethod, &l.OnBehalfOf, &l.SourceIP, &l.RiskScore, &decision, &decideBy, &activateBy,
-		&l.Breakglass, &l.Extensions,
+		&l.Breakglass, &l.Extensions, &riskFactors,
 	); err != nil {
 		return nil, fmt.Errorf("scan lease: %w", err)
+	}
+	if err := unmarshalRiskFactors(riskFactors, &l); err != nil { // governance.go
+		return nil, err
 	}
 	if decision != "" {
 		l.PolicyDecision = new(broker.Decision)

@@ -26,6 +26,8 @@ type Store interface {
 	broker.AgentStore
 	broker.LeaseStore
 	broker.ApprovalStore
+	broker.LeaseGuard
+	broker.ReviewStore
 }
 
 // RunStoreTests runs the conformance suite against stores made by open. Each
@@ -40,6 +42,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("EndRevocations", func(t *testing.T) { testEndRevocations(t, open) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
+	t.Run("Governance", func(t *testing.T) { testGovernance(t, open) })
 }
 
 // t0 is the suite's reference time. It lies in the past, so that a store

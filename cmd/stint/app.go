@@ -29,6 +29,10 @@ type Main struct {
 	Logger *slog.Logger
 	// Getenv reads secrets named by the config; tests replace it.
 	Getenv func(string) string
+	// VaultOptional lets Open proceed without Stint's Vault token, for
+	// operator commands that mostly touch the store; calls that need Vault
+	// then fail naming the variable to set.
+	VaultOptional bool
 
 	DB     *sqlite.DB
 	Issuer leases.Issuer
@@ -50,6 +54,13 @@ type Main struct {
 	Approvals *approvals.Service
 	Slack     *slackapprovals.Slack
 
+	// Risk scores requests and contains risky agents (nil with
+	// risk.disabled); Reviews runs access reviews and hears of grants;
+	// Alerts delivers governance alerts (app_governance.go).
+	Risk    *approvals.Risk
+	Reviews *approvals.Reviews
+	Alerts  *approvals.Alerts
+
 	wg sync.WaitGroup
 }
 
@@ -66,14 +77,18 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	if m.Issuer == nil {
 		token := m.Getenv(m.Config.Vault.TokenEnv)
-		if token == "" {
+		switch {
+		case token == "" && m.VaultOptional:
+			m.Issuer = missingVault{env: m.Config.Vault.TokenEnv}
+		case token == "":
 			return fmt.Errorf("open vault: environment variable %s (vault.token_env) is empty", m.Config.Vault.TokenEnv)
+		default:
+			iss, err := vault.Open(vault.Config{Address: m.Config.Vault.Address, Token: token, Timeout: m.Config.Vault.Timeout})
+			if err != nil {
+				return fmt.Errorf("open vault: %w", err)
+			}
+			m.Issuer = iss
 		}
-		iss, err := vault.Open(vault.Config{Address: m.Config.Vault.Address, Token: token, Timeout: m.Config.Vault.Timeout})
-		if err != nil {
-			return fmt.Errorf("open vault: %w", err)
-		}
-		m.Issuer = iss
 	}
 	m.Metrics = web.NewMetrics(m.DB, time.Now)
 	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
@@ -104,6 +119,9 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	if err := m.openApprovals(); err != nil {
+		return err
+	}
+	if err := m.openGovernance(); err != nil {
 		return err
 	}
 	m.openConsole()

@@ -18,7 +18,10 @@ import (
 	"github.com/stint-broker/stint/leases/vault"
 )
 
-const devAgent = "demo-agent"
+const (
+	devAgent    = "demo-agent"
+	devApprover = "approver@example.com"
+)
 
 func newDevCommand() *cobra.Command {
 	var dir, vaultBin, pgDSN, listen string
@@ -137,6 +140,12 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 		return err
 	}
 	cfg.Policy.Files = []string{filepath.Join(policyDir, "guards.cedar"), filepath.Join(policyDir, "tiers.cedar")}
+	// Two approvers, so that medium roles (one approval) and high ones (two
+	// from security) can be tried with `stint approvals`.
+	cfg.Approvers = []*broker.Approver{
+		{Email: devApprover, Name: "Dev Approver", Groups: []string{"approvers", "security"}},
+		{Email: "second-approver@example.com", Name: "Second Approver", Groups: []string{"approvers", "security"}},
+	}
 	b, err := yaml.Marshal(&cfg)
 	if err != nil {
 		return err
@@ -188,11 +197,20 @@ Log in with the username and password it returns:
 
   PGPASSWORD=<password> psql -h 127.0.0.1 -U <username> postgres -c 'select current_user'
 
-Other commands: bin/stint leases list | show ID | release ID | roles
+Other commands: bin/stint leases list | show ID | history ID | release ID | roles
+
+The vault-token role needs one human approval (policy in %[9]s):
+
+  bin/stint leases request --role vault-token --ttl 10m --task "read the agent secret"   # 202 pending
+  bin/stint -c %[4]s approvals list --as %[10]s                  # shows ID and DIGEST
+  bin/stint -c %[4]s approvals approve ID --digest DIGEST --as %[10]s
+  bin/stint leases activate ID                                    # the Vault token, once
+
 Admin token (for revoke): %[7]s
   curl -s -X POST %[1]s/v1/leases/ID/revoke -H "Authorization: Bearer %[7]s" -d '{"reason":"test"}' -H 'Content-Type: application/json'
 
 Vault root token (development only): %[8]s
 Stop with Ctrl-C.
-`, base, cfg.Store.Path, dv.Addr, cfgPath, devAgent, key, adminToken, dv.RootToken)
+`, base, cfg.Store.Path, dv.Addr, cfgPath, devAgent, key, adminToken, dv.RootToken,
+		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type apiClient struct {
 func newAPIClient(cmd *cobra.Command) (*apiClient, error) {
 	addr, _ := cmd.Flags().GetString("addr")
 	key, _ := cmd.Flags().GetString("key")
+	if key == "" {
+		key = os.Getenv("STINT_KEY")
+	}
 	if key == "" {
 		return nil, broker.Errorf(broker.EUNAUTHORIZED, "No key: set STINT_KEY (an agent API key, or an admin token for revoke) or pass --key.")
 	}
@@ -95,7 +99,9 @@ The server address comes from --addr or STINT_ADDR, the key from --key or
 STINT_KEY.`,
 	}
 	cmd.PersistentFlags().String("addr", envOr("STINT_ADDR", "http://127.0.0.1:7070"), "Stint server address (env STINT_ADDR)")
-	cmd.PersistentFlags().String("key", envOr("STINT_KEY", ""), "agent API key or admin token (env STINT_KEY)")
+	// The key's default is read at run time, not shown as a flag default:
+	// help output must never print a secret.
+	cmd.PersistentFlags().String("key", "", "agent API key or admin token (default: env STINT_KEY)")
 
 	var role, ttl, task, justification string
 	request := &cobra.Command{
@@ -203,6 +209,9 @@ STINT_KEY.`,
 		simple("show", "Show a lease (never its credential)", http.MethodGet, ""),
 		simple("history", "Show a lease's history", http.MethodGet, "/events"),
 		simple("release", "Release a lease now; returns once Vault has revoked it", http.MethodDelete, ""),
+		simple("wait", "Wait up to 30s for a pending lease's decision and show the lease", http.MethodGet, "?wait=30s"),
+		simple("activate", "Activate an approved lease; prints its credential (shown once)", http.MethodPost, "/activate"),
+		simple("cancel", "Withdraw a pending or approved lease", http.MethodPost, "/cancel"),
 		revoke)
 	return cmd
 }

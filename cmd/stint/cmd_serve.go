@@ -20,6 +20,8 @@ func openMain(cmd *cobra.Command) (*Main, error) {
 		return nil, err
 	}
 	m := NewMain(cfg, logger)
+	// Only the server and the reconciler cannot work without Vault.
+	m.VaultOptional = cmd.Name() != "serve" && cmd.Name() != "reconcile"
 	if err := m.Open(cmd.Context()); err != nil {
 		m.Close()
 		return nil, err

@@ -59,7 +59,18 @@ type Config struct {
 	// Limits caps each agent's request rate and live leases
 	// (config_identity.go).
 	Limits LimitsConfig `yaml:"limits"`
-	// Roles are what agents may request.
+	// Governance caps privileged roles (config_governance.go).
+	Governance GovernanceConfig `yaml:"governance"`
+	// Risk sets the live risk score and its revoke threshold
+	// (config_governance.go).
+	Risk RiskConfig `yaml:"risk"`
+	// Reviews schedules access reviews (config_governance.go).
+	Reviews ReviewsConfig `yaml:"reviews"`
+	// SoD lists separation-of-duty conflict sets (config_governance.go).
+	SoD SoDConfig `yaml:"sod"`
+	// Roles are what agents may request. Besides the basics, a role may set
+	// breakglass {allowed, max_ttl}, max_extensions and max_total_ttl
+	// (broker.Role).
 	Roles []*broker.Role `yaml:"roles"`
 }
 
@@ -165,6 +176,10 @@ func DefaultConfig() Config {
 		OAuth:    defaultOAuthConfig(),
 		Identity: defaultIdentityConfig(),
 		Limits:   defaultLimitsConfig(),
+
+		Governance: defaultGovernanceConfig(),
+		Risk:       defaultRiskConfig(),
+		Reviews:    defaultReviewsConfig(),
 	}
 }
 
@@ -259,6 +274,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateGovernance(); err != nil {
 		return err
 	}
 	return nil

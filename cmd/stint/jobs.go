@@ -26,6 +26,9 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 	if _, err := c.AddFunc(m.Config.Leases.ReconcileSchedule, func() { m.reconcile(ctx) }); err != nil {
 		return nil, fmt.Errorf("leases.reconcile_schedule %q: %w", m.Config.Leases.ReconcileSchedule, err)
 	}
+	if err := m.scheduleGovernance(ctx, c); err != nil { // app_governance.go
+		return nil, err
+	}
 	return c, nil
 }
 

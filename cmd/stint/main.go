@@ -70,6 +70,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newPolicyCommand(),
 		newAuditCommand(),
 		newUsersCommand(),
+		newReviewsCommand(),
 	)
 	return root
 }

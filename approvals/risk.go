@@ -1,0 +1,452 @@
+package approvals
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// Risk scoring constants. A score is the capped sum of its factors' points;
+// each factor's points grow in steps with what it measures.
+const (
+	// riskBucket is the length of the buckets whose request counts the
+	// rate factor averages.
+	riskBucket = 5 * time.Minute
+	// riskAlpha is the weight of the newest bucket in the moving average.
+	riskAlpha = 0.1
+	// riskMinSD floors the standard deviation of the rate, so that an agent
+	// with a perfectly regular history is not alarmed by one extra request.
+	riskMinSD = 1.0
+	// riskHistory is how far back an agent's pattern is rebuilt from the
+	// lease history when Stint first sees it.
+	riskHistory = 14 * 24 * time.Hour
+	// riskHistoryLimit bounds the leases read for that.
+	riskHistoryLimit = 5000
+	// riskPatternMin is how many past requests the hour and TTL factors
+	// need before they judge what is unusual.
+	riskPatternMin = 20
+	// riskTTLMin is how many past TTLs the TTL factor needs.
+	riskTTLMin = 5
+)
+
+// RiskStore is what risk scoring reads: the lease history (and agents, to
+// find whose leases are live).
+type RiskStore interface {
+	broker.LeaseStore
+	broker.AgentStore
+}
+
+// AgentControl suspends and disables agents and pulls their leases on
+// governance's behalf. cmd implements it with the agent and lease services,
+// so that suspending revokes keys' use, access tokens and live leases the
+// same way an admin's suspension does.
+type AgentControl interface {
+	// SuspendAgent suspends the agent and revokes its live leases.
+	SuspendAgent(ctx context.Context, agentID, reason string) error
+	// DisableAgent disables the agent and revokes its live leases.
+	DisableAgent(ctx context.Context, agentID, reason string) error
+	// RevokeRoleLeases revokes the agent's live leases on role.
+	RevokeRoleLeases(ctx context.Context, agentID, role, reason string) error
+}
+
+// Risk computes the live risk score of requests (0–100) and contains
+// agents whose score crosses RevokeThreshold: it implements
+// broker.RiskScorer. The score is the sum, capped at 100, of:
+//
+//   - rate (up to 30): the agent's requests in the current five-minute
+//     bucket against the exponentially weighted moving average and standard
+//     deviation of its past buckets (a z-score; an agent without history is
+//     compared with one request per bucket): z ≥ 2 adds 10, ≥ 4 adds 20,
+//     ≥ 8 adds 30;
+//   - burst (up to 50): requests in the last minute: 5 add 10, 10 add 25,
+//     15 add 40, 20 add 50;
+//   - first_use (15): the agent never asked for the role before;
+//   - unusual_hour (10): with 20 or more past requests, fewer than 2% of
+//     them (this one excluded) fell in this hour of the day (in Location);
+//   - denials (up to 30): 10 per denied or rejected request in the last hour;
+//   - auth_failures (up to 25): 5 per failed authentication in the last hour
+//     blamed on the agent or coming from the request's address;
+//   - ttl (up to 15): with 5 or more past requests, the window asked is at
+//     least twice (8) or four times (15) the agent's median.
+//
+// The per-agent patterns live in memory. Stint rebuilds an agent's pattern
+// from the last 14 days of its lease history the first time it scores it,
+// so a restart loses nothing but failed-authentication counts.
+type Risk struct {
+	Store  RiskStore
+	Logger *slog.Logger
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+	// Location is the time zone of the unusual-hour factor.
+	Location *time.Location
+	// AuthFailures returns failed authentications in the last hour blamed
+	// on an agent and from an address (identity.Service.AuthFailures);
+	// nil counts none.
+	AuthFailures func(agentID, sourceIP string) (byAgent, bySource int)
+	// RevokeThreshold contains an agent whose score reaches it: its live
+	// leases are revoked and it is suspended, with an alert. Zero or more
+	// than 100 never contains.
+	RevokeThreshold int
+	// Control suspends agents; nil leaves containment to the alert alone.
+	Control AgentControl
+	// Alerts tells security about containments.
+	Alerts *Alerts
+
+	mu     sync.Mutex
+	agents map[string]*riskPattern
+	// inflight guards one containment per agent at a time.
+	inflight map[string]bool
+}
+
+// NewRisk returns a scorer with the default revoke threshold (90).
+func NewRisk(store RiskStore, logger *slog.Logger) *Risk {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Risk{
+		Store: store, Logger: logger, Now: time.Now, Location: time.UTC, RevokeThreshold: 90,
+		agents: map[string]*riskPattern{}, inflight: map[string]bool{},
+	}
+}
+
+var _ broker.RiskScorer = (*Risk)(nil)
+
+// riskPattern is what Stint knows of one agent's habits.
+type riskPattern struct {
+	mean, variance float64 // EWMA of the request count per bucket
+	seen           int     // buckets folded into the average
+	bucket         int64   // the current bucket
+	count          int     // requests in the current bucket
+	recent         []time.Time
+	hours          [24]int
+	total          int
+	ttls           []time.Duration // the last ttlWindow TTLs asked
+}
+
+const ttlWindow = 50
+
+// add counts a request at t asking for ttl (zero: not a lease request).
+func (p *riskPattern) add(t time.Time, ttl time.Duration, loc *time.Location) {
+	p.advance(t)
+	p.count++
+	p.recent = append(p.recent, t)
+	if cut := t.Add(-time.Minute); len(p.recent) > 0 && !p.recent[0].After(cut) {
+		i := sort.Search(len(p.recent), func(i int) bool { return p.recent[i].After(cut) })
+		p.recent = append(p.recent[:0], p.recent[i:]...)
+	}
+	p.hours[t.In(loc).Hour()]++
+	p.total++
+	if ttl > 0 {
+		p.ttls = append(p.ttls, ttl)
+		if len(p.ttls) > ttlWindow {
+			p.ttls = p.ttls[len(p.ttls)-ttlWindow:]
+		}
+	}
+}
+
+// advance folds finished buckets up to t's into the moving average.
+func (p *riskPattern) advance(t time.Time) {
+	b := t.UnixNano() / int64(riskBucket)
+	if p.seen == 0 && p.count == 0 && p.bucket == 0 {
+		p.bucket = b
+		return
+	}
+	if b <= p.bucket {
+		return
+	}
+	p.fold(float64(p.count))
+	// Empty buckets since; after a few hundred the average is ~0 anyway.
+	for i := int64(1); i < b-p.bucket && i < 300; i++ {
+		p.fold(0)
+	}
+	p.bucket, p.count = b, 0
+}
+
+// fold adds one bucket's count x to the exponentially weighted mean and
+// variance.
+func (p *riskPattern) fold(x float64) {
+	if p.seen == 0 {
+		p.mean, p.variance = x, 0
+	} else {
+		diff := x - p.mean
+		incr := riskAlpha * diff
+		p.mean += incr
+		p.variance = (1 - riskAlpha) * (p.variance + diff*incr)
+	}
+	p.seen++
+}
+
+// burst counts requests in the minute before t.
+func (p *riskPattern) burst(t time.Time) int {
+	cut := t.Add(-time.Minute)
+	n := 0
+	for _, r := range p.recent {
+		if r.After(cut) && !r.After(t) {
+			n++
+		}
+	}
+	return n
+}
+
+// rateZ is the z-score of the current bucket's count.
+func (p *riskPattern) rateZ() float64 {
+	mean, sd := 1.0, 1.0 // an agent without history: one request per bucket
+	if p.seen >= 6 {
+		mean, sd = p.mean, math.Sqrt(p.variance)
+	}
+	return (float64(p.count) - mean) / math.Max(sd, riskMinSD)
+}
+
+// pattern returns the agent's pattern, rebuilding it from the lease
+// history on first use. Callers read and change it under r.mu.
+func (r *Risk) pattern(ctx context.Context, agentID string, now time.Time) (*riskPattern, error) {
+	r.mu.Lock()
+	p := r.agents[agentID]
+	r.mu.Unlock()
+	if p != nil {
+		return p, nil
+	}
+	since := now.Add(-riskHistory)
+	past, _, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, CreatedAfter: &since, Limit: riskHistoryLimit})
+	if err != nil {
+		return nil, fmt.Errorf("read lease history: %w", err)
+	}
+	p = &riskPattern{}
+	for i := len(past) - 1; i >= 0; i-- { // oldest first
+		l := past[i]
+		if l.CreatedAt.After(now) {
+			continue
+		}
+		p.add(l.CreatedAt, time.Duration(l.TTL), r.loc())
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.agents[agentID]; q != nil {
+		return q, nil // another request rebuilt it meanwhile
+	}
+	r.agents[agentID] = p
+	return p, nil
+}
+
+func (r *Risk) loc() *time.Location {
+	if r.Location == nil {
+		return time.UTC
+	}
+	return r.Location
+}
+
+// ScoreRequest implements broker.RiskScorer. A score at or over
+// RevokeThreshold contains the agent before it returns (Contained).
+func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (broker.RiskAssessment, error) {
+	if req.Agent == nil || req.Role == nil {
+		return broker.RiskAssessment{}, fmt.Errorf("score risk: the request names no agent or role")
+	}
+	now := req.Time
+	if now.IsZero() {
+		now = r.Now()
+	}
+	now = now.UTC()
+	p, err := r.pattern(ctx, req.Agent.ID, now)
+	if err != nil {
+		return broker.RiskAssessment{}, err
+	}
+
+	var factors []broker.RiskFactor
+	add := func(name string, points int, format string, args ...any) {
+		if points > 0 {
+			factors = append(factors, broker.RiskFactor{Name: name, Points: points, Detail: fmt.Sprintf(format, args...)})
+		}
+	}
+
+	// What the history says before this request is counted.
+	r.mu.Lock()
+	hour := now.In(r.loc()).Hour()
+	hourShare, pastTotal := 0.0, p.total
+	if p.total > 0 {
+		hourShare = float64(p.hours[hour]) / float64(p.total)
+	}
+	var median time.Duration
+	if len(p.ttls) >= riskTTLMin {
+		sorted := slices.Clone(p.ttls)
+		slices.Sort(sorted)
+		median = sorted[len(sorted)/2]
+	}
+	ttl := time.Duration(0)
+	if req.Action == broker.ActionRequest {
+		ttl = req.TTL
+	}
+	p.add(now, ttl, r.loc())
+	z, burst, count := p.rateZ(), p.burst(now), p.count
+	r.mu.Unlock()
+
+	add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
+	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
+
+	if req.Action == broker.ActionRequest {
+		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1})
+		if err != nil {
+			return broker.RiskAssessment{}, fmt.Errorf("count past requests for the role: %w", err)
+		}
+		if n == 0 {
+			add(broker.RiskFirstUse, 15, "first request for role %s", req.Role.Name)
+		}
+		if median > 0 {
+			ratio := float64(req.TTL) / float64(median)
+			add(broker.RiskTTL, steps(ratio, []float64{2, 4}, []int{8, 15}), "asks %s, %.1f× the agent's median of %s", req.TTL, ratio, median)
+		}
+	}
+	if pastTotal >= riskPatternMin && hourShare < 0.02 {
+		add(broker.RiskUnusualHour, 10, "%.1f%% of the agent's %d past requests came at %02d:00", hourShare*100, pastTotal, hour)
+	}
+	if err := r.ambientFactors(ctx, req.Agent.ID, req.SourceIP, now, add); err != nil {
+		return broker.RiskAssessment{}, err
+	}
+
+	a := assessment(factors)
+	if r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && a.Score >= r.RevokeThreshold {
+		a.Contained = true
+		r.contain(ctx, req.Agent, a, fmt.Sprintf("request for role %s", req.Role.Name))
+	}
+	return a, nil
+}
+
+// ambientFactors adds the factors that hold between requests: recent
+// denials and failed authentications.
+func (r *Risk) ambientFactors(ctx context.Context, agentID, sourceIP string, now time.Time, add func(string, int, string, ...any)) error {
+	since := now.Add(-time.Hour)
+	_, denied, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, CreatedAfter: &since,
+		States: []broker.LeaseState{broker.LeaseDenied, broker.LeaseRejected}, Limit: 1})
+	if err != nil {
+		return fmt.Errorf("count recent denials: %w", err)
+	}
+	add(broker.RiskDenials, min(10*denied, 30), "%d denied or rejected requests in the last hour", denied)
+	if r.AuthFailures != nil {
+		byAgent, bySource := r.AuthFailures(agentID, sourceIP)
+		if n := byAgent + bySource; n > 0 {
+			add(broker.RiskAuthFailures, min(5*n, 25), "%d failed authentications in the last hour (%d for the agent, %d from its address)", n, byAgent, bySource)
+		}
+	}
+	return nil
+}
+
+// steps returns the points of the highest threshold v reaches, or 0.
+func steps(v float64, thresholds []float64, points []int) int {
+	p := 0
+	for i, t := range thresholds {
+		if v >= t {
+			p = points[i]
+		}
+	}
+	return p
+}
+
+// assessment sums factors into a score capped at 100.
+func assessment(factors []broker.RiskFactor) broker.RiskAssessment {
+	sum := 0
+	for _, f := range factors {
+		sum += f.Points
+	}
+	return broker.RiskAssessment{Score: min(sum, 100), Factors: factors}
+}
+
+// Monitor re-scores every agent that holds live leases with the factors
+// that change between requests (its request rate and bursts so far, recent
+// denials, failed authentications) and contains those at or over
+// RevokeThreshold. It is idempotent; cmd runs it every
+// risk.monitor_interval.
+func (r *Risk) Monitor(ctx context.Context) error {
+	live, _, err := r.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeaseActive}})
+	if err != nil {
+		return fmt.Errorf("find live leases: %w", err)
+	}
+	now := r.Now().UTC()
+	done := map[string]bool{}
+	for _, l := range live {
+		if done[l.AgentID] {
+			continue
+		}
+		done[l.AgentID] = true
+		a, err := r.AgentScore(ctx, l.AgentID, l.SourceIP, now)
+		if err != nil {
+			return err
+		}
+		if r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && a.Score >= r.RevokeThreshold {
+			agent, err := r.Store.FindAgentByID(ctx, l.AgentID)
+			if err != nil {
+				return fmt.Errorf("find agent: %w", err)
+			}
+			if agent.State == broker.AgentActive {
+				r.contain(ctx, agent, a, "risk monitor")
+			}
+		}
+	}
+	return nil
+}
+
+// AgentScore returns an agent's current score without a request: its rate
+// and bursts so far, recent denials and failed authentications (from
+// sourceIP, if given).
+func (r *Risk) AgentScore(ctx context.Context, agentID, sourceIP string, now time.Time) (broker.RiskAssessment, error) {
+	p, err := r.pattern(ctx, agentID, now)
+	if err != nil {
+		return broker.RiskAssessment{}, err
+	}
+	var factors []broker.RiskFactor
+	add := func(name string, points int, format string, args ...any) {
+		if points > 0 {
+			factors = append(factors, broker.RiskFactor{Name: name, Points: points, Detail: fmt.Sprintf(format, args...)})
+		}
+	}
+	r.mu.Lock()
+	p.advance(now)
+	z, burst, count := p.rateZ(), p.burst(now), p.count
+	r.mu.Unlock()
+	if count > 0 {
+		add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
+	}
+	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
+	if err := r.ambientFactors(ctx, agentID, sourceIP, now, add); err != nil {
+		return broker.RiskAssessment{}, err
+	}
+	return assessment(factors), nil
+}
+
+// contain suspends the agent and revokes its live leases (through
+// Control), and alerts security. One containment per agent runs at a
+// time; the others only alert.
+func (r *Risk) contain(ctx context.Context, agent *broker.Agent, a broker.RiskAssessment, trigger string) {
+	r.mu.Lock()
+	busy := r.inflight[agent.ID]
+	r.inflight[agent.ID] = true
+	r.mu.Unlock()
+	if busy {
+		return
+	}
+	defer func() {
+		r.mu.Lock()
+		delete(r.inflight, agent.ID)
+		r.mu.Unlock()
+	}()
+	reason := fmt.Sprintf("risk score %d reached the revoke threshold %d (%s)", a.Score, r.RevokeThreshold, trigger)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	action := "agent suspended and its live leases revoked"
+	if r.Control == nil {
+		action = "no agent control is wired: suspend the agent by hand"
+	} else if err := r.Control.SuspendAgent(cctx, agent.ID, reason); err != nil {
+		action = "suspending the agent failed: " + err.Error()
+		r.Logger.Error("risk containment failed", "agent", agent.Name, "agent_id", agent.ID, "err", err)
+	}
+	r.Alerts.Send(cctx, broker.Alert{
+		Kind: "risk_containment", Severity: broker.SeverityCritical, Audience: broker.AudienceSecurity,
+		AgentID: agent.ID, Agent: agent.Name, Owner: agent.Owner, Risk: &a,
+		Message: fmt.Sprintf("Agent %s (owner %s): %s; %s. Score %s.", agent.Name, agent.Owner, reason, action, a.Summary()),
+	}, broker.AuditRiskContainment, agent.ID)
+}

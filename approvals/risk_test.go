@@ -1,0 +1,227 @@
+package approvals_test
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/sqlite"
+)
+
+// fakeControl records what governance asked of agents.
+type fakeControl struct {
+	mu        sync.Mutex
+	suspended []string
+	disabled  []string
+	revoked   []string // agent/role
+}
+
+func (c *fakeControl) SuspendAgent(_ context.Context, id, _ string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.suspended = append(c.suspended, id)
+	return nil
+}
+
+func (c *fakeControl) DisableAgent(_ context.Context, id, _ string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.disabled = append(c.disabled, id)
+	return nil
+}
+
+func (c *fakeControl) RevokeRoleLeases(_ context.Context, id, role, _ string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.revoked = append(c.revoked, id+"/"+role)
+	return nil
+}
+
+// alertRecorder is a broker.Alerter that keeps what it is sent.
+type alertRecorder struct {
+	mu     sync.Mutex
+	alerts []broker.Alert
+}
+
+func (a *alertRecorder) Alert(_ context.Context, al broker.Alert) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.alerts = append(a.alerts, al)
+	return nil
+}
+
+func (a *alertRecorder) kinds() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for _, al := range a.alerts {
+		out = append(out, al.Kind+"/"+al.Audience)
+	}
+	return out
+}
+
+func openGovDB(t *testing.T) *sqlite.DB {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "stint.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func createAgent(t *testing.T, db *sqlite.DB, name string, created time.Time) *broker.Agent {
+	t.Helper()
+	a := &broker.Agent{ID: uuid.NewString(), Name: name, Owner: name + "-owner@example.com", Labels: map[string]string{"team": "data"},
+		State: broker.AgentActive, CreatedAt: created, UpdatedAt: created}
+	if err := db.CreateAgent(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// recordLease stores a lease of the agent as the lease service would.
+func recordLease(t *testing.T, db *sqlite.DB, a *broker.Agent, role string, state broker.LeaseState, created time.Time, ttl time.Duration) *broker.Lease {
+	t.Helper()
+	l := &broker.Lease{ID: uuid.NewString(), AgentID: a.ID, Agent: a.Name, Role: role, Task: "t", TTL: broker.Duration(ttl),
+		State: state, CreatedAt: created, UpdatedAt: created}
+	if state != broker.LeaseDenied && state != broker.LeasePending {
+		act, exp := created, created.Add(ttl)
+		l.ActivatedAt, l.ExpiresAt, l.VaultLeaseID = &act, &exp, "database/creds/x/"+l.ID
+	}
+	if err := db.CreateLease(context.Background(), l, "agent:"+a.Name, "test"); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+var riskLowRole = &broker.Role{Name: "db-readonly", Sensitivity: broker.SensitivityLow, MaxTTL: time.Hour, DefaultTTL: 15 * time.Minute}
+
+// TestRiskBurst scripts a burst of requests from a quiet agent: the score
+// climbs past 40 (policy steps up approval), past 80 (policy denies), and
+// the denials take it to the revoke threshold, which contains the agent
+// with an alert.
+func TestRiskBurst(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 3, 4, 14, 0, 0, 0, time.UTC)
+	a := createAgent(t, db, "etl", now.Add(-30*24*time.Hour))
+	// Two weeks of one request per working hour, 15-minute windows.
+	for d := 13; d >= 1; d-- {
+		for h := 9; h < 17; h++ {
+			at := time.Date(2026, 3, 4-d, h, 30, 0, 0, time.UTC)
+			recordLease(t, db, a, "db-readonly", broker.LeaseExpired, at, 15*time.Minute)
+		}
+	}
+	ctrl, rec := &fakeControl{}, &alertRecorder{}
+	r := approvals.NewRisk(db, nil)
+	r.Now = func() time.Time { return now }
+	r.Control, r.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+
+	score := func(ttl time.Duration) broker.RiskAssessment {
+		t.Helper()
+		a2, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a, Role: riskLowRole, TTL: ttl, Time: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a2
+	}
+	first := score(15 * time.Minute)
+	if first.Score != 0 || first.Contained {
+		t.Fatalf("a usual request scores %s, want 0", first.Summary())
+	}
+	recordLease(t, db, a, "db-readonly", broker.LeaseActive, now, 15*time.Minute)
+
+	var steppedUp, denied, contained int
+	var last broker.RiskAssessment
+	for i := 1; i <= 40 && contained == 0; i++ {
+		now = now.Add(2 * time.Second)
+		last = score(15 * time.Minute)
+		state := broker.LeaseActive
+		switch {
+		case last.Contained:
+			contained = i
+			state = broker.LeaseDenied
+		case last.Score >= 80:
+			if denied == 0 {
+				denied = i
+			}
+			state = broker.LeaseDenied
+		case last.Score >= 40:
+			if steppedUp == 0 {
+				steppedUp = i
+			}
+			state = broker.LeasePending
+		}
+		recordLease(t, db, a, "db-readonly", state, now, 15*time.Minute)
+	}
+	t.Logf("burst: step-up at request %d, denial at %d, containment at %d: %s", steppedUp, denied, contained, last.Summary())
+	if !(steppedUp > 0 && denied > steppedUp && contained > denied) {
+		t.Fatalf("burst escalation step-up %d, deny %d, contain %d; want 0 < step-up < deny < contain", steppedUp, denied, contained)
+	}
+	names := map[string]bool{}
+	for _, f := range last.Factors {
+		names[f.Name] = true
+	}
+	for _, want := range []string{broker.RiskRate, broker.RiskBurst, broker.RiskDenials} {
+		if !names[want] {
+			t.Errorf("final assessment lacks factor %s: %s", want, last.Summary())
+		}
+	}
+	if len(ctrl.suspended) != 1 || ctrl.suspended[0] != a.ID {
+		t.Fatalf("suspended %v, want the agent once", ctrl.suspended)
+	}
+	if k := rec.kinds(); len(k) != 1 || k[0] != "risk_containment/security" {
+		t.Fatalf("alerts %v, want one risk_containment to security", k)
+	}
+	kind := broker.AuditRiskContainment
+	events, n, err := db.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind})
+	if err != nil || n != 1 || events[0].Subject != a.ID || !strings.Contains(string(events[0].Details), `"score"`) {
+		t.Fatalf("audit events %d, %v: %v; want one containment with the score", n, err, events)
+	}
+}
+
+// TestRiskFactors checks the other factors one by one.
+func TestRiskFactors(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 3, 4, 3, 0, 0, 0, time.UTC) // 03:00, outside the agent's hours
+	a := createAgent(t, db, "etl", now.Add(-30*24*time.Hour))
+	for d := 10; d >= 1; d-- {
+		for h := 10; h < 13; h++ {
+			recordLease(t, db, a, "db-readonly", broker.LeaseExpired, time.Date(2026, 3, 4-d, h, 0, 0, 0, time.UTC), 10*time.Minute)
+		}
+	}
+	r := approvals.NewRisk(db, nil)
+	r.Now = func() time.Time { return now }
+	r.AuthFailures = func(agentID, ip string) (int, int) {
+		if agentID == a.ID && ip == "10.0.0.9" {
+			return 2, 1
+		}
+		return 0, 0
+	}
+	got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a,
+		Role: &broker.Role{Name: "txn-approve", Sensitivity: broker.SensitivityLow}, TTL: 50 * time.Minute, Time: now, SourceIP: "10.0.0.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{broker.RiskFirstUse: 15, broker.RiskUnusualHour: 10, broker.RiskTTL: 15, broker.RiskAuthFailures: 15}
+	gotPts := map[string]int{}
+	for _, f := range got.Factors {
+		gotPts[f.Name] = f.Points
+	}
+	for name, pts := range want {
+		if gotPts[name] != pts {
+			t.Errorf("factor %s = %d, want %d (%s)", name, gotPts[name], pts, got.Summary())
+		}
+	}
+	if got.Score != 55 {
+		t.Errorf("score = %d, want 55: %s", got.Score, got.Summary())
+	}
+}

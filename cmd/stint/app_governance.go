@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/robfig/cron/v3"
+
+	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/leases"
+)
+
+// openGovernance wires risk scoring, separation of duty, the privileged
+// safeguards, break-glass, extensions and access reviews into the lease
+// service and the HTTP API. It runs once the lease, agent and approval
+// services (and Slack) exist.
+func (m *Main) openGovernance() error {
+	alerts := &approvals.Alerts{Logger: m.Logger, Audit: m.DB}
+	// Slack delivers governance alerts once it implements broker.Alerter;
+	// until then they are logged (ERROR for critical) and audited.
+	if m.Slack != nil {
+		if a, ok := any(m.Slack).(broker.Alerter); ok {
+			alerts.Alerter = a
+		}
+	}
+	m.Alerts = alerts
+	control := agentControl{agents: m.Agents, leases: m.Leases}
+
+	if rc := m.Config.Risk; !rc.Disabled {
+		loc, err := time.LoadLocation(m.Config.Policy.Timezone)
+		if err != nil {
+			return fmt.Errorf("policy.timezone: %w", err)
+		}
+		r := approvals.NewRisk(m.DB, m.Logger)
+		r.RevokeThreshold, r.Location = rc.RevokeThreshold, loc
+		r.AuthFailures = m.Agents.AuthFailures
+		r.Control, r.Alerts = control, alerts
+		m.Risk = r
+		m.Leases.Risk = r
+	}
+
+	gc := m.Config.Governance
+	m.Leases.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
+	m.Leases.SetConflicts(approvals.AllConflicts(m.Config.SoD.Conflicts, m.Config.SoD.DynamicConflicts))
+	issuer := m.Issuer
+	if ii, ok := issuer.(*instrumentedIssuer); ok {
+		issuer = ii.next
+	}
+	if r, ok := issuer.(leases.Renewer); ok {
+		m.Leases.Renewer = r
+	}
+
+	rc := m.Config.Reviews
+	rv := approvals.NewReviews(m.DB, m.Config.Roles, m.Logger)
+	rv.Deadline, rv.Grace, rv.InactiveDays, rv.BreakglassDue = rc.Deadline, rc.Grace, rc.InactiveDays, rc.BreakglassDue
+	rv.Control, rv.Alerts = control, alerts
+	m.Reviews = rv
+	m.Leases.Grants = rv
+	m.HTTP.Reviews = rv
+	return nil
+}
+
+// scheduleGovernance adds the review runs, the review deadline check and
+// the risk monitor to c.
+func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
+	rc := m.Config.Reviews
+	if rc.Schedule != "" {
+		if _, err := c.AddFunc(rc.Schedule, func() {
+			if _, err := m.Reviews.Campaign(ctx); err != nil {
+				m.Logger.Error("access review run failed", "err", err)
+			}
+		}); err != nil {
+			return fmt.Errorf("reviews.schedule %q: %w", rc.Schedule, err)
+		}
+	}
+	if _, err := c.AddFunc(rc.EnforceSchedule, func() {
+		if err := m.Reviews.Enforce(ctx); err != nil {
+			m.Logger.Error("access review deadlines failed", "err", err)
+		}
+	}); err != nil {
+		return fmt.Errorf("reviews.enforce_schedule %q: %w", rc.EnforceSchedule, err)
+	}
+	if m.Risk != nil {
+		c.Schedule(cron.Every(m.Config.Risk.MonitorInterval), cron.FuncJob(func() {
+			if err := m.Risk.Monitor(ctx); err != nil {
+				m.Logger.Error("risk monitor failed", "err", err)
+			}
+		}))
+	}
+	return nil
+}
+
+// governanceContext is the context in which governance suspends agents
+// and revokes leases: an admin actor named "governance", which lease
+// history and the audit log record as "admin:governance".
+func governanceContext(ctx context.Context) context.Context {
+	return broker.NewContextWithActor(ctx, broker.Actor{Kind: broker.ActorAdmin, Name: "governance", AuthMethod: "local"})
+}
+
+// agentControl implements approvals.AgentControl with the agent and lease
+// services: suspending or disabling an agent works exactly as an admin's
+// (keys and tokens stop working at once), then its live leases are revoked.
+type agentControl struct {
+	agents broker.AgentService
+	leases *leases.Service
+}
+
+// SuspendAgent implements approvals.AgentControl.
+func (a agentControl) SuspendAgent(ctx context.Context, agentID, reason string) error {
+	return a.setState(ctx, agentID, broker.AgentSuspended, "agent suspended: "+reason)
+}
+
+// DisableAgent implements approvals.AgentControl.
+func (a agentControl) DisableAgent(ctx context.Context, agentID, reason string) error {
+	return a.setState(ctx, agentID, broker.AgentDisabled, "agent disabled: "+reason)
+}
+
+func (a agentControl) setState(ctx context.Context, agentID string, state broker.AgentState, reason string) error {
+	gctx := governanceContext(ctx)
+	if _, err := a.agents.SetAgentState(gctx, agentID, state); err != nil {
+		return fmt.Errorf("set agent state %s: %w", state, err)
+	}
+	if _, err := a.leases.RevokeAgentLeases(gctx, agentID, reason); err != nil {
+		return fmt.Errorf("revoke live leases: %w", err)
+	}
+	return nil
+}
+
+// RevokeRoleLeases implements approvals.AgentControl.
+func (a agentControl) RevokeRoleLeases(ctx context.Context, agentID, role, reason string) error {
+	gctx := governanceContext(ctx)
+	live, _, err := a.leases.FindLeases(gctx, broker.LeaseFilter{AgentID: &agentID, Role: &role, States: []broker.LeaseState{broker.LeaseActive}})
+	if err != nil {
+		return fmt.Errorf("find live leases: %w", err)
+	}
+	for _, l := range live {
+		if _, err := a.leases.RevokeLease(gctx, l.ID, reason); err != nil && broker.ErrorCode(err) != broker.ECONFLICT {
+			return fmt.Errorf("revoke lease %s: %w", l.ID, err)
+		}
+	}
+	return nil
+}
