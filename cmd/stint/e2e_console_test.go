@@ -217,6 +217,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`input[name=agent]`), "etl"),
 		chromedp.SetValue(chromedp.CSS(`select[name=state]`), "released"),
 		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
+		// The unfiltered page already shows the lease: wait for the filtered
+		// page itself before reading it.
+		chromedp.Poll[chromedp.Void](`location.search.includes("state=released") && document.readyState === "complete"`,
+			chromedp.WithPollingTimeout(20*time.Second)),
 		chromedp.WaitVisible(chromedp.CSS(`#history a[href="/console/leases/`+endedID+`"]`)),
 	)
 	hist := text("#history")
