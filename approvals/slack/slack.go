@@ -35,6 +35,9 @@ type Config struct {
 	// DefaultChannel takes the rest.
 	Channels       map[string]string
 	DefaultChannel string
+	// SecurityChannel receives governance alerts (break-glass grants, risk
+	// containment, overdue reviews); DefaultChannel when unset.
+	SecurityChannel string
 	// TeamID, if set, refuses interactions from any other workspace.
 	TeamID string
 	// APIURL overrides Slack's Web API base URL (tests); it ends in "/".

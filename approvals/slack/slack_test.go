@@ -726,3 +726,39 @@ func TestSocketMode(t *testing.T) {
 		t.Fatalf("approvals = %+v", list)
 	}
 }
+
+func TestAlert(t *testing.T) {
+	f := newFixture(t)
+	f.slack.Config.SecurityChannel = "C0SECURITY"
+	err := f.slack.Alert(context.Background(), broker.Alert{
+		Kind: "breakglass", Severity: "critical", Audience: broker.AudienceSecurity,
+		Agent: "report-bot", Owner: "olive@example.com", Role: "analytics-ro", LeaseID: "L1",
+		Message: "Break-glass grant: <script>x</script> production outage",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	posts := f.api.take("chat.postMessage")
+	if len(posts) != 1 || posts[0].Form.Get("channel") != "C0SECURITY" {
+		t.Fatalf("security alert posts = %+v, want one to C0SECURITY", posts)
+	}
+	text := blockText(t, posts[0])
+	for _, want := range []string{"breakglass", "report-bot", "analytics-ro", "L1", "production outage"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("alert blocks lack %q:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "<script>") {
+		t.Errorf("alert blocks carry unescaped markup:\n%s", text)
+	}
+
+	// Owner alerts go to the owner's direct messages (Olive has a Slack id).
+	if err := f.slack.Alert(context.Background(), broker.Alert{Kind: "review_due", Audience: broker.AudienceOwner,
+		Owner: "olive@example.com", Message: "Attest report-bot's roles"}); err != nil {
+		t.Fatal(err)
+	}
+	posts = f.api.take("chat.postMessage")
+	if len(posts) != 1 || posts[0].Form.Get("channel") != userOlive {
+		t.Fatalf("owner alert posts = %+v, want one to %s", posts, userOlive)
+	}
+}

@@ -26,13 +26,14 @@ func (m *Main) openApprovals() error {
 
 	if sc := m.Config.Slack; sc.Enabled {
 		cfg := slackapprovals.Config{
-			BotToken:       m.Getenv(sc.BotTokenEnv),
-			SocketMode:     sc.SocketMode,
-			Channels:       sc.Channels,
-			DefaultChannel: sc.DefaultChannel,
-			TeamID:         sc.TeamID,
-			APIURL:         sc.APIURL,
-			Timeout:        sc.Timeout,
+			BotToken:        m.Getenv(sc.BotTokenEnv),
+			SocketMode:      sc.SocketMode,
+			Channels:        sc.Channels,
+			DefaultChannel:  sc.DefaultChannel,
+			SecurityChannel: sc.SecurityChannel,
+			TeamID:          sc.TeamID,
+			APIURL:          sc.APIURL,
+			Timeout:         sc.Timeout,
 		}
 		if sc.SocketMode {
 			cfg.AppToken = m.Getenv(sc.AppTokenEnv)

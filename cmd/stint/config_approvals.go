@@ -45,6 +45,9 @@ type SlackConfig struct {
 	// are posted to; DefaultChannel takes every other role.
 	Channels       map[string]string `yaml:"channels"`
 	DefaultChannel string            `yaml:"default_channel"`
+	// SecurityChannel receives governance alerts (break-glass, risk
+	// containment, overdue reviews); default_channel when unset.
+	SecurityChannel string `yaml:"security_channel"`
 	// TeamID, if set, refuses interactions from other workspaces.
 	TeamID string `yaml:"team_id"`
 	// APIURL overrides Slack's Web API URL (for tests; must end in "/").
