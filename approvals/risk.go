@@ -290,7 +290,7 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
 
 	if req.Action == broker.ActionRequest {
-		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1})
+		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1, NoTotal: true})
 		if err != nil {
 			return broker.RiskAssessment{}, fmt.Errorf("count past requests for the role: %w", err)
 		}

@@ -142,6 +142,9 @@ type LeaseFilter struct {
 
 	Offset int
 	Limit  int // 0 means no limit
+	// NoTotal skips counting all matches: the total returned is then the
+	// number of leases returned. For hot paths that only need a page.
+	NoTotal bool
 }
 
 // LeaseUpdate changes a lease and records one event in the same transaction.

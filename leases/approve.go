@@ -75,7 +75,7 @@ func (s *Service) askDecider(ctx context.Context, dr broker.DecisionRequest) bro
 // active or revoking: a credential may exist), sorted, leaving out the
 // lease except.
 func (s *Service) liveRoles(ctx context.Context, agentID, except string) ([]string, error) {
-	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: liveStates})
+	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: liveStates, NoTotal: true})
 	if err != nil {
 		return nil, fmt.Errorf("find live leases: %w", err)
 	}

@@ -426,11 +426,13 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 	cond := strings.Join(where, " AND ")
 
 	var total int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM leases WHERE `+cond, args...).Scan(&total); err != nil {
-		return nil, 0, fmt.Errorf("count leases: %w", err)
-	}
-	if total == 0 {
-		return []*broker.Lease{}, 0, nil
+	if !filter.NoTotal {
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM leases WHERE `+cond, args...).Scan(&total); err != nil {
+			return nil, 0, fmt.Errorf("count leases: %w", err)
+		}
+		if total == 0 {
+			return []*broker.Lease{}, 0, nil
+		}
 	}
 
 	rows, err := tx.QueryContext(ctx, `
@@ -446,6 +448,9 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 	leases, err := scanLeases(rows)
 	if err != nil {
 		return nil, 0, fmt.Errorf("find leases: %w", err)
+	}
+	if filter.NoTotal {
+		total = len(leases)
 	}
 	return leases, total, nil
 }

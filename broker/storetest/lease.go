@@ -168,6 +168,8 @@ func testFindLeases(t *testing.T, open func(tb testing.TB) Store) {
 		wantTotal int
 	}{
 		{"ID", broker.LeaseFilter{ID: &pending.ID}, []string{pending.ID}, 1},
+		{"NoTotal", broker.LeaseFilter{AgentID: &etl.ID, Limit: 2, NoTotal: true}, []string{active.ID, pending.ID}, 2},
+		{"NoTotalNone", broker.LeaseFilter{Role: ptr("nope"), NoTotal: true}, []string{}, 0},
 		{"AgentID", broker.LeaseFilter{AgentID: &ops.ID}, []string{denied.ID, opsActive.ID}, 2},
 		{"Role", broker.LeaseFilter{Role: ptr("vault-token")}, []string{opsActive.ID}, 1},
 		{"State", broker.LeaseFilter{States: []broker.LeaseState{broker.LeaseActive}}, []string{active.ID, opsActive.ID}, 2},

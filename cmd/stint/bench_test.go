@@ -156,7 +156,7 @@ func BenchmarkGrantOverhead(b *testing.B) {
 
 // BenchmarkPipelineThroughput measures auto-approved grants per second on
 // SQLite with a no-op issuer (target ≥ 3,000 grants/s on 2 cores), from 16
-// concurrent callers: through the whole HTTP stack (auth, validation,
+// concurrent callers on behalf of a fleet of 1,000 agents: through the whole HTTP stack (auth, validation,
 // write-ahead row, mint, activation, audit chain), with the load-generating
 // HTTP clients sharing the same two cores ("grants/s"), and through the lease
 // service alone ("service-grants/s"). The baseline is GET /healthz on the same
@@ -168,10 +168,22 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	base := m.HTTP.URL()
-	_, key, _, err := m.Agents.CreateAgent(adminContext(context.Background()), broker.NewAgent{Name: "bench", Owner: "o@example.com"})
-	if err != nil {
-		b.Fatal(err)
+	// A fleet of agents, as in production, where each agent holds a few
+	// live leases (limits.max_live_leases) rather than thousands.
+	keys := make([]string, benchAgents)
+	actxs := make([]context.Context, benchAgents)
+	for i := range keys {
+		_, key, _, err := m.Agents.CreateAgent(adminContext(context.Background()), broker.NewAgent{Name: fmt.Sprintf("bench-%d", i), Owner: "o@example.com"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		agent, err := m.Agents.Authenticate(context.Background(), key)
+		if err != nil {
+			b.Fatal(err)
+		}
+		keys[i], actxs[i] = key, broker.NewContextWithActor(context.Background(), agent)
 	}
+	var turn atomic.Int64
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	hc := &http.Client{Transport: tr}
 	const clients = 16
@@ -199,7 +211,7 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	}
 	grant := func() error {
 		req, _ := http.NewRequest("POST", base+"/v1/leases", strings.NewReader(`{"role":"db-readonly","ttl":"1h","task":"bench"}`))
-		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Authorization", "Bearer "+keys[turn.Add(1)%benchAgents])
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -221,13 +233,8 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 		resp.Body.Close()
 		return nil
 	}
-	agent, err := m.Agents.Authenticate(context.Background(), key)
-	if err != nil {
-		b.Fatal(err)
-	}
-	actx := broker.NewContextWithActor(context.Background(), agent)
 	direct := func() error {
-		_, _, err := m.Leases.RequestLease(actx, broker.LeaseRequest{Role: "db-readonly", TTL: "1h", Task: "bench"})
+		_, _, err := m.Leases.RequestLease(actxs[turn.Add(1)%benchAgents], broker.LeaseRequest{Role: "db-readonly", TTL: "1h", Task: "bench"})
 		return err
 	}
 	b.ResetTimer()
@@ -312,6 +319,9 @@ func BenchmarkExpiryPrecision(b *testing.B) {
 		b.ReportMetric(peakRSSMiB(), "peak-RSS-MiB")
 	}
 }
+
+// benchAgents is the size of the agent fleet in the throughput benchmark.
+const benchAgents = 1000
 
 func percentile(ds []time.Duration, p int) time.Duration {
 	if len(ds) == 0 {
