@@ -6,9 +6,9 @@ import (
 	"testing"
 )
 
-// TestPolicyDeps guards the layering (DESIGN.md § Layout): approvals meets
+// TestDeps guards the layering (DESIGN.md § Layout): approvals meets
 // leases only through broker's interfaces, and imports no adapter.
-func TestPolicyDeps(t *testing.T) {
+func TestDeps(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", "github.com/stint-broker/stint/approvals").Output()
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
