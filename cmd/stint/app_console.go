@@ -35,6 +35,11 @@ func (m *Main) openConsole() {
 			IdleTimeout:   c.IdleTimeout,
 			SecureCookies: c.SecureCookies,
 		}
+		if m.Approvals != nil {
+			// Approvers decide in the console too (the fallback to Slack);
+			// the service refuses their own agents' leases.
+			m.HTTP.Console.Approvals = m.Approvals
+		}
 	}
 }
 

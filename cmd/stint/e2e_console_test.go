@@ -359,11 +359,17 @@ func TestConsoleInBrowser(t *testing.T) {
 // addUser adds a console user straight to the store.
 func addUser(t *testing.T, s *stint, name string, role broker.UserRole, password string) {
 	t.Helper()
+	addUserEmail(t, s, name, role, password, "")
+}
+
+// addUserEmail adds a console user with an email (approvers are matched by it).
+func addUserEmail(t *testing.T, s *stint, name string, role broker.UserRole, password, email string) {
+	t.Helper()
 	hash, err := web.HashPassword(password)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DB.CreateUser(adminContext(context.Background()), &broker.User{Name: name, Role: role, PasswordHash: hash}); err != nil {
+	if err := s.DB.CreateUser(adminContext(context.Background()), &broker.User{Name: name, Role: role, Email: email, PasswordHash: hash}); err != nil {
 		t.Fatal(err)
 	}
 }
