@@ -212,6 +212,10 @@ type LeaseStore interface {
 	// Leases that are no longer revoking are skipped. Returns the leases it
 	// ended.
 	EndRevocations(ctx context.Context, done []RevocationDone, actor, reason string) ([]*Lease, error)
+	// LiveRoles returns, sorted and without repeats, the roles the agent
+	// holds live leases on (issuing, active or revoking: a credential may
+	// exist), leaving out the lease exceptLeaseID (may be empty).
+	LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error)
 	// CountLeasesByState returns how many leases are in each state.
 	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at

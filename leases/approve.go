@@ -3,7 +3,6 @@ package leases
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -75,22 +74,12 @@ func (s *Service) askDecider(ctx context.Context, dr broker.DecisionRequest) bro
 // active or revoking: a credential may exist), sorted, leaving out the
 // lease except.
 func (s *Service) liveRoles(ctx context.Context, agentID, except string) ([]string, error) {
-	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: liveStates, NoTotal: true})
+	roles, err := s.Store.LiveRoles(ctx, agentID, except)
 	if err != nil {
-		return nil, fmt.Errorf("find live leases: %w", err)
+		return nil, fmt.Errorf("find live roles: %w", err)
 	}
-	roles := []string{}
-	for _, l := range live {
-		if l.ID != except && !slices.Contains(roles, l.Role) {
-			roles = append(roles, l.Role)
-		}
-	}
-	slices.Sort(roles)
 	return roles, nil
 }
-
-// liveStates are the states in which a credential may exist.
-var liveStates = []broker.LeaseState{broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking}
 
 // builtinDecision is the rule without a Decider: eligible agents get
 // auto_approve roles (and, in an emergency, break-glass roles); nothing

@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/stint-broker/stint/broker"
@@ -48,4 +49,32 @@ func (db *DB) EndRevocations(ctx context.Context, done []broker.RevocationDone, 
 		return nil, err
 	}
 	return ended, nil
+}
+
+// LiveRoles implements broker.LeaseStore. It reads only the partial index of
+// live leases by agent and role (migration 0006), so its cost does not grow
+// with an agent's history.
+func (db *DB) LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error) {
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `
+		SELECT DISTINCT role FROM leases INDEXED BY leases_live_agent_role
+		WHERE agent_id = ? AND state IN ('issuing', 'active', 'revoking') AND id <> ?
+		ORDER BY role`, agentID, exceptLeaseID)
+	if err != nil {
+		return nil, fmt.Errorf("find live roles: %w", err)
+	}
+	defer rows.Close()
+	roles := []string{}
+	for rows.Next() {
+		var r string
+		if err := rows.Scan(&r); err != nil {
+			return nil, fmt.Errorf("scan live role: %w", err)
+		}
+		roles = append(roles, r)
+	}
+	return roles, rows.Err()
 }

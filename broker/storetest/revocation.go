@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -58,4 +59,46 @@ func testEndRevocations(t *testing.T, open func(tb testing.TB) Store) {
 			t.Fatalf("EndRevocations(nil) = %d, %v", len(ended), err)
 		}
 	})
+}
+
+func testLiveRoles(t *testing.T, open func(tb testing.TB) Store) {
+	s := open(t)
+	a := mustCreateAgent(t, s, "etl-bot")
+	other := mustCreateAgent(t, s, "ops-bot")
+	if got, err := s.LiveRoles(t.Context(), a.ID, ""); err != nil || len(got) != 0 {
+		t.Fatalf("LiveRoles with no leases = %v, %v; want none", got, err)
+	}
+	active := newActiveLease(a, at(time.Hour))
+	active.Role = "db-writer"
+	mustCreateLease(t, s, active)
+	active2 := newActiveLease(a, at(time.Hour))
+	active2.Role = "db-writer"
+	mustCreateLease(t, s, active2)
+	revoking := newRevokingLease(a, at(time.Hour))
+	revoking.Role = "audit-reader"
+	mustCreateLease(t, s, revoking)
+	pending := newLease(a, at(0)) // not live
+	pending.Role = "pending-role"
+	mustCreateLease(t, s, pending)
+	ended := newActiveLease(a, at(time.Hour))
+	ended.Role, ended.State = "ended-role", broker.LeaseExpired
+	mustCreateLease(t, s, ended)
+	theirs := newActiveLease(other, at(time.Hour))
+	theirs.Role = "their-role"
+	mustCreateLease(t, s, theirs)
+
+	got, err := s.LiveRoles(t.Context(), a.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"audit-reader", "db-writer"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("LiveRoles = %v, want %v", got, want)
+	}
+	got, err = s.LiveRoles(t.Context(), a.ID, revoking.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"db-writer"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("LiveRoles except the revoking lease = %v, want %v", got, want)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -219,9 +220,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
 		// The unfiltered page already shows the lease: wait for the filtered
 		// page itself before reading it.
-		chromedp.Poll[chromedp.Void](`location.search.includes("state=released") && document.readyState === "complete"`,
+		chromedp.Poll[chromedp.Void](fmt.Sprintf(`location.search.includes("state=released") &&
+			((h) => h !== null && h.innerText.includes(%q) && !h.innerText.includes(%q))(document.querySelector("#history"))`,
+			endedID[:12], liveID[:12]),
 			chromedp.WithPollingTimeout(20*time.Second)),
-		chromedp.WaitVisible(chromedp.CSS(`#history a[href="/console/leases/`+endedID+`"]`)),
 	)
 	hist := text("#history")
 	if strings.Contains(hist, liveID[:12]) || !strings.Contains(hist, endedID[:12]) {
@@ -293,6 +295,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A reviewer sees no revoke controls, and a forged POST is refused.
 	do("log out", chromedp.Click(chromedp.CSS(`form.who button`)), chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)))
 	do("log in as reviewer",
+		// A fresh page load, so that no swap of the logout response is still
+		// in flight when the form is filled in.
+		chromedp.Navigate(s.url+"/console/login"),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=password]`)),
 		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "rita"),
 		chromedp.SendKeys(chromedp.CSS(`input[name=password]`), reviewerPassword),
 		chromedp.Submit(chromedp.CSS(`input[name=password]`)),
