@@ -139,6 +139,8 @@ type LeaseFilter struct {
 	CreatedAfter *time.Time
 	// Owner selects leases of agents owned by this email address.
 	Owner *string
+	// Approver selects leases this approver (email) answered, either way.
+	Approver *string
 
 	Offset int
 	Limit  int // 0 means no limit

@@ -58,33 +58,34 @@ func (s *Server) renderPartial(c echo.Context, page, block string, content any) 
 
 // historyQuery is the lease history's filter as the form holds it.
 type historyQuery struct {
-	Agent, Owner, Role, State, From, To string
-	Page                                int
+	Agent, Owner, Approver, Role, State, From, To string
+	Page                                          int
 }
 
 // historyPage is the lease history.
 type historyPage struct {
-	Q        historyQuery
-	Leases   []*broker.Lease
-	Total    int
-	Page     int
-	Pages    int
-	PrevURL  string
-	NextURL  string
-	CSVURL   string
-	JSONURL  string
-	States   []broker.LeaseState
-	NoMatch  bool
-	Approver bool // approvals exist: the approver filter is offered
+	Q       historyQuery
+	Leases  []*broker.Lease
+	Total   int
+	Page    int
+	Pages   int
+	PrevURL string
+	NextURL string
+	CSVURL  string
+	JSONURL string
+	States  []broker.LeaseState
+	NoMatch bool
 }
 
 // handleConsoleHistory handles "GET /console/history": every lease, newest
-// first, filtered by agent, owner, role, state and creation time, 50 a page;
+// first, filtered by agent, owner, approver, role, state and creation time,
+// 50 a page;
 // ?format=csv or json exports the whole filtered view.
 func (s *Server) handleConsoleHistory(c echo.Context) error {
 	q := historyQuery{
 		Agent: strings.TrimSpace(c.QueryParam("agent")), Owner: strings.TrimSpace(c.QueryParam("owner")),
-		Role: strings.TrimSpace(c.QueryParam("role")), State: c.QueryParam("state"),
+		Approver: strings.TrimSpace(c.QueryParam("approver")),
+		Role:     strings.TrimSpace(c.QueryParam("role")), State: c.QueryParam("state"),
 		From: c.QueryParam("from"), To: c.QueryParam("to"),
 	}
 	q.Page, _ = strconv.Atoi(c.QueryParam("page"))
@@ -120,7 +121,7 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	page.Pages = max((page.Total+consolePageSize-1)/consolePageSize, 1)
 	link := func(extra url.Values) string {
 		v := url.Values{}
-		for k, val := range map[string]string{"agent": q.Agent, "owner": q.Owner, "role": q.Role, "state": q.State, "from": q.From, "to": q.To} {
+		for k, val := range map[string]string{"agent": q.Agent, "owner": q.Owner, "approver": q.Approver, "role": q.Role, "state": q.State, "from": q.From, "to": q.To} {
 			if val != "" {
 				v.Set(k, val)
 			}
@@ -158,6 +159,10 @@ func (s *Server) historyFilter(c echo.Context, q historyQuery) (broker.LeaseFilt
 	if q.Owner != "" {
 		owner := strings.ToLower(q.Owner)
 		f.Owner = &owner
+	}
+	if q.Approver != "" {
+		approver := strings.ToLower(q.Approver)
+		f.Approver = &approver
 	}
 	var err error
 	if f.CreatedAfter, err = parseConsoleTime("from", q.From, false); err != nil {

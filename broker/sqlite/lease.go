@@ -423,6 +423,9 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 	if v := filter.Owner; v != nil {
 		where, args = append(where, "agent_id IN (SELECT id FROM agents WHERE owner = ?)"), append(args, *v)
 	}
+	if v := filter.Approver; v != nil {
+		where, args = append(where, "id IN (SELECT lease_id FROM approvals WHERE approver = ?)"), append(args, strings.ToLower(*v))
+	}
 	cond := strings.Join(where, " AND ")
 
 	var total int

@@ -75,6 +75,28 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 				&broker.LeaseEvent{LeaseID: l.ID, From: broker.LeasePending, To: broker.LeaseApproved, Actor: "approver:dana@example.com", Reason: "approved by dana@example.com (1 of 1)"})
 		})
 
+		t.Run("FindLeasesByApprover", func(t *testing.T) {
+			s := open(t)
+			a := mustCreateAgent(t, s, "etl-bot")
+			answered := mustCreateLease(t, s, newLease(a, at(0)))
+			mustCreateLease(t, s, newLease(a, at(time.Minute))) // nobody answered it
+			if _, err := s.RecordApproval(t.Context(), newApproval(answered, "Dana@Example.com", broker.VerdictApprove), answered.UpdatedAt, 0,
+				broker.LeaseUpdate{Actor: "approver:dana@example.com", Reason: "approved by dana@example.com (1 of 2)"}); err != nil {
+				t.Fatal(err)
+			}
+			got, total, err := s.FindLeases(t.Context(), broker.LeaseFilter{Approver: ptr("DANA@example.com")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantLeaseIDs(t, got, answered.ID)
+			if total != 1 {
+				t.Errorf("total = %d, want 1", total)
+			}
+			if got, _, _ := s.FindLeases(t.Context(), broker.LeaseFilter{Approver: ptr("eve@example.com")}); len(got) != 0 {
+				t.Errorf("an approver who answered nothing matches %d leases", len(got))
+			}
+		})
+
 		t.Run("Note", func(t *testing.T) {
 			s := open(t)
 			l := newLease(mustCreateAgent(t, s, "etl-bot"), at(0))

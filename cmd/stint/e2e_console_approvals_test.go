@@ -152,6 +152,13 @@ func TestConsoleApprovals(t *testing.T) {
 	if got := eve.approve(id, eve.digest(id)); got != http.StatusSeeOther {
 		t.Fatalf("eve approving = %d, want 303", got)
 	}
+	// The history filters by approver.
+	if _, page := dana.get("/console/history?approver=DANA@example.com"); !strings.Contains(page, id[:12]) {
+		t.Fatalf("history filtered on dana's approvals lacks the lease:\n%s", page)
+	}
+	if _, page := dana.get("/console/history?approver=nobody@example.com"); strings.Contains(page, id[:12]) {
+		t.Fatal("history filtered on an approver who answered nothing shows the lease")
+	}
 	status, body = s.call(t, "POST", "/v1/leases/"+id+"/activate", key, nil)
 	if status != http.StatusCreated || body["credential"] == nil {
 		t.Fatalf("activate = %d %v, want 201 with the credential", status, body)
