@@ -51,7 +51,8 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	exp := time.Now().Add(10 * time.Minute)
 	f.Lease = &broker.Lease{AgentID: a.ID, Agent: a.Name, Role: "db-readonly", TTL: broker.Duration(15 * time.Minute),
 		Task: `<script>alert("task")</script>`, Justification: `"><img src=x onerror=alert(1)>`,
-		State: broker.LeaseActive, ExpiresAt: &exp, Decision: "auto-approved <b>bold</b>"}
+		State: broker.LeaseActive, ExpiresAt: &exp, Decision: "auto-approved <b>bold</b>", RiskScore: 25,
+		RiskFactors: []broker.RiskFactor{{Name: "first_use", Points: 15, Detail: "first request for role db-readonly"}}}
 	if err := db.CreateLease(ctx, f.Lease, "agent:etl-bot", "granted"); err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +244,9 @@ func TestConsole(t *testing.T) {
 		_, body := b.get("/console/leases/" + f.Lease.ID)
 		if !strings.Contains(body, "&lt;script&gt;alert(&#34;task&#34;)&lt;/script&gt;") {
 			t.Fatalf("lease page lacks the escaped task:\n%s", body)
+		}
+		if !strings.Contains(body, "+15 first_use: first request for role db-readonly") {
+			t.Fatalf("lease page lacks the risk score's parts:\n%s", body)
 		}
 	})
 

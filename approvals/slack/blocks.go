@@ -125,6 +125,14 @@ func requestBlocks(r *approvals.Request) []slack.Block {
 		}
 		blocks = append(blocks, slack.NewSectionBlock(md(b.String()), nil, nil))
 	}
+	if len(l.RiskFactors) > 0 {
+		var b strings.Builder
+		b.WriteString("*Risk factors:*")
+		for _, f := range l.RiskFactors {
+			fmt.Fprintf(&b, "\n• +%d %s: %s", f.Points, escape(f.Name), escape(f.Detail))
+		}
+		blocks = append(blocks, slack.NewSectionBlock(md(b.String()), nil, nil))
+	}
 	if len(r.Approvals) > 0 {
 		var b strings.Builder
 		for i, a := range r.Approvals {

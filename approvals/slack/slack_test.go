@@ -237,6 +237,7 @@ func (f *fixture) pending(tb testing.TB, n int) *broker.Lease {
 		Task: "quarterly <report> & *numbers*", Justification: "FIN-42", TTL: broker.Duration(30 * time.Minute),
 		State: broker.LeasePending, Decision: fmt.Sprintf("needs %d approval(s) from security", n),
 		VaultPath: "database/creds/ro", CreatedAt: now, UpdatedAt: now, AuthMethod: "api_key", RiskScore: 17,
+		RiskFactors: []broker.RiskFactor{{Name: "burst", Points: 10, Detail: "12 requests in the last minute"}},
 		PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: n, ApproverGroup: "security",
 			PolicyIDs: []string{"medium-approval"}, Reasons: []string{"Medium-sensitivity role: approvals needed."}},
 		DecideBy: &decideBy,
@@ -393,7 +394,7 @@ func TestApprove(t *testing.T) {
 	msg, value := f.posted(t)
 	blocks := blockText(t, msg)
 	for _, want := range []string{"report-bot", "olive@example.com", "analytics-ro", "medium", "30m0s", "FIN-42",
-		"17 / 100", "Medium-sensitivity role: approvals needed.", "0 of 1", "&lt;report&gt; &amp;"} {
+		"17 / 100", "+10 burst: 12 requests in the last minute", "Medium-sensitivity role: approvals needed.", "0 of 1", "&lt;report&gt; &amp;"} {
 		if !strings.Contains(blocks, want) {
 			t.Errorf("posted message lacks %q:\n%s", want, blocks)
 		}
