@@ -56,6 +56,12 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if _, err := os.Stat(vaultBin); err != nil {
 		return fmt.Errorf("vault binary %s not found: run make devvault first", vaultBin)
 	}
+	// The Vault process runs in its own state directory, so a relative path
+	// would not find the binary from there.
+	vaultBin, err := filepath.Abs(vaultBin)
+	if err != nil {
+		return fmt.Errorf("vault binary: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
