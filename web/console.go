@@ -37,8 +37,9 @@ import (
 var consoleFS embed.FS
 
 // Console is the web console's configuration and dependencies. Humans log in
-// with a name and password (console users, managed with "stint users") and
-// get a server-side session; roles decide what they may do: reviewers read
+// with a name and password (console users, managed with "stint users") or,
+// with OIDC set, through single sign-on matched by email, and get a
+// server-side session; roles decide what they may do: reviewers read
 // and export, approvers also decide pending leases (never their own agent's),
 // admins also revoke leases and pull agents' access.
 type Console struct {
@@ -56,6 +57,8 @@ type Console struct {
 	// console behind a TLS-terminating proxy. Requests that arrive over TLS
 	// always get Secure cookies.
 	SecureCookies bool
+	// OIDC, when set, adds "Sign in with SSO" (console_oidc.go).
+	OIDC *OIDC
 
 	once      sync.Once
 	pages     map[string]*template.Template
@@ -118,6 +121,10 @@ func (s *Server) registerConsoleRoutes(e *echo.Echo) {
 	g.GET("/static/*", s.handleConsoleStatic)
 	g.GET("/login", s.handleConsoleLoginForm)
 	g.POST("/login", s.handleConsoleLogin)
+	if s.Console.OIDC != nil {
+		g.GET("/login/oidc", s.handleConsoleOIDCStart)
+		g.GET("/login/oidc/callback", s.handleConsoleOIDCCallback)
+	}
 
 	// Everything else needs a session.
 	a := g.Group("", s.requireSession)
@@ -448,6 +455,8 @@ type loginPage struct {
 	Next  string
 	Name  string
 	Error string
+	// SSO shows the "Sign in with SSO" button.
+	SSO bool
 }
 
 // handleConsoleLoginForm handles "GET /console/login".
@@ -455,7 +464,7 @@ func (s *Server) handleConsoleLoginForm(c echo.Context) error {
 	if u, _, err := s.consoleSession(c); err == nil && u != nil {
 		return c.Redirect(http.StatusSeeOther, safeNext(c.QueryParam("next")))
 	}
-	return s.render(c, http.StatusOK, "login", "", loginPage{Next: safeNext(c.QueryParam("next"))})
+	return s.render(c, http.StatusOK, "login", "", loginPage{Next: safeNext(c.QueryParam("next")), SSO: s.Console.OIDC != nil})
 }
 
 // safeNext keeps a post-login redirect inside the console.
@@ -475,7 +484,7 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 	ctx := c.Request().Context()
 	fail := func(reason string) error {
 		s.recordAuthFailureAs(c, "console", "anonymous", "", reason, map[string]any{"user": limitText(name, 64)})
-		return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Name: name, Error: "Wrong name or password, or the account is disabled."})
+		return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Name: name, Error: "Wrong name or password, or the account is disabled.", SSO: s.Console.OIDC != nil})
 	}
 	if name == "" || password == "" || len(name) > 64 || len(password) > maxPasswordLen {
 		return fail("malformed login")
@@ -495,7 +504,14 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 	if u.State != broker.UserActive {
 		return fail("user disabled")
 	}
+	return s.startSession(c, u, "password", next)
+}
 
+// startSession logs u in: it creates the server-side session, records the
+// login (method "password" or "oidc") and redirects to next, which the
+// caller made safe.
+func (s *Server) startSession(c echo.Context, u *broker.User, method, next string) error {
+	ctx := c.Request().Context()
 	token := randomToken()
 	now := s.Now().UTC()
 	sess := &broker.Session{
@@ -511,12 +527,12 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 	}
 	actorCtx := broker.NewContextWithActor(ctx, u.Actor(c.RealIP()))
 	if err := s.Console.Store.Record(actorCtx, broker.AuditEvent{Kind: broker.AuditUserLogin, Actor: "user:" + u.Name, Subject: u.Name,
-		Details: broker.AuditDetails(map[string]any{"role": u.Role, "source_ip": c.RealIP()})}); err != nil {
+		Details: broker.AuditDetails(map[string]any{"role": u.Role, "source_ip": c.RealIP(), "method": method})}); err != nil {
 		return err
 	}
 	s.setCookie(c, sessionCookie, token, consoleBasePath, int(s.Console.SessionTTL/time.Second))
 	s.setCookie(c, loginCSRFCookie, "", consoleLoginPath, -1)
-	s.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "remote_ip", c.RealIP())
+	s.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "method", method, "remote_ip", c.RealIP())
 	return c.Redirect(http.StatusSeeOther, next)
 }
 

@@ -81,6 +81,8 @@
 //
 //	GET    /                            redirect to the console
 //	GET    /console/login               the login form; POST logs in (name, password)
+//	GET    /console/login/oidc          with console.oidc: start SSO (?next=); redirects to the provider
+//	GET    /console/login/oidc/callback the provider's redirect back: checks state, nonce, ID token, logs in by email
 //	POST   /console/logout              end the session
 //	GET    /console/leases              live leases, time left, revoke and kill switch (admin)
 //	GET    /console/history             lease history: ?agent=&owner=&role=&state=&from=&to=&page=; &format=csv|json exports

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -34,6 +35,12 @@ func (m *Main) openConsole() {
 			SessionTTL:    c.SessionTTL,
 			IdleTimeout:   c.IdleTimeout,
 			SecureCookies: c.SecureCookies,
+		}
+		if o := c.OIDC; o != nil {
+			m.HTTP.Console.OIDC = &web.OIDC{
+				Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: os.Getenv(o.ClientSecretEnv),
+				RedirectURL: o.RedirectURL, Scopes: o.Scopes,
+			}
 		}
 		if m.Approvals != nil {
 			// Approvers decide in the console too (the fallback to Slack);
@@ -102,7 +109,7 @@ func (m *Main) recordConfig(ctx context.Context, kind string) error {
 	}
 	return m.DB.Record(ctx, broker.AuditEvent{Kind: kind, Actor: "system:serve", Details: broker.AuditDetails(map[string]any{
 		"config_sha256": hex.EncodeToString(sum[:]), "roles": roles, "listen": m.Config.Listen,
-		"console": m.Config.Console.Enabled, "version": Version,
+		"console": m.Config.Console.Enabled, "console_sso": m.Config.Console.Enabled && m.Config.Console.OIDC != nil, "version": Version,
 	})})
 }
 
