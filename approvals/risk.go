@@ -128,6 +128,9 @@ type riskPattern struct {
 	hours          [24]int
 	total          int
 	ttls           []time.Duration // the last ttlWindow TTLs asked
+	// usedRoles are roles the store showed the agent has requested before;
+	// once true it stays true, so the store is asked once per role.
+	usedRoles map[string]bool
 }
 
 const ttlWindow = 50
@@ -284,19 +287,29 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 	}
 	p.add(now, ttl, r.loc())
 	z, burst, count := p.rateZ(), p.burst(now), p.count
+	usedBefore := p.usedRoles[req.Role.Name]
 	r.mu.Unlock()
 
 	add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
 	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
 
-	if req.Action == broker.ActionRequest {
+	if req.Action == broker.ActionRequest && !usedBefore {
 		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1, NoTotal: true})
 		if err != nil {
 			return broker.RiskAssessment{}, fmt.Errorf("count past requests for the role: %w", err)
 		}
 		if n == 0 {
 			add(broker.RiskFirstUse, 15, "first request for role %s", req.Role.Name)
+		} else {
+			r.mu.Lock()
+			if p.usedRoles == nil {
+				p.usedRoles = map[string]bool{}
+			}
+			p.usedRoles[req.Role.Name] = true
+			r.mu.Unlock()
 		}
+	}
+	if req.Action == broker.ActionRequest {
 		if median > 0 {
 			ratio := float64(req.TTL) / float64(median)
 			add(broker.RiskTTL, steps(ratio, []float64{2, 4}, []int{8, 15}), "asks %s, %.1f× the agent's median of %s", req.TTL, ratio, median)

@@ -314,8 +314,10 @@ func syncLeaseAudit(ctx context.Context, tx *tx) error {
 	for i, e := range pending {
 		var l *broker.Lease
 		if e.From == "" {
-			if l, err = findLeaseByID(ctx, tx, e.LeaseID); err != nil {
-				return fmt.Errorf("audit lease event %d: %w", e.ID, err)
+			if l = tx.created[e.LeaseID]; l == nil {
+				if l, err = findLeaseByID(ctx, tx, e.LeaseID); err != nil {
+					return fmt.Errorf("audit lease event %d: %w", e.ID, err)
+				}
 			}
 		}
 		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: l == nil}

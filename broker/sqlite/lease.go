@@ -377,6 +377,10 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 	} else if err != nil {
 		return fmt.Errorf("insert lease: %w", formatError(err))
 	}
+	if tx.created == nil {
+		tx.created = map[string]*broker.Lease{}
+	}
+	tx.created[l.ID] = l
 	return nil
 }
 

@@ -168,6 +168,9 @@ type tx struct {
 	// unprepared are queries this transaction ran without a cached statement;
 	// Commit prepares them for later transactions.
 	unprepared []string
+	// created are the leases this transaction inserted, so that mirroring
+	// their creation events into the audit chain need not read them back.
+	created map[string]*broker.Lease
 }
 
 // begin starts a write transaction. It takes the write lock at once.
