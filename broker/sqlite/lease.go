@@ -27,24 +27,19 @@ const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state
 // event is dated CreatedAt. It also returns ENOTFOUND if the agent does not
 // exist.
 func (db *DB) CreateLease(ctx context.Context, l *broker.Lease, actor, reason string) error {
-	tx, err := db.begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-
-	if err := createLease(ctx, tx, l); err != nil {
-		return err
-	}
-	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
-		LeaseID: l.ID, At: l.CreatedAt, To: l.State, Actor: actor, Reason: reason,
-	}); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
+	return db.grouped(ctx, func(ctx context.Context, tx *tx) error {
+		created := *l
+		if err := createLease(ctx, tx, &created); err != nil {
+			return err
+		}
+		if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+			LeaseID: created.ID, At: created.CreatedAt, To: created.State, Actor: actor, Reason: reason,
+		}); err != nil {
+			return err
+		}
+		*l = created
+		return nil
+	})
 }
 
 // FindLeaseByID implements broker.LeaseStore.
@@ -71,18 +66,14 @@ func (db *DB) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*bro
 // UpdateLease implements broker.LeaseStore. The event is dated, and UpdatedAt
 // set to, the store's clock.
 func (db *DB) UpdateLease(ctx context.Context, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
-	tx, err := db.begin(ctx)
+	var l *broker.Lease
+	err := db.grouped(ctx, func(ctx context.Context, tx *tx) error {
+		var err error
+		l, err = updateLease(ctx, tx, id, upd)
+		return err
+	})
 	if err != nil {
 		return nil, err
-	}
-	defer tx.Rollback()
-
-	l, err := updateLease(ctx, tx, id, upd)
-	if err != nil {
-		return nil, err
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("commit: %w", err)
 	}
 	return l, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +42,14 @@ type DB struct {
 
 	stmtsOnce      sync.Once
 	wStmts, rStmts *stmtCache
+
+	// Group commit of lease writes (batch.go).
+	groupCh    chan *groupOp
+	closing    chan struct{}
+	groupsDone chan struct{}
+	closeOnce  sync.Once
+	// grouped counts group commits and the writes they held (tests).
+	groups, groupedWrites atomic.Int64
 }
 
 // Open opens (creating if needed) the SQLite database at path, applies pending
@@ -89,6 +98,8 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 		db.reader.SetMaxOpenConns(readers)
 		db.reader.SetMaxIdleConns(readers)
 	}
+	db.groupCh, db.closing, db.groupsDone = make(chan *groupOp), make(chan struct{}), make(chan struct{})
+	go db.runGroups()
 	if err := db.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
@@ -132,6 +143,10 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 // Close closes both pools. It is safe to call on a partly opened DB.
 func (db *DB) Close() error {
+	if db.closing != nil {
+		db.closeOnce.Do(func() { close(db.closing) })
+		<-db.groupsDone
+	}
 	var errs []error
 	if db.wStmts != nil {
 		errs = append(errs, db.wStmts.close())

@@ -1,0 +1,7 @@
+package sqlite
+
+// GroupStats returns how many group commits ran and how many writes they
+// held, so tests can tell that writes were in fact grouped.
+func GroupStats(db *DB) (groups, writes int64) {
+	return db.groups.Load(), db.groupedWrites.Load()
+}
