@@ -233,8 +233,11 @@ func (s *Slack) SocketModeHandler() *socketmode.SocketmodeHandler {
 // RunSocketMode receives interactions over Socket Mode until ctx is done. It
 // reconnects on its own; use it when Stint has no public URL.
 func (s *Slack) RunSocketMode(ctx context.Context) error {
-	if err := s.SocketModeHandler().RunEventLoopContext(ctx); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("slack socket mode: %w", err)
+	// The event loop always ends with an error; it matters only when Stint
+	// did not ask it to stop.
+	err := s.SocketModeHandler().RunEventLoopContext(ctx)
+	if ctx.Err() != nil {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("slack socket mode: %w", err)
 }
