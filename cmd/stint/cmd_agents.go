@@ -104,51 +104,26 @@ func newAgentsListCommand() *cobra.Command {
 
 func newAgentsRotateKeyCommand() *cobra.Command {
 	var ttl time.Duration
-	cmd := &cobra.Command{
-		Use:   "rotate-key NAME|ID",
-		Short: "Revoke an agent's API keys and print a new one (shown once)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := openMain(cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			ctx := adminContext(cmd.Context())
-			a, err := m.Agents.FindAgent(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			secret, key, err := m.Agents.RotateKey(ctx, a.ID, ttl)
+	cmd := agentCommand("rotate-key NAME|ID", "Revoke an agent's API keys and print a new one (shown once)", "",
+		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
+			secret, key, err := m.Agents.RotateKey(adminContext(cmd.Context()), a.ID, ttl)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "agent:   %s (%s)\n", a.Name, a.ID)
 			printKey(cmd.OutOrStdout(), secret, key)
 			return nil
-		},
-	}
+		})
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "new key lifetime (default keys.default_ttl)")
 	return cmd
 }
 
 func newAgentsStateCommand(verb string, state broker.AgentState, short string) *cobra.Command {
-	return &cobra.Command{
-		Use:   verb + " NAME|ID",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := openMain(cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
+	return agentCommand(verb+" NAME|ID", short, "",
+		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
 			ctx := adminContext(cmd.Context())
-			a, err := m.Agents.FindAgent(ctx, args[0])
+			a, err := m.Agents.SetAgentState(ctx, a.ID, state)
 			if err != nil {
-				return err
-			}
-			if a, err = m.Agents.SetAgentState(ctx, a.ID, state); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "agent %s is %s\n", a.Name, a.State)
@@ -158,32 +133,17 @@ func newAgentsStateCommand(verb string, state broker.AgentState, short string) *
 			revoked, err := m.Leases.RevokeAgentLeases(ctx, a.ID, "agent "+string(state))
 			printRevoked(cmd.OutOrStdout(), revoked)
 			return err
-		},
-	}
+		})
 }
 
 func newAgentsRevokeAllCommand() *cobra.Command {
 	var reason string
-	cmd := &cobra.Command{
-		Use:   "revoke-all NAME|ID --reason TEXT",
-		Short: "Revoke every live lease of an agent (kill switch)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			m, err := openMain(cmd)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			ctx := adminContext(cmd.Context())
-			a, err := m.Agents.FindAgent(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			revoked, err := m.Leases.RevokeAgentLeases(ctx, a.ID, reason)
+	cmd := agentCommand("revoke-all NAME|ID --reason TEXT", "Revoke every live lease of an agent (kill switch)", "",
+		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
+			revoked, err := m.Leases.RevokeAgentLeases(adminContext(cmd.Context()), a.ID, reason)
 			printRevoked(cmd.OutOrStdout(), revoked)
 			return err
-		},
-	}
+		})
 	cmd.Flags().StringVar(&reason, "reason", "", "why the leases are revoked (required; recorded in history)")
 	cmd.MarkFlagRequired("reason")
 	return cmd
