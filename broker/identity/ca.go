@@ -123,18 +123,7 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w (run stint ca init)", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("load CA: %s is readable by others (mode %o); chmod 600 it", keyPath, fi.Mode().Perm())
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
-		return nil, fmt.Errorf("load CA key: %w", err)
-	}
-	block, _ := pem.Decode(keyPEM)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("load CA key: %s holds no PKCS #8 private key", keyPath)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := readPrivateKeyFile(keyPath, fi)
 	if err != nil {
 		return nil, fmt.Errorf("load CA key: %w", err)
 	}

@@ -124,20 +124,9 @@ func LoadOrCreateSigningKey(path string) (*ecdsa.PrivateKey, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("signing key %s is readable by others (mode %o); chmod 600 it", path, fi.Mode().Perm())
-	}
-	data, err := os.ReadFile(path)
+	k, err := readPrivateKeyFile(path, fi)
 	if err != nil {
-		return nil, fmt.Errorf("read signing key: %w", err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("signing key %s holds no PKCS #8 private key", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("parse signing key: %w", err)
+		return nil, fmt.Errorf("signing key: %w", err)
 	}
 	ek, ok := k.(*ecdsa.PrivateKey)
 	if !ok || ek.Curve != elliptic.P256() {
