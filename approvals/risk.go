@@ -334,8 +334,7 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 // denials and failed authentications.
 func (r *Risk) ambientFactors(ctx context.Context, agentID, sourceIP string, now time.Time, add func(string, int, string, ...any)) error {
 	since := now.Add(-time.Hour)
-	_, denied, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, CreatedAfter: &since,
-		States: []broker.LeaseState{broker.LeaseDenied, broker.LeaseRejected}, Limit: 1})
+	denied, err := r.Store.CountRefusals(ctx, agentID, since)
 	if err != nil {
 		return fmt.Errorf("count recent denials: %w", err)
 	}

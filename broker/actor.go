@@ -27,6 +27,9 @@ type Actor struct {
 	// OnBehalfOf is the human an agent acts for, from an RFC 8693 token
 	// exchange; empty when the agent acts for itself.
 	OnBehalfOf string
+	// Agent is the agent's record as authentication read it, found active,
+	// so that the request need not read it again; nil when unknown.
+	Agent *Agent
 }
 
 // String renders the actor as recorded in lease history, e.g. "agent:etl-bot".

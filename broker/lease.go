@@ -218,6 +218,10 @@ type LeaseStore interface {
 	// holds live leases on (issuing, active or revoking: a credential may
 	// exist), leaving out the lease exceptLeaseID (may be empty).
 	LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error)
+	// CountRefusals counts the agent's leases created at or after since
+	// that policy denied or an approver rejected (risk scoring asks on every
+	// request, so its cost must not grow with the agent's history).
+	CountRefusals(ctx context.Context, agentID string, since time.Time) (int, error)
 	// CountLeasesByState returns how many leases are in each state.
 	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at

@@ -186,9 +186,11 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	case len(req.Justification) > MaxJustificationLen:
 		return nil, nil, broker.FieldErrorf("justification", "Justification is longer than %d characters.", MaxJustificationLen)
 	}
-	agent, err := s.Store.FindAgentByID(ctx, actor.AgentID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("find agent: %w", err)
+	agent := actor.Agent
+	if agent == nil || agent.ID != actor.AgentID {
+		if agent, err = s.Store.FindAgentByID(ctx, actor.AgentID); err != nil {
+			return nil, nil, fmt.Errorf("find agent: %w", err)
+		}
 	}
 	if agent.State != broker.AgentActive {
 		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)

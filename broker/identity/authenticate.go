@@ -62,7 +62,7 @@ func (s *Service) authenticateCertActor(ctx context.Context, certs []*x509.Certi
 		return broker.Actor{}, a.ID, err
 	}
 	s.touch(ctx, a, now)
-	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthMTLS}, "", nil
+	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthMTLS, Agent: a}, "", nil
 }
 
 // AuthFailures returns the failed authentications in the last hour blamed

@@ -300,7 +300,7 @@ func (s *Service) authenticateSecret(ctx context.Context, secret string, now tim
 		return broker.Actor{}, a.ID, err
 	}
 	s.touch(ctx, a, now)
-	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthAPIKey}, "", nil
+	return broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthAPIKey, Agent: a}, "", nil
 }
 
 // admit refuses an agent that is not active or may not use method.

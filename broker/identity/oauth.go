@@ -406,7 +406,7 @@ func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []
 		return broker.Actor{}, agent.ID, err
 	}
 	s.touch(ctx, agent, now)
-	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod, OnBehalfOf: onBehalfOf}, "", nil
+	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod, OnBehalfOf: onBehalfOf, Agent: agent}, "", nil
 }
 
 // looksLikeJWT reports whether a bearer value has the shape of a compact JWS.

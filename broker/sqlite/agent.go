@@ -37,21 +37,13 @@ func (db *DB) CreateAgent(ctx context.Context, a *broker.Agent) error {
 
 // FindAgentByID implements broker.AgentStore.
 func (db *DB) FindAgentByID(ctx context.Context, id string) (*broker.Agent, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 	return findAgentByID(ctx, tx, id)
 }
 
 // FindAgentByName implements broker.AgentStore.
 func (db *DB) FindAgentByName(ctx context.Context, name string) (*broker.Agent, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 
 	return findAgent(ctx, tx, "name = ?", name)
 }
@@ -114,11 +106,7 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *broker.APIKey) error {
 
 // FindAPIKeyByHash implements broker.AgentStore.
 func (db *DB) FindAPIKeyByHash(ctx context.Context, hash string) (*broker.APIKey, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 
 	keys, err := findAPIKeys(ctx, tx, "hash = ?", hash)
 	if err != nil {
@@ -131,11 +119,7 @@ func (db *DB) FindAPIKeyByHash(ctx context.Context, hash string) (*broker.APIKey
 
 // FindAPIKeys implements broker.AgentStore. An unknown agent has no keys.
 func (db *DB) FindAPIKeys(ctx context.Context, agentID string) ([]*broker.APIKey, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 	return findAPIKeys(ctx, tx, "agent_id = ?", agentID)
 }
 

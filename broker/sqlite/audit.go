@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/stint-broker/stint/broker"
 )
@@ -277,9 +279,10 @@ func nullID(id int64) any {
 }
 
 // syncLeaseAudit mirrors into the chain, in tx, every lease event that is
-// not there yet, oldest first. Every writer of lease_events calls it before
-// committing, so that a lease change and its audit event commit together; a
-// writer that forgot is caught up by the next one.
+// not there yet, oldest first. Every writer of lease_events sets
+// tx.unaudited, and tx.Commit calls it before committing, so that a lease
+// change and its audit event commit together; a writer that forgot is caught
+// up by the next one.
 func syncLeaseAudit(ctx context.Context, tx *tx) error {
 	var last sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT MAX(lease_event_id) FROM audit_events`).Scan(&last); err != nil {
@@ -320,35 +323,22 @@ func syncLeaseAudit(ctx context.Context, tx *tx) error {
 				}
 			}
 		}
-		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: l == nil}
+		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: true}
 	}
 	return insertAudit(ctx, tx, inserts)
 }
 
-// leaseAuditEvent returns the audit event that mirrors lease event e. The
-// creation event carries what was asked and what policy decided; l is the
-// lease (nil for later events, whose details are built in canonical form
-// directly: a batch of hundreds must not pay for a JSON round trip each).
+// leaseAuditEvent returns the audit event that mirrors lease event e, its
+// details in canonical form. The creation event carries what was asked and
+// what policy decided; l is the lease (nil for later events, whose details
+// are built directly: a batch of hundreds must not pay for a JSON round trip
+// each).
 func leaseAuditEvent(e *broker.LeaseEvent, l *broker.Lease) *broker.AuditEvent {
 	a := &broker.AuditEvent{At: e.At, Actor: e.Actor, Subject: e.LeaseID}
 	switch {
 	case l != nil:
 		a.Kind = broker.AuditLeaseCreated
-		d := map[string]any{
-			"event_id": e.ID, "state": e.To, "reason": e.Reason, "agent": l.Agent, "agent_id": l.AgentID,
-			"role": l.Role, "task": l.Task, "justification": l.Justification, "ttl": l.TTL.String(),
-			"decision": l.Decision, "auth_method": l.AuthMethod, "source_ip": l.SourceIP, "risk_score": l.RiskScore,
-		}
-		if l.OnBehalfOf != "" {
-			d["on_behalf_of"] = l.OnBehalfOf
-		}
-		if l.PolicyDecision != nil {
-			d["policy_decision"] = l.PolicyDecision
-		}
-		if l.Breakglass {
-			d["breakglass"] = true
-		}
-		a.Details = broker.AuditDetails(d)
+		a.Details = leaseCreatedDetails(e, l)
 	case e.From == e.To:
 		// Keys in sorted order, as canonical details require.
 		a.Kind = broker.AuditLeaseNote
@@ -361,8 +351,88 @@ func leaseAuditEvent(e *broker.LeaseEvent, l *broker.Lease) *broker.AuditEvent {
 	return a
 }
 
-// jsonString encodes s as encoding/json does (the canonical form).
+// leaseCreatedDetails renders the details of lease l's creation event e in
+// canonical form: what was asked and what policy decided, keys in sorted
+// order at every level, compact, strings encoded as encoding/json encodes
+// them. It is what broker.AuditDetails makes of the same fields as a map,
+// without the reflection and the JSON round trip (a grant's hot path).
+func leaseCreatedDetails(e *broker.LeaseEvent, l *broker.Lease) []byte {
+	b := make([]byte, 0, 384+len(l.Task)+len(l.Justification)+len(l.Decision))
+	str := func(key, v string) {
+		b = append(append(append(b, '"'), key...), `":`...)
+		b = append(append(b, jsonString(v)...), ',')
+	}
+	num := func(key string, v int64) {
+		b = append(append(append(b, '"'), key...), `":`...)
+		b = append(strconv.AppendInt(b, v, 10), ',')
+	}
+	b = append(b, '{')
+	str("agent", l.Agent)
+	str("agent_id", l.AgentID)
+	str("auth_method", l.AuthMethod)
+	if l.Breakglass {
+		b = append(b, `"breakglass":true,`...)
+	}
+	str("decision", l.Decision)
+	num("event_id", e.ID)
+	str("justification", l.Justification)
+	if l.OnBehalfOf != "" {
+		str("on_behalf_of", l.OnBehalfOf)
+	}
+	if d := l.PolicyDecision; d != nil {
+		b = append(b, `"policy_decision":{`...)
+		if d.Approvals != 0 {
+			num("approvals", int64(d.Approvals))
+		}
+		if d.ApproverGroup != "" {
+			str("approver_group", d.ApproverGroup)
+		}
+		str("outcome", string(d.Outcome))
+		list := func(key string, vs []string) {
+			if len(vs) == 0 {
+				return
+			}
+			b = append(append(append(b, '"'), key...), `":[`...)
+			for i, v := range vs {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, jsonString(v)...)
+			}
+			b = append(b, "],"...)
+		}
+		list("policy_ids", d.PolicyIDs)
+		list("reasons", d.Reasons)
+		b = append(b[:len(b)-1], "},"...)
+	}
+	str("reason", e.Reason)
+	num("risk_score", int64(l.RiskScore))
+	str("role", l.Role)
+	str("source_ip", l.SourceIP)
+	str("state", string(e.To))
+	str("task", l.Task)
+	str("ttl", l.TTL.String())
+	return append(b[:len(b)-1], '}')
+}
+
+// jsonString encodes s in canonical form: as encoding/json encodes it, after
+// replacing each byte of invalid UTF-8 with U+FFFD (which encoding/json
+// would write as the escape \ufffd, and a decode-and-encode round trip
+// as the character itself).
 func jsonString(s string) []byte {
+	if !utf8.ValidString(s) {
+		var sb strings.Builder
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				sb.WriteRune(utf8.RuneError)
+			} else {
+				sb.WriteString(s[i : i+size])
+			}
+			i += size
+		}
+		s = sb.String()
+	}
 	b, _ := json.Marshal(s) // a string always encodes
 	return b
 }

@@ -164,3 +164,62 @@ func wantChain(tb testing.TB, db *sqlite.DB, ok bool, brokenAt int64, why broker
 		tb.Fatal("a broken chain without a reason")
 	}
 }
+
+// TestLeaseCreatedDetails checks the hand-written canonical encoding of a
+// lease's creation details against broker.AuditDetails of the same fields
+// as a map, for leases with and without every optional field and with
+// strings that JSON escapes.
+func TestLeaseCreatedDetails(t *testing.T) {
+	reference := func(e *broker.LeaseEvent, l *broker.Lease) string {
+		d := map[string]any{
+			"event_id": e.ID, "state": e.To, "reason": e.Reason, "agent": l.Agent, "agent_id": l.AgentID,
+			"role": l.Role, "task": l.Task, "justification": l.Justification, "ttl": l.TTL.String(),
+			"decision": l.Decision, "auth_method": l.AuthMethod, "source_ip": l.SourceIP, "risk_score": l.RiskScore,
+		}
+		if l.OnBehalfOf != "" {
+			d["on_behalf_of"] = l.OnBehalfOf
+		}
+		if l.PolicyDecision != nil {
+			d["policy_decision"] = l.PolicyDecision
+		}
+		if l.Breakglass {
+			d["breakglass"] = true
+		}
+		return string(broker.AuditDetails(d))
+	}
+	base := func() *broker.Lease {
+		return &broker.Lease{
+			ID: "0193a1f2-0000-7000-8000-000000000001", AgentID: "a-1", Agent: "etl-bot", Role: "db-readonly",
+			Task: "nightly report", TTL: broker.Duration(15 * time.Minute), AuthMethod: broker.AuthAPIKey,
+			SourceIP: "10.0.0.7", Decision: "auto-approved", RiskScore: 12,
+		}
+	}
+	cases := map[string]func(l *broker.Lease){
+		"minimal": func(l *broker.Lease) { l.AuthMethod, l.SourceIP, l.Decision, l.RiskScore = "", "", "", 0 },
+		"plain":   func(*broker.Lease) {},
+		"every field": func(l *broker.Lease) {
+			l.OnBehalfOf, l.Breakglass, l.Justification = "ana@example.com", true, "INC-42"
+			l.PolicyDecision = &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 2, ApproverGroup: "dba",
+				PolicyIDs: []string{"p1", "stint:privileged-approvals"}, Reasons: []string{"critical", "needs two"}}
+		},
+		"decision with empty lists": func(l *broker.Lease) {
+			l.PolicyDecision = &broker.Decision{Outcome: broker.OutcomeApprove, PolicyIDs: []string{}}
+		},
+		"escapes": func(l *broker.Lease) {
+			l.Task = "quote \" backslash \\ <script>&amp; tab\t newline\n \u2028 é 😀 \x00 invalid \xff"
+			l.Justification = strings.Repeat("long ", 300)
+			l.PolicyDecision = &broker.Decision{Outcome: broker.OutcomeDeny, Reasons: []string{`forbid "x" <y>`}}
+		},
+	}
+	for name, change := range cases {
+		t.Run(name, func(t *testing.T) {
+			l := base()
+			change(l)
+			e := &broker.LeaseEvent{ID: 981, LeaseID: l.ID, To: broker.LeaseIssuing, Reason: "policy <allowed> \"it\"", Actor: "agent:etl-bot"}
+			got, want := string(sqlite.LeaseCreatedDetails(e, l)), reference(e, l)
+			if got != want {
+				t.Errorf("details:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}

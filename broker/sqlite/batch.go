@@ -99,19 +99,19 @@ func (db *DB) commitGroup(ops []*groupOp) {
 				results[i] = err
 				continue
 			}
-			if _, err := tx.Tx.ExecContext(op.ctx, `SAVEPOINT grouped_write`); err != nil {
+			if _, err := tx.ExecContext(op.ctx, `SAVEPOINT grouped_write`); err != nil {
 				results[i] = fmt.Errorf("savepoint: %w", err)
 				continue
 			}
 			if results[i] = op.fn(op.ctx, tx); results[i] != nil {
 				// Undo this write only; the background context, because the
 				// op's own may be what failed it.
-				if _, err := tx.Tx.ExecContext(context.Background(), `ROLLBACK TO grouped_write`); err != nil {
+				if _, err := tx.ExecContext(context.Background(), `ROLLBACK TO grouped_write`); err != nil {
 					db.failGroup(results, fmt.Errorf("rollback to savepoint: %w", err))
 					return
 				}
 			}
-			if _, err := tx.Tx.ExecContext(context.Background(), `RELEASE grouped_write`); err != nil {
+			if _, err := tx.ExecContext(context.Background(), `RELEASE grouped_write`); err != nil {
 				db.failGroup(results, fmt.Errorf("release savepoint: %w", err))
 				return
 			}

@@ -5,3 +5,6 @@ package sqlite
 func GroupStats(db *DB) (groups, writes int64) {
 	return db.groups.Load(), db.groupedWrites.Load()
 }
+
+// LeaseCreatedDetails exposes leaseCreatedDetails to the external tests.
+var LeaseCreatedDetails = leaseCreatedDetails

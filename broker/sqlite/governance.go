@@ -167,13 +167,9 @@ func (db *DB) UpdateLeaseIfExpires(ctx context.Context, id string, expires time.
 
 // RoleExcluded implements broker.LeaseGuard.
 func (db *DB) RoleExcluded(ctx context.Context, agentID, role string) (bool, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 	var one int
-	err = tx.QueryRowContext(ctx, `SELECT 1 FROM role_exclusions WHERE agent_id = ? AND role = ?`, agentID, role).Scan(&one)
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM role_exclusions WHERE agent_id = ? AND role = ?`, agentID, role).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return false, nil

@@ -44,17 +44,16 @@ func (db *DB) CreateLease(ctx context.Context, l *broker.Lease, actor, reason st
 
 // FindLeaseByID implements broker.LeaseStore.
 func (db *DB) FindLeaseByID(ctx context.Context, id string) (*broker.Lease, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 	return findLeaseByID(ctx, tx, id)
 }
 
 // FindLeases implements broker.LeaseStore. Leases are ordered by CreatedAt,
 // newest first, then by ID descending.
 func (db *DB) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
+	if filter.NoTotal { // one query: no snapshot to share with a count
+		return findLeases(ctx, db.readOne(ctx), filter)
+	}
 	tx, err := db.beginRead(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -81,11 +80,7 @@ func (db *DB) UpdateLease(ctx context.Context, id string, upd broker.LeaseUpdate
 // FindLeaseEvents implements broker.LeaseStore. An unknown lease has no
 // events.
 func (db *DB) FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.LeaseEvent, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 
 	rows, err := tx.QueryContext(ctx, `
 		SELECT id, lease_id, at, from_state, to_state, actor, reason
@@ -225,10 +220,8 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 	); err != nil {
 		return nil, fmt.Errorf("record expiry events: %w", err)
 	}
-	// The audit chain gets the batch in one statement too (audit.go).
-	if err := syncLeaseAudit(ctx, tx); err != nil {
-		return nil, err
-	}
+	// Commit mirrors the batch into the audit chain in one statement too.
+	tx.unaudited = true
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -520,71 +513,81 @@ func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate)
 		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s.", l.State)
 	}
 
+	// Only the columns upd changes are written: SQLite rewrites the entries
+	// of every index on a column the SET names, changed or not.
 	from := l.State
+	set, args := make([]string, 0, 8), make([]any, 0, 9)
+	col := func(name string, v any) {
+		set, args = append(set, name+" = ?"), append(args, v)
+	}
 	if v := upd.State; v != nil {
 		l.State = *v
+		col("state", string(l.State))
 	}
 	if v := upd.EndState; v != nil {
 		l.EndState = *v
+		col("end_state", string(l.EndState))
 	}
 	if v := upd.Decision; v != nil {
 		l.Decision = *v
+		col("decision", l.Decision)
 	}
 	if v := upd.VaultLeaseID; v != nil {
 		l.VaultLeaseID = *v
+		col("vault_lease_id", nullString(l.VaultLeaseID))
 	}
 	if v := upd.ActivatedAt; v != nil {
 		l.ActivatedAt = normTimePtr(v)
+		col("activated_at", nullNanos(l.ActivatedAt))
 	}
 	if v := upd.ExpiresAt; v != nil {
 		l.ExpiresAt = normTimePtr(v)
+		col("expires_at", nullNanos(l.ExpiresAt))
 	}
 	if v := upd.EndedAt; v != nil {
 		l.EndedAt = normTimePtr(v)
+		col("ended_at", nullNanos(l.EndedAt))
 	}
 	if v := upd.RevokeAttempts; v != nil {
 		l.RevokeAttempts = *v
+		col("revoke_attempts", l.RevokeAttempts)
 	}
 	if v := upd.NextRevokeAt; v != nil {
 		l.NextRevokeAt = normTimePtr(v)
+		col("next_revoke_at", nullNanos(l.NextRevokeAt))
 	}
 	if v := upd.RevokeError; v != nil {
 		l.RevokeError = *v
+		col("revoke_error", l.RevokeError)
 	}
 	if v := upd.PolicyDecision; v != nil {
 		l.PolicyDecision = v
+		decision, err := marshalDecision(l.PolicyDecision)
+		if err != nil {
+			return nil, err
+		}
+		col("policy_decision", decision)
 	}
 	if v := upd.RiskScore; v != nil {
 		l.RiskScore = *v
+		col("risk_score", l.RiskScore)
 	}
 	if v := upd.DecideBy; v != nil {
 		l.DecideBy = normTimePtr(v)
+		col("decide_by", nullNanos(l.DecideBy))
 	}
 	if v := upd.ActivateBy; v != nil {
 		l.ActivateBy = normTimePtr(v)
+		col("activate_by", nullNanos(l.ActivateBy))
 	}
 	if v := upd.Extensions; v != nil {
 		l.Extensions = *v
+		col("extensions", l.Extensions)
 	}
 	l.UpdatedAt = tx.now
-	decision, err := marshalDecision(l.PolicyDecision)
-	if err != nil {
-		return nil, err
-	}
+	col("updated_at", nanos(l.UpdatedAt))
 
-	if _, err := tx.ExecContext(ctx, `
-		UPDATE leases
-		SET state = ?, end_state = ?, decision = ?, vault_lease_id = ?, updated_at = ?,
-			activated_at = ?, expires_at = ?, ended_at = ?,
-			revoke_attempts = ?, next_revoke_at = ?, revoke_error = ?,
-			policy_decision = ?, risk_score = ?, decide_by = ?, activate_by = ?, extensions = ?
-		WHERE id = ?`,
-		string(l.State), string(l.EndState), l.Decision, nullString(l.VaultLeaseID), nanos(l.UpdatedAt),
-		nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt), nullNanos(l.EndedAt),
-		l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
-		decision, l.RiskScore, nullNanos(l.DecideBy), nullNanos(l.ActivateBy), l.Extensions,
-		id,
-	); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE leases SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, id)...); err != nil {
 		return nil, fmt.Errorf("update lease: %w", formatError(err))
 	}
 	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
@@ -607,8 +610,9 @@ func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
 	if e.ID, err = res.LastInsertId(); err != nil {
 		return fmt.Errorf("insert lease event: %w", err)
 	}
-	// Mirror it into the audit chain in the same transaction (audit.go).
-	return syncLeaseAudit(ctx, tx)
+	// Commit mirrors it into the audit chain in the same transaction.
+	tx.unaudited = true
+	return nil
 }
 
 // marshalDecision renders a policy decision for its column; nil is "".

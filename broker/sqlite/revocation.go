@@ -55,11 +55,7 @@ func (db *DB) EndRevocations(ctx context.Context, done []broker.RevocationDone, 
 // live leases by agent and role (migration 0006), so its cost does not grow
 // with an agent's history.
 func (db *DB) LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error) {
-	tx, err := db.beginRead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Rollback()
+	tx := db.readOne(ctx)
 	rows, err := tx.QueryContext(ctx, `
 		SELECT DISTINCT role FROM leases INDEXED BY leases_live_agent_role
 		WHERE agent_id = ? AND state IN ('issuing', 'active', 'revoking') AND id <> ?
@@ -77,4 +73,17 @@ func (db *DB) LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]s
 		roles = append(roles, r)
 	}
 	return roles, rows.Err()
+}
+
+// CountRefusals implements broker.LeaseStore. It reads only the partial
+// index of refused leases (migration 0008), which stays small and holds every column the count reads.
+func (db *DB) CountRefusals(ctx context.Context, agentID string, since time.Time) (int, error) {
+	var n int
+	if err := db.readOne(ctx).QueryRowContext(ctx, `
+		SELECT COUNT(*) FROM leases INDEXED BY leases_refused
+		WHERE agent_id = ? AND created_at >= ? AND state IN ('denied', 'rejected')`,
+		agentID, nanos(since)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count refused leases: %w", err)
+	}
+	return n, nil
 }

@@ -102,3 +102,37 @@ func testLiveRoles(t *testing.T, open func(tb testing.TB) Store) {
 		t.Errorf("LiveRoles except the revoking lease = %v, want %v", got, want)
 	}
 }
+
+func testCountRefusals(t *testing.T, open func(tb testing.TB) Store) {
+	s := open(t)
+	a := mustCreateAgent(t, s, "etl-bot")
+	other := mustCreateAgent(t, s, "ops-bot")
+	if n, err := s.CountRefusals(t.Context(), a.ID, at(0)); err != nil || n != 0 {
+		t.Fatalf("CountRefusals with no leases = %d, %v; want 0", n, err)
+	}
+	for i, st := range []broker.LeaseState{broker.LeaseDenied, broker.LeaseRejected, broker.LeaseDenied, broker.LeaseExpired, broker.LeasePending} {
+		l := newLease(a, at(time.Duration(i)*time.Minute))
+		l.State = st
+		mustCreateLease(t, s, l)
+	}
+	old := newLease(a, at(-time.Minute)) // before since
+	old.State = broker.LeaseDenied
+	mustCreateLease(t, s, old)
+	theirs := newLease(other, at(time.Minute))
+	theirs.State = broker.LeaseDenied
+	mustCreateLease(t, s, theirs)
+	// A pending lease an approver rejects later counts too.
+	rejected := mustCreateLease(t, s, newLease(a, at(5*time.Minute)))
+	if _, err := s.UpdateLease(t.Context(), rejected.ID, broker.LeaseUpdate{State: ptr(broker.LeaseRejected), Actor: "user:ana", Reason: "no"}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tt := range []struct {
+		since time.Time
+		want  int
+	}{{at(0), 4}, {at(-time.Hour), 5}, {at(time.Minute), 3}, {at(time.Hour), 0}} {
+		if n, err := s.CountRefusals(t.Context(), a.ID, tt.since); err != nil || n != tt.want {
+			t.Errorf("CountRefusals(since %v) = %d, %v; want %d", tt.since.Sub(at(0)), n, err, tt.want)
+		}
+	}
+}
