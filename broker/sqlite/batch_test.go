@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -93,5 +94,72 @@ func TestGroupCommit(t *testing.T) {
 	v, err := broker.VerifyAuditChain(ctx, db, nil, nil)
 	if err != nil || !v.OK {
 		t.Fatalf("audit chain after grouped writes: %+v, %v", v, err)
+	}
+}
+
+// TestBackgroundCheckpoint writes leases and waits for the background
+// checkpointer to copy the WAL into the database file: the WAL file shrinks
+// back (the next write starts it over) and the data reads back the same
+// after the database is closed and opened again.
+func TestBackgroundCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stint.db")
+	db, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now().UTC()
+	agent := &broker.Agent{ID: uuid.NewString(), Name: "etl-bot", Owner: "o@example.com", State: broker.AgentActive, CreatedAt: now, UpdatedAt: now}
+	if err := db.CreateAgent(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	write := func(n int) {
+		for range n {
+			l := &broker.Lease{ID: uuid.NewString(), AgentID: agent.ID, Agent: "etl-bot", Role: "db-readonly", Task: "x",
+				TTL: broker.Duration(time.Minute), State: broker.LeaseIssuing}
+			if err := db.CreateLease(ctx, l, "agent:etl-bot", "requested"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	walSize := func() int64 {
+		fi, err := os.Stat(path + "-wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	write(500)
+	grown, ran := walSize(), sqlite.Checkpoints(db)
+	// Wait for a checkpoint after the writes, then for the checkpointer to
+	// go quiet (one that began before the last write runs once more).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if n := sqlite.Checkpoints(db); n > ran {
+			time.Sleep(3 * 100 * time.Millisecond) // three checkpoint ticks
+			if sqlite.Checkpoints(db) == n {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background checkpointer did not finish in 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The WAL file keeps its size, but writes start over at its head: a
+	// few more leases must not grow it.
+	write(5)
+	if after := walSize(); after > grown {
+		t.Fatalf("WAL grew from %d to %d bytes after a checkpoint: it did not start over", grown, after)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = MustOpenPath(t, path)
+	if _, total, err := db.FindLeases(ctx, broker.LeaseFilter{}); err != nil || total != 505 {
+		t.Fatalf("after reopening: %d leases, %v; want 505", total, err)
+	}
+	if v, err := broker.VerifyAuditChain(ctx, db, nil, nil); err != nil || !v.OK {
+		t.Fatalf("audit chain after checkpoints: %+v, %v", v, err)
 	}
 }

@@ -8,3 +8,6 @@ func GroupStats(db *DB) (groups, writes int64) {
 
 // LeaseCreatedDetails exposes leaseCreatedDetails to the external tests.
 var LeaseCreatedDetails = leaseCreatedDetails
+
+// Checkpoints returns how many background checkpoints ran.
+func Checkpoints(db *DB) int64 { return db.ckptStats.Load() }

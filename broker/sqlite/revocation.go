@@ -52,14 +52,22 @@ func (db *DB) EndRevocations(ctx context.Context, done []broker.RevocationDone, 
 }
 
 // LiveRoles implements broker.LeaseStore. It reads only the partial index of
-// live leases by agent and role (migration 0006), so its cost does not grow
-// with an agent's history.
+// live leases by agent and role (migration 0008), so its cost does not grow
+// with an agent's history, nor with how many live leases it holds of a role.
 func (db *DB) LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error) {
 	tx := db.readOne(ctx)
+	// A skip scan: one index seek per distinct role, however many live
+	// leases the agent holds of each.
 	rows, err := tx.QueryContext(ctx, `
-		SELECT DISTINCT role FROM leases INDEXED BY leases_live_agent_role
-		WHERE agent_id = ? AND state IN ('issuing', 'active', 'revoking') AND id <> ?
-		ORDER BY role`, agentID, exceptLeaseID)
+		WITH RECURSIVE live (role) AS (
+			SELECT MIN(role) FROM leases INDEXED BY leases_live_agent_role
+			WHERE agent_id = ?1 AND state IN ('issuing', 'active', 'revoking') AND id <> ?2
+			UNION ALL
+			SELECT (SELECT MIN(role) FROM leases INDEXED BY leases_live_agent_role
+				WHERE agent_id = ?1 AND state IN ('issuing', 'active', 'revoking') AND id <> ?2 AND role > live.role)
+			FROM live WHERE live.role IS NOT NULL
+		)
+		SELECT role FROM live WHERE role IS NOT NULL`, agentID, exceptLeaseID)
 	if err != nil {
 		return nil, fmt.Errorf("find live roles: %w", err)
 	}

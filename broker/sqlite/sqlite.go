@@ -30,7 +30,16 @@ import (
 // the statement journals of grouped writes' savepoints in memory rather
 // than in temporary files.
 const pragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
-	"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-2000)&_pragma=wal_autocheckpoint(8000)&_pragma=temp_store(MEMORY)"
+	"&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_pragma=cache_size(-2000)&_pragma=temp_store(MEMORY)"
+
+// writerPragmas add, for the writer, a checkpoint at commit only as a
+// backstop (every 32,000 pages of WAL, 125 MiB): checkpoints run in the
+// background (runCheckpoints), off the single writer's path.
+const writerPragmas = "&_txlock=immediate&_pragma=wal_autocheckpoint(32000)"
+
+// checkpointEvery is how often the background checkpointer copies what the
+// WAL gained into the database file, when anything was committed.
+const checkpointEvery = 100 * time.Millisecond
 
 // readers is the size of the read pool.
 const readers = 4
@@ -56,6 +65,13 @@ type DB struct {
 	closeOnce  sync.Once
 	// grouped counts group commits and the writes they held (tests).
 	groups, groupedWrites atomic.Int64
+
+	// Background checkpoints (runCheckpoints); nil for an in-memory
+	// database, which has no WAL.
+	ckpt      *sql.DB
+	ckptDone  chan struct{}
+	commits   atomic.Int64 // write transactions committed
+	ckptStats atomic.Int64 // checkpoints run (tests)
 }
 
 // Open opens (creating if needed) the SQLite database at path, applies pending
@@ -84,7 +100,7 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 		db.reader = db.writer
 	} else {
 		file := "file:" + escapePath(path) + "?" + pragmas
-		if db.writer, err = sql.Open("sqlite", file+"&_txlock=immediate"); err != nil {
+		if db.writer, err = sql.Open("sqlite", file+writerPragmas); err != nil {
 			return nil, fmt.Errorf("open sqlite writer: %w", err)
 		}
 		db.writer.SetMaxOpenConns(1)
@@ -103,9 +119,18 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 		}
 		db.reader.SetMaxOpenConns(readers)
 		db.reader.SetMaxIdleConns(readers)
+		if db.ckpt, err = sql.Open("sqlite", file); err != nil {
+			return nil, fmt.Errorf("open sqlite checkpointer: %w", err)
+		}
+		db.ckpt.SetMaxOpenConns(1)
+		db.ckpt.SetMaxIdleConns(1)
 	}
 	db.groupCh, db.closing, db.groupsDone = make(chan *groupOp), make(chan struct{}), make(chan struct{})
 	go db.runGroups()
+	if db.ckpt != nil {
+		db.ckptDone = make(chan struct{})
+		go db.runCheckpoints()
+	}
 	if err := db.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
@@ -147,13 +172,51 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// Close closes both pools. It is safe to call on a partly opened DB.
+// runCheckpoints copies committed WAL frames into the database file every
+// checkpointEvery, on its own connection, while the writer goes on writing
+// (a PASSIVE checkpoint takes no lock a writer or a reader waits for). Once
+// a checkpoint has copied everything, the next write starts the WAL over.
+// Left to the writer, the copy stalled one commit in every few hundred for
+// the time it took to write thousands of pages.
+func (db *DB) runCheckpoints() {
+	defer close(db.ckptDone)
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	var done int64
+	for {
+		select {
+		case <-db.closing:
+			return
+		case <-t.C:
+		}
+		n := db.commits.Load()
+		if n == done {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// A failure (such as a busy database) leaves the frames for the next
+		// round, and the writer's own backstop.
+		if _, err := db.ckpt.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err == nil {
+			done = n
+			db.ckptStats.Add(1)
+		}
+		cancel()
+	}
+}
+
+// Close closes the pools. It is safe to call on a partly opened DB.
 func (db *DB) Close() error {
 	if db.closing != nil {
 		db.closeOnce.Do(func() { close(db.closing) })
 		<-db.groupsDone
 	}
+	if db.ckptDone != nil {
+		<-db.ckptDone
+	}
 	var errs []error
+	if db.ckpt != nil {
+		errs = append(errs, db.ckpt.Close())
+	}
 	if db.wStmts != nil {
 		errs = append(errs, db.wStmts.close())
 	}
@@ -200,6 +263,8 @@ type tx struct {
 	ctx context.Context
 	// pool runs the queries of a read without a transaction (Tx is nil).
 	pool *sql.DB
+	// commits counts the DB's committed writes, for the checkpointer.
+	commits *atomic.Int64
 }
 
 // begin starts a write transaction. It takes the write lock at once.
@@ -208,7 +273,7 @@ func (db *DB) begin(ctx context.Context) (*tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin write: %w", err)
 	}
-	return &tx{Tx: t, now: normTime(db.Now()), stmts: db.writerStmts(), ctx: ctx}, nil
+	return &tx{Tx: t, now: normTime(db.Now()), stmts: db.writerStmts(), ctx: ctx, commits: &db.commits}, nil
 }
 
 // beginRead starts a read-only transaction: one consistent snapshot, so that a
@@ -377,6 +442,9 @@ func (t *tx) Commit() error {
 	}
 	if err := t.Tx.Commit(); err != nil {
 		return err
+	}
+	if t.commits != nil {
+		t.commits.Add(1)
 	}
 	t.prepareLater()
 	return nil
