@@ -105,6 +105,9 @@ type Lease struct {
 	Breakglass bool `json:"breakglass,omitempty"`
 	// Extensions counts granted window extensions.
 	Extensions int `json:"extensions,omitempty"`
+	// Version changes with every update of the lease; LeaseUpdate.Base
+	// relies on it.
+	Version int64 `json:"-"`
 
 	// Revocation queue: attempts so far, when to try next, the last error.
 	RevokeAttempts int        `json:"revoke_attempts,omitempty"`
@@ -175,6 +178,12 @@ type LeaseUpdate struct {
 	// Actor and Reason are recorded on the event.
 	Actor  string
 	Reason string
+
+	// Base is the lease as the caller last read or wrote it (optional).
+	// While its Version is still the stored one, the store applies upd to
+	// it instead of reading the lease again; otherwise it reads the lease as
+	// without Base. The result is the same either way.
+	Base *Lease
 }
 
 // LeaseStore persists leases and their history. Implementations keep every

@@ -312,6 +312,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		ExpiresAt:    &expires,
 		Actor:        actor.String(),
 		Reason:       "credential minted",
+		Base:         l, // as written ahead: the store need not read it again
 	})
 	if err != nil {
 		// The credential must not leave without its Vault id on record: revoke

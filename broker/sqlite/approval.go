@@ -324,7 +324,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 			break
 		}
 		rows, err := tx.QueryContext(ctx, `
-			UPDATE leases SET state = ?, ended_at = ?, updated_at = ?
+			UPDATE leases SET state = ?, ended_at = ?, updated_at = ?, version = version + 1
 			WHERE rowid IN (`+q.query+`)
 			RETURNING `+leaseColumns,
 			string(q.to), nanos(now), nanos(now), nanos(now), limit-len(leases))

@@ -20,7 +20,7 @@ const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state
 	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 	ended_at, revoke_attempts, next_revoke_at, revoke_error,
 	auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-	breakglass, extensions, risk_factors`
+	breakglass, extensions, risk_factors, version`
 
 // CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
 // empty and stamps CreatedAt and UpdatedAt when they are zero; the first
@@ -177,7 +177,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 	// the table and the update goes straight to the rows.
 	rows, err := tx.QueryContext(ctx, `
 		UPDATE leases
-		SET state = ?, end_state = ?, next_revoke_at = ?, updated_at = ?
+		SET state = ?, end_state = ?, next_revoke_at = ?, updated_at = ?, version = version + 1
 		WHERE rowid IN (
 			SELECT rowid FROM leases INDEXED BY leases_active_expires_at
 			WHERE state = 'active' AND expires_at <= ?
@@ -266,13 +266,14 @@ func (db *DB) ClaimDueRevocations(ctx context.Context, now, retryAt time.Time, l
 		ids[i] = l.ID
 		next := retryAt
 		l.NextRevokeAt, l.UpdatedAt = &next, now
+		l.Version++
 	}
 	list, err := idsJSON(ids)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := tx.ExecContext(ctx, `
-		UPDATE leases SET next_revoke_at = ?, updated_at = ?
+		UPDATE leases SET next_revoke_at = ?, updated_at = ?, version = version + 1
 		WHERE id IN (SELECT value FROM json_each(?))`,
 		nanos(retryAt), nanos(now), list,
 	); err != nil {
@@ -361,6 +362,7 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 	} else if err != nil {
 		return fmt.Errorf("insert lease: %w", formatError(err))
 	}
+	l.Version = 0 // the column's default
 	if tx.created == nil {
 		tx.created = map[string]*broker.Lease{}
 	}
@@ -479,7 +481,7 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
 		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
 		&l.AuthMethod, &l.OnBehalfOf, &l.SourceIP, &l.RiskScore, &decision, &decideBy, &activateBy,
-		&l.Breakglass, &l.Extensions, &riskFactors,
+		&l.Breakglass, &l.Extensions, &riskFactors, &l.Version,
 	); err != nil {
 		return nil, fmt.Errorf("scan lease: %w", err)
 	}
@@ -503,8 +505,16 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 }
 
 // updateLease checks the From guard, applies upd, writes the lease and
-// appends its event.
+// appends its event. With upd.Base it first tries the update on the base,
+// guarded by its version; if the lease changed since, it reads it.
 func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	if b := upd.Base; b != nil && b.ID == id && (len(upd.From) == 0 || slices.Contains(upd.From, b.State)) {
+		base := *b
+		l, err := applyLeaseUpdate(ctx, tx, &base, upd, true)
+		if err == nil || !errors.Is(err, errStaleBase) {
+			return l, err
+		}
+	}
 	l, err := findLeaseByID(ctx, tx, id)
 	if err != nil {
 		return nil, err
@@ -512,6 +522,18 @@ func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate)
 	if len(upd.From) > 0 && !slices.Contains(upd.From, l.State) {
 		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s.", l.State)
 	}
+	return applyLeaseUpdate(ctx, tx, l, upd, false)
+}
+
+// errStaleBase reports that a LeaseUpdate.Base is no longer the stored
+// lease.
+var errStaleBase = errors.New("lease changed since its base was read")
+
+// applyLeaseUpdate applies upd to l, the lease as stored (when guarded, as
+// stored at l.Version: errStaleBase if it is not), writes the changed
+// columns and appends the event.
+func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.LeaseUpdate, guarded bool) (*broker.Lease, error) {
+	id := l.ID
 
 	// Only the columns upd changes are written: SQLite rewrites the entries
 	// of every index on a column the SET names, changed or not.
@@ -586,9 +608,25 @@ func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate)
 	}
 	l.UpdatedAt = tx.now
 	col("updated_at", nanos(l.UpdatedAt))
+	set = append(set, "version = version + 1")
+	where := ` WHERE id = ?`
+	args = append(args, id)
+	if guarded {
+		where += ` AND version = ?`
+		args = append(args, l.Version)
+	}
+	l.Version++
 
-	if _, err := tx.ExecContext(ctx, `UPDATE leases SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, id)...); err != nil {
+	res, err := tx.ExecContext(ctx, `UPDATE leases SET `+strings.Join(set, ", ")+where, args...)
+	if err != nil {
 		return nil, fmt.Errorf("update lease: %w", formatError(err))
+	}
+	if guarded {
+		if n, err := res.RowsAffected(); err != nil {
+			return nil, fmt.Errorf("update lease: %w", err)
+		} else if n == 0 {
+			return nil, errStaleBase
+		}
 	}
 	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
 		LeaseID: id, At: tx.now, From: from, To: l.State, Actor: upd.Actor, Reason: upd.Reason,

@@ -214,6 +214,61 @@ func testFindLeases(t *testing.T, open func(tb testing.TB) Store) {
 }
 
 func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
+	t.Run("Base", func(t *testing.T) {
+		s := open(t)
+		l := newLease(mustCreateAgent(t, s, "etl-bot"), at(0))
+		l.State = broker.LeaseIssuing
+		mustCreateLease(t, s, l)
+		base := *l
+		activate := func(base *broker.Lease) (*broker.Lease, error) {
+			return s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{
+				From: []broker.LeaseState{broker.LeaseIssuing}, State: ptr(broker.LeaseActive),
+				VaultLeaseID: ptr("database/creds/readonly/abc"), ActivatedAt: ptr(at(time.Minute)), ExpiresAt: ptr(at(16 * time.Minute)),
+				Actor: "agent:etl-bot", Reason: "credential minted", Base: base,
+			})
+		}
+
+		// The base is current: the result is what a read would show.
+		got, err := activate(&base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := mustFindLease(t, s, l.ID)
+		wantLease(t, got, stored)
+		if got.Version != stored.Version || got.Version == base.Version {
+			t.Errorf("version %d after the update (stored %d), base %d", got.Version, stored.Version, base.Version)
+		}
+		if base.State != broker.LeaseIssuing {
+			t.Errorf("the update changed its base: state %s", base.State)
+		}
+
+		// The base is stale (the lease is active now): the guard holds.
+		_, err = activate(&base)
+		wantError(t, err, broker.ECONFLICT, "Lease is active.")
+
+		// A stale base whose state still passes the guard: the store reads
+		// the lease, and the result keeps what changed since the base.
+		if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{RevokeError: ptr("vault down"), Actor: "system:test", Reason: "note"}); err != nil {
+			t.Fatal(err)
+		}
+		stale := *stored // active, without the revoke error
+		got, err = s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{
+			From: []broker.LeaseState{broker.LeaseActive}, Extensions: ptr(1), Actor: "system:test", Reason: "extended", Base: &stale,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.RevokeError != "vault down" || got.Extensions != 1 {
+			t.Errorf("update on a stale base: revoke error %q, extensions %d; want the stored error and 1", got.RevokeError, got.Extensions)
+		}
+		wantLease(t, got, mustFindLease(t, s, l.ID))
+		wantEvents(t, s, l.ID,
+			&broker.LeaseEvent{LeaseID: l.ID, To: broker.LeaseIssuing, Actor: "agent:etl-bot", Reason: "requested"},
+			&broker.LeaseEvent{LeaseID: l.ID, From: broker.LeaseIssuing, To: broker.LeaseActive, Actor: "agent:etl-bot", Reason: "credential minted"},
+			&broker.LeaseEvent{LeaseID: l.ID, From: broker.LeaseActive, To: broker.LeaseActive, Actor: "system:test", Reason: "note"},
+			&broker.LeaseEvent{LeaseID: l.ID, From: broker.LeaseActive, To: broker.LeaseActive, Actor: "system:test", Reason: "extended"})
+	})
+
 	t.Run("OK", func(t *testing.T) {
 		s := open(t)
 		l := newLease(mustCreateAgent(t, s, "etl-bot"), at(0))
