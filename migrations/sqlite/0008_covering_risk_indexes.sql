@@ -12,9 +12,3 @@ CREATE INDEX leases_live_agent_role ON leases (agent_id, role, id, state)
 -- agent's whole last hour of leases would be read through leases_agent_id.
 CREATE INDEX leases_refused ON leases (agent_id, created_at, state)
     WHERE state IN ('denied', 'rejected');
-
--- +goose Down
-DROP INDEX leases_refused;
-DROP INDEX leases_live_agent_role;
-CREATE INDEX leases_live_agent_role ON leases (agent_id, role)
-    WHERE state IN ('issuing', 'active', 'revoking');

@@ -3,6 +3,3 @@
 -- the lease as it last wrote it can update it without reading it again
 -- (optimistic concurrency: the UPDATE names the version it expects).
 ALTER TABLE leases ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
-
--- +goose Down
-ALTER TABLE leases DROP COLUMN version;
