@@ -183,6 +183,19 @@ func auditHead(ctx context.Context, tx *tx) (*broker.AuditEvent, error) {
 	return e, nil
 }
 
+// auditHeadLink returns the seq and hash of the chain's last event (all
+// that sealing the next one needs), or nil if the chain is empty.
+func auditHeadLink(ctx context.Context, tx *tx) (*broker.AuditEvent, error) {
+	var e broker.AuditEvent
+	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&e.Seq, &e.Hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read audit head: %w", err)
+	}
+	return &e, nil
+}
+
 // appendAudit seals events after the chain's head and inserts them, in
 // order, in tx. It validates kinds, canonicalizes details and stamps zero
 // times with tx.now.
@@ -225,7 +238,7 @@ func insertAudit(ctx context.Context, tx *tx, rows []auditInsert) error {
 		}
 		e.At = normTime(e.At)
 	}
-	prev, err := auditHead(ctx, tx)
+	prev, err := auditHeadLink(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -420,6 +433,15 @@ func leaseCreatedDetails(e *broker.LeaseEvent, l *broker.Lease) []byte {
 // would write as the escape \ufffd, and a decode-and-encode round trip
 // as the character itself).
 func jsonString(s string) []byte {
+	plain := true // printable ASCII that encoding/json writes as is
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	if plain {
+		b := make([]byte, 0, len(s)+2)
+		return append(append(append(b, '"'), s...), '"')
+	}
 	if !utf8.ValidString(s) {
 		var sb strings.Builder
 		for i := 0; i < len(s); {
