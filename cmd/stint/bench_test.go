@@ -156,7 +156,7 @@ func BenchmarkGrantOverhead(b *testing.B) {
 
 // BenchmarkPipelineThroughput measures auto-approved grants per second on
 // SQLite with a no-op issuer (target ≥ 3,000 grants/s on 2 cores), from 16
-// concurrent callers on behalf of a fleet of 1,000 agents: through the whole HTTP stack (auth, validation,
+// concurrent callers (STINT_BENCH_CALLERS) on behalf of a fleet of 1,000 agents: through the whole HTTP stack (auth, validation,
 // write-ahead row, mint, activation, audit chain), with the load-generating
 // HTTP clients sharing the same two cores ("grants/s"), and through the lease
 // service alone ("service-grants/s"). The baseline is GET /healthz on the same
@@ -186,7 +186,7 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	var turn atomic.Int64
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	hc := &http.Client{Transport: tr}
-	const clients = 16
+	clients := envInt("STINT_BENCH_CALLERS", 16)
 
 	run := func(n int, do func() error) (time.Duration, error) {
 		var next atomic.Int64
