@@ -123,6 +123,10 @@ type ApprovalStore interface {
 	FindNotices(ctx context.Context, leaseID string) ([]*Notice, error)
 	// CountUnsentNotices returns how many notices wait to be sent.
 	CountUnsentNotices(ctx context.Context) (int, error)
+	// PruneNotices deletes the notices sent before sentBefore and returns
+	// how many. Unsent notices stay, however old. (Notices are the outbox,
+	// not history: the lease's events and the audit chain keep that.)
+	PruneNotices(ctx context.Context, sentBefore time.Time) (int, error)
 
 	// SetApprovalMessage records where a lease's approval message was posted.
 	SetApprovalMessage(ctx context.Context, m *ApprovalMessage) error

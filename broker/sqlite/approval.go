@@ -161,6 +161,42 @@ func (db *DB) CompleteNotice(ctx context.Context, id int64, at time.Time) error 
 	return db.updateNotice(ctx, id, `UPDATE approval_notices SET sent_at = ?, last_error = '' WHERE id = ?`, nanos(normTime(at)), id)
 }
 
+// pruneBatch bounds how many notices one transaction of PruneNotices
+// deletes, so that a first prune of a large outbox does not hold the write
+// lock for long.
+const pruneBatch = 2000
+
+// PruneNotices implements broker.ApprovalStore.
+func (db *DB) PruneNotices(ctx context.Context, sentBefore time.Time) (int, error) {
+	total := 0
+	for {
+		tx, err := db.begin(ctx)
+		if err != nil {
+			return total, err
+		}
+		res, err := tx.ExecContext(ctx, `
+			DELETE FROM approval_notices WHERE id IN (
+				SELECT id FROM approval_notices WHERE sent_at IS NOT NULL AND sent_at < ? ORDER BY id LIMIT ?)`,
+			nanos(normTime(sentBefore)), pruneBatch)
+		if err != nil {
+			tx.Rollback()
+			return total, fmt.Errorf("prune notices: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			tx.Rollback()
+			return total, fmt.Errorf("prune notices: %w", err)
+		}
+		if err := tx.Commit(); err != nil {
+			return total, fmt.Errorf("prune notices: commit: %w", err)
+		}
+		total += int(n)
+		if n < pruneBatch {
+			return total, nil
+		}
+	}
+}
+
 // RetryNotice implements broker.ApprovalStore.
 func (db *DB) RetryNotice(ctx context.Context, id int64, attempts int, next time.Time, lastError string) error {
 	return db.updateNotice(ctx, id, `

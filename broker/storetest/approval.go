@@ -223,6 +223,45 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 		})
 	})
 
+	t.Run("PruneNotices", func(t *testing.T) {
+		s := open(t)
+		a := mustCreateAgent(t, s, "etl-bot")
+		l1 := mustCreateLease(t, s, newLease(a, at(0)))
+		l2 := mustCreateLease(t, s, newLease(a, at(time.Minute)))
+		l3 := mustCreateLease(t, s, newLease(a, at(2*time.Minute)))
+		now := time.Now().UTC()
+		due, err := s.ClaimNotices(t.Context(), now, now.Add(time.Minute), 10)
+		if err != nil || len(due) != 3 {
+			t.Fatalf("claimed %v, %v; want the three leases' notices", due, err)
+		}
+		byLease := map[string]*broker.Notice{}
+		for _, n := range due {
+			byLease[n.LeaseID] = n
+		}
+		// l1's notice was sent long ago, l2's just now, l3's never.
+		if err := s.CompleteNotice(t.Context(), byLease[l1.ID].ID, now.Add(-40*24*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CompleteNotice(t.Context(), byLease[l2.ID].ID, now); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RetryNotice(t.Context(), byLease[l3.ID].ID, 1, now.Add(-50*24*time.Hour), "slack: down"); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.PruneNotices(t.Context(), now.Add(-30*24*time.Hour))
+		if err != nil || n != 1 {
+			t.Fatalf("PruneNotices = %d, %v; want 1", n, err)
+		}
+		wantNotices(t, s, l1.ID)
+		wantNotices(t, s, l2.ID, `lease=`+l2.ID+` ""->"pending" attempts=1 sent=true error=""`)
+		wantNotices(t, s, l3.ID, `lease=`+l3.ID+` ""->"pending" attempts=1 sent=false error="slack: down"`)
+		if n, err := s.PruneNotices(t.Context(), now.Add(-30*24*time.Hour)); err != nil || n != 0 {
+			t.Fatalf("PruneNotices again = %d, %v; want 0", n, err)
+		}
+		// The lease's history is untouched.
+		wantEvents(t, s, l1.ID, &broker.LeaseEvent{LeaseID: l1.ID, To: broker.LeasePending, Actor: "agent:etl-bot", Reason: "requested"})
+	})
+
 	t.Run("Message", func(t *testing.T) {
 		s := open(t)
 		l := mustCreateLease(t, s, newLease(mustCreateAgent(t, s, "etl-bot"), at(0)))

@@ -20,6 +20,11 @@ type ApprovalConfig struct {
 	// (Slack messages are retried until delivered; defaults 2s and 5m).
 	RetryBase time.Duration `yaml:"retry_base"`
 	RetryMax  time.Duration `yaml:"retry_max"`
+	// NoticeRetention is how long delivered outbox notices are kept before
+	// an hourly job deletes them (default 720h, 30 days; 0 keeps them).
+	// Undelivered notices are never deleted, and the lease's history and
+	// the audit log keep every change either way.
+	NoticeRetention time.Duration `yaml:"notice_retention"`
 }
 
 // SlackConfig connects approvals to Slack. Tokens come from the environment
@@ -57,7 +62,8 @@ type SlackConfig struct {
 }
 
 func defaultApprovalConfig() ApprovalConfig {
-	return ApprovalConfig{PendingTimeout: time.Hour, ActivateWithin: 15 * time.Minute, RetryBase: 2 * time.Second, RetryMax: 5 * time.Minute}
+	return ApprovalConfig{PendingTimeout: time.Hour, ActivateWithin: 15 * time.Minute, RetryBase: 2 * time.Second, RetryMax: 5 * time.Minute,
+		NoticeRetention: 30 * 24 * time.Hour}
 }
 
 func defaultSlackConfig() SlackConfig {
@@ -77,6 +83,8 @@ func (c *Config) validateApprovals() error {
 		return errors.New("approval.activate_within must be positive")
 	case a.RetryBase <= 0 || a.RetryMax < a.RetryBase:
 		return errors.New("approval.retry_base must be positive and at most approval.retry_max")
+	case a.NoticeRetention < 0:
+		return errors.New("approval.notice_retention must not be negative (0 keeps delivered notices)")
 	}
 	for i, ap := range c.Approvers {
 		if ap == nil {

@@ -52,6 +52,7 @@ func TestParseConfig(t *testing.T) {
 		{"BadSensitivity", strings.Replace(goodConfig, "sensitivity: low", "sensitivity: spicy", 1), []string{`sensitivity must be low, medium, high or critical, not "spicy"`}},
 		{"DatabaseWithoutConnection", strings.Replace(goodConfig, "    connection: {host: 127.0.0.1, port: 5432, database: postgres}\n", "", 1), []string{"need connection"}},
 		{"DuplicateRole", goodConfig + strings.SplitN(goodConfig, "roles:\n", 2)[1], []string{`role "db-readonly" is defined twice`}},
+		{"NegativeNoticeRetention", goodConfig + "approval: {notice_retention: -1h}\n", []string{"approval.notice_retention must not be negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("stint.yaml", []byte(tc.yaml))

@@ -29,7 +29,26 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 	if err := m.scheduleGovernance(ctx, c); err != nil { // app_governance.go
 		return nil, err
 	}
+	if m.Config.Approval.NoticeRetention > 0 {
+		if _, err := c.AddFunc("@hourly", func() { m.pruneNotices(ctx) }); err != nil {
+			return nil, fmt.Errorf("schedule the outbox prune: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// pruneNotices deletes the approval outbox's notices delivered more than
+// approval.notice_retention ago.
+func (m *Main) pruneNotices(ctx context.Context) {
+	before := time.Now().Add(-m.Config.Approval.NoticeRetention)
+	n, err := m.DB.PruneNotices(ctx, before)
+	if err != nil {
+		m.Logger.Error("prune delivered approval notices", "deleted", n, "err", err)
+		return
+	}
+	if n > 0 {
+		m.Logger.Info("pruned delivered approval notices", "deleted", n, "sent_before", before.UTC().Format(time.RFC3339))
+	}
 }
 
 func (m *Main) reconcile(ctx context.Context) {
