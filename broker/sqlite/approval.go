@@ -392,7 +392,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		leases = append(leases, ended...)
 	}
 	// Commit mirrors the batch's events into the audit chain.
-	tx.unaudited = true
+	tx.unaudited, tx.chain.untracked = true, true
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

@@ -186,6 +186,9 @@ func auditHead(ctx context.Context, tx *tx) (*broker.AuditEvent, error) {
 // auditHeadLink returns the seq and hash of the chain's last event (all
 // that sealing the next one needs), or nil if the chain is empty.
 func auditHeadLink(ctx context.Context, tx *tx) (*broker.AuditEvent, error) {
+	if head, ok, err := tx.chainHead(ctx); err != nil || ok {
+		return head, err
+	}
 	var e broker.AuditEvent
 	err := tx.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&e.Seq, &e.Hash)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -261,6 +264,7 @@ func insertAudit(ctx context.Context, tx *tx, rows []auditInsert) error {
 		if _, err := tx.ExecContext(ctx, auditInsertSQL(n), args...); err != nil {
 			return fmt.Errorf("append audit events: %w", err)
 		}
+		tx.appended(rows[n-1].event)
 		rows = rows[n:]
 	}
 	return nil
@@ -297,35 +301,19 @@ func nullID(id int64) any {
 // change and its audit event commit together; a writer that forgot is caught
 // up by the next one.
 func syncLeaseAudit(ctx context.Context, tx *tx) error {
-	var last sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT MAX(lease_event_id) FROM audit_events`).Scan(&last); err != nil {
-		return fmt.Errorf("find last audited lease event: %w", err)
-	}
-	rows, err := tx.QueryContext(ctx, `
-		SELECT id, lease_id, at, from_state, to_state, actor, reason
-		FROM lease_events WHERE id > ? ORDER BY id`, last.Int64)
+	pending, ok, err := tx.unmirrored(ctx)
 	if err != nil {
-		return fmt.Errorf("find unaudited lease events: %w", err)
+		return err
 	}
-	var pending []*broker.LeaseEvent
-	for rows.Next() {
-		var (
-			e        broker.LeaseEvent
-			at       int64
-			from, to string
-		)
-		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
-			rows.Close()
-			return fmt.Errorf("scan lease event: %w", err)
+	mark := int64(0)
+	if !ok {
+		if pending, mark, err = readUnmirrored(ctx, tx); err != nil {
+			return err
 		}
-		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
-		pending = append(pending, &e)
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("find unaudited lease events: %w", err)
+	if len(pending) > 0 {
+		mark = pending[len(pending)-1].ID
 	}
-
 	inserts := make([]auditInsert, len(pending))
 	for i, e := range pending {
 		var l *broker.Lease
@@ -338,7 +326,44 @@ func syncLeaseAudit(ctx context.Context, tx *tx) error {
 		}
 		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: true}
 	}
-	return insertAudit(ctx, tx, inserts)
+	if err := insertAudit(ctx, tx, inserts); err != nil {
+		return err
+	}
+	tx.synced(mark)
+	return nil
+}
+
+// readUnmirrored reads the lease events the chain does not mirror yet,
+// oldest first, and the highest lease event it does (0 for none).
+func readUnmirrored(ctx context.Context, tx *tx) ([]*broker.LeaseEvent, int64, error) {
+	var last sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT MAX(lease_event_id) FROM audit_events`).Scan(&last); err != nil {
+		return nil, 0, fmt.Errorf("find last audited lease event: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, `
+		SELECT id, lease_id, at, from_state, to_state, actor, reason
+		FROM lease_events WHERE id > ? ORDER BY id`, last.Int64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("find unaudited lease events: %w", err)
+	}
+	defer rows.Close()
+	var pending []*broker.LeaseEvent
+	for rows.Next() {
+		var (
+			e        broker.LeaseEvent
+			at       int64
+			from, to string
+		)
+		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
+			return nil, 0, fmt.Errorf("scan lease event: %w", err)
+		}
+		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
+		pending = append(pending, &e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, 0, fmt.Errorf("find unaudited lease events: %w", err)
+	}
+	return pending, last.Int64, nil
 }
 
 // leaseAuditEvent returns the audit event that mirrors lease event e, its

@@ -115,6 +115,7 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 			results[i] = fmt.Errorf("savepoint: %w", err)
 			continue
 		}
+		mark := tx.markChain()
 		if results[i] = op.fn(op.ctx, tx); results[i] != nil {
 			// Undo this write only; the background context, because the
 			// op's own may be what failed it.
@@ -122,6 +123,7 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 				db.failGroup(results, fmt.Errorf("rollback to savepoint: %w", err))
 				return true
 			}
+			tx.restoreChain(mark)
 		}
 		if _, err := tx.ExecContext(context.Background(), `RELEASE grouped_write`); err != nil {
 			db.failGroup(results, fmt.Errorf("release savepoint: %w", err))

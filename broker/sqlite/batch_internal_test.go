@@ -7,6 +7,11 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/stint-broker/stint/broker"
 )
 
 // TestGroupRetriesWithSavepoints makes a write fail after it has changed the
@@ -72,5 +77,105 @@ func TestGroupRetriesWithSavepoints(t *testing.T) {
 	t.Logf("%d writes in %d groups; %d writes ran twice", writes, groups, retried)
 	if writes <= groups || retried == 0 {
 		t.Fatalf("%d writes in %d groups, %d retried: the savepoint path did not run", writes, groups, retried)
+	}
+}
+
+// TestChainCache checks that write transactions take the audit chain's
+// head from memory while no other connection writes, and read it again
+// once one has: a second handle on the same file stands in for another
+// process.
+func TestChainCache(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stint.db")
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	other, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx := t.Context()
+	agent := &broker.Agent{ID: uuid.NewString(), Name: "etl-bot", Owner: "o@example.com", State: broker.AgentActive}
+	if err := db.CreateAgent(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	create := func(d *DB) *broker.Lease {
+		t.Helper()
+		l := &broker.Lease{ID: uuid.NewString(), AgentID: agent.ID, Agent: agent.Name, Role: "db-readonly", Task: "x",
+			TTL: broker.Duration(time.Minute), State: broker.LeaseIssuing}
+		if err := d.CreateLease(ctx, l, "agent:etl-bot", "requested"); err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	cached := func(d *DB) (bool, int64) {
+		d.chain.mu.Lock()
+		defer d.chain.mu.Unlock()
+		if !d.chain.valid || d.chain.head == nil {
+			return false, 0
+		}
+		return true, d.chain.head.Seq
+	}
+	head := func() int64 {
+		h, err := db.AuditHead(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.Seq
+	}
+
+	misses := func(d *DB) int64 {
+		d.chain.mu.Lock()
+		defer d.chain.mu.Unlock()
+		return d.chain.misses
+	}
+
+	l := create(db)
+	if ok, seq := cached(db); !ok || seq != head() {
+		t.Fatalf("after a write: cache valid %v at seq %d, head %d", ok, seq, head())
+	}
+	// Writes through this handle keep it current, without reading it.
+	before := misses(db)
+	if _, err := db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{State: new(broker.LeaseActive), Actor: "agent:etl-bot", Reason: "minted"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, seq := cached(db); !ok || seq != head() {
+		t.Fatalf("after an update: cache valid %v at seq %d, head %d", ok, seq, head())
+	}
+	if m := misses(db); m != before {
+		t.Fatalf("an update through the same handle read the chain (%d misses, was %d)", m, before)
+	}
+	// Another connection appends: the first handle's cache is stale, and
+	// its next write must notice (data_version) instead of reusing it.
+	create(other)
+	create(other)
+	stale, _ := cached(db)
+	if _, seq := cached(db); !stale || seq >= head() {
+		t.Fatalf("the other handle's writes did not leave this cache behind (seq %d, head %d)", seq, head())
+	}
+	before = misses(db)
+	create(db)
+	if m := misses(db); m != before+1 {
+		t.Fatalf("the write after another connection's did not read the chain (%d misses, was %d)", m, before)
+	}
+	if ok, seq := cached(db); !ok || seq != head() {
+		t.Fatalf("after writing past another connection's writes: cache valid %v at seq %d, head %d", ok, seq, head())
+	}
+	// An audit event that is not a lease event moves the head too.
+	if err := db.Record(ctx, broker.AuditEvent{Kind: "test.note", Actor: "system:test", Subject: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, seq := cached(db); !ok || seq != head() {
+		t.Fatalf("after Record: cache valid %v at seq %d, head %d", ok, seq, head())
+	}
+	create(db)
+	v, err := broker.VerifyAuditChain(ctx, db, nil, nil)
+	if err != nil || !v.OK {
+		t.Fatalf("audit chain: %+v, %v", v, err)
+	}
+	if n := head(); n != 8 { // agent, 5 creations, 1 update, 1 note
+		t.Fatalf("chain head seq %d, want 8", n)
 	}
 }

@@ -221,7 +221,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		return nil, fmt.Errorf("record expiry events: %w", err)
 	}
 	// Commit mirrors the batch into the audit chain in one statement too.
-	tx.unaudited = true
+	tx.unaudited, tx.chain.untracked = true, true
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -650,6 +650,7 @@ func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
 	}
 	// Commit mirrors it into the audit chain in the same transaction.
 	tx.unaudited = true
+	tx.chain.events = append(tx.chain.events, *e)
 	return nil
 }
 

@@ -72,6 +72,10 @@ type DB struct {
 	ckptDone  chan struct{}
 	commits   atomic.Int64 // write transactions committed
 	ckptStats atomic.Int64 // checkpoints run (tests)
+
+	// chain caches the audit chain's head between write transactions
+	// (chain.go).
+	chain chainCache
 }
 
 // Open opens (creating if needed) the SQLite database at path, applies pending
@@ -265,6 +269,8 @@ type tx struct {
 	pool *sql.DB
 	// commits counts the DB's committed writes, for the checkpointer.
 	commits *atomic.Int64
+	// chain is the write transaction's view of the audit chain (chain.go).
+	chain chainState
 }
 
 // begin starts a write transaction. It takes the write lock at once.
@@ -273,7 +279,8 @@ func (db *DB) begin(ctx context.Context) (*tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin write: %w", err)
 	}
-	return &tx{Tx: t, now: normTime(db.Now()), stmts: db.writerStmts(), ctx: ctx, commits: &db.commits}, nil
+	return &tx{Tx: t, now: normTime(db.Now()), stmts: db.writerStmts(), ctx: ctx, commits: &db.commits,
+		chain: chainState{cache: &db.chain}}, nil
 }
 
 // beginRead starts a read-only transaction: one consistent snapshot, so that a
@@ -436,13 +443,16 @@ func (t *tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 func (t *tx) Commit() error {
 	if t.unaudited {
 		if err := syncLeaseAudit(t.ctx, t); err != nil {
+			t.forgetChain() // read the chain afresh next time
 			return err
 		}
 		t.unaudited = false
 	}
 	if err := t.Tx.Commit(); err != nil {
+		t.forgetChain()
 		return err
 	}
+	t.committed()
 	if t.commits != nil {
 		t.commits.Add(1)
 	}

@@ -256,6 +256,12 @@ func TestConcurrentWriters(t *testing.T) {
 	if got, want := len(events), 1+writers*updates; got != want {
 		t.Errorf("%d events, want %d", got, want)
 	}
+	// Both handles appended to one chain, each caching its head between
+	// writes: the chain must hold every event, unforked.
+	v, err := broker.VerifyAuditChain(t.Context(), db, nil, nil)
+	if err != nil || !v.OK {
+		t.Fatalf("audit chain after writers on two handles: %+v, %v", v, err)
+	}
 }
 
 func TestClaimErrInvalidLimit(t *testing.T) {
