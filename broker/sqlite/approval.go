@@ -374,25 +374,11 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		if len(ended) == 0 {
 			continue
 		}
-		ids := make([]string, len(ended))
-		for i, l := range ended {
-			ids[i] = l.ID
-		}
-		list, err := idsJSON(ids)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := tx.ExecContext(ctx, `
-			INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
-			SELECT value, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
-			nanos(now), string(q.from), string(q.to), "system:approval-timeout", q.reason, list,
-		); err != nil {
+		if err := insertLeaseEventBatch(ctx, tx, ended, now, q.from, q.to, "system:approval-timeout", q.reason); err != nil {
 			return nil, fmt.Errorf("record overdue events: %w", err)
 		}
 		leases = append(leases, ended...)
 	}
-	// Commit mirrors the batch's events into the audit chain.
-	tx.unaudited, tx.chain.untracked = true, true
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

@@ -203,25 +203,9 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		return cmp.Or(a.ExpiresAt.Compare(*b.ExpiresAt), strings.Compare(a.ID, b.ID))
 	})
 
-	ids := make([]string, len(leases))
-	for i, l := range leases {
-		ids[i] = l.ID
-	}
-	list, err := idsJSON(ids)
-	if err != nil {
-		return nil, err
-	}
-	// One statement for the whole batch: json_each yields the ids in order.
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
-		SELECT value, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
-		nanos(now), string(broker.LeaseActive), string(broker.LeaseRevoking),
-		"system:expiry", "window closed", list,
-	); err != nil {
+	if err := insertLeaseEventBatch(ctx, tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, "system:expiry", "window closed"); err != nil {
 		return nil, fmt.Errorf("record expiry events: %w", err)
 	}
-	// Commit mirrors the batch into the audit chain in one statement too.
-	tx.unaudited, tx.chain.untracked = true, true
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -651,6 +635,31 @@ func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
 	// Commit mirrors it into the audit chain in the same transaction.
 	tx.unaudited = true
 	tx.chain.events = append(tx.chain.events, *e)
+	return nil
+}
+
+// insertLeaseEventBatch appends the same event (from → to, by actor, for
+// reason, dated at) to each of leases, in their order, in one statement:
+// json_each yields the ids in order. Commit mirrors the batch into the audit
+// chain, reading the events back, since they are not tracked one by one
+// (chain.go).
+func insertLeaseEventBatch(ctx context.Context, tx *tx, leases []*broker.Lease, at time.Time, from, to broker.LeaseState, actor, reason string) error {
+	ids := make([]string, len(leases))
+	for i, l := range leases {
+		ids[i] = l.ID
+	}
+	list, err := idsJSON(ids)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
+		SELECT value, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
+		nanos(at), string(from), string(to), actor, reason, list,
+	); err != nil {
+		return err
+	}
+	tx.unaudited, tx.chain.untracked = true, true
 	return nil
 }
 
