@@ -265,8 +265,6 @@ type tx struct {
 	unaudited bool
 	// ctx is the context the transaction began with.
 	ctx context.Context
-	// pool runs the queries of a read without a transaction (Tx is nil).
-	pool *sql.DB
 	// commits counts the DB's committed writes, for the checkpointer.
 	commits *atomic.Int64
 	// chain is the write transaction's view of the audit chain (chain.go).
@@ -294,11 +292,12 @@ func (db *DB) beginRead(ctx context.Context) (*tx, error) {
 }
 
 // readOne returns a reader for a single query, which needs no snapshot
-// beyond its own: the query runs on a reader connection in autocommit mode,
+// beyond its own: with no Tx, the query runs on a connection of the reader
+// pool (its statement cache's) in autocommit mode,
 // sparing BEGIN and ROLLBACK (each parsed anew by the driver) and
 // database/sql's transaction bookkeeping. Its Rollback does nothing.
 func (db *DB) readOne(ctx context.Context) *tx {
-	return &tx{now: normTime(db.Now()), stmts: db.readerStmts(), ctx: ctx, pool: db.reader}
+	return &tx{now: normTime(db.Now()), stmts: db.readerStmts(), ctx: ctx}
 }
 
 // maxCachedStmts bounds each pool's statement cache; queries beyond it (such
@@ -410,7 +409,7 @@ func (t *tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 		return st.ExecContext(ctx, args...)
 	}
 	if t.Tx == nil {
-		return t.pool.ExecContext(ctx, query, args...)
+		return t.stmts.pool.ExecContext(ctx, query, args...)
 	}
 	return t.Tx.ExecContext(ctx, query, args...)
 }
@@ -421,7 +420,7 @@ func (t *tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 		return st.QueryContext(ctx, args...)
 	}
 	if t.Tx == nil {
-		return t.pool.QueryContext(ctx, query, args...)
+		return t.stmts.pool.QueryContext(ctx, query, args...)
 	}
 	return t.Tx.QueryContext(ctx, query, args...)
 }
@@ -432,7 +431,7 @@ func (t *tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 		return st.QueryRowContext(ctx, args...)
 	}
 	if t.Tx == nil {
-		return t.pool.QueryRowContext(ctx, query, args...)
+		return t.stmts.pool.QueryRowContext(ctx, query, args...)
 	}
 	return t.Tx.QueryRowContext(ctx, query, args...)
 }
