@@ -101,7 +101,7 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 		if !ok {
 			return s.exportLeases(c, format, nil)
 		}
-		filter.Limit = consoleMaxExport
+		filter.Limit, filter.NoTotal = consoleMaxExport, true
 		leases, _, err := s.Console.Store.FindLeases(c.Request().Context(), filter)
 		if err != nil {
 			return err
@@ -491,15 +491,21 @@ func (s *Server) handleConsoleApprovals(c echo.Context) error {
 		}
 		page.Why = "You are not among the configured approvers; the list is read-only."
 	}
-	leases, _, err := s.Console.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeasePending}, Limit: 500})
+	leases, _, err := s.Console.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeasePending}, Limit: 500, NoTotal: true})
 	if err != nil {
 		return err
 	}
+	owners := map[string]string{} // agent id → owner ("" when not found)
 	for _, l := range leases {
 		pa := &broker.PendingApproval{Lease: l}
-		if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
-			pa.Owner = a.Owner
+		owner, seen := owners[l.AgentID]
+		if !seen {
+			if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
+				owner = a.Owner
+			}
+			owners[l.AgentID] = owner
 		}
+		pa.Owner = owner
 		if l.PolicyDecision != nil {
 			pa.Needed = l.PolicyDecision.Approvals
 		}

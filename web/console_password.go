@@ -1,7 +1,6 @@
 package web
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 	"unicode/utf8"
@@ -63,6 +62,5 @@ func passwordMatches(hash, p string) bool {
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(p))
 		return false
 	}
-	err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(p))
-	return err == nil && !errors.Is(err, bcrypt.ErrMismatchedHashAndPassword)
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(p)) == nil
 }

@@ -204,13 +204,13 @@ func parseWhen(flag, v string, now time.Time) (*time.Time, error) {
 
 // exportAudit writes the matching events to outPath (or stdout) in format.
 func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditFilter, format, outPath string, stdout, stderr io.Writer) (err error) {
-	_, total, err := db.FindAuditEvents(ctx, broker.AuditFilter{Since: filter.Since, Until: filter.Until, Kind: filter.Kind, Subject: filter.Subject, Limit: 1})
-	if err != nil {
-		return err
-	}
 	w := stdout
 	var tmp *os.File
+	total := 0 // for the progress lines, which only a file export prints
 	if outPath != "" {
+		if _, total, err = db.FindAuditEvents(ctx, broker.AuditFilter{Since: filter.Since, Until: filter.Until, Kind: filter.Kind, Subject: filter.Subject, Limit: 1}); err != nil {
+			return err
+		}
 		tmp, err = os.CreateTemp(filepath.Dir(outPath), "."+filepath.Base(outPath)+".*")
 		if err != nil {
 			return fmt.Errorf("create export file: %w", err)

@@ -17,7 +17,7 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 	l := cronLogger{m.Logger}
 	c := cron.New(
 		cron.WithLocation(time.UTC),
-		cron.WithParser(cron.NewParser(cron.SecondOptional|cron.Minute|cron.Hour|cron.Dom|cron.Month|cron.Dow|cron.Descriptor)),
+		cron.WithParser(cronParser), // the parser that validated the specs
 		cron.WithLogger(l),
 		// SkipIfStillRunning must be outermost: inside Recover, a panic would
 		// lose its token and skip the job forever (robfig/cron#366).
