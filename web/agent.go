@@ -187,14 +187,7 @@ func (s *Server) handleAgentIndex(c echo.Context) error {
 		filter.Name = &v
 	}
 	var err error
-	if filter.Limit, err = queryInt(c, "limit", defaultAgentLimit); err != nil {
-		return err
-	}
-	if filter.Limit == 0 {
-		filter.Limit = defaultAgentLimit
-	}
-	filter.Limit = min(filter.Limit, maxAgentLimit)
-	if filter.Offset, err = queryInt(c, "offset", 0); err != nil {
+	if filter.Limit, filter.Offset, err = pageQuery(c, defaultAgentLimit, maxAgentLimit); err != nil {
 		return err
 	}
 

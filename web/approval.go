@@ -77,14 +77,24 @@ func (s *Server) handleLeaseCancel(c echo.Context) error {
 	return c.JSON(http.StatusOK, newLeaseResponse(lease, actorOf(c), s.Now()))
 }
 
+// approvals returns the approval service, or ENOTFOUND when human approval
+// is off.
+func (s *Server) approvals() (broker.ApprovalService, error) {
+	if s.Approvals == nil {
+		return nil, broker.Errorf(broker.ENOTFOUND, "Human approval is not enabled on this server.")
+	}
+	return s.Approvals, nil
+}
+
 // handleApprovalIndex handles "GET /v1/approvals": the pending leases the
 // calling approver may decide, oldest first, each with the digest to send
 // back with an answer.
 func (s *Server) handleApprovalIndex(c echo.Context) error {
-	if s.Approvals == nil {
-		return broker.Errorf(broker.ENOTFOUND, "Human approval is not enabled on this server.")
+	svc, err := s.approvals()
+	if err != nil {
+		return err
 	}
-	pending, err := s.Approvals.FindPendingApprovals(c.Request().Context())
+	pending, err := svc.FindPendingApprovals(c.Request().Context())
 	if err != nil {
 		return err
 	}
@@ -150,13 +160,14 @@ func (s *Server) handleLeaseApprove(c echo.Context) error {
 	} else if err := req.validate(); err != nil {
 		return err
 	}
-	if s.Approvals == nil {
-		return broker.Errorf(broker.ENOTFOUND, "Human approval is not enabled on this server.")
+	svc, err := s.approvals()
+	if err != nil {
+		return err
 	}
 	if req.Reason != "" {
 		return broker.FieldErrorf("reason", "Only a denial takes a reason.")
 	}
-	lease, err := s.Approvals.Approve(c.Request().Context(), c.Param("id"), req.Digest)
+	lease, err := svc.Approve(c.Request().Context(), c.Param("id"), req.Digest)
 	if err != nil {
 		return err
 	}
@@ -172,10 +183,11 @@ func (s *Server) handleLeaseDeny(c echo.Context) error {
 	} else if err := req.validate(); err != nil {
 		return err
 	}
-	if s.Approvals == nil {
-		return broker.Errorf(broker.ENOTFOUND, "Human approval is not enabled on this server.")
+	svc, err := s.approvals()
+	if err != nil {
+		return err
 	}
-	lease, err := s.Approvals.Deny(c.Request().Context(), c.Param("id"), req.Digest, req.Reason)
+	lease, err := svc.Deny(c.Request().Context(), c.Param("id"), req.Digest, req.Reason)
 	if err != nil {
 		return err
 	}

@@ -86,14 +86,7 @@ func (s *Server) handleReviewIndex(c echo.Context) error {
 	if v := c.QueryParam("agent"); v != "" {
 		filter.AgentID = &v
 	}
-	if filter.Limit, err = queryInt(c, "limit", defaultReviewPage); err != nil {
-		return err
-	}
-	if filter.Limit == 0 {
-		filter.Limit = defaultReviewPage
-	}
-	filter.Limit = min(filter.Limit, maxReviewPage)
-	if filter.Offset, err = queryInt(c, "offset", 0); err != nil {
+	if filter.Limit, filter.Offset, err = pageQuery(c, defaultReviewPage, maxReviewPage); err != nil {
 		return err
 	}
 	reviews, total, err := svc.FindReviews(c.Request().Context(), filter)

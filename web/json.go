@@ -156,6 +156,21 @@ func queryInt(c echo.Context, name string, def int) (int, error) {
 	return n, nil
 }
 
+// pageQuery reads the limit (def when absent or 0, at most max) and offset
+// query parameters of a list endpoint.
+func pageQuery(c echo.Context, def, max int) (limit, offset int, err error) {
+	if limit, err = queryInt(c, "limit", def); err != nil {
+		return 0, 0, err
+	}
+	if limit == 0 {
+		limit = def
+	}
+	if offset, err = queryInt(c, "offset", 0); err != nil {
+		return 0, 0, err
+	}
+	return min(limit, max), offset, nil
+}
+
 // formatTime renders t as RFC 3339 in UTC.
 func formatTime(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)

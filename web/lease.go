@@ -241,14 +241,7 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 	if role := c.QueryParam("role"); role != "" {
 		filter.Role = &role
 	}
-	if filter.Limit, err = queryInt(c, "limit", defaultLeaseLimit); err != nil {
-		return filter, false, err
-	}
-	if filter.Limit == 0 {
-		filter.Limit = defaultLeaseLimit
-	}
-	filter.Limit = min(filter.Limit, maxLeaseLimit)
-	if filter.Offset, err = queryInt(c, "offset", 0); err != nil {
+	if filter.Limit, filter.Offset, err = pageQuery(c, defaultLeaseLimit, maxLeaseLimit); err != nil {
 		return filter, false, err
 	}
 
