@@ -3,7 +3,6 @@ package web
 import (
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -651,37 +650,29 @@ func (s *Server) handleConsoleAudit(c echo.Context) error {
 func (s *Server) exportAudit(c echo.Context, format string, f broker.AuditFilter) error {
 	name := "stint-audit-" + s.Now().UTC().Format("20060102T150405Z")
 	h := c.Response().Header()
-	var write func(*broker.AuditEvent) error
-	var flush func() error
 	if format == "json" {
 		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.jsonl"`)
 		h.Set(echo.HeaderContentType, "application/x-ndjson")
-		enc := json.NewEncoder(c.Response())
-		enc.SetEscapeHTML(false)
-		write, flush = func(e *broker.AuditEvent) error { return enc.Encode(e) }, func() error { return nil }
 	} else {
 		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
 		h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
-		w := csv.NewWriter(c.Response())
-		w.Write([]string{"seq", "at", "kind", "actor", "subject", "details", "prev_hash", "hash"})
-		write = func(e *broker.AuditEvent) error {
-			return w.Write([]string{strconv.FormatInt(e.Seq, 10), e.At.UTC().Format(time.RFC3339Nano), cell(e.Kind),
-				cell(e.Actor), cell(e.Subject), cell(string(e.Details)), e.PrevHash, e.Hash})
-		}
-		flush = func() error { w.Flush(); return w.Error() }
 	}
 	c.Response().WriteHeader(http.StatusOK)
+	enc := NewAuditEncoder(c.Response(), format)
+	if err := enc.Header(); err != nil {
+		return err
+	}
 	n := 0
 	err := s.Console.Store.ScanAuditEvents(c.Request().Context(), f, func(e *broker.AuditEvent) error {
 		if n++; n > consoleMaxExport {
 			return errExportFull
 		}
-		return write(e)
+		return enc.Write(e)
 	})
 	if err != nil && err != errExportFull {
 		return err
 	}
-	if err := flush(); err != nil {
+	if err := enc.Flush(); err != nil {
 		return err
 	}
 	details := map[string]any{"format": format, "events": min(n, consoleMaxExport), "via": "console"}

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/web"
 )
 
 // openStore reads the config named by --config and opens only its store:
@@ -224,14 +224,14 @@ func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditF
 		w = tmp
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	enc := newAuditEncoder(bw, format)
-	if err := enc.header(); err != nil {
+	enc := web.NewAuditEncoder(bw, format)
+	if err := enc.Header(); err != nil {
 		return err
 	}
 	var n int64
 	start, last := time.Now(), time.Now()
 	err = db.ScanAuditEvents(ctx, filter, func(e *broker.AuditEvent) error {
-		if err := enc.write(e); err != nil {
+		if err := enc.Write(e); err != nil {
 			return err
 		}
 		n++
@@ -244,7 +244,7 @@ func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditF
 	if err != nil {
 		return fmt.Errorf("export audit events: %w", err)
 	}
-	if err := enc.flush(); err != nil {
+	if err := enc.Flush(); err != nil {
 		return fmt.Errorf("write export: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -282,57 +282,4 @@ func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditF
 		}
 	}
 	return nil
-}
-
-// auditEncoder writes events as JSON lines or CSV.
-type auditEncoder struct {
-	format string
-	json   *json.Encoder
-	csv    *csv.Writer
-}
-
-func newAuditEncoder(w io.Writer, format string) *auditEncoder {
-	if format == "csv" {
-		return &auditEncoder{format: format, csv: csv.NewWriter(w)}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return &auditEncoder{format: format, json: enc}
-}
-
-// auditCSVHeader names the CSV columns.
-var auditCSVHeader = []string{"seq", "at", "kind", "actor", "subject", "details", "prev_hash", "hash"}
-
-func (e *auditEncoder) header() error {
-	if e.csv != nil {
-		return e.csv.Write(auditCSVHeader)
-	}
-	return nil
-}
-
-func (e *auditEncoder) write(ev *broker.AuditEvent) error {
-	if e.csv != nil {
-		return e.csv.Write([]string{
-			strconv.FormatInt(ev.Seq, 10), ev.At.UTC().Format(time.RFC3339Nano), csvCell(ev.Kind), csvCell(ev.Actor),
-			csvCell(ev.Subject), csvCell(string(ev.Details)), ev.PrevHash, ev.Hash,
-		})
-	}
-	return e.json.Encode(ev)
-}
-
-func (e *auditEncoder) flush() error {
-	if e.csv != nil {
-		e.csv.Flush()
-		return e.csv.Error()
-	}
-	return nil
-}
-
-// csvCell neutralises a value a spreadsheet would run as a formula (OWASP
-// "CSV injection").
-func csvCell(s string) string {
-	if s != "" && strings.ContainsRune("=+-@\t\r", rune(s[0])) {
-		return "'" + s
-	}
-	return s
 }

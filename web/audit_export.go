@@ -1,0 +1,59 @@
+package web
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+)
+
+// AuditEncoder writes audit events as JSON lines ("json") or CSV ("csv"):
+// the one export format of the console and of `stint audit export`.
+type AuditEncoder struct {
+	json *json.Encoder
+	csv  *csv.Writer
+}
+
+// NewAuditEncoder returns an encoder writing format to w.
+func NewAuditEncoder(w io.Writer, format string) *AuditEncoder {
+	if format == "csv" {
+		return &AuditEncoder{csv: csv.NewWriter(w)}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return &AuditEncoder{json: enc}
+}
+
+// auditCSVHeader names the CSV columns.
+var auditCSVHeader = []string{"seq", "at", "kind", "actor", "subject", "details", "prev_hash", "hash"}
+
+// Header writes the CSV header; JSON lines have none.
+func (e *AuditEncoder) Header() error {
+	if e.csv != nil {
+		return e.csv.Write(auditCSVHeader)
+	}
+	return nil
+}
+
+// Write writes one event.
+func (e *AuditEncoder) Write(ev *broker.AuditEvent) error {
+	if e.csv != nil {
+		return e.csv.Write([]string{
+			strconv.FormatInt(ev.Seq, 10), ev.At.UTC().Format(time.RFC3339Nano), cell(ev.Kind), cell(ev.Actor),
+			cell(ev.Subject), cell(string(ev.Details)), ev.PrevHash, ev.Hash,
+		})
+	}
+	return e.json.Encode(ev)
+}
+
+// Flush writes out what the CSV writer buffers and reports its error.
+func (e *AuditEncoder) Flush() error {
+	if e.csv != nil {
+		e.csv.Flush()
+		return e.csv.Error()
+	}
+	return nil
+}
