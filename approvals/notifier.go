@@ -3,7 +3,6 @@ package approvals
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/stint-broker/stint/broker"
@@ -72,11 +71,8 @@ func (s *Service) DeliverNotices(ctx context.Context) error {
 		for _, n := range due {
 			if err := s.deliver(ctx, n); err != nil {
 				attempts := n.Attempts + 1
-				next := s.Now().UTC().Add(s.backoff(attempts))
-				msg := err.Error()
-				if len(msg) > 300 {
-					msg = msg[:300] + "…"
-				}
+				next := s.Now().UTC().Add(broker.Backoff(s.RetryBase, s.RetryMax, attempts))
+				msg := broker.RetryErrorText(err)
 				s.Logger.Warn("approval notice failed; will retry", "lease_id", n.LeaseID, "notice", n.ID,
 					"attempt", attempts, "next_attempt", next, "err", err)
 				if rerr := s.Store.RetryNotice(ctx, n.ID, attempts, next, msg); rerr != nil {
@@ -158,16 +154,4 @@ func (s *Service) request(ctx context.Context, n *broker.Notice) (*Request, erro
 		Digest: Digest(l), Needed: needed, Given: Given(approvals),
 		Approvers: s.EligibleApprovers(l, agent), Notice: n,
 	}, nil
-}
-
-// backoff returns the delay before attempt n+1: RetryBase doubled per
-// attempt, capped at RetryMax, with ±10% jitter.
-func (s *Service) backoff(attempts int) time.Duration {
-	d := s.RetryBase
-	for i := 1; i < attempts && d < s.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.RetryMax)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-	return max(d+jitter, time.Millisecond)
 }

@@ -152,7 +152,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		back := l.Extensions
 		if _, uerr := s.guardedExtend(uctx, l.ID, newEnd, broker.LeaseUpdate{
 			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &end, Extensions: &back,
-			Actor: "system:issuer", Reason: "extension undone: Vault did not renew the credential: " + revokeErrorText(err),
+			Actor: "system:issuer", Reason: "extension undone: Vault did not renew the credential: " + broker.RetryErrorText(err),
 		}); uerr != nil {
 			s.Logger.Error("undo extension", "lease_id", l.ID, "err", uerr)
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -504,8 +503,8 @@ func (s *Service) attemptRevoke(ctx context.Context, l *broker.Lease, actor stri
 func (s *Service) queueRetry(ctx context.Context, l *broker.Lease, err error) (*broker.Lease, error) {
 	now := s.Now().UTC()
 	attempts := l.RevokeAttempts + 1
-	next := now.Add(s.backoff(attempts))
-	msg := revokeErrorText(err)
+	next := now.Add(broker.Backoff(s.RetryBase, s.RetryMax, attempts))
+	msg := broker.RetryErrorText(err)
 	s.Logger.Warn("revocation failed; queued for retry", "lease_id", l.ID, "agent", l.Agent, "role", l.Role,
 		"attempt", attempts, "next_attempt", next, "err", err)
 	queued, uerr := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
@@ -521,29 +520,6 @@ func (s *Service) queueRetry(ctx context.Context, l *broker.Lease, err error) (*
 	}
 	s.Poke()
 	return queued, nil
-}
-
-// revokeErrorText is the error recorded on a lease: Vault's message without
-// anything secret (issuers never put secrets in errors), trimmed.
-func revokeErrorText(err error) string {
-	msg := err.Error()
-	if len(msg) > 300 {
-		msg = msg[:300] + "…"
-	}
-	return msg
-}
-
-// backoff returns the delay before revocation attempt n+1: RetryBase doubled
-// per attempt, capped at RetryMax, with ±20% jitter so a fleet of failed
-// revocations does not retry in lockstep.
-func (s *Service) backoff(attempts int) time.Duration {
-	d := s.RetryBase
-	for i := 1; i < attempts && d < s.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, s.RetryMax)
-	jitter := time.Duration(rand.Int64N(int64(d)/5+1)) - d/10
-	return max(d+jitter, time.Millisecond)
 }
 
 // Roles implements broker.LeaseService.
