@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // maxGroup bounds how many writes share one transaction.
@@ -13,7 +14,23 @@ const maxGroup = 64
 type groupOp struct {
 	ctx  context.Context
 	fn   func(ctx context.Context, tx *tx) error
-	done chan error
+	done chan groupMsg
+}
+
+// groupMsg answers a queued write: its result, or that its caller now leads
+// the group commit.
+type groupMsg struct {
+	err  error
+	lead bool
+}
+
+// groupQueue holds the writes waiting for a group commit and who leads it.
+type groupQueue struct {
+	mu      sync.Mutex
+	ops     []*groupOp
+	leading bool // a caller is committing, or about to
+	closed  bool
+	idle    *sync.Cond // signalled when leading becomes false
 }
 
 // errClosed answers writes queued after Close.
@@ -27,44 +44,77 @@ var errClosed = errors.New("sqlite: database is closed")
 // caller alone (commitGroup). A failed commit fails every write of the
 // group. fn may run more than once, each time in a new transaction: it must
 // leave nothing behind but its writes and, once it succeeds, its result.
+//
+// The callers commit, not a goroutine of the store's own: the first caller
+// to find nobody committing leads, committing every write queued by then,
+// its own first; when it is done, it hands the lead to the oldest write
+// still waiting. A lone write therefore runs on its caller's goroutine, and
+// no goroutine commits for long: one that did would be preempted under load
+// and wait behind every runnable goroutine while no one committed.
 func (db *DB) grouped(ctx context.Context, fn func(ctx context.Context, tx *tx) error) error {
-	op := &groupOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	select {
-	case db.groupCh <- op:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-db.closing:
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	op := &groupOp{ctx: ctx, fn: fn, done: make(chan groupMsg, 1)}
+	q := &db.queue
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
 		return errClosed
 	}
+	q.ops = append(q.ops, op)
+	lead := !q.leading
+	q.leading = true
+	q.mu.Unlock()
 	// Once queued, the op runs (or fails on its context) and answers.
-	return <-op.done
+	for {
+		if lead {
+			db.lead()
+		}
+		m := <-op.done
+		if !m.lead {
+			return m.err
+		}
+		lead = true
+	}
 }
 
-// runGroups is the group committer: it takes the first waiting write, adds
-// every other one already waiting, and commits them together.
-func (db *DB) runGroups() {
-	defer close(db.groupsDone)
-	for {
-		var first *groupOp
-		select {
-		case first = <-db.groupCh:
-		case <-db.closing:
-			return
-		}
-		ops := []*groupOp{first}
-	drain:
-		for len(ops) < maxGroup {
-			select {
-			case op := <-db.groupCh:
-				ops = append(ops, op)
-			default:
-				break drain
-			}
-		}
-		db.groups.Add(1)
-		db.groupedWrites.Add(int64(len(ops)))
-		db.commitGroup(ops)
+// lead commits the writes queued now (up to maxGroup, oldest first) as one
+// group, then hands the lead to the oldest write still waiting, if any.
+func (db *DB) lead() {
+	q := &db.queue
+	q.mu.Lock()
+	n := min(len(q.ops), maxGroup)
+	ops := make([]*groupOp, n)
+	copy(ops, q.ops)
+	q.ops = q.ops[:copy(q.ops, q.ops[n:])]
+	q.mu.Unlock()
+
+	db.groups.Add(1)
+	db.groupedWrites.Add(int64(len(ops)))
+	db.commitGroup(ops)
+
+	q.mu.Lock()
+	if len(q.ops) == 0 {
+		q.leading = false
+		q.idle.Broadcast()
+		q.mu.Unlock()
+		return
 	}
+	next := q.ops[0]
+	q.mu.Unlock()
+	next.done <- groupMsg{lead: true}
+}
+
+// closeGroups refuses new writes and waits for the queued ones to commit.
+func (db *DB) closeGroups() {
+	q := &db.queue
+	q.mu.Lock()
+	q.closed = true
+	for q.leading {
+		q.idle.Wait()
+	}
+	q.mu.Unlock()
 }
 
 // commitGroup runs ops in one transaction and answers each. Optimistically,
@@ -77,7 +127,7 @@ func (db *DB) commitGroup(ops []*groupOp) {
 	results := make([]error, len(ops))
 	defer func() {
 		for i, op := range ops {
-			op.done <- results[i]
+			op.done <- groupMsg{err: results[i]}
 		}
 	}()
 	if !db.runGroup(ops, results, false) && len(ops) > 1 {
@@ -99,26 +149,27 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 		return true
 	}
 	defer tx.Rollback()
-
 	for i, op := range ops {
 		if err := op.ctx.Err(); err != nil {
 			results[i] = err
 			continue
 		}
+		// A write runs to its end once started (it takes microseconds):
+		// interrupting it would fail the whole group's first run.
+		ctx := context.WithoutCancel(op.ctx)
 		if !savepoints {
-			if results[i] = op.fn(op.ctx, tx); results[i] != nil {
+			if results[i] = op.fn(ctx, tx); results[i] != nil {
 				return false
 			}
 			continue
 		}
-		if _, err := tx.ExecContext(op.ctx, `SAVEPOINT grouped_write`); err != nil {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT grouped_write`); err != nil {
 			results[i] = fmt.Errorf("savepoint: %w", err)
 			continue
 		}
 		mark := tx.markChain()
-		if results[i] = op.fn(op.ctx, tx); results[i] != nil {
-			// Undo this write only; the background context, because the
-			// op's own may be what failed it.
+		if results[i] = op.fn(ctx, tx); results[i] != nil {
+			// Undo this write only.
 			if _, err := tx.ExecContext(context.Background(), `ROLLBACK TO grouped_write`); err != nil {
 				db.failGroup(results, fmt.Errorf("rollback to savepoint: %w", err))
 				return true

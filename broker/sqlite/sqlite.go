@@ -59,10 +59,9 @@ type DB struct {
 	wStmts, rStmts *stmtCache
 
 	// Group commit of lease writes (batch.go).
-	groupCh    chan *groupOp
-	closing    chan struct{}
-	groupsDone chan struct{}
-	closeOnce  sync.Once
+	queue     groupQueue
+	closing   chan struct{} // closed by Close: stops the checkpointer
+	closeOnce sync.Once
 	// grouped counts group commits and the writes they held (tests).
 	groups, groupedWrites atomic.Int64
 
@@ -129,8 +128,8 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 		db.ckpt.SetMaxOpenConns(1)
 		db.ckpt.SetMaxIdleConns(1)
 	}
-	db.groupCh, db.closing, db.groupsDone = make(chan *groupOp), make(chan struct{}), make(chan struct{})
-	go db.runGroups()
+	db.queue.idle = sync.NewCond(&db.queue.mu)
+	db.closing = make(chan struct{})
 	if db.ckpt != nil {
 		db.ckptDone = make(chan struct{})
 		go db.runCheckpoints()
@@ -211,8 +210,10 @@ func (db *DB) runCheckpoints() {
 // Close closes the pools. It is safe to call on a partly opened DB.
 func (db *DB) Close() error {
 	if db.closing != nil {
-		db.closeOnce.Do(func() { close(db.closing) })
-		<-db.groupsDone
+		db.closeOnce.Do(func() {
+			db.closeGroups()
+			close(db.closing)
+		})
 	}
 	if db.ckptDone != nil {
 		<-db.ckptDone
@@ -269,6 +270,22 @@ type tx struct {
 	commits *atomic.Int64
 	// chain is the write transaction's view of the audit chain (chain.go).
 	chain chainState
+	// detached statements run to the end once started, whatever becomes of
+	// the caller's context (statementContext).
+	detached bool
+}
+
+// statementContext is the context a statement of t runs with: ctx, or,
+// when t is detached and ctx is still live, ctx without its cancellation.
+// The driver watches a cancellable context with a goroutine of its own for
+// each statement; a statement that takes microseconds (an indexed lookup, or
+// one write of a group commit) is cheaper to let finish, and a write of a
+// group commit must not be interrupted on behalf of one of its callers.
+func (t *tx) statementContext(ctx context.Context) context.Context {
+	if !t.detached || ctx.Err() != nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }
 
 // begin starts a write transaction. It takes the write lock at once.
@@ -296,8 +313,11 @@ func (db *DB) beginRead(ctx context.Context) (*tx, error) {
 // pool (its statement cache's) in autocommit mode,
 // sparing BEGIN and ROLLBACK (each parsed anew by the driver) and
 // database/sql's transaction bookkeeping. Its Rollback does nothing.
+//
+// Its queries are detached (statementContext): every caller of readOne
+// looks rows up through an index, which takes microseconds.
 func (db *DB) readOne(ctx context.Context) *tx {
-	return &tx{now: normTime(db.Now()), stmts: db.readerStmts(), ctx: ctx}
+	return &tx{now: normTime(db.Now()), stmts: db.readerStmts(), ctx: ctx, detached: true}
 }
 
 // maxCachedStmts bounds each pool's statement cache; queries beyond it (such
@@ -405,6 +425,7 @@ func (t *tx) stmt(ctx context.Context, query string) *sql.Stmt {
 
 // ExecContext runs query in the transaction through the statement cache.
 func (t *tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = t.statementContext(ctx)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}
@@ -416,6 +437,7 @@ func (t *tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Re
 
 // QueryContext runs query in the transaction through the statement cache.
 func (t *tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = t.statementContext(ctx)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
@@ -427,6 +449,7 @@ func (t *tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.
 
 // QueryRowContext runs query in the transaction through the statement cache.
 func (t *tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx = t.statementContext(ctx)
 	if st := t.stmt(ctx, query); st != nil {
 		return st.QueryRowContext(ctx, args...)
 	}
