@@ -179,3 +179,91 @@ func TestChainCache(t *testing.T) {
 		t.Fatalf("chain head seq %d, want 8", n)
 	}
 }
+
+// TestGroupCloseAndCancel closes the store while writes are queued and
+// being committed: each write either commits (and is there after reopening)
+// or is refused with errClosed, none hangs, and Close returns only after
+// the queued ones are done. A write whose context ended before it ran fails
+// with that context's error and leaves nothing.
+func TestGroupCloseAndCancel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stint.db")
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(ctx context.Context, k string) error {
+		return db.grouped(ctx, func(ctx context.Context, tx *tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO grouped_test (k) VALUES (?)`, k)
+			return err
+		})
+	}
+
+	canceled, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := insert(canceled, "canceled"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("write with a cancelled context: %v, want context.Canceled", err)
+	}
+
+	const n = 400
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	started := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			if i == n/4 {
+				close(started)
+			}
+			errs[i] = insert(t.Context(), fmt.Sprint("k", i))
+		})
+	}
+	<-started
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Close has returned: no write may still be committing.
+	db.queue.mu.Lock()
+	leading, queued := db.queue.leading, len(db.queue.ops)
+	db.queue.mu.Unlock()
+	if leading || queued != 0 {
+		t.Fatalf("after Close: leading=%v with %d writes queued", leading, queued)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes still waiting 10s after Close")
+	}
+
+	db, err = Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	committed, refused := 0, 0
+	for i := range n {
+		var got int
+		if err := db.writer.QueryRow(`SELECT COUNT(*) FROM grouped_test WHERE k = ?`, fmt.Sprint("k", i)).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case errs[i] == nil && got == 1:
+			committed++
+		case errors.Is(errs[i], errClosed) && got == 0:
+			refused++
+		default:
+			t.Errorf("write %d: err %v, %d rows", i, errs[i], got)
+		}
+	}
+	var got int
+	if err := db.writer.QueryRow(`SELECT COUNT(*) FROM grouped_test WHERE k = 'canceled'`).Scan(&got); err != nil || got != 0 {
+		t.Errorf("the cancelled write left %d rows (%v)", got, err)
+	}
+	t.Logf("%d writes committed, %d refused after Close", committed, refused)
+	if committed == 0 {
+		t.Error("no write committed before Close")
+	}
+}
