@@ -19,10 +19,16 @@ const waitPoll = time.Second
 // decide asks the Decider about a request, failing closed: an error or a
 // malformed decision denies. The governance rules (governance.go) then
 // apply on top of what policy said.
+//
+// The agent's live roles are read only when something reads them: the
+// Decider (policy sees them) or the role's conflict sets.
 func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time, risk broker.RiskAssessment) (broker.Decision, error) {
-	roles, err := s.liveRoles(ctx, agent.ID, "")
-	if err != nil {
-		return broker.Decision{}, err
+	var roles []string
+	if s.Decider != nil || len(s.conflictsWith(role.Name)) > 0 {
+		var err error
+		if roles, err = s.liveRoles(ctx, agent.ID, ""); err != nil {
+			return broker.Decision{}, err
+		}
 	}
 	if s.Decider == nil {
 		return s.govern(ctx, builtinDecision(agent, role, req.Breakglass), agent, role, req, actor, risk, roles)

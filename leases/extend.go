@@ -199,14 +199,15 @@ func (s *Service) guardedExtend(ctx context.Context, id string, end time.Time, u
 // contained risk score or a role removed by an access review denies.
 // Without a Decider, auto_approve roles are extended for eligible agents.
 func (s *Service) decideExtension(ctx context.Context, l *broker.Lease, agent *broker.Agent, role *broker.Role, add time.Duration, actor broker.Actor, now time.Time, risk broker.RiskAssessment) (broker.Decision, error) {
-	roles, err := s.liveRoles(ctx, agent.ID, "")
-	if err != nil {
-		return broker.Decision{}, err
-	}
 	var d broker.Decision
 	if s.Decider == nil {
 		d = builtinDecision(agent, role, false)
 	} else {
+		// Policy sees the agent's live roles; nothing else here reads them.
+		roles, err := s.liveRoles(ctx, agent.ID, "")
+		if err != nil {
+			return broker.Decision{}, err
+		}
 		d = s.askDecider(ctx, broker.DecisionRequest{
 			Action: broker.ActionExtend, Agent: agent, Role: role, TTL: add, Task: l.Task,
 			Justification: l.Justification, AuthMethod: actor.AuthMethod, OnBehalfOf: actor.OnBehalfOf,
