@@ -179,6 +179,9 @@ type AgentStore interface {
 	CreateAPIKey(ctx context.Context, k *APIKey) error
 	// FindAPIKeyByHash returns ENOTFOUND if no key has the hash.
 	FindAPIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
+	// FindAgentByAPIKeyHash returns the key with the hash and its agent, as
+	// one snapshot, whatever their states; ENOTFOUND if no key has the hash.
+	FindAgentByAPIKeyHash(ctx context.Context, hash string) (*APIKey, *Agent, error)
 	// FindAPIKeys returns an agent's keys, newest first.
 	FindAPIKeys(ctx context.Context, agentID string) ([]*APIKey, error)
 	// RevokeAPIKeys marks every unrevoked key of the agent revoked at at and

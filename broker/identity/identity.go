@@ -283,7 +283,7 @@ func (s *Service) authenticateSecret(ctx context.Context, secret string, now tim
 		}
 		return broker.Actor{}, "", unauthorized
 	}
-	k, err := s.Store.FindAPIKeyByHash(ctx, hashKey(secret))
+	k, a, err := s.Store.FindAgentByAPIKeyHash(ctx, hashKey(secret))
 	if broker.ErrorCode(err) == broker.ENOTFOUND {
 		return broker.Actor{}, "", unauthorized
 	} else if err != nil {
@@ -291,10 +291,6 @@ func (s *Service) authenticateSecret(ctx context.Context, secret string, now tim
 	}
 	if !k.Usable(now) {
 		return broker.Actor{}, k.AgentID, unauthorized
-	}
-	a, err := s.Store.FindAgentByID(ctx, k.AgentID)
-	if err != nil {
-		return broker.Actor{}, k.AgentID, fmt.Errorf("find agent: %w", err)
 	}
 	if err := admit(a, broker.AuthAPIKey); err != nil {
 		return broker.Actor{}, a.ID, err

@@ -117,6 +117,43 @@ func (db *DB) FindAPIKeyByHash(ctx context.Context, hash string) (*broker.APIKey
 	return keys[0], nil
 }
 
+// FindAgentByAPIKeyHash implements broker.AgentStore: authentication's one
+// read.
+func (db *DB) FindAgentByAPIKeyHash(ctx context.Context, hash string) (*broker.APIKey, *broker.Agent, error) {
+	tx := db.readOne(ctx)
+	var (
+		k                    broker.APIKey
+		createdAt, expiresAt int64
+		revokedAt            sql.NullInt64
+	)
+	a, err := scanAgent(prefixScanner{
+		row: tx.QueryRowContext(ctx, `
+			SELECT k.id, k.agent_id, k.prefix, k.hash, k.created_at, k.expires_at, k.revoked_at, `+agentColumnsOf("a")+`
+			FROM api_keys AS k JOIN agents AS a ON a.id = k.agent_id
+			WHERE k.hash = ?`, hash),
+		dest: []any{&k.ID, &k.AgentID, &k.Prefix, &k.Hash, &createdAt, &expiresAt, &revokedAt},
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, broker.Errorf(broker.ENOTFOUND, "API key not found.")
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("find api key and agent: %w", err)
+	}
+	k.CreatedAt, k.ExpiresAt = fromNanos(createdAt), fromNanos(expiresAt)
+	k.RevokedAt = fromNullNanos(revokedAt)
+	return &k, a, nil
+}
+
+// prefixScanner scans dest, then the columns its caller asks for, from one
+// row: a joined row read by a scanner written for one table.
+type prefixScanner struct {
+	row  rowScanner
+	dest []any
+}
+
+func (p prefixScanner) Scan(dest ...any) error {
+	return p.row.Scan(append(p.dest, dest...)...)
+}
+
 // FindAPIKeys implements broker.AgentStore. An unknown agent has no keys.
 func (db *DB) FindAPIKeys(ctx context.Context, agentID string) ([]*broker.APIKey, error) {
 	tx := db.readOne(ctx)
@@ -273,6 +310,15 @@ func findAgents(ctx context.Context, tx *tx, filter broker.AgentFilter) ([]*brok
 // agentColumns are the columns scanAgent reads, in order.
 const agentColumns = `id, name, owner, labels, state, created_at, updated_at, last_seen_at,
 		auth_methods, spiffe_id, client_secret_hash, public_jwks, tokens_not_before`
+
+// agentColumnsOf is agentColumns qualified by a table alias, for joins.
+func agentColumnsOf(alias string) string {
+	cols := strings.Split(agentColumns, ",")
+	for i, c := range cols {
+		cols[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}
 
 // scanAgent reads agentColumns.
 func scanAgent(row rowScanner) (*broker.Agent, error) {

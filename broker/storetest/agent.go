@@ -284,6 +284,48 @@ func testAPIKeys(t *testing.T, open func(tb testing.TB) Store) {
 		})
 	})
 
+	t.Run("FindAgentByHash", func(t *testing.T) {
+		t.Run("OK", func(t *testing.T) {
+			s := open(t)
+			mustCreateAgent(t, s, "other-bot")
+			a := mustCreateAgent(t, s, "etl-bot")
+			a, err := s.UpdateAgent(t.Context(), a.ID, broker.AgentUpdate{
+				Labels: map[string]string{"team": "data"}, State: ptr(broker.AgentDisabled),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := newKey(a, 0)
+			want.RevokedAt = ptr(at(time.Hour)) // a revoked key and a disabled agent are still found
+			if err := s.CreateAPIKey(t.Context(), want); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateAPIKey(t.Context(), newKey(a, 1)); err != nil {
+				t.Fatal(err)
+			}
+			gotKey, gotAgent, err := s.FindAgentByAPIKeyHash(t.Context(), want.Hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g, w := fmtAPIKey(gotKey), fmtAPIKey(want); g != w {
+				t.Fatalf("key differs\ngot:  %s\nwant: %s", g, w)
+			}
+			if g, w := fmtAgent(gotAgent), fmtAgent(a); g != w {
+				t.Fatalf("agent differs\ngot:  %s\nwant: %s", g, w)
+			}
+		})
+
+		t.Run("ErrNotFound", func(t *testing.T) {
+			s := open(t)
+			a := mustCreateAgent(t, s, "etl-bot")
+			if err := s.CreateAPIKey(t.Context(), newKey(a, 0)); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := s.FindAgentByAPIKeyHash(t.Context(), "no-such-hash")
+			wantError(t, err, broker.ENOTFOUND, "API key not found.")
+		})
+	})
+
 	t.Run("Find", func(t *testing.T) {
 		s := open(t)
 		a := mustCreateAgent(t, s, "etl-bot")
