@@ -374,9 +374,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		if len(ended) == 0 {
 			continue
 		}
-		if err := insertLeaseEventBatch(ctx, tx, ended, now, q.from, q.to, "system:approval-timeout", q.reason); err != nil {
-			return nil, fmt.Errorf("record overdue events: %w", err)
-		}
+		insertLeaseEventBatch(tx, ended, now, q.from, q.to, "system:approval-timeout", q.reason)
 		leases = append(leases, ended...)
 	}
 	if err := tx.Commit(); err != nil {

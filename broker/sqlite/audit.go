@@ -295,58 +295,65 @@ func nullID(id int64) any {
 	return id
 }
 
-// syncLeaseAudit mirrors into the chain, in tx, every lease event that is
-// not there yet, oldest first. Every writer of lease_events sets
-// tx.unaudited, and tx.Commit calls it before committing, so that a lease
-// change and its audit event commit together; a writer that forgot is caught
-// up by the next one.
-func syncLeaseAudit(ctx context.Context, tx *tx) error {
-	pending, ok, err := tx.unmirrored(ctx)
-	if err != nil {
-		return err
-	}
-	mark := int64(0)
-	if !ok {
-		if pending, mark, err = readUnmirrored(ctx, tx); err != nil {
-			return err
-		}
-	}
-	if len(pending) > 0 {
-		mark = pending[len(pending)-1].ID
-	}
-	inserts := make([]auditInsert, len(pending))
-	for i, e := range pending {
+// The lease history is the audit chain: each lease event is an audit event
+// of kind lease.created, lease.state or lease.note whose subject is the
+// lease id, and its id is the event's seq. Writers queue lease events on
+// their transaction (insertLeaseEvent); Commit appends them, so a lease
+// change and its history commit or roll back together.
+//
+// Before schema version 10, lease events were rows of lease_events, each
+// mirrored into the chain in the transaction that wrote it (the audit row's
+// lease_event_id names it, and its details carry it as event_id).
+// lease_events keeps those rows and takes no more.
+
+// appendLeaseEvents appends the lease events queued on tx to the chain, in
+// order, and sets each one's ID to its seq.
+func appendLeaseEvents(ctx context.Context, tx *tx) error {
+	inserts := make([]auditInsert, len(tx.leaseEvents))
+	for i, e := range tx.leaseEvents {
 		var l *broker.Lease
 		if e.From == "" {
 			if l = tx.created[e.LeaseID]; l == nil {
+				var err error
 				if l, err = findLeaseByID(ctx, tx, e.LeaseID); err != nil {
-					return fmt.Errorf("audit lease event %d: %w", e.ID, err)
+					return fmt.Errorf("audit the creation of lease %s: %w", e.LeaseID, err)
 				}
 			}
 		}
-		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: true}
+		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), canonical: true}
 	}
 	if err := insertAudit(ctx, tx, inserts); err != nil {
 		return err
 	}
-	tx.synced(mark)
+	for i, e := range tx.leaseEvents {
+		e.ID = inserts[i].event.Seq
+	}
+	clear(tx.leaseEvents)
+	tx.leaseEvents = tx.leaseEvents[:0]
 	return nil
 }
 
-// readUnmirrored reads the lease events the chain does not mirror yet,
-// oldest first, and the highest lease event it does (0 for none).
-func readUnmirrored(ctx context.Context, tx *tx) ([]*broker.LeaseEvent, int64, error) {
+// mirrorLegacyLeaseEvents appends to the chain the rows of lease_events that
+// it does not mirror yet. Every writer before schema version 10 mirrored its
+// lease events as it wrote them, so there are none unless the database
+// comes from before the chain (schema version 5) and nothing wrote to it
+// since. Open runs it once.
+func (db *DB) mirrorLegacyLeaseEvents(ctx context.Context) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
 	var last sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `SELECT MAX(lease_event_id) FROM audit_events`).Scan(&last); err != nil {
-		return nil, 0, fmt.Errorf("find last audited lease event: %w", err)
+		return fmt.Errorf("find the last mirrored lease event: %w", err)
 	}
 	rows, err := tx.QueryContext(ctx, `
 		SELECT id, lease_id, at, from_state, to_state, actor, reason
 		FROM lease_events WHERE id > ? ORDER BY id`, last.Int64)
 	if err != nil {
-		return nil, 0, fmt.Errorf("find unaudited lease events: %w", err)
+		return fmt.Errorf("find unmirrored lease events: %w", err)
 	}
-	defer rows.Close()
 	var pending []*broker.LeaseEvent
 	for rows.Next() {
 		var (
@@ -355,22 +362,44 @@ func readUnmirrored(ctx context.Context, tx *tx) ([]*broker.LeaseEvent, int64, e
 			from, to string
 		)
 		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
-			return nil, 0, fmt.Errorf("scan lease event: %w", err)
+			rows.Close()
+			return fmt.Errorf("scan lease event: %w", err)
 		}
 		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
 		pending = append(pending, &e)
 	}
+	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, 0, fmt.Errorf("find unaudited lease events: %w", err)
+		return fmt.Errorf("find unmirrored lease events: %w", err)
 	}
-	return pending, last.Int64, nil
+	if len(pending) == 0 {
+		return nil
+	}
+	inserts := make([]auditInsert, len(pending))
+	for i, e := range pending {
+		var l *broker.Lease
+		if e.From == "" {
+			if l, err = findLeaseByID(ctx, tx, e.LeaseID); err != nil {
+				return fmt.Errorf("audit lease event %d: %w", e.ID, err)
+			}
+		}
+		inserts[i] = auditInsert{event: leaseAuditEvent(e, l), leaseEventID: e.ID, canonical: true}
+	}
+	if err := insertAudit(ctx, tx, inserts); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }
 
-// leaseAuditEvent returns the audit event that mirrors lease event e, its
-// details in canonical form. The creation event carries what was asked and
-// what policy decided; l is the lease (nil for later events, whose details
-// are built directly: a batch of hundreds must not pay for a JSON round trip
-// each).
+// leaseAuditEvent returns the audit event of lease event e, its details in
+// canonical form. The creation event carries what was asked and what policy
+// decided; l is the lease (nil for later events, whose details are built
+// directly: a batch of hundreds must not pay for a JSON round trip each).
+// A legacy event (e.ID set: a row of lease_events) carries its id as
+// event_id.
 func leaseAuditEvent(e *broker.LeaseEvent, l *broker.Lease) *broker.AuditEvent {
 	a := &broker.AuditEvent{At: e.At, Actor: e.Actor, Subject: e.LeaseID}
 	switch {
@@ -380,13 +409,28 @@ func leaseAuditEvent(e *broker.LeaseEvent, l *broker.Lease) *broker.AuditEvent {
 	case e.From == e.To:
 		// Keys in sorted order, as canonical details require.
 		a.Kind = broker.AuditLeaseNote
-		a.Details = fmt.Appendf(nil, `{"event_id":%d,"reason":%s,"state":%s}`, e.ID, jsonString(e.Reason), jsonString(string(e.To)))
+		a.Details = append(eventID(e), `"reason":`...)
+		a.Details = append(append(a.Details, jsonString(e.Reason)...), `,"state":`...)
+		a.Details = append(append(a.Details, jsonString(string(e.To))...), '}')
 	default:
 		a.Kind = broker.AuditLeaseState
-		a.Details = fmt.Appendf(nil, `{"event_id":%d,"from":%s,"reason":%s,"to":%s}`,
-			e.ID, jsonString(string(e.From)), jsonString(e.Reason), jsonString(string(e.To)))
+		a.Details = append(eventID(e), `"from":`...)
+		a.Details = append(append(a.Details, jsonString(string(e.From))...), `,"reason":`...)
+		a.Details = append(append(a.Details, jsonString(e.Reason)...), `,"to":`...)
+		a.Details = append(append(a.Details, jsonString(string(e.To))...), '}')
 	}
 	return a
+}
+
+// eventID opens the details of a state or note event: with a legacy
+// event's event_id, the first key in sorted order.
+func eventID(e *broker.LeaseEvent) []byte {
+	b := make([]byte, 0, 96+len(e.Reason))
+	b = append(b, '{')
+	if e.ID != 0 {
+		b = append(strconv.AppendInt(append(b, `"event_id":`...), e.ID, 10), ',')
+	}
+	return b
 }
 
 // leaseCreatedDetails renders the details of lease l's creation event e in
@@ -412,7 +456,9 @@ func leaseCreatedDetails(e *broker.LeaseEvent, l *broker.Lease) []byte {
 		b = append(b, `"breakglass":true,`...)
 	}
 	str("decision", l.Decision)
-	num("event_id", e.ID)
+	if e.ID != 0 {
+		num("event_id", e.ID)
+	}
 	str("justification", l.Justification)
 	if l.OnBehalfOf != "" {
 		str("on_behalf_of", l.OnBehalfOf)

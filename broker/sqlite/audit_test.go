@@ -172,9 +172,12 @@ func wantChain(tb testing.TB, db *sqlite.DB, ok bool, brokenAt int64, why broker
 func TestLeaseCreatedDetails(t *testing.T) {
 	reference := func(e *broker.LeaseEvent, l *broker.Lease) string {
 		d := map[string]any{
-			"event_id": e.ID, "state": e.To, "reason": e.Reason, "agent": l.Agent, "agent_id": l.AgentID,
+			"state": e.To, "reason": e.Reason, "agent": l.Agent, "agent_id": l.AgentID,
 			"role": l.Role, "task": l.Task, "justification": l.Justification, "ttl": l.TTL.String(),
 			"decision": l.Decision, "auth_method": l.AuthMethod, "source_ip": l.SourceIP, "risk_score": l.RiskScore,
+		}
+		if e.ID != 0 { // a legacy event, from lease_events
+			d["event_id"] = e.ID
 		}
 		if l.OnBehalfOf != "" {
 			d["on_behalf_of"] = l.OnBehalfOf
@@ -215,10 +218,12 @@ func TestLeaseCreatedDetails(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			l := base()
 			change(l)
-			e := &broker.LeaseEvent{ID: 981, LeaseID: l.ID, To: broker.LeaseIssuing, Reason: "policy <allowed> \"it\"", Actor: "agent:etl-bot"}
-			got, want := string(sqlite.LeaseCreatedDetails(e, l)), reference(e, l)
-			if got != want {
-				t.Errorf("details:\n got %s\nwant %s", got, want)
+			for _, id := range []int64{0, 981} {
+				e := &broker.LeaseEvent{ID: id, LeaseID: l.ID, To: broker.LeaseIssuing, Reason: "policy <allowed> \"it\"", Actor: "agent:etl-bot"}
+				got, want := string(sqlite.LeaseCreatedDetails(e, l)), reference(e, l)
+				if got != want {
+					t.Errorf("details (event id %d):\n got %s\nwant %s", id, got, want)
+				}
 			}
 		})
 	}

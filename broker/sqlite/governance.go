@@ -65,11 +65,9 @@ func (db *DB) CreateLeaseExclusive(ctx context.Context, l *broker.Lease, actor, 
 	if err := createLease(ctx, tx, l); err != nil {
 		return err
 	}
-	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+	insertLeaseEvent(tx, &broker.LeaseEvent{
 		LeaseID: l.ID, At: l.CreatedAt, To: l.State, Actor: actor, Reason: reason,
-	}); err != nil {
-		return err
-	}
+	})
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}

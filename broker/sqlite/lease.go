@@ -32,11 +32,9 @@ func (db *DB) CreateLease(ctx context.Context, l *broker.Lease, actor, reason st
 		if err := createLease(ctx, tx, &created); err != nil {
 			return err
 		}
-		if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+		insertLeaseEvent(tx, &broker.LeaseEvent{
 			LeaseID: created.ID, At: created.CreatedAt, To: created.State, Actor: actor, Reason: reason,
-		}); err != nil {
-			return err
-		}
+		})
 		*l = created
 		return nil
 	})
@@ -77,16 +75,17 @@ func (db *DB) UpdateLease(ctx context.Context, id string, upd broker.LeaseUpdate
 	return l, nil
 }
 
-// FindLeaseEvents implements broker.LeaseStore. An unknown lease has no
+// FindLeaseEvents implements broker.LeaseStore: the lease's events in the
+// audit chain, oldest first, each one's ID its seq. An unknown lease has no
 // events.
 func (db *DB) FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.LeaseEvent, error) {
 	tx := db.readOne(ctx)
 
 	rows, err := tx.QueryContext(ctx, `
-		SELECT id, lease_id, at, from_state, to_state, actor, reason
-		FROM lease_events
-		WHERE lease_id = ?
-		ORDER BY id`,
+		SELECT seq, at, kind, actor, details
+		FROM audit_events INDEXED BY audit_events_subject
+		WHERE subject = ? AND subject <> '' AND kind IN ('`+broker.AuditLeaseCreated+`', '`+broker.AuditLeaseState+`', '`+broker.AuditLeaseNote+`')
+		ORDER BY seq`,
 		leaseID)
 	if err != nil {
 		return nil, fmt.Errorf("find lease events: %w", err)
@@ -96,14 +95,26 @@ func (db *DB) FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.Le
 	events := []*broker.LeaseEvent{}
 	for rows.Next() {
 		var (
-			e        broker.LeaseEvent
-			at       int64
-			from, to string
+			e             = broker.LeaseEvent{LeaseID: leaseID}
+			at            int64
+			kind, details string
 		)
-		if err := rows.Scan(&e.ID, &e.LeaseID, &at, &from, &to, &e.Actor, &e.Reason); err != nil {
+		if err := rows.Scan(&e.ID, &at, &kind, &e.Actor, &details); err != nil {
 			return nil, fmt.Errorf("scan lease event: %w", err)
 		}
-		e.At, e.From, e.To = fromNanos(at), broker.LeaseState(from), broker.LeaseState(to)
+		var d struct{ From, To, State, Reason string }
+		if err := json.Unmarshal([]byte(details), &d); err != nil {
+			return nil, fmt.Errorf("decode lease event %d: %w", e.ID, err)
+		}
+		e.At, e.Reason = fromNanos(at), d.Reason
+		switch kind {
+		case broker.AuditLeaseState:
+			e.From, e.To = broker.LeaseState(d.From), broker.LeaseState(d.To)
+		case broker.AuditLeaseNote:
+			e.From, e.To = broker.LeaseState(d.State), broker.LeaseState(d.State)
+		default: // created
+			e.To = broker.LeaseState(d.State)
+		}
 		events = append(events, &e)
 	}
 	if err := rows.Err(); err != nil {
@@ -203,9 +214,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		return cmp.Or(a.ExpiresAt.Compare(*b.ExpiresAt), strings.Compare(a.ID, b.ID))
 	})
 
-	if err := insertLeaseEventBatch(ctx, tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, "system:expiry", "window closed"); err != nil {
-		return nil, fmt.Errorf("record expiry events: %w", err)
-	}
+	insertLeaseEventBatch(tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, "system:expiry", "window closed")
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -612,55 +621,24 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 			return nil, errStaleBase
 		}
 	}
-	if err := insertLeaseEvent(ctx, tx, &broker.LeaseEvent{
+	insertLeaseEvent(tx, &broker.LeaseEvent{
 		LeaseID: id, At: tx.now, From: from, To: l.State, Actor: upd.Actor, Reason: upd.Reason,
-	}); err != nil {
-		return nil, err
-	}
+	})
 	return l, nil
 }
 
-// insertLeaseEvent appends e to its lease's history and sets e.ID.
-func insertLeaseEvent(ctx context.Context, tx *tx, e *broker.LeaseEvent) error {
-	res, err := tx.ExecContext(ctx, `
-		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
-		VALUES (?, ?, ?, ?, ?, ?)`,
-		e.LeaseID, nanos(e.At), string(e.From), string(e.To), e.Actor, e.Reason)
-	if err != nil {
-		return fmt.Errorf("insert lease event: %w", formatError(err))
-	}
-	if e.ID, err = res.LastInsertId(); err != nil {
-		return fmt.Errorf("insert lease event: %w", err)
-	}
-	// Commit mirrors it into the audit chain in the same transaction.
-	tx.unaudited = true
-	tx.chain.events = append(tx.chain.events, *e)
-	return nil
+// insertLeaseEvent appends e to its lease's history: Commit appends it to
+// the audit chain and sets e.ID (audit.go).
+func insertLeaseEvent(tx *tx, e *broker.LeaseEvent) {
+	tx.leaseEvents = append(tx.leaseEvents, e)
 }
 
 // insertLeaseEventBatch appends the same event (from → to, by actor, for
-// reason, dated at) to each of leases, in their order, in one statement:
-// json_each yields the ids in order. Commit mirrors the batch into the audit
-// chain, reading the events back, since they are not tracked one by one
-// (chain.go).
-func insertLeaseEventBatch(ctx context.Context, tx *tx, leases []*broker.Lease, at time.Time, from, to broker.LeaseState, actor, reason string) error {
-	ids := make([]string, len(leases))
-	for i, l := range leases {
-		ids[i] = l.ID
+// reason, dated at) to each of leases, in their order.
+func insertLeaseEventBatch(tx *tx, leases []*broker.Lease, at time.Time, from, to broker.LeaseState, actor, reason string) {
+	for _, l := range leases {
+		insertLeaseEvent(tx, &broker.LeaseEvent{LeaseID: l.ID, At: at, From: from, To: to, Actor: actor, Reason: reason})
 	}
-	list, err := idsJSON(ids)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO lease_events (lease_id, at, from_state, to_state, actor, reason)
-		SELECT value, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key`,
-		nanos(at), string(from), string(to), actor, reason, list,
-	); err != nil {
-		return err
-	}
-	tx.unaudited, tx.chain.untracked = true, true
-	return nil
 }
 
 // marshalDecision renders a policy decision for its column; nil is "".

@@ -137,6 +137,9 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 	if err := db.Ping(ctx); err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}
+	if err := db.mirrorLegacyLeaseEvents(ctx); err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
 	return db, nil
 }
 
@@ -260,10 +263,11 @@ type tx struct {
 	// created are the leases this transaction inserted, so that mirroring
 	// their creation events into the audit chain need not read them back.
 	created map[string]*broker.Lease
-	// unaudited is set when the transaction wrote lease events: Commit
-	// mirrors them into the audit chain first, in one batch however many
-	// writes share the transaction (audit.go).
-	unaudited bool
+	// leaseEvents are the lease events the transaction wrote, waiting for
+	// Commit to append them to the audit chain, which is the lease history:
+	// one multi-row INSERT however many writes share the transaction
+	// (audit.go).
+	leaseEvents []*broker.LeaseEvent
 	// ctx is the context the transaction began with.
 	ctx context.Context
 	// commits counts the DB's committed writes, for the checkpointer.
@@ -459,16 +463,15 @@ func (t *tx) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 	return t.Tx.QueryRowContext(ctx, query, args...)
 }
 
-// Commit mirrors the lease events the transaction wrote into the audit
-// chain, commits, then prepares the queries it ran unprepared, now that its
+// Commit appends the lease events the transaction wrote to the audit chain,
+// commits, then prepares the queries it ran unprepared, now that its
 // connection is free.
 func (t *tx) Commit() error {
-	if t.unaudited {
-		if err := syncLeaseAudit(t.ctx, t); err != nil {
+	if len(t.leaseEvents) > 0 {
+		if err := appendLeaseEvents(t.ctx, t); err != nil {
 			t.forgetChain() // read the chain afresh next time
 			return err
 		}
-		t.unaudited = false
 	}
 	if err := t.Tx.Commit(); err != nil {
 		t.forgetChain()

@@ -181,13 +181,16 @@ func TestAppendOnly(t *testing.T) {
 	raw := MustOpenRaw(t, path)
 
 	for _, tt := range []struct{ name, query string }{
-		{"UpdateEvent", `UPDATE lease_events SET reason = 'rewritten' WHERE lease_id = ?`},
-		{"DeleteEvent", `DELETE FROM lease_events WHERE lease_id = ?`},
+		{"UpdateEvent", `UPDATE audit_events SET details = '{"reason":"rewritten"}' WHERE subject = ?`},
+		{"DeleteEvent", `DELETE FROM audit_events WHERE subject = ?`},
 		{"DeleteLease", `DELETE FROM leases WHERE id = ?`},
+		// The table that held lease events before the chain did.
+		{"LegacyEventTable", `INSERT INTO lease_events (lease_id, at, to_state, actor) VALUES (?, 0, 'active', 'x')`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := raw.ExecContext(t.Context(), tt.query, l.ID)
-			if err == nil || !strings.Contains(err.Error(), "never deleted") && !strings.Contains(err.Error(), "append-only") {
+			if err == nil || !strings.Contains(err.Error(), "never deleted") && !strings.Contains(err.Error(), "append-only") &&
+				!strings.Contains(err.Error(), "takes no new rows") {
 				t.Fatalf("%s = %v, want the trigger to refuse", tt.query, err)
 			}
 		})
@@ -315,5 +318,58 @@ func TestErrorsAreSafe(t *testing.T) {
 	var e *broker.Error
 	if !errors.As(err, &e) || strings.Contains(e.Message, "UNIQUE") {
 		t.Errorf("error %v is not a clean *broker.Error", err)
+	}
+}
+
+// TestLegacyLeaseEvents opens a database holding a lease event written the
+// way stores before schema version 10 wrote them (a row of lease_events)
+// that the chain does not mirror, as in a database from before the chain
+// that nothing wrote to since: Open appends it to the chain, once, with its
+// old id, and the lease's history shows it in order.
+func TestLegacyLeaseEvents(t *testing.T) {
+	db, path := MustOpenDB(t)
+	a := MustCreateAgent(t, db, "etl-bot")
+	l := MustCreateActiveLease(t, db, a, time.Now().Add(time.Hour))
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	raw := MustOpenRaw(t, path)
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, q := range []string{
+		`DROP TRIGGER lease_events_closed`,
+		`INSERT INTO lease_events (id, lease_id, at, from_state, to_state, actor, reason) VALUES (41, ?1, ?2, 'active', 'revoking', 'admin:ops', 'legacy revoke')`,
+		`CREATE TRIGGER lease_events_closed BEFORE INSERT ON lease_events BEGIN SELECT RAISE(ABORT, 'closed'); END`,
+	} {
+		if _, err := raw.ExecContext(t.Context(), q, l.ID, at.UnixNano()); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	raw.Close()
+
+	for range 2 { // the second Open finds nothing to mirror
+		db = MustOpenPath(t, path)
+		events, err := db.FindLeaseEvents(t.Context(), l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != 2 {
+			t.Fatalf("%d lease events, want the creation and the legacy one", len(events))
+		}
+		e := events[1]
+		if e.From != broker.LeaseActive || e.To != broker.LeaseRevoking || e.Actor != "admin:ops" || e.Reason != "legacy revoke" || !e.At.Equal(at) {
+			t.Fatalf("legacy event = %+v", e)
+		}
+		kind := broker.AuditLeaseState
+		audited, _, err := db.FindAuditEvents(t.Context(), broker.AuditFilter{Kind: &kind, Subject: &l.ID})
+		if err != nil || len(audited) != 1 || !strings.Contains(string(audited[0].Details), `"event_id":41,`) || audited[0].Seq != e.ID {
+			t.Fatalf("audit events of the legacy event: %+v, %v", audited, err)
+		}
+		if v, err := broker.VerifyAuditChain(t.Context(), db, nil, nil); err != nil || !v.OK {
+			t.Fatalf("verify = %+v, %v", v, err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

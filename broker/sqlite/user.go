@@ -308,11 +308,13 @@ func (db *DB) RevocationQueue(ctx context.Context) (depth int, oldest time.Time,
 	}
 	defer tx.Rollback()
 	// The queue is small in health; the oldest entry is the earliest move to
-	// revoking among the revoking leases.
+	// revoking among the revoking leases (each lease's history is its audit
+	// events).
 	var first sql.NullInt64
 	if err := tx.QueryRowContext(ctx, `
-		SELECT COUNT(*), MIN((SELECT MAX(e.at) FROM lease_events e
-			WHERE e.lease_id = l.id AND e.to_state = 'revoking' AND e.from_state <> 'revoking'))
+		SELECT COUNT(*), MIN((SELECT MAX(e.at) FROM audit_events e INDEXED BY audit_events_subject
+			WHERE e.subject = l.id AND e.subject <> '' AND e.kind = '`+broker.AuditLeaseState+`'
+				AND e.details ->> '$.to' = 'revoking' AND e.details ->> '$.from' <> 'revoking'))
 		FROM leases l INDEXED BY leases_revoking_next_revoke_at WHERE l.state = 'revoking'`,
 	).Scan(&depth, &first); err != nil {
 		return 0, time.Time{}, fmt.Errorf("measure revocation queue: %w", err)
