@@ -75,7 +75,8 @@ type Approval struct {
 type Notice struct {
 	ID      int64  `json:"id"`
 	LeaseID string `json:"lease_id"`
-	// EventID is the lease event that caused the notice; From and To are its
+	// EventID is the lease event that caused the notice (its audit seq; a
+	// lease_events id for notices from before schema version 10); From and To are its
 	// states (equal for a note such as a recorded approval).
 	EventID       int64      `json:"event_id"`
 	From          LeaseState `json:"from,omitempty"`

@@ -116,8 +116,10 @@ type Lease struct {
 }
 
 // LeaseEvent is one entry of a lease's history: a state change, or a note
-// (such as a failed revocation attempt) with From == To. Events are never
-// updated or deleted.
+// (such as a failed revocation attempt) with From == To. The history is
+// part of the audit chain: each event is an audit event (lease.created,
+// lease.state or lease.note, whose subject is the lease), and ID is its
+// seq. Events are never updated or deleted.
 type LeaseEvent struct {
 	ID      int64      `json:"id"`
 	LeaseID string     `json:"lease_id"`

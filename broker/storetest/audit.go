@@ -12,8 +12,8 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// testAudit covers the audit chain: appends are sealed and chained, every
-// lease event is mirrored in the same transaction, filters, and
+// testAudit covers the audit chain: appends are sealed and chained, the
+// lease history is read from the chain, filters, and
 // verification of an intact chain. (Tampering is tested per store, since it
 // needs raw access to the storage.)
 func testAudit(t *testing.T, open func(tb testing.TB) Store) {
