@@ -129,13 +129,37 @@ func decisionText(d broker.Decision) string {
 // (through the wiring in cmd) when they approve or reject a lease.
 func (s *Service) LeaseChanged(leaseID string) {
 	s.Poke()
+	s.broadcastChange()
+	if s.OnChange != nil {
+		s.OnChange(leaseID)
+	}
+}
+
+// activated is LeaseChanged for a lease that became active, which asks
+// less of the loops: the expiry loop is woken only if the lease's window
+// closes before the loop would wake anyway, and OnChange (the approval
+// outbox) hears only of a lease that went to approvers, since no other
+// lease has notices to send. Under load this spares a pass of the expiry
+// loop (three claims, each a write transaction) and of the outbox per
+// grant.
+func (s *Service) activated(l *broker.Lease) {
+	if l.ExpiresAt != nil {
+		s.wakeBy(*l.ExpiresAt)
+	} else {
+		s.Poke()
+	}
+	s.broadcastChange()
+	if s.OnChange != nil && l.PolicyDecision != nil && l.PolicyDecision.Outcome == broker.OutcomeApprovals {
+		s.OnChange(l.ID)
+	}
+}
+
+// broadcastChange wakes every WaitLease.
+func (s *Service) broadcastChange() {
 	s.changeMu.Lock()
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.changeMu.Unlock()
-	if s.OnChange != nil {
-		s.OnChange(leaseID)
-	}
 }
 
 func (s *Service) changes() <-chan struct{} {

@@ -315,3 +315,35 @@ func TestApprovalDeadlines(t *testing.T) {
 		t.Fatalf("last event = %+v", last)
 	}
 }
+
+// TestActivationTellsApprovals checks who hears of an activation through
+// OnChange (the approval outbox): a lease that went to approvers, whose
+// message shows its state, and not an auto-approved one, which has none.
+func TestActivationTellsApprovals(t *testing.T) {
+	f, ctx, now := pendingFixture(t)
+	var told []string
+	f.svc.OnChange = func(id string) { told = append(told, id) }
+
+	pending, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-admin", TTL: "20m", Task: "migrate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	approve(t, f, pending.ID, now.Add(15*time.Minute))
+	told = nil
+	if _, _, err := f.svc.ActivateLease(ctx, pending.ID); err != nil {
+		t.Fatal(err)
+	}
+	if len(told) != 1 || told[0] != pending.ID {
+		t.Fatalf("OnChange heard %v after activating a lease that went to approvers, want [%s]", told, pending.ID)
+	}
+
+	f.svc.Decider = nil // the role's auto_approve decides
+	told = nil
+	auto, cred, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", TTL: "20m", Task: "report"})
+	if err != nil || cred == nil || auto.State != broker.LeaseActive {
+		t.Fatalf("auto-approved request = %+v, %v", auto, err)
+	}
+	if len(told) != 0 {
+		t.Fatalf("OnChange heard %v for an auto-approved lease, want nothing", told)
+	}
+}

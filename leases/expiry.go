@@ -16,6 +16,7 @@ import (
 func (s *Service) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	defer s.sleepsUntil.Store(0)
 	for {
 		select {
 		case <-ctx.Done():
@@ -23,6 +24,9 @@ func (s *Service) Run(ctx context.Context) error {
 		case <-timer.C:
 		case <-s.wake:
 		}
+		// Awake: any deadline moved meanwhile pokes (wakeBy), so that the
+		// pass after this one sees it.
+		s.sleepsUntil.Store(0)
 		if err := s.Tick(ctx); err != nil && ctx.Err() == nil {
 			s.Logger.Error("expiry pass failed", "err", err)
 		}
@@ -42,7 +46,16 @@ func (s *Service) Run(ctx context.Context) error {
 			}
 		}
 		timer.Reset(wait)
+		s.sleepsUntil.Store(s.Now().Add(wait).UnixNano())
 	}
+}
+
+// wakeBy pokes the expiry loop unless it will wake by t anyway.
+func (s *Service) wakeBy(t time.Time) {
+	if until := s.sleepsUntil.Load(); until != 0 && t.UnixNano() >= until {
+		return
+	}
+	s.Poke()
 }
 
 // Tick ends overdue approvals, expires every due lease and retries every due

@@ -3,6 +3,7 @@ package leases_test
 import (
 	"context"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -92,6 +93,50 @@ func TestExpiryLoop(t *testing.T) {
 		})
 	})
 
+	// A lease whose window closes after the loop's next wake-up does not
+	// make the loop run a pass: it finds the lease when it wakes.
+	t.Run("NotWokenByLaterLease", func(t *testing.T) {
+		dir := t.TempDir()
+		synctest.Test(t, func(t *testing.T) {
+			f := bubbleFixture(t, dir)
+			defer f.db.Close()
+			claims := &countingStore{Store: f.db}
+			f.svc.Store = claims
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { f.svc.Run(ctx); close(done) }()
+			agent := f.agent(t, "etl", map[string]string{"team": "data"})
+			synctest.Wait()
+			passes := func() int {
+				synctest.Wait()
+				return int(claims.expiryClaims.Load())
+			}
+
+			start := passes() // the pass at start-up
+			first, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "10m", Task: "x"})
+			if n := passes(); n != start+1 {
+				t.Fatalf("%d passes after a lease closing before the loop's wake-up, want %d", n, start+1)
+			}
+			later, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "30m", Task: "x"})
+			if n := passes(); n != start+1 {
+				t.Fatalf("%d passes after a lease closing after the loop's wake-up, want %d", n, start+1)
+			}
+			earlier, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "5m", Task: "x"})
+			if n := passes(); n != start+2 {
+				t.Fatalf("%d passes after a lease closing first, want %d", n, start+2)
+			}
+			time.Sleep(31 * time.Minute)
+			synctest.Wait()
+			for _, l := range []*broker.Lease{first, later, earlier} {
+				if at, ok := f.issuer.revoked(l.VaultLeaseID); !ok || !at.Equal(*l.ExpiresAt) {
+					t.Errorf("lease %s revoked=%t at %s, want at its deadline %s", l.TTL, ok, at, l.ExpiresAt)
+				}
+			}
+			cancel()
+			<-done
+		})
+	})
+
 	t.Run("OverdueAtStartup", func(t *testing.T) {
 		dir := t.TempDir()
 		synctest.Test(t, func(t *testing.T) {
@@ -150,4 +195,16 @@ func TestExpiryLoop(t *testing.T) {
 			<-done
 		})
 	})
+}
+
+// countingStore counts the expiry loop's passes: each claims expired leases
+// first.
+type countingStore struct {
+	leases.Store
+	expiryClaims atomic.Int64
+}
+
+func (c *countingStore) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+	c.expiryClaims.Add(1)
+	return c.Store.ClaimExpiredLeases(ctx, now, retryAt, limit)
 }

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -70,7 +71,11 @@ type Service struct {
 	roles  []*broker.Role
 	byRole map[string]*broker.Role
 	wake   chan struct{}
-	mu     sync.Mutex // guards roles and byRole
+	// sleepsUntil is when the expiry loop's timer fires, in Unix
+	// nanoseconds; 0 while the loop is not sleeping (or not running), when
+	// every wake-up request pokes it (expiry.go).
+	sleepsUntil atomic.Int64
+	mu          sync.Mutex // guards roles and byRole
 
 	changeMu sync.Mutex
 	changed  chan struct{} // closed and replaced by LeaseChanged; wakes WaitLease
@@ -323,7 +328,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		}
 		return nil, nil, fmt.Errorf("record minted lease: %w", err)
 	}
-	s.LeaseChanged(l.ID)
+	s.activated(updated)
 	s.granted(ctx, updated, role) // governance.go
 
 	credExpires := expires
