@@ -168,6 +168,17 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	base := m.HTTP.URL()
+	// The expiry loop, the approval outbox and the housekeeping jobs run as
+	// in production: each activation may wake them.
+	ctx, cancel := context.WithCancel(context.Background())
+	running := make(chan error, 1)
+	go func() { running <- m.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-running; err != nil {
+			b.Error(err)
+		}
+	})
 	// A fleet of agents, as in production, where each agent holds a few
 	// live leases (limits.max_live_leases) rather than thousands.
 	keys := make([]string, benchAgents)
