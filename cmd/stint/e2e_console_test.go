@@ -179,6 +179,27 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		return v
 	}
+	// waitUntil evaluates js until it is true. A chromedp.Poll started
+	// before a form's navigation dies with the page it started on (or waits
+	// out its timeout there), which a busy machine made likely: each
+	// evaluation here is its own call, on whatever page is there by then.
+	waitUntil := func(what, js string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			ok, err := chromedp.Run(ectx, chromedp.Evaluate[bool](js))
+			cancel()
+			if err == nil && ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				shot("failed-" + strings.ReplaceAll(what, " ", "-"))
+				t.Fatalf("%s: still false after 20s (last error: %v)", what, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
@@ -218,13 +239,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`input[name=agent]`), "etl"),
 		chromedp.SetValue(chromedp.CSS(`select[name=state]`), "released"),
 		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
-		// The unfiltered page already shows the lease: wait for the filtered
-		// page itself before reading it.
-		chromedp.Poll[chromedp.Void](fmt.Sprintf(`location.search.includes("state=released") &&
-			((h) => h !== null && h.innerText.includes(%q) && !h.innerText.includes(%q))(document.querySelector("#history"))`,
-			endedID[:12], liveID[:12]),
-			chromedp.WithPollingTimeout(20*time.Second)),
 	)
+	// The unfiltered page already shows the lease: wait for the filtered
+	// page itself before reading it.
+	waitUntil("filter history", fmt.Sprintf(`location.search.includes("state=released") &&
+		((h) => h !== null && h.innerText.includes(%q) && !h.innerText.includes(%q))(document.querySelector("#history"))`,
+		endedID[:12], liveID[:12]))
 	hist := text("#history")
 	if strings.Contains(hist, liveID[:12]) || !strings.Contains(hist, endedID[:12]) {
 		t.Fatalf("history filtered on released shows:\n%s", hist)
