@@ -156,10 +156,12 @@ func BenchmarkGrantOverhead(b *testing.B) {
 
 // BenchmarkPipelineThroughput measures auto-approved grants per second on
 // SQLite with a no-op issuer (target ≥ 3,000 grants/s on 2 cores), from 16
-// concurrent callers (STINT_BENCH_CALLERS) on behalf of a fleet of 1,000 agents: through the whole HTTP stack (auth, validation,
-// write-ahead row, mint, activation, audit chain), with the load-generating
-// HTTP clients sharing the same two cores ("grants/s"), and through the lease
-// service alone ("service-grants/s"). The baseline is GET /healthz on the same
+// concurrent callers (STINT_BENCH_CALLERS) on behalf of a fleet of 1,000
+// agents: through the whole HTTP stack (auth, validation, write-ahead row,
+// mint, activation, audit chain), with the load-generating HTTP clients
+// sharing the same two cores ("grants/s"), and through the lease service
+// alone ("service-grants/s"). The server runs its background loops (expiry,
+// approval outbox, jobs) meanwhile. The baseline is GET /healthz on the same
 // server and clients, so the ratio shows the pipeline's cost over bare HTTP.
 func BenchmarkPipelineThroughput(b *testing.B) {
 	grants := envInt("STINT_BENCH_GRANTS", 20000)
