@@ -72,6 +72,9 @@ func (db *DB) grouped(ctx context.Context, fn func(ctx context.Context, tx *tx) 
 			db.lead()
 		}
 		m := <-op.done
+		if p, ok := m.err.(*opPanic); ok {
+			panic(p.value)
+		}
 		if !m.lead {
 			return m.err
 		}
@@ -87,13 +90,20 @@ func (db *DB) lead() {
 	n := min(len(q.ops), maxGroup)
 	ops := make([]*groupOp, n)
 	copy(ops, q.ops)
-	q.ops = q.ops[:copy(q.ops, q.ops[n:])]
+	rest := copy(q.ops, q.ops[n:])
+	clear(q.ops[rest:]) // no stale references to answered writes
+	q.ops = q.ops[:rest]
 	q.mu.Unlock()
 
 	db.groups.Add(1)
 	db.groupedWrites.Add(int64(len(ops)))
+	defer db.handOff() // even if a write panics: the others must not wait forever
 	db.commitGroup(ops)
+}
 
+// handOff passes the lead to the oldest write waiting, or ends it.
+func (db *DB) handOff() {
+	q := &db.queue
 	q.mu.Lock()
 	if len(q.ops) == 0 {
 		q.leading = false
@@ -123,10 +133,19 @@ func (db *DB) closeGroups() {
 // around each write, so that the failed write's changes alone are undone (a
 // savepoint per write costs two statements and a copy of every page the
 // write changes, on every group, for a failure that is rare).
+//
+// A write that panics fails like a write that returns an error (runOp),
+// and its caller panics with the same value (grouped). Should the group
+// commit itself panic, every write of the group fails with errGroupPanic
+// and the panic goes on in the goroutine that led it.
 func (db *DB) commitGroup(ops []*groupOp) {
 	results := make([]error, len(ops))
+	panicked := true
 	defer func() {
 		for i, op := range ops {
+			if panicked {
+				results[i] = errGroupPanic
+			}
 			op.done <- groupMsg{err: results[i]}
 		}
 	}()
@@ -134,6 +153,26 @@ func (db *DB) commitGroup(ops []*groupOp) {
 		clear(results)
 		db.runGroup(ops, results, true)
 	}
+	panicked = false
+}
+
+// errGroupPanic answers the writes of a group whose commit panicked.
+var errGroupPanic = errors.New("sqlite: the group commit panicked; nothing was written")
+
+// opPanic is the result of a write that panicked: its caller panics again
+// with value.
+type opPanic struct{ value any }
+
+func (p *opPanic) Error() string { return fmt.Sprintf("sqlite: write panicked: %v", p.value) }
+
+// runOp runs op's write in tx; a panic becomes an *opPanic.
+func runOp(ctx context.Context, op *groupOp, tx *tx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &opPanic{value: v}
+		}
+	}()
+	return op.fn(ctx, tx)
 }
 
 // runGroup runs ops in one transaction, commits it and records each op's
@@ -158,7 +197,7 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 		// interrupting it would fail the whole group's first run.
 		ctx := context.WithoutCancel(op.ctx)
 		if !savepoints {
-			if results[i] = op.fn(ctx, tx); results[i] != nil {
+			if results[i] = runOp(ctx, op, tx); results[i] != nil {
 				return false
 			}
 			continue
@@ -168,7 +207,7 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 			continue
 		}
 		mark := tx.markChain()
-		if results[i] = op.fn(ctx, tx); results[i] != nil {
+		if results[i] = runOp(ctx, op, tx); results[i] != nil {
 			// Undo this write only.
 			if _, err := tx.ExecContext(context.Background(), `ROLLBACK TO grouped_write`); err != nil {
 				db.failGroup(results, fmt.Errorf("rollback to savepoint: %w", err))

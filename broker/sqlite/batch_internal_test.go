@@ -267,3 +267,70 @@ func TestGroupCloseAndCancel(t *testing.T) {
 		t.Error("no write committed before Close")
 	}
 }
+
+// TestGroupPanic makes one write of a group panic: its caller, and only
+// it, panics with the same value, its write leaves nothing, every other
+// write commits, and later writes go on: the lead of the group commit was
+// handed on.
+func TestGroupPanic(t *testing.T) {
+	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "stint.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(k string, boom bool) error {
+		return db.grouped(t.Context(), func(ctx context.Context, tx *tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO grouped_test (k) VALUES (?)`, k); err != nil {
+				return err
+			}
+			if boom {
+				panic("boom")
+			}
+			return nil
+		})
+	}
+	rows := func(k string) int {
+		var n int
+		if err := db.writer.QueryRow(`SELECT COUNT(*) FROM grouped_test WHERE k = ?`, k).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	const n, boom = 200, 100
+	errs := make([]error, n)
+	panics := make([]any, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			defer func() { panics[i] = recover() }()
+			errs[i] = insert(fmt.Sprint("k", i), i == boom)
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes still waiting 10s after one panicked")
+	}
+	for i := range n {
+		got := rows(fmt.Sprint("k", i))
+		switch {
+		case i == boom:
+			if panics[i] != "boom" || got != 0 {
+				t.Errorf("the panicking write: its caller recovered %v, %d rows; want the panic and none", panics[i], got)
+			}
+		case panics[i] != nil || errs[i] != nil || got != 1:
+			t.Errorf("write %d: panic %v, err %v, %d rows; want it committed", i, panics[i], errs[i], got)
+		}
+	}
+	groups, writes := db.groups.Load(), db.groupedWrites.Load()
+	t.Logf("%d writes in %d groups", writes, groups)
+	if err := insert("after", false); err != nil || rows("after") != 1 {
+		t.Fatalf("a write after the panic: %v, %d rows", err, rows("after"))
+	}
+}
