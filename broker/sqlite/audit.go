@@ -339,6 +339,16 @@ func appendLeaseEvents(ctx context.Context, tx *tx) error {
 // comes from before the chain (schema version 5) and nothing wrote to it
 // since. Open runs it once.
 func (db *DB) mirrorLegacyLeaseEvents(ctx context.Context) error {
+	// Read first, so that opening a database (each CLI command does) takes
+	// the write lock only when there is something to write.
+	var behind bool
+	if err := db.readOne(ctx).QueryRowContext(ctx, `
+		SELECT EXISTS (SELECT 1 FROM lease_events
+			WHERE id > (SELECT IFNULL(MAX(lease_event_id), 0) FROM audit_events))`).Scan(&behind); err != nil {
+		return fmt.Errorf("find unmirrored lease events: %w", err)
+	} else if !behind {
+		return nil
+	}
 	tx, err := db.begin(ctx)
 	if err != nil {
 		return err

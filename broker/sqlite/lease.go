@@ -50,7 +50,11 @@ func (db *DB) FindLeaseByID(ctx context.Context, id string) (*broker.Lease, erro
 // newest first, then by ID descending.
 func (db *DB) FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error) {
 	if filter.NoTotal { // one query: no snapshot to share with a count
-		return findLeases(ctx, db.readOne(ctx), filter)
+		tx := db.readOne(ctx)
+		// A listing may read many rows (an export): it stays cancellable,
+		// but for the one-row lookups of a lease request.
+		tx.detached = filter.Limit == 1
+		return findLeases(ctx, tx, filter)
 	}
 	tx, err := db.beginRead(ctx)
 	if err != nil {

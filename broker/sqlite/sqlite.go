@@ -282,9 +282,8 @@ type tx struct {
 // statementContext is the context a statement of t runs with: ctx, or,
 // when t is detached and ctx is still live, ctx without its cancellation.
 // The driver watches a cancellable context with a goroutine of its own for
-// each statement; a statement that takes microseconds (an indexed lookup, or
-// one write of a group commit) is cheaper to let finish, and a write of a
-// group commit must not be interrupted on behalf of one of its callers.
+// each statement; an indexed lookup, which takes microseconds, is cheaper
+// to let finish. (Writes of a group commit are detached in runGroup.)
 func (t *tx) statementContext(ctx context.Context) context.Context {
 	if !t.detached || ctx.Err() != nil {
 		return ctx
@@ -318,8 +317,9 @@ func (db *DB) beginRead(ctx context.Context) (*tx, error) {
 // sparing BEGIN and ROLLBACK (each parsed anew by the driver) and
 // database/sql's transaction bookkeeping. Its Rollback does nothing.
 //
-// Its queries are detached (statementContext): every caller of readOne
-// looks rows up through an index, which takes microseconds.
+// Its queries are detached (statementContext): readOne's callers look rows
+// up through an index, which takes microseconds; FindLeases, whose
+// listings may be long, keeps its own cancellable.
 func (db *DB) readOne(ctx context.Context) *tx {
 	return &tx{now: normTime(db.Now()), stmts: db.readerStmts(), ctx: ctx, detached: true}
 }
