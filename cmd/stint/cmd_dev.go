@@ -212,6 +212,10 @@ The vault-token role needs one human approval (policy in %[9]s):
   bin/stint -c %[4]s approvals approve ID --digest DIGEST --as %[10]s
   bin/stint leases activate ID                                    # the Vault token, once
 
+Every lease event is in the tamper-evident audit chain; check it with:
+
+  bin/stint -c %[4]s audit verify
+
 Admin token (for revoke): %[7]s
   curl -s -X POST %[1]s/v1/leases/ID/revoke -H "Authorization: Bearer %[7]s" -d '{"reason":"test"}' -H 'Content-Type: application/json'
 
