@@ -182,6 +182,7 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 	m.Cron.Start()
 	<-ctx.Done()
+	m.Logger.Info("stint stopping: finishing requests in flight and background work")
 	return nil
 }
 
@@ -205,7 +206,13 @@ func (m *Main) Close() error {
 	if m.DB != nil {
 		errs = append(errs, m.DB.Close())
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if m.Cron != nil { // it ran: say it is done
+		m.Logger.Info("stint stopped")
+	}
+	return nil
 }
 
 // adminContext is the context for operator commands run on the server host:
