@@ -131,6 +131,11 @@ type LeaseEvent struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// AgentLeaseCount is how many leases an agent has, in all and live.
+type AgentLeaseCount struct {
+	Total, Live int
+}
+
 // LeaseFilter selects leases. Nil and empty fields do not filter.
 type LeaseFilter struct {
 	ID            *string
@@ -235,6 +240,10 @@ type LeaseStore interface {
 	CountRefusals(ctx context.Context, agentID string, since time.Time) (int, error)
 	// CountLeasesByState returns how many leases are in each state.
 	CountLeasesByState(ctx context.Context) (map[LeaseState]int, error)
+	// CountAgentLeases returns, for each agent of agentIDs that has
+	// leases, how many it has in all and how many are live (issuing,
+	// active, revoking); agents without leases are absent from the map.
+	CountAgentLeases(ctx context.Context, agentIDs []string) (map[string]AgentLeaseCount, error)
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at
 	// or before now: pending leases past DecideBy become timed_out, approved
 	// leases past ActivateBy become lapsed (EndedAt now), each with an event

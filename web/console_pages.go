@@ -438,16 +438,17 @@ func (s *Server) handleConsoleAgents(c echo.Context) error {
 		return err
 	}
 	page := agentsPage{Total: total, Page: pageNo, CanEdit: consoleUser(c).Role == broker.RoleAdmin}
+	ids := make([]string, len(agents))
+	for i, a := range agents {
+		ids[i] = a.ID
+	}
+	counts, err := s.Console.Store.CountAgentLeases(ctx, ids)
+	if err != nil {
+		return err
+	}
 	for _, a := range agents {
-		row := agentRow{Agent: a}
-		id := a.ID
-		if _, row.Total, err = s.Console.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &id, Limit: 1}); err != nil {
-			return err
-		}
-		if _, row.Live, err = s.Console.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &id, States: liveStates, Limit: 1}); err != nil {
-			return err
-		}
-		page.Rows = append(page.Rows, row)
+		c := counts[a.ID]
+		page.Rows = append(page.Rows, agentRow{Agent: a, Live: c.Live, Total: c.Total})
 	}
 	if pageNo > 1 {
 		page.PrevURL = fmt.Sprintf("%s/agents?page=%d", consoleBasePath, pageNo-1)

@@ -297,6 +297,21 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("AgentsPageCounts", func(t *testing.T) {
+		b := f.browser(t)
+		b.login("rita")
+		resp, body := b.get("/console/agents")
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("agents page = %d\n%s", resp.StatusCode, body)
+		}
+		// etl-bot holds the fixture's one lease, live.
+		row := regexp.MustCompile(`(?s)<tr>\s*<td><a [^>]*>etl-bot</a>.*?</tr>`).FindString(body)
+		cells := regexp.MustCompile(`<td>(\d+)</td>\s*<td>(\d+)</td>`).FindStringSubmatch(row)
+		if cells == nil || cells[1] != "1" || cells[2] != "1" {
+			t.Fatalf("etl-bot's row shows live/total %v, want 1 and 1:\n%s", cells, row)
+		}
+	})
+
 	t.Run("HistoryFiltersAndExports", func(t *testing.T) {
 		b := f.browser(t)
 		b.login("rita")

@@ -312,6 +312,49 @@ func (db *DB) CountLeasesByState(ctx context.Context) (map[broker.LeaseState]int
 	return counts, nil
 }
 
+// CountAgentLeases implements broker.LeaseStore: one query for a page of
+// agents, each count read from an index (all of an agent's leases from
+// leases_agent_id, its live ones from the live-roles partial index).
+func (db *DB) CountAgentLeases(ctx context.Context, agentIDs []string) (map[string]broker.AgentLeaseCount, error) {
+	counts := map[string]broker.AgentLeaseCount{}
+	if len(agentIDs) == 0 {
+		return counts, nil
+	}
+	list, err := idsJSON(agentIDs)
+	if err != nil {
+		return nil, err
+	}
+	tx, err := db.beginRead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `
+		SELECT a.value,
+			(SELECT COUNT(*) FROM leases INDEXED BY leases_agent_id WHERE agent_id = a.value),
+			(SELECT COUNT(*) FROM leases INDEXED BY leases_live_agent_role
+				WHERE agent_id = a.value AND state IN ('issuing', 'active', 'revoking'))
+		FROM json_each(?) AS a`, list)
+	if err != nil {
+		return nil, fmt.Errorf("count agents' leases: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var c broker.AgentLeaseCount
+		if err := rows.Scan(&id, &c.Total, &c.Live); err != nil {
+			return nil, fmt.Errorf("scan agent lease count: %w", err)
+		}
+		if c.Total > 0 {
+			counts[id] = c
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count agents' leases: %w", err)
+	}
+	return counts, nil
+}
+
 // createLease inserts l, filling in its ID and timestamps when unset.
 func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 	if l.ID == "" {

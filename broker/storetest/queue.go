@@ -282,6 +282,30 @@ func testLeaseQueue(t *testing.T, open func(tb testing.TB) Store) {
 			}
 		})
 	})
+
+	t.Run("CountByAgent", func(t *testing.T) {
+		s := open(t)
+		a := mustCreateAgent(t, s, "etl-bot")
+		b := mustCreateAgent(t, s, "ops-bot")
+		idle := mustCreateAgent(t, s, "idle-bot")
+		mustCreateLease(t, s, newActiveLease(a, at(time.Hour)))
+		mustCreateLease(t, s, newRevokingLease(a, at(time.Hour)))
+		released := newLease(a, at(0))
+		released.State, released.EndedAt = broker.LeaseReleased, ptr(at(time.Minute))
+		mustCreateLease(t, s, released)
+		mustCreateLease(t, s, newLease(b, at(0))) // pending: not live
+		got, err := s.CountAgentLeases(t.Context(), []string{a.ID, b.ID, idle.ID, newID()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]broker.AgentLeaseCount{a.ID: {Total: 3, Live: 2}, b.ID: {Total: 1, Live: 0}}
+		if !maps.Equal(got, want) {
+			t.Errorf("counts = %v, want %v", got, want)
+		}
+		if got, err := s.CountAgentLeases(t.Context(), nil); err != nil || len(got) != 0 {
+			t.Errorf("counts of no agents = %v, %v; want none", got, err)
+		}
+	})
 }
 
 // wantNoDeadline fails tb if the store reports a deadline.
