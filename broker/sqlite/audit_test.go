@@ -112,9 +112,8 @@ func TestAuditTamper(t *testing.T) {
 	})
 
 	t.Run("LeaseHistoryEdited", func(t *testing.T) {
-		// Lease events are mirrored into the chain, so rewriting a lease's
-		// history leaves the chain telling the truth, and editing the
-		// mirror breaks it.
+		// A lease's history is its events in the chain: editing one (the
+		// file is edited behind the triggers' back) breaks the chain there.
 		db, path := MustOpenDB(t)
 		a := &broker.Agent{Name: "etl", Owner: "o@example.com", State: broker.AgentActive}
 		if err := db.CreateAgent(t.Context(), a); err != nil {

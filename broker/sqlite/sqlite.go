@@ -260,8 +260,8 @@ type tx struct {
 	// unprepared are queries this transaction ran without a cached statement;
 	// Commit prepares them for later transactions.
 	unprepared []string
-	// created are the leases this transaction inserted, so that mirroring
-	// their creation events into the audit chain need not read them back.
+	// created are the leases this transaction inserted, so that appending
+	// their creation events to the audit chain need not read them back.
 	created map[string]*broker.Lease
 	// leaseEvents are the lease events the transaction wrote, waiting for
 	// Commit to append them to the audit chain, which is the lease history:
