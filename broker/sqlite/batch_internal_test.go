@@ -14,19 +14,40 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
+// openGroupTest opens the store at path with a table grouped_test (k TEXT
+// PRIMARY KEY) for writes to fill.
+func openGroupTest(t *testing.T, path string) *DB {
+	t.Helper()
+	db, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
+		db.Close()
+		t.Fatal(err)
+	}
+	return db
+}
+
+// waitWithin waits for wg, failing t with msg after 10 seconds.
+func waitWithin(t *testing.T, wg *sync.WaitGroup, msg string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal(msg)
+	}
+}
+
 // TestGroupRetriesWithSavepoints makes a write fail after it has changed the
 // database, inside groups shared with writes that succeed: the failed
 // write's changes must be gone and every other write committed, whether the
 // group ran once without savepoints or again with them.
 func TestGroupRetriesWithSavepoints(t *testing.T) {
-	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "stint.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openGroupTest(t, filepath.Join(t.TempDir(), "stint.db"))
 	defer db.Close()
-	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
 	errBoom := errors.New("boom")
 	const n = 300
 	errs := make([]error, n)
@@ -187,13 +208,7 @@ func TestChainCache(t *testing.T) {
 // with that context's error and leaves nothing.
 func TestGroupCloseAndCancel(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "stint.db")
-	db, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
+	db := openGroupTest(t, path)
 	insert := func(ctx context.Context, k string) error {
 		return db.grouped(ctx, func(ctx context.Context, tx *tx) error {
 			_, err := tx.ExecContext(ctx, `INSERT INTO grouped_test (k) VALUES (?)`, k)
@@ -230,15 +245,9 @@ func TestGroupCloseAndCancel(t *testing.T) {
 	if leading || queued != 0 {
 		t.Fatalf("after Close: leading=%v with %d writes queued", leading, queued)
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("writes still waiting 10s after Close")
-	}
+	waitWithin(t, &wg, "writes still waiting 10s after Close")
 
-	db, err = Open(t.Context(), path)
+	db, err := Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,14 +282,8 @@ func TestGroupCloseAndCancel(t *testing.T) {
 // write commits, and later writes go on: the lead of the group commit was
 // handed on.
 func TestGroupPanic(t *testing.T) {
-	db, err := Open(t.Context(), filepath.Join(t.TempDir(), "stint.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openGroupTest(t, filepath.Join(t.TempDir(), "stint.db"))
 	defer db.Close()
-	if _, err := db.writer.Exec(`CREATE TABLE grouped_test (k TEXT PRIMARY KEY)`); err != nil {
-		t.Fatal(err)
-	}
 	insert := func(k string, boom bool) error {
 		return db.grouped(t.Context(), func(ctx context.Context, tx *tx) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO grouped_test (k) VALUES (?)`, k); err != nil {
@@ -310,13 +313,7 @@ func TestGroupPanic(t *testing.T) {
 			errs[i] = insert(fmt.Sprint("k", i), i == boom)
 		})
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("writes still waiting 10s after one panicked")
-	}
+	waitWithin(t, &wg, "writes still waiting 10s after one panicked")
 	for i := range n {
 		got := rows(fmt.Sprint("k", i))
 		switch {
