@@ -177,8 +177,6 @@ type AgentStore interface {
 
 	// CreateAPIKey inserts a key. Returns ECONFLICT if the hash exists.
 	CreateAPIKey(ctx context.Context, k *APIKey) error
-	// FindAPIKeyByHash returns ENOTFOUND if no key has the hash.
-	FindAPIKeyByHash(ctx context.Context, hash string) (*APIKey, error)
 	// FindAgentByAPIKeyHash returns the key with the hash and its agent, as
 	// one snapshot, whatever their states; ENOTFOUND if no key has the hash.
 	FindAgentByAPIKeyHash(ctx context.Context, hash string) (*APIKey, *Agent, error)

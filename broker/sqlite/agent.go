@@ -104,19 +104,6 @@ func (db *DB) CreateAPIKey(ctx context.Context, k *broker.APIKey) error {
 	return nil
 }
 
-// FindAPIKeyByHash implements broker.AgentStore.
-func (db *DB) FindAPIKeyByHash(ctx context.Context, hash string) (*broker.APIKey, error) {
-	tx := db.readOne(ctx)
-
-	keys, err := findAPIKeys(ctx, tx, "hash = ?", hash)
-	if err != nil {
-		return nil, err
-	} else if len(keys) == 0 {
-		return nil, broker.Errorf(broker.ENOTFOUND, "API key not found.")
-	}
-	return keys[0], nil
-}
-
 // FindAgentByAPIKeyHash implements broker.AgentStore: authentication's one
 // read.
 func (db *DB) FindAgentByAPIKeyHash(ctx context.Context, hash string) (*broker.APIKey, *broker.Agent, error) {

@@ -232,7 +232,7 @@ func testAPIKeys(t *testing.T, open func(tb testing.TB) Store) {
 			if err := s.CreateAPIKey(t.Context(), want); err != nil {
 				t.Fatal(err)
 			}
-			got, err := s.FindAPIKeyByHash(t.Context(), want.Hash)
+			got, _, err := s.FindAgentByAPIKeyHash(t.Context(), want.Hash)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -269,18 +269,6 @@ func testAPIKeys(t *testing.T, open func(tb testing.TB) Store) {
 			s := open(t)
 			k := newKey(&broker.Agent{ID: newID(), Name: "ghost"}, 0)
 			wantError(t, s.CreateAPIKey(t.Context(), k), broker.ENOTFOUND, "Agent not found.")
-		})
-	})
-
-	t.Run("FindByHash", func(t *testing.T) {
-		t.Run("ErrNotFound", func(t *testing.T) {
-			s := open(t)
-			a := mustCreateAgent(t, s, "etl-bot")
-			if err := s.CreateAPIKey(t.Context(), newKey(a, 0)); err != nil {
-				t.Fatal(err)
-			}
-			_, err := s.FindAPIKeyByHash(t.Context(), "no-such-hash")
-			wantError(t, err, broker.ENOTFOUND, "API key not found.")
 		})
 	})
 
