@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
 )
@@ -105,4 +107,53 @@ func claimOneByOne(b *testing.B, db *sqlite.DB, ids []string, now time.Time) int
 		}
 	}
 	return len(ids)
+}
+
+// BenchmarkGrantWrites measures the store's part of one auto-approved grant,
+// as a lone request makes it: the write-ahead transaction (the issuing lease
+// and its first history event) and the activation (issuing → active with
+// the Vault lease id, and its event), each a commit of its own. The
+// baseline is the smallest write a request can make, an agent's last-seen
+// time, so the ratios show what the lease rows, their indexes and the audit
+// chain add to a bare commit. Compare with BenchmarkGrantOverhead, where
+// the same two transactions run between Vault calls on busy cores.
+func BenchmarkGrantWrites(b *testing.B) {
+	db, _ := MustOpenDB(b)
+	a := MustCreateAgent(b, db, "bench-bot")
+	ctx := b.Context()
+	var ahead, activate, touch time.Duration
+	for i := 0; b.Loop(); i++ {
+		now := time.Now().UTC()
+		l := &broker.Lease{
+			ID: uuid.Must(uuid.NewV7()).String(), AgentID: a.ID, Agent: a.Name, Role: "db-readonly",
+			Task: "bench", TTL: broker.Duration(time.Hour), VaultPath: "database/creds/readonly",
+			State: broker.LeaseIssuing, PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprove},
+			CreatedAt: now, UpdatedAt: now,
+		}
+		t0 := time.Now()
+		if err := db.CreateLease(ctx, l, "agent:"+a.ID, "auto-approved"); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		active, vaultID, expires := broker.LeaseActive, "database/creds/readonly/"+uuid.NewString(), now.Add(time.Hour)
+		if _, err := db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+			From: []broker.LeaseState{broker.LeaseIssuing}, State: &active,
+			VaultLeaseID: &vaultID, ActivatedAt: &now, ExpiresAt: &expires,
+			Actor: "agent:" + a.ID, Reason: "credential minted", Base: l,
+		}); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		seen := now.Add(time.Duration(i) * time.Second)
+		if _, err := db.UpdateAgent(ctx, a.ID, broker.AgentUpdate{LastSeenAt: &seen}); err != nil {
+			b.Fatal(err)
+		}
+		ahead, activate, touch = ahead+t1.Sub(t0), activate+t2.Sub(t1), touch+time.Since(t2)
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(ahead.Microseconds())/n, "write-ahead-µs")
+	b.ReportMetric(float64(activate.Microseconds())/n, "activation-µs")
+	b.ReportMetric(float64(touch.Microseconds())/n, "baseline-µs")
+	b.ReportMetric(float64(ahead)/float64(touch), "write-ahead-ratio")
+	b.ReportMetric(float64(activate)/float64(touch), "activation-ratio")
 }
