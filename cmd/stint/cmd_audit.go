@@ -63,45 +63,70 @@ events) and each event's hash equal to the SHA-256 of its content (a mismatch
 means an edited event). It prints the head (last seq and hash): keep it
 somewhere the server cannot write, and pass it back later with --anchor to
 detect a chain rewritten or truncated after that point, which the chain alone
-cannot show. Exits 1 if the chain is broken.`,
-		Args: cobra.NoArgs,
+cannot show.
+
+Exit status: 0 when the chain verifies, 1 when it is broken (or an anchor
+does not match), 2 when it could not be checked (a bad flag, configuration
+or store), so that a scheduled check can tell tampering from trouble.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				return &exitStatus{code: exitUnverified, err: err}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			anchorMap, err := parseAnchors(anchors)
+			v, err := verifyAudit(cmd, anchors)
 			if err != nil {
-				return err
-			}
-			db, _, err := openStore(cmd)
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			stderr := cmd.ErrOrStderr()
-			start := time.Now()
-			v, err := broker.VerifyAuditChain(cmd.Context(), db, anchorMap, func(n int64) {
-				fmt.Fprintf(stderr, "checked %d events (%s)\n", n, time.Since(start).Round(time.Millisecond))
-			})
-			if err != nil {
-				return err
+				// No verdict: the chain may be intact or not.
+				return &exitStatus{code: exitUnverified, err: err}
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(v); err != nil {
-					return err
+					return &exitStatus{code: exitUnverified, err: err}
 				}
 			} else {
 				printVerification(out, v)
 			}
 			if !v.OK {
-				return fmt.Errorf("audit chain broken at event %d", v.BrokenAt)
+				return &exitStatus{code: exitBroken, err: fmt.Errorf("audit chain broken at event %d", v.BrokenAt)}
 			}
 			return nil
 		},
 	}
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitStatus{code: exitUnverified, err: err}
+	})
 	cmd.Flags().StringArrayVar(&anchors, "anchor", nil, "SEQ:HASH of an event recorded earlier (repeatable); the chain must still hold it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// Exit statuses of "stint audit verify" beyond 0 (verified).
+const (
+	exitBroken     = 1 // the chain is broken
+	exitUnverified = 2 // no verdict: the check could not run
+)
+
+// verifyAudit walks the store's audit chain against anchors, printing
+// progress on stderr.
+func verifyAudit(cmd *cobra.Command, anchors []string) (*broker.AuditVerification, error) {
+	anchorMap, err := parseAnchors(anchors)
+	if err != nil {
+		return nil, err
+	}
+	db, _, err := openStore(cmd)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	stderr := cmd.ErrOrStderr()
+	start := time.Now()
+	return broker.VerifyAuditChain(cmd.Context(), db, anchorMap, func(n int64) {
+		fmt.Fprintf(stderr, "checked %d events (%s)\n", n, time.Since(start).Round(time.Millisecond))
+	})
 }
 
 func printVerification(out io.Writer, v *broker.AuditVerification) {

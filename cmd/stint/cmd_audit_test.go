@@ -111,10 +111,20 @@ func TestAuditAndUsersCommands(t *testing.T) {
 	}
 	raw.Close()
 	out, err = runCLI(t, "", c("audit", "verify", "--anchor", anchor)...)
-	if err == nil || !strings.Contains(out, "BROKEN at event 1 (hash_mismatch)") {
-		t.Fatalf("verify of an edited chain = %q, %v", out, err)
+	if err == nil || !strings.Contains(out, "BROKEN at event 1 (hash_mismatch)") || exitCode(err) != 1 {
+		t.Fatalf("verify of an edited chain = %q, %v (exit %d), want exit 1", out, err, exitCode(err))
 	}
-	if _, err := runCLI(t, "", c("audit", "verify", "--anchor", "x:y")...); broker.ErrorField(err) != "anchor" {
-		t.Fatalf("bad anchor = %v", err)
+	// No verdict exits 2, not 1: a scheduled check tells trouble from tampering.
+	if _, err := runCLI(t, "", c("audit", "verify", "--anchor", "x:y")...); broker.ErrorField(err) != "anchor" || exitCode(err) != 2 {
+		t.Fatalf("bad anchor = %v (exit %d), want EINVALID anchor, exit 2", err, exitCode(err))
+	}
+	for name, args := range map[string][]string{
+		"missing config": {"--config", filepath.Join(dir, "none.yaml"), "audit", "verify"},
+		"unknown flag":   c("audit", "verify", "--anchr", "1:x"),
+		"extra argument": c("audit", "verify", "now"),
+	} {
+		if _, err := runCLI(t, "", args...); err == nil || exitCode(err) != 2 {
+			t.Errorf("%s: verify = %v (exit %d), want exit 2", name, err, exitCode(err))
+		}
 	}
 }

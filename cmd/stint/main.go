@@ -28,8 +28,27 @@ func main() {
 	root := newRootCommand(os.Stdout, os.Stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "stint:", userMessage(err))
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitStatus is an error with the exit status the command documents for it.
+type exitStatus struct {
+	code int
+	err  error
+}
+
+func (e *exitStatus) Error() string { return e.err.Error() }
+func (e *exitStatus) Unwrap() error { return e.err }
+
+// exitCode is the process's exit status for err: the one a command chose
+// (exitStatus), else 1.
+func exitCode(err error) int {
+	var e *exitStatus
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
 }
 
 // userMessage renders an error for the terminal: a broker error's safe
