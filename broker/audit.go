@@ -288,6 +288,9 @@ type AuditVerification struct {
 	BrokenAt int64      `json:"broken_at,omitempty"`
 	Break    AuditBreak `json:"break,omitempty"`
 	Reason   string     `json:"reason,omitempty"`
+	// AnchorsMatched is how many anchors the chain held with their
+	// recorded hashes.
+	AnchorsMatched int `json:"anchors_matched"`
 	// VerifiedAt is when the walk ended.
 	VerifiedAt time.Time `json:"verified_at"`
 }
@@ -320,8 +323,11 @@ func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]strin
 		case e.ComputeHash() != e.Hash:
 			return broke(e, AuditHashMismatch, "the content of event %d does not match its hash: it was edited", e.Seq)
 		}
-		if want, ok := anchors[e.Seq]; ok && want != e.Hash {
-			return broke(e, AuditAnchorMismatch, "event %d has hash %s, but the anchor recorded %s: the chain was rewritten", e.Seq, short(e.Hash), short(want))
+		if want, ok := anchors[e.Seq]; ok {
+			if want != e.Hash {
+				return broke(e, AuditAnchorMismatch, "event %d has hash %s, but the anchor recorded %s: the chain was rewritten", e.Seq, short(e.Hash), short(want))
+			}
+			v.AnchorsMatched++
 		}
 		prev = e
 		v.Checked++

@@ -271,8 +271,8 @@ func testAudit(t *testing.T, open func(tb testing.TB) Store) {
 		}
 		head, _ := as.AuditHead(t.Context())
 		v, err := broker.VerifyAuditChain(t.Context(), as, map[int64]string{3: head.Hash}, nil)
-		if err != nil || !v.OK {
-			t.Fatalf("verify with the right anchor = %+v, %v", v, err)
+		if err != nil || !v.OK || v.AnchorsMatched != 1 {
+			t.Fatalf("verify with the right anchor = %+v, %v; want ok, 1 anchor matched", v, err)
 		}
 		v, err = broker.VerifyAuditChain(t.Context(), as, map[int64]string{2: head.Hash}, nil)
 		if err != nil || v.OK || v.Break != broker.AuditAnchorMismatch || v.BrokenAt != 2 {

@@ -22,8 +22,7 @@ import (
 // openStore reads the config named by --config and opens only its store:
 // the audit and users commands need neither Vault nor the services.
 func openStore(cmd *cobra.Command) (*sqlite.DB, Config, error) {
-	path, _ := cmd.Flags().GetString("config")
-	cfg, err := ReadConfig(path)
+	cfg, _, err := readConfigFlag(cmd)
 	if err != nil {
 		return nil, cfg, err
 	}
@@ -132,6 +131,9 @@ func verifyAudit(cmd *cobra.Command, anchors []string) (*broker.AuditVerificatio
 func printVerification(out io.Writer, v *broker.AuditVerification) {
 	if v.OK {
 		fmt.Fprintf(out, "audit chain OK: %d events verified\n", v.Checked)
+		if v.AnchorsMatched > 0 {
+			fmt.Fprintf(out, "anchors: %d matched\n", v.AnchorsMatched)
+		}
 	} else {
 		fmt.Fprintf(out, "audit chain BROKEN at event %d (%s): %s\n", v.BrokenAt, v.Break, v.Reason)
 		fmt.Fprintf(out, "events 1-%d verified before the break\n", v.Checked)

@@ -61,6 +61,10 @@ func TestAuditAndUsersCommands(t *testing.T) {
 	}
 	anchor := out[strings.Index(out, "--anchor ")+len("--anchor "):]
 	anchor = strings.TrimSpace(anchor)
+	out, err = runCLI(t, "", c("audit", "verify", "--anchor", anchor)...)
+	if err != nil || !strings.Contains(out, "audit chain OK: 2 events verified") || !strings.Contains(out, "anchors: 1 matched") {
+		t.Fatalf("audit verify --anchor = %q, %v", out, err)
+	}
 
 	exportPath := filepath.Join(dir, "audit.jsonl")
 	if out, err := runCLI(t, "", c("audit", "export", "--format", "jsonl", "--out", exportPath, "--since", "24h")...); err != nil {
@@ -117,6 +121,9 @@ func TestAuditAndUsersCommands(t *testing.T) {
 	// No verdict exits 2, not 1: a scheduled check tells trouble from tampering.
 	if _, err := runCLI(t, "", c("audit", "verify", "--anchor", "x:y")...); broker.ErrorField(err) != "anchor" || exitCode(err) != 2 {
 		t.Fatalf("bad anchor = %v (exit %d), want EINVALID anchor, exit 2", err, exitCode(err))
+	}
+	if _, err := runCLI(t, "", "--config", filepath.Join(dir, "none.yaml"), "audit", "verify"); err == nil || !strings.Contains(err.Error(), "-c FILE or STINT_CONFIG") {
+		t.Errorf("verify with no configuration = %v, want a hint to name one", err)
 	}
 	for name, args := range map[string][]string{
 		"missing config": {"--config", filepath.Join(dir, "none.yaml"), "audit", "verify"},

@@ -32,8 +32,7 @@ func newCAInitCommand() *cobra.Command {
 		Short: "Create the enrolment CA in identity.ca_dir (refuses to replace one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, _ := cmd.Flags().GetString("config")
-			cfg, err := ReadConfig(path)
+			cfg, _, err := readConfigFlag(cmd)
 			if err != nil {
 				return err
 			}

@@ -19,8 +19,9 @@ import (
 )
 
 const (
-	devAgent    = "demo-agent"
-	devApprover = "approver@example.com"
+	devAgent          = "demo-agent"
+	devApprover       = "approver@example.com"
+	devSecondApprover = "second-approver@example.com"
 )
 
 func newDevCommand() *cobra.Command {
@@ -150,7 +151,7 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 	// from security) can be tried with `stint approvals`.
 	cfg.Approvers = []*broker.Approver{
 		{Email: devApprover, Name: "Dev Approver", Groups: []string{"approvers", "security"}},
-		{Email: "second-approver@example.com", Name: "Second Approver", Groups: []string{"approvers", "security"}},
+		{Email: devSecondApprover, Name: "Second Approver", Groups: []string{"approvers", "security"}},
 	}
 	b, err := yaml.Marshal(&cfg)
 	if err != nil {
@@ -205,12 +206,17 @@ Log in with the username and password it returns:
 
 Other commands: bin/stint leases list | show ID | history ID | release ID | roles
 
-The vault-token role needs one human approval (policy in %[9]s):
+The vault-token role needs one human approval (policy in %[9]s;
+approvers %[10]s and %[11]s):
 
   bin/stint leases request --role vault-token --ttl 10m --task "read the agent secret"   # 202 pending
-  bin/stint -c %[4]s approvals list --as %[10]s                  # shows ID and DIGEST
+  bin/stint -c %[4]s approvals list --as %[10]s                  # each lease ID and its digest
   bin/stint -c %[4]s approvals approve ID --digest DIGEST --as %[10]s
   bin/stint leases activate ID                                    # the Vault token, once
+
+The token reads %[12]s and nothing else:
+
+  curl -s -H "X-Vault-Token: <token>" %[3]s/v1/%[12]s
 
 Every lease event is in the tamper-evident audit chain; check it with:
 
@@ -222,5 +228,5 @@ Admin token (for revoke): %[7]s
 Vault root token (development only): %[8]s
 Stop with Ctrl-C.
 `, base, cfg.Store.Path, dv.Addr, cfgPath, devAgent, key, adminToken, dv.RootToken,
-		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover)
+		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover, devSecondApprover, vault.DevAgentSecret)
 }

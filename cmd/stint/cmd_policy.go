@@ -162,8 +162,7 @@ keeps the policies in force and logs why.`,
 // readPolicyConfig reads the configuration named by --config; with
 // allowMissing, a missing file yields the defaults.
 func readPolicyConfig(cmd *cobra.Command, allowMissing bool) (Config, error) {
-	path, _ := cmd.Flags().GetString("config")
-	cfg, err := ReadConfig(path)
+	cfg, _, err := readConfigFlag(cmd)
 	if err != nil && allowMissing && errors.Is(err, fs.ErrNotExist) {
 		return DefaultConfig(), nil
 	}

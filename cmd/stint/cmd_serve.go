@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,12 +11,19 @@ import (
 
 // openMain reads the config named by --config and opens a Main.
 func openMain(cmd *cobra.Command) (*Main, error) {
-	path, _ := cmd.Flags().GetString("config")
-	cfg, err := ReadConfig(path)
+	cfg, _, err := readConfigFlag(cmd)
 	if err != nil {
 		return nil, err
 	}
-	logger, err := newLogger(cfg.Log, cmd.ErrOrStderr())
+	logCfg := cfg.Log
+	var level slog.Level
+	if cmd.Name() != "serve" && level.UnmarshalText([]byte(logCfg.Level)) == nil && level == slog.LevelInfo {
+		// A one-shot command prints what it did; its info logs would only
+		// repeat that on stderr. Warnings and errors still show, and
+		// log.level debug shows everything.
+		logCfg.Level = "warn"
+	}
+	logger, err := newLogger(logCfg, cmd.ErrOrStderr())
 	if err != nil {
 		return nil, err
 	}
@@ -94,8 +102,7 @@ func newConfigCommand() *cobra.Command {
 		Short: "Check the configuration file and print the roles it defines",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, _ := cmd.Flags().GetString("config")
-			cfg, err := ReadConfig(path)
+			cfg, path, err := readConfigFlag(cmd)
 			if err != nil {
 				return err
 			}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -92,6 +93,24 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newReviewsCommand(),
 	)
 	return root
+}
+
+// devConfigPath is where `make run` (stint dev) writes its configuration.
+const devConfigPath = "var/dev/stint.yaml"
+
+// readConfigFlag reads the configuration file named by --config (or
+// STINT_CONFIG). A missing file's error says how to name one.
+func readConfigFlag(cmd *cobra.Command) (Config, string, error) {
+	path, _ := cmd.Flags().GetString("config")
+	cfg, err := ReadConfig(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		hint := "name the configuration file with -c FILE or STINT_CONFIG"
+		if _, serr := os.Stat(devConfigPath); serr == nil && path != devConfigPath {
+			hint += fmt.Sprintf(" (the development setup's is %s: bin/stint -c %s %s)", devConfigPath, devConfigPath, strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "))
+		}
+		err = fmt.Errorf("%w; %s", err, hint)
+	}
+	return cfg, path, err
 }
 
 func envOr(name, def string) string {
