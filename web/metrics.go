@@ -43,6 +43,8 @@ type Metrics struct {
 	vaultLatency *prometheus.HistogramVec
 	vaultErrors  *prometheus.CounterVec
 	authFailures *prometheus.CounterVec
+	commitHeld   prometheus.Histogram
+	commitWrites prometheus.Histogram
 }
 
 // NewMetrics returns the metrics with the Go and process collectors and the
@@ -73,11 +75,23 @@ func NewMetrics(src MetricsSource, now func() time.Time) *Metrics {
 			Name: "stint_auth_failures_total",
 			Help: "Failed authentications, by channel (api, console, metrics).",
 		}, []string{"channel"}),
+		commitHeld: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "stint_store_commit_duration_seconds",
+			Help: "How long each committed write transaction held the store's single writer, BEGIN to COMMIT. " +
+				"Its rate(_sum) near 1 means the writer is saturated.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}),
+		commitWrites: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "stint_store_commit_writes",
+			Help:    "Writes per committed write transaction: concurrent lease writes share one commit (group commit).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+		}),
 	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.grantLatency, m.decisions, m.vaultLatency, m.vaultErrors, m.authFailures,
+		m.commitHeld, m.commitWrites,
 		&storeCollector{src: src, now: now},
 	)
 	for _, o := range []string{"granted", "pending", "denied", "error"} {
@@ -109,6 +123,13 @@ func (m *Metrics) ObserveVault(op string, d time.Duration, errKind string) {
 	if errKind != "" {
 		m.vaultErrors.WithLabelValues(op, errKind).Inc()
 	}
+}
+
+// ObserveStoreCommit records one committed write transaction of the store:
+// how many writes it held and how long it held the writer.
+func (m *Metrics) ObserveStoreCommit(writes int, held time.Duration) {
+	m.commitHeld.Observe(held.Seconds())
+	m.commitWrites.Observe(float64(writes))
 }
 
 // ObserveAuthFailure counts one failed authentication on channel.

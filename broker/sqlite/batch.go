@@ -220,6 +220,12 @@ func (db *DB) runGroup(ops []*groupOp, results []error, savepoints bool) bool {
 			return true
 		}
 	}
+	tx.writes = 0
+	for _, err := range results {
+		if err == nil {
+			tx.writes++
+		}
+	}
 	if err := tx.Commit(); err != nil {
 		db.failGroup(results, fmt.Errorf("commit: %w", err))
 	}

@@ -36,6 +36,18 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// OnCommit hears of every commit with the writes it held.
+	var (
+		mu                sync.Mutex
+		commits, observed int
+		held              time.Duration
+	)
+	db.OnCommit = func(writes int, d time.Duration) {
+		mu.Lock()
+		commits, observed, held = commits+1, observed+writes, held+d
+		mu.Unlock()
+	}
+
 	groups0, writes0 := sqlite.GroupStats(db)
 	const n = 200
 	errs := make([]error, n)
@@ -65,6 +77,11 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("%d writes in %d commits: nothing was grouped", writes-writes0, groups)
 	}
 	t.Logf("%d writes in %d commits", writes-writes0, groups)
+	// Each successful write is one create and one update; failed ones were
+	// rolled back and are not counted.
+	if want := 2 * (n - n/8*2); observed != want || commits == 0 || commits >= want || held <= 0 {
+		t.Fatalf("OnCommit saw %d writes in %d commits holding the writer %v; want %d writes, grouped", observed, commits, held, want)
+	}
 
 	for i := range n {
 		switch want := map[int]string{3: broker.ECONFLICT, 7: broker.ENOTFOUND}[i%8]; {

@@ -75,6 +75,12 @@ type DB struct {
 	// chain caches the audit chain's head between write transactions
 	// (chain.go).
 	chain chainCache
+
+	// OnCommit, if set, is told of every committed write transaction: how
+	// many writes it held (more than one for a group commit) and how long
+	// it held SQLite's single writer, from BEGIN to COMMIT. Set it before
+	// the DB is shared between goroutines.
+	OnCommit func(writes int, held time.Duration)
 }
 
 // Open opens (creating if needed) the SQLite database at path, applies pending
@@ -277,6 +283,11 @@ type tx struct {
 	// detached statements run to the end once started, whatever becomes of
 	// the caller's context (statementContext).
 	detached bool
+	// A write transaction's start and its number of writes (a group
+	// commit's are set by runGroup), for onCommit (DB.OnCommit).
+	began    time.Time
+	writes   int
+	onCommit func(writes int, held time.Duration)
 }
 
 // statementContext is the context a statement of t runs with: ctx, or,
@@ -298,7 +309,7 @@ func (db *DB) begin(ctx context.Context) (*tx, error) {
 		return nil, fmt.Errorf("begin write: %w", err)
 	}
 	return &tx{Tx: t, now: normTime(db.Now()), stmts: db.writerStmts(), ctx: ctx, commits: &db.commits,
-		chain: chainState{cache: &db.chain}}, nil
+		chain: chainState{cache: &db.chain}, onCommit: db.OnCommit, began: time.Now(), writes: 1}, nil
 }
 
 // beginRead starts a read-only transaction: one consistent snapshot, so that a
@@ -480,6 +491,9 @@ func (t *tx) Commit() error {
 	t.committed()
 	if t.commits != nil {
 		t.commits.Add(1)
+	}
+	if t.onCommit != nil && t.writes > 0 {
+		t.onCommit(t.writes, time.Since(t.began))
 	}
 	t.prepareLater()
 	return nil

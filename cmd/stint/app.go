@@ -91,6 +91,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	m.Metrics = web.NewMetrics(m.DB, time.Now)
+	m.DB.OnCommit = m.Metrics.ObserveStoreCommit
 	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
 
 	admins, err := m.adminTokens()
