@@ -22,6 +22,10 @@ const (
 	devAgent          = "demo-agent"
 	devApprover       = "approver@example.com"
 	devSecondApprover = "second-approver@example.com"
+	// devDir is where `stint dev` keeps its state by default; its
+	// configuration is devConfigFile in it.
+	devDir        = "var/dev"
+	devConfigFile = "stint.yaml"
 )
 
 func newDevCommand() *cobra.Command {
@@ -43,7 +47,7 @@ server here is for development only.`,
 			return runDev(cmd, dir, vaultBin, pgDSN, listen, vaultPort)
 		},
 	}
-	cmd.Flags().StringVar(&dir, "dir", "var/dev", "directory for development state")
+	cmd.Flags().StringVar(&dir, "dir", devDir, "directory for development state")
 	cmd.Flags().StringVar(&vaultBin, "vault-bin", "bin/vault", "Vault server binary (built by make devvault)")
 	cmd.Flags().IntVar(&vaultPort, "vault-port", 8250, "port of the development Vault")
 	cmd.Flags().StringVar(&pgDSN, "pg-dsn", envOr("STINT_PG_DSN", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin DSN Vault uses to create database users (env STINT_PG_DSN)")
@@ -77,7 +81,7 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if err != nil {
 		return err
 	}
-	cfgPath := filepath.Join(dir, "stint.yaml")
+	cfgPath := filepath.Join(dir, devConfigFile)
 	if err := writeDevConfig(cfgPath, dv.Addr, filepath.Join(dir, "stint.db"), listen); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -95,9 +96,6 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
-// devConfigPath is where `make run` (stint dev) writes its configuration.
-const devConfigPath = "var/dev/stint.yaml"
-
 // readConfigFlag reads the configuration file named by --config (or
 // STINT_CONFIG). A missing file's error says how to name one.
 func readConfigFlag(cmd *cobra.Command) (Config, string, error) {
@@ -105,8 +103,10 @@ func readConfigFlag(cmd *cobra.Command) (Config, string, error) {
 	cfg, err := ReadConfig(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		hint := "name the configuration file with -c FILE or STINT_CONFIG"
-		if _, serr := os.Stat(devConfigPath); serr == nil && path != devConfigPath {
-			hint += fmt.Sprintf(" (the development setup's is %s: bin/stint -c %s %s)", devConfigPath, devConfigPath, strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "))
+		// `make run` (stint dev) writes its configuration here.
+		dev := filepath.Join(devDir, devConfigFile)
+		if _, serr := os.Stat(dev); serr == nil && path != dev {
+			hint += fmt.Sprintf(" (the development setup's is %s: bin/stint -c %s %s)", dev, dev, strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "))
 		}
 		err = fmt.Errorf("%w; %s", err, hint)
 	}
