@@ -105,6 +105,9 @@ type Lease struct {
 	Breakglass bool `json:"breakglass,omitempty"`
 	// Extensions counts granted window extensions.
 	Extensions int `json:"extensions,omitempty"`
+	// ContainmentID names the containment (kill switch) that ended the
+	// lease, if one did.
+	ContainmentID string `json:"containment_id,omitempty"`
 	// Version changes with every update of the lease; LeaseUpdate.Base
 	// relies on it.
 	Version int64 `json:"-"`
@@ -138,11 +141,13 @@ type AgentLeaseCount struct {
 
 // LeaseFilter selects leases. Nil and empty fields do not filter.
 type LeaseFilter struct {
-	ID            *string
-	AgentID       *string
-	Role          *string
-	States        []LeaseState
-	VaultLeaseID  *string
+	ID           *string
+	AgentID      *string
+	Role         *string
+	States       []LeaseState
+	VaultLeaseID *string
+	// ContainmentID selects the leases a containment ended.
+	ContainmentID *string
 	CreatedBefore *time.Time
 	// CreatedAfter selects leases created at or after it (the console's
 	// time range, with CreatedBefore).
@@ -165,6 +170,12 @@ type LeaseUpdate struct {
 	// From guards the update: it applies only if the lease's current state is
 	// one of these. Empty means any state.
 	From []LeaseState
+	// AgentActive guards the update too: it applies only while the lease's
+	// agent is active (the store returns EFORBIDDEN otherwise). Every step
+	// towards a live credential sets it, so that a lease of a suspended or
+	// disabled agent never becomes active, whatever raced with the kill
+	// switch.
+	AgentActive bool
 
 	State          *LeaseState
 	EndState       *LeaseState

@@ -59,9 +59,20 @@ type LeaseService interface {
 	// RevokeLease is ReleaseLease for admins, with a reason; the end state is
 	// revoked. Returns EFORBIDDEN for non-admins.
 	RevokeLease(ctx context.Context, id, reason string) (*Lease, error)
-	// RevokeAgentLeases revokes every live lease of the agent (the kill
-	// switch). Returns EFORBIDDEN for non-admins.
-	RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*Lease, error)
+	// ContainAgent is the kill switch: in one store transaction it suspends
+	// or disables the agent (or leaves its state alone) and marks every live
+	// lease of it (of req.Role, when set) to end; the revocation queue then
+	// ends them, retrying until Vault confirms. It returns at once with the
+	// progress so far. Returns EFORBIDDEN for non-admins, EINVALID naming
+	// reason or state, ENOTFOUND if the agent does not exist.
+	ContainAgent(ctx context.Context, req ContainRequest) (*Containment, error)
+	// WaitContainment returns a containment with its progress, waiting up
+	// to wait for every lease of it to end. Returns ENOTFOUND if there is
+	// none with the id or the caller is not an admin.
+	WaitContainment(ctx context.Context, id string, wait time.Duration) (*Containment, error)
+	// FindContainments returns the agent's containments, newest first, at
+	// most limit (0: all); non-admins see none.
+	FindContainments(ctx context.Context, agentID string, limit int) ([]*Containment, error)
 	// ExtendLease lengthens the caller's active lease's window by ttl (such
 	// as "15m"), if policy (action extend) grants it at once, at least half
 	// of the window has passed, and the role's max_extensions and
@@ -76,6 +87,19 @@ type LeaseService interface {
 	Roles(ctx context.Context) ([]*Role, error)
 	// Ready returns an error if the store or Vault cannot be reached.
 	Ready(ctx context.Context) error
+}
+
+// ContainRequest asks for a containment (LeaseService.ContainAgent).
+type ContainRequest struct {
+	AgentID string
+	// State is AgentSuspended or AgentDisabled, or empty to leave the
+	// agent's state alone and only end its leases (revoke-all).
+	State AgentState
+	// Role, if set, limits the containment to the agent's leases on it
+	// (with an empty State).
+	Role string
+	// Reason is recorded on the containment and on every lease it ends.
+	Reason string
 }
 
 // NewAgent is what an operator gives to register an agent.

@@ -254,10 +254,11 @@ func (s *Service) ActivateLease(ctx context.Context, id string) (*broker.Lease, 
 	// lease to issuing and mints; with conflicting roles, separation of duty
 	// is checked in the same transaction.
 	issuing, err := s.activateIntent(ctx, l.ID, l.Role, broker.LeaseUpdate{
-		From:   []broker.LeaseState{broker.LeaseApproved},
-		State:  ptr(broker.LeaseIssuing),
-		Actor:  actor.String(),
-		Reason: "activating: minting the credential",
+		From:        []broker.LeaseState{broker.LeaseApproved},
+		AgentActive: true,
+		State:       ptr(broker.LeaseIssuing),
+		Actor:       actor.String(),
+		Reason:      "activating: minting the credential",
 	})
 	if isDutyConflict(err) {
 		return nil, nil, err

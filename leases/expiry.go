@@ -2,6 +2,7 @@ package leases
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -104,7 +105,9 @@ func (s *Service) RetryRevocations(ctx context.Context) error {
 
 // revokeAll revokes the leases' credentials with at most Workers Vault calls
 // at once, then records every confirmed revocation in one store transaction;
-// failures are queued for retry one by one.
+// failures are queued for retry one by one. Once Vault is found unreachable,
+// the rest of the batch is queued without asking it again, so a pass with
+// Vault down takes one timeout, not one per lease.
 func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor string) {
 	if len(due) == 0 {
 		return
@@ -114,16 +117,40 @@ func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor stri
 		wg   sync.WaitGroup
 		mu   sync.Mutex
 		done = make([]broker.RevocationDone, 0, len(due))
+		down error // Vault's unreachable answer, once seen (under mu)
 	)
 	for range min(s.Workers, len(due)) {
 		wg.Go(func() {
 			for l := range work {
-				err := s.Issuer.Revoke(ctx, l.VaultLeaseID)
+				mu.Lock()
+				skip := down
+				mu.Unlock()
+				var err error
+				switch {
+				case skip != nil:
+					err = skip
+				case l.VaultLeaseID == "":
+					// Contained while issuing, and its minter never recorded a
+					// credential within the grace: nothing is on record to
+					// revoke. A credential the mint left in Vault is an orphan
+					// the reconciler revokes.
+					s.Logger.Warn("revoking lease has no credential on record; the reconciler revokes any the mint left",
+						"lease_id", l.ID, "agent", l.Agent, "role", l.Role)
+				default:
+					err = s.Issuer.Revoke(ctx, l.VaultLeaseID)
+				}
 				if err == nil {
 					mu.Lock()
 					done = append(done, broker.RevocationDone{LeaseID: l.ID, At: s.Now().UTC()})
 					mu.Unlock()
 					continue
+				}
+				if errors.Is(err, ErrUnavailable) {
+					mu.Lock()
+					if down == nil {
+						down = err
+					}
+					mu.Unlock()
 				}
 				if _, err := s.queueRetry(ctx, l, err); err != nil {
 					s.Logger.Error("revocation bookkeeping failed", "lease_id", l.ID, "err", err)

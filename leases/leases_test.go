@@ -320,26 +320,6 @@ func TestReleaseAndRevoke(t *testing.T) {
 		}
 	})
 
-	t.Run("RevokeAll", func(t *testing.T) {
-		f := newFixture(t)
-		ctx := f.agent(t, "etl", map[string]string{"team": "data"})
-		var ids []string
-		for range 3 {
-			l, _, _ := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "x"})
-			ids = append(ids, l.VaultLeaseID)
-		}
-		actor, _ := broker.ActorFromContext(ctx)
-		got, err := f.svc.RevokeAgentLeases(adminCtx(), actor.AgentID, "kill switch")
-		if err != nil || len(got) != 3 {
-			t.Fatalf("revoke-all = %d leases, %v; want 3", len(got), err)
-		}
-		for _, id := range ids {
-			if f.issuer.isLive(id) {
-				t.Fatalf("%s still live", id)
-			}
-		}
-	})
-
 	t.Run("QueueRetriesUntilVaultConfirms", func(t *testing.T) {
 		f := newFixture(t)
 		now := time.Now().UTC()

@@ -19,6 +19,7 @@ import (
 type Store interface {
 	broker.LeaseStore
 	broker.AgentStore
+	broker.ContainmentStore
 	// Ping returns an error if the store cannot be reached.
 	Ping(ctx context.Context) error
 }
@@ -99,6 +100,9 @@ type Service struct {
 	Renewer    Renewer
 	Privileged *PrivilegedRules
 	conflicts  broker.ConflictSets // guarded by mu; SetConflicts
+	// Credentials ends a disabled agent's keys and certificates
+	// (contain.go); nil leaves them to expire.
+	Credentials AgentCredentials
 }
 
 // NewService returns a service with default settings for the given roles.
@@ -112,7 +116,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		Logger:         logger,
 		Now:            time.Now,
 		RetryBase:      2 * time.Second,
-		RetryMax:       5 * time.Minute,
+		RetryMax:       30 * time.Second,
 		ClaimTimeout:   2 * time.Minute,
 		MaxSleep:       time.Minute,
 		BatchSize:      500,
@@ -310,6 +314,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 	expires := activated.Add(window)
 	updated, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
 		From:         []broker.LeaseState{broker.LeaseIssuing},
+		AgentActive:  true, // a contained agent's credential never leaves
 		State:        ptr(broker.LeaseActive),
 		VaultLeaseID: &grant.VaultLeaseID,
 		ActivatedAt:  &activated,
@@ -319,14 +324,10 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		Base:         l, // as written ahead: the store need not read it again
 	})
 	if err != nil {
-		// The credential must not leave without its Vault id on record: revoke
-		// it now; the reconciler catches it if this fails too.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if rerr := s.Issuer.Revoke(rctx, grant.VaultLeaseID); rerr != nil {
-			s.Logger.Error("revoke unrecorded credential", "lease_id", l.ID, "err", rerr)
-		}
-		return nil, nil, fmt.Errorf("record minted lease: %w", err)
+		// The credential must not leave without its Vault id on record, nor
+		// reach an agent that was contained while Vault minted: the
+		// revocation queue takes it (contain.go).
+		return nil, nil, s.handOver(ctx, l, grant.VaultLeaseID, err)
 	}
 	s.activated(updated)
 	s.granted(ctx, updated, role) // governance.go
@@ -418,38 +419,6 @@ func (s *Service) RevokeLease(ctx context.Context, id, reason string) (*broker.L
 		return nil, err
 	}
 	return s.end(ctx, l, broker.LeaseRevoked, actor.String(), reason)
-}
-
-// RevokeAgentLeases implements broker.LeaseService.
-func (s *Service) RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*broker.Lease, error) {
-	actor, err := actorFrom(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if !actor.IsAdmin() {
-		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins revoke an agent's leases.")
-	}
-	if strings.TrimSpace(reason) == "" {
-		return nil, broker.FieldErrorf("reason", "A reason is required to revoke leases.")
-	}
-	if _, err := s.Store.FindAgentByID(ctx, agentID); err != nil {
-		return nil, err
-	}
-	live, _, err := s.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &agentID, States: []broker.LeaseState{broker.LeaseActive}})
-	if err != nil {
-		return nil, fmt.Errorf("find live leases: %w", err)
-	}
-	out := make([]*broker.Lease, 0, len(live))
-	for _, l := range live {
-		ended, err := s.end(ctx, l, broker.LeaseRevoked, actor.String(), reason)
-		if broker.ErrorCode(err) == broker.ECONFLICT {
-			continue // it ended meanwhile
-		} else if err != nil {
-			return out, err
-		}
-		out = append(out, ended)
-	}
-	return out, nil
 }
 
 // end moves an active lease to revoking and tries to revoke it at once. It

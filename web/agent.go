@@ -31,6 +31,8 @@ func (s *Server) registerAgentRoutes(g *echo.Group) {
 	g.POST("/agents/:id/disable", s.handleAgentDisable, requireAdmin)
 	g.POST("/agents/:id/activate", s.handleAgentActivate, requireAdmin)
 	g.POST("/agents/:id/revoke-all", s.handleAgentRevokeAll, requireAdmin)
+	g.GET("/agents/:id/containments", s.handleAgentContainmentIndex, requireAdmin)
+	g.GET("/containments/:id", s.handleContainmentView, requireAdmin)
 }
 
 // handleWhoami handles "GET /v1/whoami": the authenticated actor.
@@ -270,11 +272,13 @@ func (s *Server) handleAgentActivate(c echo.Context) error {
 	return s.setAgentState(c, broker.AgentActive, "")
 }
 
-// setAgentState moves the agent to state. Suspending or disabling also
-// revokes every live lease of the agent with revokeReason (plus the optional
-// reason from the body): its keys stop working at once, and so must its
-// credentials. The agent changes state first so that it cannot request a new
-// lease while the old ones are revoked.
+// setAgentState moves the agent to state. Suspending or disabling is a
+// containment (the kill switch): in one store transaction the agent changes
+// state and every live lease of it is marked to end with revokeReason (plus
+// the optional reason from the body); the revocation queue ends them. The
+// answer waits up to ?wait (default 5s) for Vault to confirm every
+// revocation: 200 if it did, 202 with the progress and a Location to follow
+// if not. Re-activating answers 200 with the agent.
 func (s *Server) setAgentState(c echo.Context, state broker.AgentState, revokeReason string) error {
 	var req agentStateRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -282,26 +286,36 @@ func (s *Server) setAgentState(c echo.Context, state broker.AgentState, revokeRe
 	} else if err := checkMaxLen("reason", req.Reason, maxReasonLen); err != nil {
 		return err
 	}
+	wait, err := containmentWait(c)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	agent, err := s.Agents.FindAgent(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	if agent, err = s.Agents.SetAgentState(ctx, agent.ID, state); err != nil {
-		return err
-	}
-	resp := agentStateResponse{Agent: newAgentResponse(agent), Leases: []leaseResponse{}}
-	if revokeReason != "" {
-		if req.Reason != "" {
-			revokeReason += ": " + req.Reason
-		}
-		leases, err := s.Leases.RevokeAgentLeases(ctx, agent.ID, revokeReason)
-		if err != nil {
+	if state == broker.AgentActive {
+		if agent, err = s.Agents.SetAgentState(ctx, agent.ID, state); err != nil {
 			return err
 		}
-		resp.Leases = s.newLeaseResponses(c, leases)
+		return c.JSON(http.StatusOK, agentStateResponse{Agent: newAgentResponse(agent)})
 	}
-	return c.JSON(http.StatusOK, resp)
+	if req.Reason != "" {
+		revokeReason += ": " + req.Reason
+	}
+	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: agent.ID, State: state, Reason: revokeReason})
+	if err != nil {
+		return err
+	}
+	if cnt, err = s.Leases.WaitContainment(ctx, cnt.ID, wait); err != nil {
+		return err
+	}
+	if agent, err = s.Agents.FindAgent(ctx, agent.ID); err != nil {
+		return err
+	}
+	resp := agentStateResponse{Agent: newAgentResponse(agent), Containment: ptr(newContainmentResponse(cnt))}
+	return c.JSON(containmentStatus(c, cnt), resp)
 }
 
 // agentStateRequest is the optional body of the state endpoints.
@@ -309,15 +323,17 @@ type agentStateRequest struct {
 	Reason string `json:"reason"`
 }
 
-// agentStateResponse is the answer to the state endpoints: the agent, and the
-// leases that suspending or disabling it revoked.
+// agentStateResponse is the answer to the state endpoints: the agent, and,
+// when suspending or disabling it, the containment that ends its leases.
 type agentStateResponse struct {
-	Agent  agentResponse   `json:"agent"`
-	Leases []leaseResponse `json:"leases"`
+	Agent       agentResponse        `json:"agent"`
+	Containment *containmentResponse `json:"containment,omitempty"`
 }
 
 // handleAgentRevokeAll handles "POST /v1/agents/:id/revoke-all" (admin): the
-// kill switch for one agent's live leases. The agent stays active.
+// kill switch for one agent's live leases; the agent stays active. It
+// answers as the state endpoints do: 200 once Vault confirmed every
+// revocation within ?wait, else 202 with the progress.
 func (s *Server) handleAgentRevokeAll(c echo.Context) error {
 	var req revokeRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -325,16 +341,23 @@ func (s *Server) handleAgentRevokeAll(c echo.Context) error {
 	} else if err := req.validate(); err != nil {
 		return err
 	}
+	wait, err := containmentWait(c)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
 	agent, err := s.Agents.FindAgent(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	leases, err := s.Leases.RevokeAgentLeases(ctx, agent.ID, req.Reason)
+	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: agent.ID, Reason: req.Reason})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, leasesEnvelope{Leases: s.newLeaseResponses(c, leases)})
+	if cnt, err = s.Leases.WaitContainment(ctx, cnt.ID, wait); err != nil {
+		return err
+	}
+	return c.JSON(containmentStatus(c, cnt), newContainmentResponse(cnt))
 }
 
 // leasesEnvelope wraps a list of leases.

@@ -136,6 +136,7 @@ func (s *Server) registerConsoleRoutes(e *echo.Echo) {
 	a.GET("/history", s.handleConsoleHistory)
 	a.GET("/leases/:id", s.handleConsoleLease)
 	a.GET("/agents", s.handleConsoleAgents)
+	a.GET("/containments/:id", s.handleConsoleContainment, requireRole(broker.RoleAdmin))
 	a.GET("/approvals", s.handleConsoleApprovals)
 	a.GET("/audit", s.handleConsoleAudit)
 	a.POST("/audit/verify", s.handleConsoleAuditVerify)

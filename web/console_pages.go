@@ -351,65 +351,46 @@ func backTo(c echo.Context, def string) string {
 }
 
 // handleConsoleAgentRevokeAll handles "POST /console/agents/:id/revoke-all"
-// (admin): the kill switch for one agent, with a reason.
+// (admin): the kill switch for one agent, with a reason. The containment is
+// written at once; the page that follows shows its progress.
 func (s *Server) handleConsoleAgentRevokeAll(c echo.Context) error {
-	reason := strings.TrimSpace(c.FormValue("reason"))
-	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
-		return err
-	}
-	ctx, cancel := withTimeout(c.Request().Context(), 2*time.Minute)
-	defer cancel()
-	a, err := s.Console.Store.FindAgentByID(ctx, c.Param("id"))
-	if err != nil {
-		return err
-	}
-	revoked, err := s.Leases.RevokeAgentLeases(ctx, a.ID, reason)
-	if rerr := s.recordKillSwitch(c, a, reason, revoked); rerr != nil && err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return err
-	}
-	return c.Redirect(http.StatusSeeOther, backTo(c, consoleBasePath+"/agents")+"?done=killed")
-}
-
-// recordKillSwitch records that a user pulled an agent's live leases.
-func (s *Server) recordKillSwitch(c echo.Context, a *broker.Agent, reason string, revoked []*broker.Lease) error {
-	ids := make([]string, len(revoked))
-	for i, l := range revoked {
-		ids[i] = l.ID
-	}
-	return s.Console.Store.Record(c.Request().Context(), broker.AuditEvent{
-		Kind: broker.AuditAgentLeasesRevoked, Actor: actorOf(c).String(), Subject: a.ID,
-		Details: broker.AuditDetails(map[string]any{"agent": a.Name, "reason": reason, "leases": ids}),
-	})
+	return s.consoleContain(c, "", "")
 }
 
 // handleConsoleAgentDisable handles "POST /console/agents/:id/disable"
 // (admin): the agent can no longer authenticate, and its live leases are
 // revoked.
 func (s *Server) handleConsoleAgentDisable(c echo.Context) error {
+	return s.consoleContain(c, broker.AgentDisabled, "agent disabled: ")
+}
+
+// consoleContain contains the agent through the lease service, as the API
+// does, and shows the containment's progress.
+func (s *Server) consoleContain(c echo.Context, state broker.AgentState, prefix string) error {
 	reason := strings.TrimSpace(c.FormValue("reason"))
 	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
 		return err
 	}
-	ctx, cancel := withTimeout(c.Request().Context(), 2*time.Minute)
-	defer cancel()
+	ctx := c.Request().Context()
 	a, err := s.Console.Store.FindAgentByID(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	if _, err := s.Agents.SetAgentState(ctx, a.ID, broker.AgentDisabled); err != nil {
-		return err
-	}
-	revoked, err := s.Leases.RevokeAgentLeases(ctx, a.ID, "agent disabled: "+reason)
-	if rerr := s.recordKillSwitch(c, a, "agent disabled: "+reason, revoked); rerr != nil && err == nil {
-		err = rerr
-	}
+	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: prefix + reason})
 	if err != nil {
 		return err
 	}
-	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/agents?done=disabled")
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/containments/"+cnt.ID)
+}
+
+// handleConsoleContainment handles "GET /console/containments/:id": a
+// containment's progress, refreshed until every lease has ended.
+func (s *Server) handleConsoleContainment(c echo.Context) error {
+	cnt, err := s.Leases.WaitContainment(c.Request().Context(), c.Param("id"), 0)
+	if err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, "containment", "agents", cnt)
 }
 
 // agentsPage lists agents.

@@ -241,6 +241,9 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 	if role := c.QueryParam("role"); role != "" {
 		filter.Role = &role
 	}
+	if id := c.QueryParam("containment"); id != "" {
+		filter.ContainmentID = &id // agents see only their own leases anyway
+	}
 	if filter.Limit, filter.Offset, err = pageQuery(c, defaultLeaseLimit, maxLeaseLimit); err != nil {
 		return filter, false, err
 	}

@@ -229,9 +229,30 @@ func newFixture(tb testing.TB) *fixture {
 			}
 			return ended(activeLease(), broker.LeaseRevoked), nil
 		},
-		RevokeAgentLeasesFn: func(ctx context.Context, agentID, reason string) ([]*broker.Lease, error) {
-			f.record("RevokeAgentLeases %s %q", agentID, reason)
-			return []*broker.Lease{ended(activeLease(), broker.LeaseRevoked)}, nil
+		ContainAgentFn: func(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error) {
+			f.record("ContainAgent %s %s %q", req.AgentID, req.State, req.Reason)
+			return &broker.Containment{ID: "cnt-1", AgentID: req.AgentID, Agent: "etl-bot", AgentState: req.State,
+				Actor: "admin:ops", Reason: req.Reason, CreatedAt: now,
+				Progress: broker.ContainmentProgress{Total: 3, Ended: 1, Revoking: 2}}, nil
+		},
+		WaitContainmentFn: func(ctx context.Context, id string, wait time.Duration) (*broker.Containment, error) {
+			f.record("WaitContainment %s %s", id, wait)
+			c := &broker.Containment{ID: id, AgentID: "agent-1", Agent: "etl-bot", Actor: "admin:ops", Reason: "incident 42", CreatedAt: now,
+				Progress: broker.ContainmentProgress{Total: 3, Ended: 3}}
+			switch id {
+			case "cnt-1":
+			case "cnt-stalled":
+				next := now.Add(4 * time.Second)
+				c.Progress = broker.ContainmentProgress{Total: 3, Ended: 1, Revoking: 2, Failing: 2,
+					Errors: []broker.ContainmentError{{Error: "Vault is unreachable", Leases: 2}}, NextAttemptAt: &next}
+			default:
+				return nil, broker.Errorf(broker.ENOTFOUND, "Containment not found.")
+			}
+			return c, nil
+		},
+		FindContainmentsFn: func(ctx context.Context, agentID string, limit int) ([]*broker.Containment, error) {
+			f.record("FindContainments %s %d", agentID, limit)
+			return []*broker.Containment{}, nil
 		},
 		RolesFn: func(ctx context.Context) ([]*broker.Role, error) {
 			return []*broker.Role{{
@@ -451,14 +472,25 @@ func TestAPI(t *testing.T) {
 		{Name: "AgentRotateKeyNoBody", Method: "POST", URL: "/v1/agents/agent-1/rotate-key", Token: adminToken, WantStatus: 200},
 		{Name: "ErrAgentRotateKeyNotAdmin", Method: "POST", URL: "/v1/agents/agent-1/rotate-key", Token: agentKey, WantStatus: 403},
 		{Name: "AgentSuspend", Method: "POST", URL: "/v1/agents/etl-bot/suspend", Token: adminToken, WantStatus: 200,
-			WantContains: []string{`"agent":{"id":"agent-1"`, `"state":"suspended"`, `"leases":[{"id":"lease-1"`}},
+			WantContains: []string{`"agent":{"id":"agent-1"`, `"containment":{"id":"cnt-1"`, `"done":true`, `"progress":{"total":3,"ended":3`}},
 		{Name: "AgentDisable", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken,
-			Body: `{"reason":"key leaked"}`, WantStatus: 200, WantContains: []string{`"state":"disabled"`, `"state":"revoked"`}},
+			Body: `{"reason":"key leaked"}`, WantStatus: 200, WantContains: []string{`"containment":{"id":"cnt-1"`, `"url":"/v1/containments/cnt-1"`}},
 		{Name: "AgentActivate", Method: "POST", URL: "/v1/agents/etl-bot/activate", Token: adminToken, WantStatus: 200,
-			WantContains: []string{`"state":"active"`, `"leases":[]`}},
+			WantContains: []string{`"state":"active"`}},
+		{Name: "ErrAgentSuspendWaitTooLong", Method: "POST", URL: "/v1/agents/etl-bot/suspend?wait=1m", Token: adminToken,
+			WantStatus: 400, WantContains: []string{`"field":"wait"`}},
+		{Name: "ContainmentView", Method: "GET", URL: "/v1/containments/cnt-1", Token: adminToken, WantStatus: 200,
+			WantContains: []string{`"id":"cnt-1"`, `"done":true`, `"leases_url":"/v1/leases?containment=cnt-1"`}},
+		{Name: "ContainmentViewStalled", Method: "GET", URL: "/v1/containments/cnt-stalled", Token: adminToken, WantStatus: 202,
+			WantContains: []string{`"done":false`, `"failing":2`, `"errors":[{"error":"Vault is unreachable","leases":2}]`, `"next_attempt_at":`},
+			WantHeaders:  map[string]string{"Location": "/v1/containments/cnt-stalled"}},
+		{Name: "ErrContainmentViewNotFound", Method: "GET", URL: "/v1/containments/ghost", Token: adminToken, WantStatus: 404},
+		{Name: "ErrContainmentViewNotAdmin", Method: "GET", URL: "/v1/containments/cnt-1", Token: agentKey, WantStatus: 403},
+		{Name: "AgentContainments", Method: "GET", URL: "/v1/agents/etl-bot/containments", Token: adminToken, WantStatus: 200,
+			WantContains: []string{`{"containments":[]}`}},
 		{Name: "ErrAgentDisableNotAdmin", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: agentKey, WantStatus: 403},
 		{Name: "AgentRevokeAll", Method: "POST", URL: "/v1/agents/etl-bot/revoke-all", Token: adminToken,
-			Body: `{"reason":"incident 42"}`, WantStatus: 200, WantContains: []string{`{"leases":[{"id":"lease-1"`, `"state":"revoked"`}},
+			Body: `{"reason":"incident 42"}`, WantStatus: 200, WantContains: []string{`{"id":"cnt-1"`, `"reason":"incident 42"`, `"done":true`}},
 		{Name: "ErrAgentRevokeAllNoReason", Method: "POST", URL: "/v1/agents/etl-bot/revoke-all", Token: adminToken,
 			WantStatus: 400, WantContains: []string{`"field":"reason"`}},
 		{Name: "ErrAgentRevokeAllNotFound", Method: "POST", URL: "/v1/agents/ghost/revoke-all", Token: adminToken,
@@ -569,15 +601,15 @@ func TestCalls(t *testing.T) {
 			WantCalls: []string{`RevokeLease lease-1 "incident 42"`}},
 		{Name: "RevokeNotAdmin", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: agentKey, Body: `{"reason":"x"}`},
 		{Name: "Disable", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken,
-			WantCalls: []string{"SetAgentState agent-1 disabled", `RevokeAgentLeases agent-1 "agent disabled"`}},
+			WantCalls: []string{`ContainAgent agent-1 disabled "agent disabled"`, "WaitContainment cnt-1 5s"}},
 		{Name: "DisableWithReason", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken, Body: `{"reason":"key leaked"}`,
-			WantCalls: []string{"SetAgentState agent-1 disabled", `RevokeAgentLeases agent-1 "agent disabled: key leaked"`}},
-		{Name: "Suspend", Method: "POST", URL: "/v1/agents/agent-1/suspend", Token: adminToken,
-			WantCalls: []string{"SetAgentState agent-1 suspended", `RevokeAgentLeases agent-1 "agent suspended"`}},
+			WantCalls: []string{`ContainAgent agent-1 disabled "agent disabled: key leaked"`, "WaitContainment cnt-1 5s"}},
+		{Name: "Suspend", Method: "POST", URL: "/v1/agents/agent-1/suspend?wait=0s", Token: adminToken,
+			WantCalls: []string{`ContainAgent agent-1 suspended "agent suspended"`, "WaitContainment cnt-1 0s"}},
 		{Name: "Activate", Method: "POST", URL: "/v1/agents/etl-bot/activate", Token: adminToken,
 			WantCalls: []string{"SetAgentState agent-1 active"}},
 		{Name: "RevokeAll", Method: "POST", URL: "/v1/agents/etl-bot/revoke-all", Token: adminToken, Body: `{"reason":"incident 42"}`,
-			WantCalls: []string{`RevokeAgentLeases agent-1 "incident 42"`}},
+			WantCalls: []string{`ContainAgent agent-1  "incident 42"`, "WaitContainment cnt-1 5s"}},
 		{Name: "CreateAgent", Method: "POST", URL: "/v1/agents", Token: adminToken,
 			Body:      `{"name":"new-bot","owner":"bo@example.com","labels":{"team":"ml","env":"prod"},"key_ttl":"24h"}`,
 			WantCalls: []string{"CreateAgent new-bot bo@example.com env=prod,team=ml 24h0m0s"}},

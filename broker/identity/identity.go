@@ -201,6 +201,23 @@ func (s *Service) RotateKey(ctx context.Context, agentID string, ttl time.Durati
 	return s.newKey(ctx, a.ID, ttl)
 }
 
+// RevokeAgentCredentials revokes the agent's API keys and Stint-issued
+// certificates: a disabled agent's never work again, even if it is
+// re-activated. It implements leases.AgentCredentials, which a containment
+// that disables the agent calls.
+func (s *Service) RevokeAgentCredentials(ctx context.Context, agentID, reason string) error {
+	now := s.Now().UTC()
+	if _, err := s.Store.RevokeAPIKeys(ctx, agentID, now); err != nil {
+		return fmt.Errorf("revoke keys: %w", err)
+	}
+	if s.Identity != nil {
+		if _, err := s.Identity.RevokeCertificates(ctx, agentID, "", now, reason); err != nil {
+			return fmt.Errorf("revoke certificates: %w", err)
+		}
+	}
+	return nil
+}
+
 // SetAgentState implements broker.AgentService.
 func (s *Service) SetAgentState(ctx context.Context, agentID string, state broker.AgentState) (*broker.Agent, error) {
 	if err := requireAdmin(ctx); err != nil {
@@ -226,15 +243,8 @@ func (s *Service) SetAgentState(ctx context.Context, agentID string, state broke
 		return nil, err
 	}
 	if state == broker.AgentDisabled {
-		// A disabled agent's keys and certificates never work again, even if
-		// it is re-activated.
-		if _, err := s.Store.RevokeAPIKeys(ctx, a.ID, now); err != nil {
-			return nil, fmt.Errorf("revoke keys: %w", err)
-		}
-		if s.Identity != nil {
-			if _, err := s.Identity.RevokeCertificates(ctx, a.ID, "", now, "agent disabled"); err != nil {
-				return nil, fmt.Errorf("revoke certificates: %w", err)
-			}
+		if err := s.RevokeAgentCredentials(ctx, a.ID, "agent disabled"); err != nil {
+			return nil, err
 		}
 	}
 	return a, nil

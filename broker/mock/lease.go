@@ -11,19 +11,21 @@ var _ broker.LeaseService = (*LeaseService)(nil)
 
 // LeaseService is a mock of broker.LeaseService.
 type LeaseService struct {
-	RequestLeaseFn      func(ctx context.Context, req broker.LeaseRequest) (*broker.Lease, *broker.Credential, error)
-	FindLeaseByIDFn     func(ctx context.Context, id string) (*broker.Lease, error)
-	FindLeasesFn        func(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error)
-	FindLeaseEventsFn   func(ctx context.Context, id string) ([]*broker.LeaseEvent, error)
-	ReleaseLeaseFn      func(ctx context.Context, id string) (*broker.Lease, error)
-	RevokeLeaseFn       func(ctx context.Context, id, reason string) (*broker.Lease, error)
-	RevokeAgentLeasesFn func(ctx context.Context, agentID, reason string) ([]*broker.Lease, error)
-	RolesFn             func(ctx context.Context) ([]*broker.Role, error)
-	ReadyFn             func(ctx context.Context) error
-	WaitLeaseFn         func(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error)
-	ActivateLeaseFn     func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
-	CancelLeaseFn       func(ctx context.Context, id string) (*broker.Lease, error)
-	ExtendLeaseFn       func(ctx context.Context, id, ttl string) (*broker.Lease, error)
+	RequestLeaseFn     func(ctx context.Context, req broker.LeaseRequest) (*broker.Lease, *broker.Credential, error)
+	FindLeaseByIDFn    func(ctx context.Context, id string) (*broker.Lease, error)
+	FindLeasesFn       func(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error)
+	FindLeaseEventsFn  func(ctx context.Context, id string) ([]*broker.LeaseEvent, error)
+	ReleaseLeaseFn     func(ctx context.Context, id string) (*broker.Lease, error)
+	RevokeLeaseFn      func(ctx context.Context, id, reason string) (*broker.Lease, error)
+	ContainAgentFn     func(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error)
+	WaitContainmentFn  func(ctx context.Context, id string, wait time.Duration) (*broker.Containment, error)
+	FindContainmentsFn func(ctx context.Context, agentID string, limit int) ([]*broker.Containment, error)
+	RolesFn            func(ctx context.Context) ([]*broker.Role, error)
+	ReadyFn            func(ctx context.Context) error
+	WaitLeaseFn        func(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error)
+	ActivateLeaseFn    func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
+	CancelLeaseFn      func(ctx context.Context, id string) (*broker.Lease, error)
+	ExtendLeaseFn      func(ctx context.Context, id, ttl string) (*broker.Lease, error)
 }
 
 // ExtendLease implements broker.LeaseService by calling ExtendLeaseFn.
@@ -76,9 +78,19 @@ func (s *LeaseService) RevokeLease(ctx context.Context, id, reason string) (*bro
 	return s.RevokeLeaseFn(ctx, id, reason)
 }
 
-// RevokeAgentLeases implements broker.LeaseService by calling RevokeAgentLeasesFn.
-func (s *LeaseService) RevokeAgentLeases(ctx context.Context, agentID, reason string) ([]*broker.Lease, error) {
-	return s.RevokeAgentLeasesFn(ctx, agentID, reason)
+// ContainAgent implements broker.LeaseService by calling ContainAgentFn.
+func (s *LeaseService) ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error) {
+	return s.ContainAgentFn(ctx, req)
+}
+
+// WaitContainment implements broker.LeaseService by calling WaitContainmentFn.
+func (s *LeaseService) WaitContainment(ctx context.Context, id string, wait time.Duration) (*broker.Containment, error) {
+	return s.WaitContainmentFn(ctx, id, wait)
+}
+
+// FindContainments implements broker.LeaseService by calling FindContainmentsFn.
+func (s *LeaseService) FindContainments(ctx context.Context, agentID string, limit int) ([]*broker.Containment, error) {
+	return s.FindContainmentsFn(ctx, agentID, limit)
 }
 
 // Roles implements broker.LeaseService by calling RolesFn.

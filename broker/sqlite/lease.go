@@ -20,7 +20,7 @@ const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state
 	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 	ended_at, revoke_attempts, next_revoke_at, revoke_error,
 	auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-	breakglass, extensions, risk_factors, version`
+	breakglass, extensions, risk_factors, version, containment_id`
 
 // CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
 // empty and stamps CreatedAt and UpdatedAt when they are zero; the first
@@ -441,6 +441,9 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 			args = append(args, string(s))
 		}
 	}
+	if v := filter.ContainmentID; v != nil {
+		where, args = append(where, "containment_id = ?"), append(args, *v)
+	}
 	if v := filter.VaultLeaseID; v != nil {
 		where, args = append(where, "vault_lease_id = ?"), append(args, *v)
 	}
@@ -515,13 +518,14 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 		activatedAt, expiresAt, endedAt, nr sql.NullInt64
 		decideBy, activateBy                sql.NullInt64
 		decision, riskFactors               string
+		containmentID                       sql.NullString
 	)
 	if err := row.Scan(
 		&l.ID, &l.AgentID, &l.Agent, &l.Role, &l.Task, &l.Justification, &ttl, &state, &endState,
 		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
 		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
 		&l.AuthMethod, &l.OnBehalfOf, &l.SourceIP, &l.RiskScore, &decision, &decideBy, &activateBy,
-		&l.Breakglass, &l.Extensions, &riskFactors, &l.Version,
+		&l.Breakglass, &l.Extensions, &riskFactors, &l.Version, &containmentID,
 	); err != nil {
 		return nil, fmt.Errorf("scan lease: %w", err)
 	}
@@ -537,7 +541,7 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 	l.DecideBy, l.ActivateBy = fromNullNanos(decideBy), fromNullNanos(activateBy)
 	l.TTL = broker.Duration(ttl)
 	l.State, l.EndState = broker.LeaseState(state), broker.LeaseState(endState)
-	l.VaultLeaseID = vaultLeaseID.String
+	l.VaultLeaseID, l.ContainmentID = vaultLeaseID.String, containmentID.String
 	l.CreatedAt, l.UpdatedAt = fromNanos(createdAt), fromNanos(updatedAt)
 	l.ActivatedAt, l.ExpiresAt = fromNullNanos(activatedAt), fromNullNanos(expiresAt)
 	l.EndedAt, l.NextRevokeAt = fromNullNanos(endedAt), fromNullNanos(nr)
@@ -548,6 +552,11 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 // appends its event. With upd.Base it first tries the update on the base,
 // guarded by its version; if the lease changed since, it reads it.
 func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	if upd.AgentActive {
+		if err := checkAgentActive(ctx, tx, id); err != nil {
+			return nil, err
+		}
+	}
 	if b := upd.Base; b != nil && b.ID == id && (len(upd.From) == 0 || slices.Contains(upd.From, b.State)) {
 		base := *b
 		l, err := applyLeaseUpdate(ctx, tx, &base, upd, true)

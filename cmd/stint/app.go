@@ -33,6 +33,8 @@ type Main struct {
 	// operator commands that mostly touch the store; calls that need Vault
 	// then fail naming the variable to set.
 	VaultOptional bool
+	// vaultMissing is set when Open went on without Vault (VaultOptional).
+	vaultMissing bool
 
 	DB     *sqlite.DB
 	Issuer leases.Issuer
@@ -79,7 +81,7 @@ func (m *Main) Open(ctx context.Context) error {
 		token := m.Getenv(m.Config.Vault.TokenEnv)
 		switch {
 		case token == "" && m.VaultOptional:
-			m.Issuer = missingVault{env: m.Config.Vault.TokenEnv}
+			m.Issuer, m.vaultMissing = missingVault{env: m.Config.Vault.TokenEnv}, true
 		case token == "":
 			return fmt.Errorf("open vault: environment variable %s (vault.token_env) is empty", m.Config.Vault.TokenEnv)
 		default:
@@ -102,6 +104,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Agents.KeyTTL, m.Agents.KeyMaxTTL = m.Config.Keys.DefaultTTL, m.Config.Keys.MaxTTL
 
 	m.Leases = leases.NewService(m.DB, m.Issuer, m.Config.Roles, m.Logger)
+	m.Leases.Credentials = m.Agents
 	lc := m.Config.Leases
 	m.Leases.RetryBase, m.Leases.RetryMax = lc.RetryBase, lc.RetryMax
 	m.Leases.IssuingTimeout, m.Leases.OrphanGrace = lc.IssuingTimeout, lc.OrphanGrace

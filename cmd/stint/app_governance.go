@@ -26,7 +26,7 @@ func (m *Main) openGovernance() error {
 		}
 	}
 	m.Alerts = alerts
-	control := agentControl{agents: m.Agents, leases: m.Leases}
+	control := agentControl{leases: m.Leases}
 
 	if rc := m.Config.Risk; !rc.Disabled {
 		loc, err := time.LoadLocation(m.Config.Policy.Timezone)
@@ -99,46 +99,32 @@ func governanceContext(ctx context.Context) context.Context {
 	return broker.NewContextWithActor(ctx, broker.Actor{Kind: broker.ActorAdmin, Name: "governance", AuthMethod: "local"})
 }
 
-// agentControl implements approvals.AgentControl with the agent and lease
-// services: suspending or disabling an agent works exactly as an admin's
-// (keys and tokens stop working at once), then its live leases are revoked.
+// agentControl implements approvals.AgentControl with the lease service's
+// one kill switch: risk containment and access reviews contain an agent
+// exactly as an admin does (its tokens stop working at once, every live
+// lease is marked to end, the revocation queue ends them).
 type agentControl struct {
-	agents broker.AgentService
 	leases *leases.Service
 }
 
 // SuspendAgent implements approvals.AgentControl.
 func (a agentControl) SuspendAgent(ctx context.Context, agentID, reason string) error {
-	return a.setState(ctx, agentID, broker.AgentSuspended, "agent suspended: "+reason)
+	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, State: broker.AgentSuspended, Reason: "agent suspended: " + reason})
 }
 
 // DisableAgent implements approvals.AgentControl.
 func (a agentControl) DisableAgent(ctx context.Context, agentID, reason string) error {
-	return a.setState(ctx, agentID, broker.AgentDisabled, "agent disabled: "+reason)
-}
-
-func (a agentControl) setState(ctx context.Context, agentID string, state broker.AgentState, reason string) error {
-	gctx := governanceContext(ctx)
-	if _, err := a.agents.SetAgentState(gctx, agentID, state); err != nil {
-		return fmt.Errorf("set agent state %s: %w", state, err)
-	}
-	if _, err := a.leases.RevokeAgentLeases(gctx, agentID, reason); err != nil {
-		return fmt.Errorf("revoke live leases: %w", err)
-	}
-	return nil
+	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, State: broker.AgentDisabled, Reason: "agent disabled: " + reason})
 }
 
 // RevokeRoleLeases implements approvals.AgentControl.
 func (a agentControl) RevokeRoleLeases(ctx context.Context, agentID, role, reason string) error {
-	gctx := governanceContext(ctx)
-	live, _, err := a.leases.FindLeases(gctx, broker.LeaseFilter{AgentID: &agentID, Role: &role, States: []broker.LeaseState{broker.LeaseActive}})
-	if err != nil {
-		return fmt.Errorf("find live leases: %w", err)
-	}
-	for _, l := range live {
-		if _, err := a.leases.RevokeLease(gctx, l.ID, reason); err != nil && broker.ErrorCode(err) != broker.ECONFLICT {
-			return fmt.Errorf("revoke lease %s: %w", l.ID, err)
-		}
+	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, Role: role, Reason: reason})
+}
+
+func (a agentControl) contain(ctx context.Context, req broker.ContainRequest) error {
+	if _, err := a.leases.ContainAgent(governanceContext(ctx), req); err != nil {
+		return fmt.Errorf("contain agent: %w", err)
 	}
 	return nil
 }

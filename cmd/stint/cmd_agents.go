@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -23,7 +25,8 @@ server host.`,
 		newAgentsStateCommand("disable", broker.AgentDisabled, "Disable an agent for good: its keys are revoked and its live leases revoked"),
 		newAgentsStateCommand("suspend", broker.AgentSuspended, "Suspend an agent: it cannot authenticate and its live leases are revoked"),
 		newAgentsStateCommand("activate", broker.AgentActive, "Re-activate a suspended agent"),
-		newAgentsRevokeAllCommand())
+		newAgentsRevokeAllCommand(),
+		newAgentsContainmentsCommand())
 	cmd.AddCommand(agentIdentityCommands()...)
 	return cmd
 }
@@ -119,39 +122,165 @@ func newAgentsRotateKeyCommand() *cobra.Command {
 }
 
 func newAgentsStateCommand(verb string, state broker.AgentState, short string) *cobra.Command {
-	return agentCommand(verb+" NAME|ID", short, "",
+	var (
+		reason string
+		wait   time.Duration
+	)
+	long := containLong
+	if state == broker.AgentActive {
+		long = ""
+	}
+	cmd := agentCommand(verb+" NAME|ID", short, long,
 		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
 			ctx := adminContext(cmd.Context())
-			a, err := m.Agents.SetAgentState(ctx, a.ID, state)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent %s is %s\n", a.Name, a.State)
 			if state == broker.AgentActive {
+				a, err := m.Agents.SetAgentState(ctx, a.ID, state)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "agent %s is %s\n", a.Name, a.State)
 				return nil
 			}
-			revoked, err := m.Leases.RevokeAgentLeases(ctx, a.ID, "agent "+string(state))
-			printRevoked(cmd.OutOrStdout(), revoked)
-			return err
+			why := "agent " + string(state)
+			if reason != "" {
+				why += ": " + reason
+			}
+			return containAndWait(cmd, m, broker.ContainRequest{AgentID: a.ID, State: state, Reason: why}, wait)
 		})
+	if state != broker.AgentActive {
+		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the agent's history and on every lease it ends)")
+		cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for Vault to confirm every revocation (0: do not wait)")
+	}
+	return cmd
 }
 
 func newAgentsRevokeAllCommand() *cobra.Command {
-	var reason string
-	cmd := agentCommand("revoke-all NAME|ID --reason TEXT", "Revoke every live lease of an agent (kill switch)", "",
+	var (
+		reason string
+		wait   time.Duration
+	)
+	cmd := agentCommand("revoke-all NAME|ID --reason TEXT", "Revoke every live lease of an agent (kill switch)", containLong,
 		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
-			revoked, err := m.Leases.RevokeAgentLeases(adminContext(cmd.Context()), a.ID, reason)
-			printRevoked(cmd.OutOrStdout(), revoked)
-			return err
+			return containAndWait(cmd, m, broker.ContainRequest{AgentID: a.ID, Reason: reason}, wait)
 		})
 	cmd.Flags().StringVar(&reason, "reason", "", "why the leases are revoked (required; recorded in history)")
+	cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for Vault to confirm every revocation (0: do not wait)")
 	cmd.MarkFlagRequired("reason")
 	return cmd
 }
 
-func printRevoked(out io.Writer, leases []*broker.Lease) {
-	for _, l := range leases {
-		fmt.Fprintf(out, "lease %s (%s): %s\n", l.ID, l.Role, l.State)
+// containLong explains what the kill-switch commands do and how they exit.
+const containLong = `The kill switch. In one store transaction the agent is suspended or disabled
+(revoke-all leaves its state alone) and every live lease of it (pending,
+approved, issuing, active, revoking) is marked to end; from then on none of
+them can become active. The revocation queue then revokes each credential in
+Vault, retrying with backoff until Vault confirms, across restarts.
+
+The command waits up to --wait for Vault to confirm every revocation and shows
+the progress. The revocations are done by the running server (stint serve),
+and by this command too when it has Stint's Vault token (vault.token_env).
+
+Exit status: 0 when Vault confirmed every revocation; 3 when the wait ended
+first (the containment stands and the queue keeps going: follow it with
+"stint agents containments NAME" or GET /v1/containments/ID); 1 on an error.`
+
+// errNotConfirmed is the exit status of a containment that the wait did not
+// see completed.
+var errNotConfirmed = &exitStatus{code: 3, err: errors.New("not every revocation was confirmed by Vault within --wait")}
+
+// containAndWait contains the agent and waits for Vault to confirm every
+// revocation, printing the progress. With Stint's Vault token it revokes as
+// well; without it, the running server's revocation queue does.
+func containAndWait(cmd *cobra.Command, m *Main, req broker.ContainRequest, wait time.Duration) error {
+	ctx := adminContext(cmd.Context())
+	out := cmd.OutOrStdout()
+	c, err := m.Leases.ContainAgent(ctx, req)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(out, "%d live leases revoked\n", len(leases))
+	switch c.AgentState {
+	case "":
+		fmt.Fprintf(out, "agent %s contained (containment %s): %d live leases marked to end\n", c.Agent, c.ID, c.Progress.Total)
+	default:
+		fmt.Fprintf(out, "agent %s is %s (containment %s): %d live leases marked to end\n", c.Agent, c.AgentState, c.ID, c.Progress.Total)
+	}
+	if !m.vaultMissing {
+		// Revoke from here too: the kill switch must not depend on the
+		// server being up. Claims keep the two from revoking one lease at once.
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			for rctx.Err() == nil {
+				if err := m.Leases.RetryRevocations(rctx); err != nil && rctx.Err() == nil {
+					m.Logger.Warn("revocation pass failed", "err", err)
+				}
+				select {
+				case <-rctx.Done():
+				case <-time.After(250 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	p := newProgressLine(cmd.ErrOrStderr())
+	deadline := time.Now().Add(wait)
+	for !c.Progress.Done() && time.Now().Before(deadline) {
+		p.show(containmentLine(c))
+		select {
+		case <-cmd.Context().Done():
+			deadline = time.Now()
+		case <-time.After(200 * time.Millisecond):
+		}
+		if c, err = m.Leases.WaitContainment(ctx, c.ID, 0); err != nil {
+			p.done()
+			return err
+		}
+	}
+	p.done()
+	if c.Progress.Done() {
+		fmt.Fprintf(out, "%d of %d leases ended; Vault confirmed every revocation\n", c.Progress.Ended, c.Progress.Total)
+		return nil
+	}
+	fmt.Fprintf(out, "NOT CONFIRMED: %d of %d leases ended; %d still wait for Vault to confirm their revocation\n",
+		c.Progress.Ended, c.Progress.Total, c.Progress.Revoking)
+	for _, e := range c.Progress.Errors {
+		fmt.Fprintf(out, "  %d failing: %s\n", e.Leases, e.Error)
+	}
+	if m.vaultMissing {
+		fmt.Fprintf(out, "This command has no Vault token (%s), so the running server (stint serve) revokes them; is it running?\n", m.Config.Vault.TokenEnv)
+	}
+	fmt.Fprintf(out, "The containment stands and the revocation queue keeps retrying; follow it with: stint agents containments %s\n", c.Agent)
+	return errNotConfirmed
+}
+
+// containmentLine says how far a containment got, in one line.
+func containmentLine(c *broker.Containment) string {
+	p := c.Progress
+	line := fmt.Sprintf("ended %d/%d", p.Ended, p.Total)
+	if p.Failing > 0 {
+		line += fmt.Sprintf(", %d failing", p.Failing)
+		if len(p.Errors) > 0 {
+			line += " (" + p.Errors[0].Error + ")"
+		}
+	}
+	return line
+}
+
+func newAgentsContainmentsCommand() *cobra.Command {
+	return agentCommand("containments NAME|ID", "List an agent's containments (kill switches) and their progress", "",
+		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
+			cs, err := m.Leases.FindContainments(adminContext(cmd.Context()), a.ID, 0)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tCREATED\tSTATE\tBY\tPROGRESS\tREASON")
+			for _, c := range cs {
+				state := string(c.AgentState)
+				if state == "" {
+					state = "-"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.CreatedAt.UTC().Format(time.RFC3339), state, c.Actor, containmentLine(c), c.Reason)
+			}
+			return w.Flush()
+		})
 }
