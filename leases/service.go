@@ -56,7 +56,8 @@ type Service struct {
 	// workers; a worker that dies mid-revoke is retried after it.
 	ClaimTimeout time.Duration
 	// MaxSleep caps the expiry loop's timer, as a safety net for clock steps
-	// and for leases written by another process.
+	// and for leases written by another process (a containment from the
+	// CLI is picked up within it).
 	MaxSleep time.Duration
 	// BatchSize is how many due leases one claim takes.
 	BatchSize int
@@ -117,8 +118,8 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		Now:            time.Now,
 		RetryBase:      2 * time.Second,
 		RetryMax:       30 * time.Second,
-		ClaimTimeout:   2 * time.Minute,
-		MaxSleep:       time.Minute,
+		ClaimTimeout:   30 * time.Second,
+		MaxSleep:       5 * time.Second,
 		BatchSize:      500,
 		Workers:        16,
 		IssuingTimeout: time.Minute,

@@ -42,10 +42,12 @@
 //	GET    /v1/agents                   admin: list agents: ?state=&name=&limit=&offset=
 //	GET    /v1/agents/:id               admin: one agent
 //	POST   /v1/agents/:id/rotate-key    admin: revoke the agent's keys and issue one
-//	POST   /v1/agents/:id/suspend       admin: suspend, revoking its live leases
-//	POST   /v1/agents/:id/disable       admin: disable, revoking its live leases
+//	POST   /v1/agents/:id/suspend       admin: the kill switch, suspending the agent: ?wait=; 200 or 202 (containment.go)
+//	POST   /v1/agents/:id/disable       admin: the kill switch, disabling the agent: ?wait=; 200 or 202
 //	POST   /v1/agents/:id/activate      admin: re-activate
-//	POST   /v1/agents/:id/revoke-all    admin: revoke every live lease of the agent, with a reason
+//	POST   /v1/agents/:id/revoke-all    admin: the kill switch, the agent's state left alone, with a reason
+//	GET    /v1/agents/:id/containments  admin: the agent's containments, newest first
+//	GET    /v1/containments/:id         admin: a containment's progress: ?wait=; 200 when done, 202 before
 //
 // Agent authentication (auth.go, tls.go): with Server.Auth set, a request
 // authenticates by its bearer secret (an API key, an admin token, or a Stint
@@ -91,6 +93,7 @@
 //	GET    /console/agents              agents: owner, state, last seen, lease counts
 //	POST   /console/agents/:id/revoke-all  admin: the kill switch, with a reason
 //	POST   /console/agents/:id/disable  admin: disable and revoke its live leases, with a reason
+//	GET    /console/containments/:id    admin: a containment's progress, refreshed until done
 //	GET    /console/approvals           pending leases; approve/deny when the approvals service is wired
 //	POST   /console/approvals/:id/approve|deny  approver or admin (never for their own agent)
 //	GET    /console/audit               audit chain status and events: ?kind=&actor=&subject=&from=&to=; &format=csv|json

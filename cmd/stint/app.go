@@ -108,6 +108,9 @@ func (m *Main) Open(ctx context.Context) error {
 	lc := m.Config.Leases
 	m.Leases.RetryBase, m.Leases.RetryMax = lc.RetryBase, lc.RetryMax
 	m.Leases.IssuingTimeout, m.Leases.OrphanGrace = lc.IssuingTimeout, lc.OrphanGrace
+	if lc.ClaimTimeout > 0 {
+		m.Leases.ClaimTimeout = lc.ClaimTimeout
+	}
 	if m.Config.Policy.Enabled() {
 		if m.Policy, err = m.Config.Policy.Open(m.Logger); err != nil {
 			return fmt.Errorf("load policy: %w", err)

@@ -123,6 +123,10 @@ type LeasesConfig struct {
 	IssuingTimeout time.Duration `yaml:"issuing_timeout"`
 	// OrphanGrace is the age at which an unrecorded Vault credential is revoked.
 	OrphanGrace time.Duration `yaml:"orphan_grace"`
+	// ClaimTimeout is how long a revocation claimed by a process stays
+	// hidden from the others: a process killed mid-revoke leaves its claims
+	// to be taken again after it (default 30s).
+	ClaimTimeout time.Duration `yaml:"claim_timeout"`
 }
 
 // PolicyConfig names the Cedar policies that decide requests (see
@@ -161,7 +165,7 @@ func DefaultConfig() Config {
 		Admin:  AdminConfig{TokenEnv: "STINT_ADMIN_TOKEN"},
 		Keys:   KeysConfig{DefaultTTL: 24 * time.Hour, MaxTTL: 30 * 24 * time.Hour},
 		Leases: LeasesConfig{
-			RetryBase: 2 * time.Second, RetryMax: 5 * time.Minute, ReconcileSchedule: "@every 1m",
+			RetryBase: 2 * time.Second, RetryMax: 30 * time.Second, ClaimTimeout: 30 * time.Second, ReconcileSchedule: "@every 1m",
 			IssuingTimeout: time.Minute, OrphanGrace: time.Minute,
 		},
 		Log:    LogConfig{Level: "info", Format: "json"},
@@ -240,6 +244,8 @@ func (c *Config) Validate() error {
 		return errors.New("keys.default_ttl must be positive and at most keys.max_ttl")
 	case c.Leases.RetryBase <= 0 || c.Leases.RetryMax < c.Leases.RetryBase:
 		return errors.New("leases.retry_base must be positive and at most leases.retry_max")
+	case c.Leases.ClaimTimeout < 0:
+		return errors.New("leases.claim_timeout must not be negative")
 	case c.Leases.IssuingTimeout <= 0 || c.Leases.OrphanGrace <= 0:
 		return errors.New("leases.issuing_timeout and leases.orphan_grace must be positive")
 	}

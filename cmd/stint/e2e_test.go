@@ -276,8 +276,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("agent calling revoke-all = %d %v, want 403", status, body)
 		}
 		status, body = s.call(t, "POST", "/v1/agents/"+agentID+"/revoke-all", testAdminToken, map[string]string{"reason": "incident 7"})
-		if status != http.StatusOK || len(body["leases"].([]any)) != 3 {
-			t.Fatalf("revoke-all = %d %v", status, body)
+		if progress, _ := body["progress"].(map[string]any); status != http.StatusOK || body["done"] != true ||
+			progress["total"] != float64(3) || progress["ended"] != float64(3) {
+			t.Fatalf("revoke-all = %d %v, want 200 with all 3 leases ended", status, body)
 		}
 		mustNotLogIn(t, db1)
 		mustNotLogIn(t, db2)

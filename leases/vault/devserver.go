@@ -295,6 +295,24 @@ func (s *DevServer) Stop() error {
 	return errors.New("stop dev vault: killed after SIGTERM was ignored for 15s")
 }
 
+// Pause freezes the server process (SIGSTOP), as a stalled Vault would
+// be: the kernel still accepts connections, nothing answers. Resume thaws
+// it. For fault-injection tests.
+func (s *DevServer) Pause() error {
+	if s.cmd == nil {
+		return errors.New("pause dev vault: not running")
+	}
+	return s.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
+// Resume thaws a paused server (SIGCONT).
+func (s *DevServer) Resume() error {
+	if s.cmd == nil {
+		return errors.New("resume dev vault: not running")
+	}
+	return s.cmd.Process.Signal(syscall.SIGCONT)
+}
+
 // Close stops the server. Its state stays in Dir.
 func (s *DevServer) Close() error {
 	return s.Stop()
