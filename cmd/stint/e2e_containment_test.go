@@ -304,4 +304,3 @@ func waitHealthy(tb testing.TB, url string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
