@@ -367,3 +367,108 @@ func envInt(name string, def int) int {
 	}
 	return def
 }
+
+// BenchmarkContainment pulls the kill switch on one agent holding
+// STINT_BENCH_CONTAIN_LEASES (10,000) live Vault token leases against the
+// development Vault, and times the containment's transaction and the
+// revocation queue until Vault confirmed every revocation. The baseline,
+// in the same run, is the same Vault revocations made directly with as
+// many concurrent calls as the queue uses (1,000 of them): the ratio is
+// the share of Vault's own revocation rate that the kill switch reaches.
+func BenchmarkContainment(b *testing.B) {
+	dv := vaulttest.Start(b)
+	n := envInt("STINT_BENCH_CONTAIN_LEASES", 10000)
+	cfg := e2eConfig(b, dv, filepath.Join(b.TempDir(), "stint.db"))
+	s := startStint(b, dv, cfg, nil)
+	id, _ := s.newAgent(b, "fleet")
+	actx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: "fleet", AgentID: id, AuthMethod: broker.AuthAPIKey})
+	var tokenRole *broker.Role
+	for _, r := range cfg.Roles {
+		if r.Kind == broker.KindToken {
+			tokenRole = r
+		}
+	}
+	mint := func(count int, each func(i int)) {
+		var wg sync.WaitGroup
+		work := make(chan int)
+		for range 16 {
+			wg.Go(func() {
+				for i := range work {
+					each(i)
+				}
+			})
+		}
+		for i := range count {
+			work <- i
+		}
+		close(work)
+		wg.Wait()
+	}
+
+	// Baseline: mint, then revoke directly through the issuer.
+	base := min(1000, n)
+	handles := make([]string, base)
+	mint(base, func(i int) {
+		g, err := s.Issuer.Issue(context.Background(), leases.IssueRequest{LeaseID: fmt.Sprint("base-", i), Agent: "fleet", Role: tokenRole, Window: 30 * time.Minute})
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		handles[i] = g.VaultLeaseID
+	})
+	t0 := time.Now()
+	mint(base, func(i int) {
+		if err := s.Issuer.Revoke(context.Background(), handles[i]); err != nil {
+			b.Error(err)
+		}
+	})
+	direct := float64(base) / time.Since(t0).Seconds()
+	if b.Failed() {
+		b.FailNow()
+	}
+
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		loadStart := time.Now()
+		mint(n, func(int) {
+			if _, _, err := s.Leases.RequestLease(actx, broker.LeaseRequest{Role: tokenRole.Name, TTL: "30m", Task: "bench"}); err != nil {
+				b.Error(err)
+			}
+		})
+		if b.Failed() {
+			b.FailNow()
+		}
+		b.Logf("minted %d token leases in %s", n, time.Since(loadStart).Round(time.Millisecond))
+		b.StartTimer()
+
+		t0 := time.Now()
+		c, err := s.Leases.ContainAgent(adminContext(context.Background()), broker.ContainRequest{AgentID: id, Reason: "bench"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		contained := time.Since(t0)
+		if c.Progress.Total != n {
+			b.Fatalf("containment covers %d leases, want %d", c.Progress.Total, n)
+		}
+		for !c.Progress.Done() {
+			if c, err = s.Leases.WaitContainment(adminContext(context.Background()), c.ID, 10*time.Second); err != nil {
+				b.Fatal(err)
+			}
+			if time.Since(t0) > 30*time.Minute {
+				b.Fatalf("containment not done after 30 minutes: %+v", c.Progress)
+			}
+		}
+		confirmed := time.Since(t0)
+		b.StopTimer()
+		rate := float64(n) / confirmed.Seconds()
+		b.ReportMetric(float64(contained.Milliseconds()), "contain-tx-ms")
+		b.ReportMetric(confirmed.Seconds(), "confirmed-s")
+		b.ReportMetric(rate, "revocations/s")
+		b.ReportMetric(direct, "direct-revocations/s")
+		b.ReportMetric(rate/direct, "rate-ratio")
+		// Another agent for the next iteration: this one is contained.
+		id, _ = s.newAgent(b, fmt.Sprint("fleet-", time.Now().UnixNano()))
+		actx = broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: "fleet", AgentID: id, AuthMethod: broker.AuthAPIKey})
+	}
+}
