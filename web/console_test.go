@@ -30,7 +30,7 @@ const consolePassword = "correct horse battery"
 type consoleFixture struct {
 	URL     string
 	DB      *sqlite.DB
-	Path    string // the database file
+	Path    string   // the database file
 	Revoked []string // "id reason actor"
 	Lease   *broker.Lease
 }

@@ -414,4 +414,3 @@ func TestWebhookSink(t *testing.T) {
 		t.Fatalf("Emit to a failing webhook = %v; want its status", err)
 	}
 }
-
