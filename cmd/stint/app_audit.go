@@ -32,7 +32,7 @@ func (m *Main) openCheckpoints() error {
 		return fmt.Errorf("audit.checkpoints.key_file: %w", err)
 	}
 	if !key.Public().(ed25519.PublicKey).Equal(pub) {
-		return errors.New("audit.checkpoints.public_key_file is not the public key of audit.checkpoints.key_file")
+		return errors.New("audit.checkpoints: the public key (public_key_file, or key_file's .pub) is not the public half of key_file")
 	}
 	sinks := []checkpoint.Sink{m.checkpointFile}
 	if cc.Log {

@@ -322,4 +322,21 @@ func TestCheckpointKeyTrouble(t *testing.T) {
 	if err := open(false); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("server with a world-readable key = %v; want a refusal", err)
 	}
+	if err := os.Chmod(cfg.Audit.Checkpoints.KeyFile, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(false); err != nil {
+		t.Fatalf("server with a good key = %v", err)
+	}
+	// A .pub next to the key that is not its public half is refused.
+	other := filepath.Join(dir, "other.key")
+	if _, err := runCLI(t, "", "audit", "keygen", "--out", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(other+".pub", cfg.Audit.Checkpoints.KeyFile+".pub"); err != nil {
+		t.Fatal(err)
+	}
+	if err := open(false); err == nil || !strings.Contains(err.Error(), "is not the public half of key_file") {
+		t.Errorf("server with a mismatched .pub = %v; want a refusal", err)
+	}
 }

@@ -30,8 +30,9 @@ type CheckpointsConfig struct {
 	// turns checkpoints on (File is then required).
 	KeyFile string `yaml:"key_file"`
 	// PublicKeyFile is the public key (PEM) verification checks with;
-	// default: the public half of KeyFile. Set it where verification runs
-	// without the private key, and keep a copy of it off the server's host.
+	// default: KeyFile+".pub" if it exists (keygen writes it), else the
+	// public half of KeyFile. Set it where verification runs without the
+	// private key, and keep a copy of it off the server's host.
 	PublicKeyFile string `yaml:"public_key_file"`
 	// File is the checkpoint file: JSON lines, only ever appended to, and
 	// what verification reads. Keep it off the database's host (a mount from
@@ -74,6 +75,10 @@ func (c *CheckpointsConfig) PublicKey() (ed25519.PublicKey, error) {
 	path, key := c.PublicKeyFile, "audit.checkpoints.public_key_file"
 	if path == "" {
 		path, key = c.KeyFile, "audit.checkpoints.key_file"
+		if _, err := os.Stat(c.KeyFile + ".pub"); err == nil {
+			// Readable by operators who may not read the private key.
+			path, key = c.KeyFile+".pub", "audit.checkpoints.key_file (its .pub)"
+		}
 	}
 	pub, err := checkpoint.LoadPublicKey(path)
 	if err != nil {
