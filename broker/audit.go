@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -274,9 +275,30 @@ const (
 	AuditAnchorMismatch AuditBreak = "anchor_mismatch"
 )
 
+// Chain breaks that only checkpoints (AuditCheckpoint) reveal, and the
+// verdict when they cannot be checked.
+const (
+	// AuditTruncated: the chain ends before the newest signed checkpoint:
+	// its newest events were deleted.
+	AuditTruncated AuditBreak = "truncated"
+	// AuditCheckpointMismatch: a checkpointed event does not carry the hash
+	// its signed checkpoint recorded (or two checkpoints disagree about it):
+	// the chain was rewritten from there on.
+	AuditCheckpointMismatch AuditBreak = "checkpoint_mismatch"
+	// AuditCheckpointInvalid: a checkpoint is malformed, its signature does
+	// not verify, or the newest one was signed by another key: the
+	// checkpoints were altered or forged.
+	AuditCheckpointInvalid AuditBreak = "checkpoint_invalid"
+	// AuditCheckpointUnavailable: checkpoints are configured but none could
+	// be read (no file, no checkpoint yet, no key). This is no verdict on the
+	// chain: its head could not be checked.
+	AuditCheckpointUnavailable AuditBreak = "checkpoint_unavailable"
+)
+
 // AuditVerification is the result of walking the chain.
 type AuditVerification struct {
-	// OK is true if every link holds.
+	// OK is true if every link holds (and, with checkpoints, the chain holds
+	// every signed checkpoint and is not shorter than the newest).
 	OK bool `json:"ok"`
 	// Checked is how many events were checked.
 	Checked int64 `json:"checked"`
@@ -284,15 +306,38 @@ type AuditVerification struct {
 	// Seq and Hash elsewhere (an anchor) lets a later verification detect a
 	// rewritten or truncated chain, which the chain alone cannot.
 	Head *AuditEvent `json:"head,omitempty"`
-	// BrokenAt is the Seq of the first broken link; Break and Reason say why.
+	// BrokenAt is the Seq of the first broken link (for a truncation, the
+	// first missing event; 0 when no event is at fault, as for an invalid
+	// checkpoint); Break and Reason say why.
 	BrokenAt int64      `json:"broken_at,omitempty"`
 	Break    AuditBreak `json:"break,omitempty"`
 	Reason   string     `json:"reason,omitempty"`
 	// AnchorsMatched is how many anchors the chain held with their
 	// recorded hashes.
 	AnchorsMatched int `json:"anchors_matched"`
+	// Checkpoint is the newest signed checkpoint, when checkpoints were
+	// checked; CheckpointsMatched is how many distinct checkpointed events
+	// the chain held with their signed hashes, and CheckpointsSkipped how
+	// many older checkpoints were signed by another (earlier) key and not
+	// checked.
+	Checkpoint         *AuditCheckpoint `json:"checkpoint,omitempty"`
+	CheckpointsMatched int              `json:"checkpoints_matched,omitempty"`
+	CheckpointsSkipped int              `json:"checkpoints_skipped,omitempty"`
 	// VerifiedAt is when the walk ended.
 	VerifiedAt time.Time `json:"verified_at"`
+}
+
+// AuditVerifyOptions says what VerifyAudit checks besides the chain's links.
+type AuditVerifyOptions struct {
+	// Anchors are seq → hash pairs recorded earlier by hand.
+	Anchors map[int64]string
+	// Checkpoints, when set, is read before the walk; CheckpointKey is the
+	// public key its checkpoints must be signed with.
+	Checkpoints   AuditCheckpointSource
+	CheckpointKey ed25519.PublicKey
+	// Progress, if not nil, is called with the number of events checked
+	// every 10,000 events.
+	Progress func(checked int64)
 }
 
 // VerifyAuditChain walks the whole chain, oldest first, and reports the first
@@ -301,9 +346,32 @@ type AuditVerification struct {
 // content (edited), or an event whose hash differs from an anchor (seq → hash
 // recorded earlier). progress, if not nil, is called with the number of events
 // checked every 10,000 events. It returns an error only if the store cannot
-// be read.
+// be read. VerifyAudit also checks signed checkpoints.
 func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]string, progress func(checked int64)) (*AuditVerification, error) {
+	return VerifyAudit(ctx, s, AuditVerifyOptions{Anchors: anchors, Progress: progress})
+}
+
+// VerifyAudit walks the whole chain as VerifyAuditChain does and, with
+// opts.Checkpoints, also checks the signed checkpoints kept outside the
+// store: each must verify with opts.CheckpointKey (older ones signed by
+// another key are skipped; the newest must be signed by this key), the
+// chain must hold every checkpointed event with its signed hash, and it
+// must reach the newest checkpoint's seq, so that deleting the newest
+// events (which leaves a valid, shorter chain) fails as AuditTruncated.
+// The checkpoints are read before the chain, so that one written during the
+// walk cannot be mistaken for a truncation. Breaks of the chain itself are
+// reported first. It returns an error only if the store cannot be read; a
+// checkpoint source that cannot be read gives AuditCheckpointUnavailable.
+func VerifyAudit(ctx context.Context, s AuditStore, opts AuditVerifyOptions) (*AuditVerification, error) {
 	v := &AuditVerification{OK: true}
+	var cps *checkpointSet
+	var cpFault *AuditVerification // a checkpoint problem found before the walk
+	if opts.Checkpoints != nil {
+		cps, cpFault = readCheckpoints(ctx, opts.Checkpoints, opts.CheckpointKey)
+		if cps != nil {
+			v.Checkpoint, v.CheckpointsSkipped = cps.newest, cps.skipped
+		}
+	}
 	var prev *AuditEvent
 	errBroken := errors.New("broken")
 	broke := func(e *AuditEvent, kind AuditBreak, format string, args ...any) error {
@@ -323,16 +391,25 @@ func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]strin
 		case e.ComputeHash() != e.Hash:
 			return broke(e, AuditHashMismatch, "the content of event %d does not match its hash: it was edited", e.Seq)
 		}
-		if want, ok := anchors[e.Seq]; ok {
+		if want, ok := opts.Anchors[e.Seq]; ok {
 			if want != e.Hash {
 				return broke(e, AuditAnchorMismatch, "event %d has hash %s, but the anchor recorded %s: the chain was rewritten", e.Seq, short(e.Hash), short(want))
 			}
 			v.AnchorsMatched++
 		}
+		if cps != nil {
+			if cp, ok := cps.bySeq[e.Seq]; ok {
+				if cp.Hash != e.Hash {
+					return broke(e, AuditCheckpointMismatch, "event %d has hash %s, but the checkpoint signed at %s recorded %s: the chain was rewritten from there on",
+						e.Seq, short(e.Hash), cp.At.Format(time.RFC3339), short(cp.Hash))
+				}
+				v.CheckpointsMatched++
+			}
+		}
 		prev = e
 		v.Checked++
-		if progress != nil && v.Checked%10000 == 0 {
-			progress(v.Checked)
+		if opts.Progress != nil && v.Checked%10000 == 0 {
+			opts.Progress(v.Checked)
 		}
 		return nil
 	})
@@ -340,16 +417,85 @@ func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]strin
 		return nil, fmt.Errorf("verify audit chain: %w", err)
 	}
 	v.Head, v.VerifiedAt = prev, time.Now().UTC()
-	if v.OK {
-		for seq := range anchors {
-			if prev == nil || seq > prev.Seq {
-				v.OK, v.BrokenAt, v.Break = false, seq, AuditAnchorMismatch
-				v.Reason = fmt.Sprintf("anchored event %d is missing: the chain was truncated", seq)
-				break
-			}
+	if !v.OK {
+		return v, nil
+	}
+	for seq := range opts.Anchors {
+		if prev == nil || seq > prev.Seq {
+			v.OK, v.BrokenAt, v.Break = false, seq, AuditAnchorMismatch
+			v.Reason = fmt.Sprintf("anchored event %d is missing: the chain was truncated", seq)
+			return v, nil
+		}
+	}
+	if cpFault != nil {
+		v.OK, v.BrokenAt, v.Break, v.Reason = false, cpFault.BrokenAt, cpFault.Break, cpFault.Reason
+		return v, nil
+	}
+	if cps != nil {
+		headSeq := int64(0)
+		if prev != nil {
+			headSeq = prev.Seq
+		}
+		if top := cps.highest; top.Seq > headSeq {
+			v.OK, v.BrokenAt, v.Break = false, headSeq+1, AuditTruncated
+			v.Reason = fmt.Sprintf("the checkpoint signed at %s records event %d (hash %s), but the chain ends at event %d: %d event(s) were deleted from its end",
+				top.At.Format(time.RFC3339), top.Seq, short(top.Hash), headSeq, top.Seq-headSeq)
 		}
 	}
 	return v, nil
+}
+
+// checkpointSet is the checkpoints a verification holds the chain to.
+type checkpointSet struct {
+	bySeq   map[int64]*AuditCheckpoint // verified checkpoints by seq
+	newest  *AuditCheckpoint           // the last one recorded
+	highest *AuditCheckpoint           // the one with the highest seq
+	skipped int                        // older ones signed by another key
+}
+
+// readCheckpoints reads and checks the signatures of src's checkpoints. It
+// returns the set to hold the chain to (nil if none can be used) and, for a
+// checkpoint problem, the verdict to report if the chain itself holds.
+func readCheckpoints(ctx context.Context, src AuditCheckpointSource, key ed25519.PublicKey) (*checkpointSet, *AuditVerification) {
+	fault := func(kind AuditBreak, seq int64, format string, args ...any) *AuditVerification {
+		return &AuditVerification{Break: kind, BrokenAt: seq, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(key) != ed25519.PublicKeySize {
+		return nil, fault(AuditCheckpointUnavailable, 0, "checkpoints are configured but no Ed25519 public key was given to verify them")
+	}
+	list, err := src.AuditCheckpoints(ctx)
+	switch {
+	case errors.Is(err, ErrAuditCheckpointMalformed):
+		return nil, fault(AuditCheckpointInvalid, 0, "the checkpoints were altered: %v", err)
+	case err != nil:
+		return nil, fault(AuditCheckpointUnavailable, 0, "the checkpoints could not be read, so the chain's head is unchecked: %v", err)
+	case len(list) == 0:
+		return nil, fault(AuditCheckpointUnavailable, 0, "no checkpoint has been recorded yet, so the chain's head is unchecked")
+	}
+	set := &checkpointSet{bySeq: map[int64]*AuditCheckpoint{}, newest: list[len(list)-1]}
+	keyID := AuditKeyID(key)
+	for i, cp := range list {
+		if cp.KeyID != keyID && i < len(list)-1 {
+			set.skipped++ // signed before a key rotation
+			continue
+		}
+		if err := cp.Verify(key); err != nil {
+			which := fmt.Sprintf("checkpoint %d of %d (seq %d)", i+1, len(list), cp.Seq)
+			if i == len(list)-1 {
+				which = fmt.Sprintf("the newest checkpoint (seq %d)", cp.Seq)
+			}
+			return set, fault(AuditCheckpointInvalid, 0, "%s is refused: %v", which, err)
+		}
+		if other, ok := set.bySeq[cp.Seq]; ok && other.Hash != cp.Hash {
+			return set, fault(AuditCheckpointMismatch, cp.Seq, "the checkpoints signed at %s and %s record different hashes for event %d: the chain was rewritten between them",
+				other.At.Format(time.RFC3339), cp.At.Format(time.RFC3339), cp.Seq)
+		}
+		set.bySeq[cp.Seq] = cp
+		if set.highest == nil || cp.Seq > set.highest.Seq {
+			set.highest = cp
+		}
+	}
+	return set, nil
 }
 
 func short(h string) string {

@@ -3,6 +3,7 @@ package web
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -60,6 +61,12 @@ type Console struct {
 	SecureCookies bool
 	// OIDC, when set, adds "Sign in with SSO" (console_oidc.go).
 	OIDC *OIDC
+	// Checkpoints, when set, are the signed audit checkpoints kept outside
+	// the store, and CheckpointKey the public key they must verify with:
+	// the console's verify then also fails a chain that lost its newest
+	// events or was rewritten (broker.VerifyAudit).
+	Checkpoints   broker.AuditCheckpointSource
+	CheckpointKey ed25519.PublicKey
 
 	once      sync.Once
 	pages     map[string]*template.Template

@@ -672,7 +672,8 @@ var errExportFull = broker.Errorf(broker.ETOOMANY, "The export is larger than 10
 func (s *Server) handleConsoleAuditVerify(c echo.Context) error {
 	ctx, cancel := withTimeout(c.Request().Context(), 5*time.Minute)
 	defer cancel()
-	v, err := broker.VerifyAuditChain(ctx, s.Console.Store, nil, nil)
+	v, err := broker.VerifyAudit(ctx, s.Console.Store, broker.AuditVerifyOptions{
+		Checkpoints: s.Console.Checkpoints, CheckpointKey: s.Console.CheckpointKey})
 	if err != nil {
 		return err
 	}

@@ -30,18 +30,22 @@ const consolePassword = "correct horse battery"
 type consoleFixture struct {
 	URL     string
 	DB      *sqlite.DB
+	Path    string   // the database file
 	Revoked []string // "id reason actor"
 	Lease   *broker.Lease
 }
 
-func newConsoleFixture(t *testing.T) *consoleFixture {
+// newConsoleFixture builds the fixture; opts change the server before it
+// starts.
+func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture {
 	t.Helper()
-	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "stint.db"))
+	path := filepath.Join(t.TempDir(), "stint.db")
+	db, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	f := &consoleFixture{DB: db}
+	f := &consoleFixture{DB: db, Path: path}
 	ctx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "test"})
 
 	a := &broker.Agent{Name: "etl-bot", Owner: "owner@example.com", State: broker.AgentActive}
@@ -85,6 +89,9 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	s.Metrics = web.NewMetrics(db, time.Now)
 	s.Console = &web.Console{Store: db}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, o := range opts {
+		o(s)
+	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL

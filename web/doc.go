@@ -97,7 +97,7 @@
 //	GET    /console/approvals           pending leases; approve/deny when the approvals service is wired
 //	POST   /console/approvals/:id/approve|deny  approver or admin (never for their own agent)
 //	GET    /console/audit               audit chain status and events: ?kind=&actor=&subject=&from=&to=; &format=csv|json
-//	POST   /console/audit/verify        walk the chain now
+//	POST   /console/audit/verify        walk the chain now, and check it against the signed checkpoints (Console.Checkpoints)
 //	GET    /console/static/*            embedded assets (htmx 2.0.11, CSS, JS)
 //
 // Request bodies are JSON objects of at most 64 KB, decoded strictly: an

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/stint-broker/stint/approvals"
 	slackapprovals "github.com/stint-broker/stint/approvals/slack"
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/broker/identity"
 	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/leases"
@@ -31,7 +33,8 @@ type Main struct {
 	Getenv func(string) string
 	// VaultOptional lets Open proceed without Stint's Vault token, for
 	// operator commands that mostly touch the store; calls that need Vault
-	// then fail naming the variable to set.
+	// then fail naming the variable to set. Such commands also skip audit
+	// checkpoints (app_audit.go).
 	VaultOptional bool
 	// vaultMissing is set when Open went on without Vault (VaultOptional).
 	vaultMissing bool
@@ -62,6 +65,13 @@ type Main struct {
 	Risk    *approvals.Risk
 	Reviews *approvals.Reviews
 	Alerts  *approvals.Alerts
+
+	// Checkpoints signs the audit chain's head (audit.checkpoints.key_file;
+	// nil without it); checkpointFile and checkpointKey are what
+	// verification reads (app_audit.go).
+	Checkpoints    *checkpoint.Emitter
+	checkpointFile *checkpoint.File
+	checkpointKey  ed25519.PublicKey
 
 	wg sync.WaitGroup
 }
@@ -131,6 +141,9 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := m.openGovernance(); err != nil {
 		return err
 	}
+	if err := m.openCheckpoints(); err != nil {
+		return err
+	}
 	m.openConsole()
 	return nil
 }
@@ -173,6 +186,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.runConsole(ctx); err != nil {
 		return err
 	}
+	m.startCheckpoints(ctx)
 
 	m.runApprovals(ctx)
 	m.wg.Go(func() {
@@ -205,6 +219,7 @@ func (m *Main) Close() error {
 		<-m.Cron.Stop().Done()
 	}
 	m.wg.Wait()
+	m.finalCheckpoint()
 	errs = append(errs, m.closeApprovals())
 	if c, ok := m.Issuer.(interface{ Close() error }); ok {
 		errs = append(errs, c.Close())

@@ -36,6 +36,10 @@ func (m *Main) openConsole() {
 			IdleTimeout:   c.IdleTimeout,
 			SecureCookies: c.SecureCookies,
 		}
+		if m.checkpointFile != nil {
+			// The console's verify checks the signed checkpoints too.
+			m.HTTP.Console.Checkpoints, m.HTTP.Console.CheckpointKey = m.checkpointFile, m.checkpointKey
+		}
 		if o := c.OIDC; o != nil {
 			m.HTTP.Console.OIDC = &web.OIDC{
 				Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: os.Getenv(o.ClientSecretEnv),

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/web"
 )
@@ -45,28 +46,41 @@ event breaks the chain. Nothing is ever deleted: retention means export and
 archive. These commands open the store named in the configuration file
 directly; run them on the server host.`,
 	}
-	cmd.AddCommand(newAuditVerifyCommand(), newAuditExportCommand())
+	cmd.AddCommand(newAuditVerifyCommand(), newAuditExportCommand(), newAuditKeygenCommand())
 	return cmd
 }
 
 func newAuditVerifyCommand() *cobra.Command {
 	var anchors []string
 	var asJSON bool
+	var checkpointsPath, publicKeyPath string
 	cmd := &cobra.Command{
-		Use:   "verify [--anchor SEQ:HASH]...",
+		Use:   "verify [--anchor SEQ:HASH]... [--checkpoints FILE] [--public-key FILE]",
 		Short: "Walk the audit chain and name the first broken link",
 		Long: `Walk the whole audit chain, oldest first, and check every link: sequence
 numbers without gaps (a gap means deleted events), each event's prev_hash
 equal to the previous event's hash (a mismatch means deleted or reordered
 events) and each event's hash equal to the SHA-256 of its content (a mismatch
-means an edited event). It prints the head (last seq and hash): keep it
-somewhere the server cannot write, and pass it back later with --anchor to
-detect a chain rewritten or truncated after that point, which the chain alone
-cannot show.
+means an edited event).
 
-Exit status: 0 when the chain verifies, 1 when it is broken (or an anchor
-does not match), 2 when it could not be checked (a bad flag, configuration
-or store), so that a scheduled check can tell tampering from trouble.`,
+With signed checkpoints configured (audit.checkpoints), it also reads the
+checkpoint file and checks every checkpoint's Ed25519 signature with the
+configured public key (older checkpoints of a previous key are skipped; the
+newest must be signed by this one), that the chain holds each checkpointed
+event with the signed hash (checkpoint_mismatch: rewritten), and that the
+chain reaches the newest checkpoint (truncated: its newest events were
+deleted, which the chain alone cannot show). --checkpoints and --public-key
+check a copy of the file and a key kept elsewhere instead of the configured
+ones.
+
+It prints the head (last seq and hash); --anchor SEQ:HASH checks a head
+recorded earlier by hand in the same way.
+
+Exit status: 0 when the chain verifies, 1 when it is broken (a broken link,
+an anchor or checkpoint it does not hold, a truncation, or a checkpoint
+whose signature is refused), 2 when it could not be checked (a bad flag,
+configuration or store, or configured checkpoints that cannot be read), so
+that a scheduled check can tell tampering from trouble.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if err := cobra.NoArgs(cmd, args); err != nil {
 				return &exitStatus{code: exitUnverified, err: err}
@@ -74,7 +88,7 @@ or store), so that a scheduled check can tell tampering from trouble.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			v, err := verifyAudit(cmd, anchors)
+			v, err := verifyAudit(cmd, anchors, checkpointsPath, publicKeyPath)
 			if err != nil {
 				// No verdict: the chain may be intact or not.
 				return &exitStatus{code: exitUnverified, err: err}
@@ -87,18 +101,25 @@ or store), so that a scheduled check can tell tampering from trouble.`,
 					return &exitStatus{code: exitUnverified, err: err}
 				}
 			} else {
-				printVerification(out, v)
+				printVerification(out, v, time.Now())
 			}
-			if !v.OK {
-				return &exitStatus{code: exitBroken, err: fmt.Errorf("audit chain broken at event %d", v.BrokenAt)}
+			switch {
+			case v.OK:
+				return nil
+			case v.Break == broker.AuditCheckpointUnavailable:
+				return &exitStatus{code: exitUnverified, err: fmt.Errorf("audit chain head not verified: %s", v.Reason)}
+			case v.BrokenAt == 0:
+				return &exitStatus{code: exitBroken, err: fmt.Errorf("audit checkpoints refused (%s)", v.Break)}
 			}
-			return nil
+			return &exitStatus{code: exitBroken, err: fmt.Errorf("audit chain broken at event %d (%s)", v.BrokenAt, v.Break)}
 		},
 	}
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitStatus{code: exitUnverified, err: err}
 	})
 	cmd.Flags().StringArrayVar(&anchors, "anchor", nil, "SEQ:HASH of an event recorded earlier (repeatable); the chain must still hold it")
+	cmd.Flags().StringVar(&checkpointsPath, "checkpoints", "", "checkpoint file to check instead of audit.checkpoints.file (a copy from the sink's host)")
+	cmd.Flags().StringVar(&publicKeyPath, "public-key", "", "PEM public key checkpoints must be signed with, instead of the configured one")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
@@ -109,39 +130,89 @@ const (
 	exitUnverified = 2 // no verdict: the check could not run
 )
 
-// verifyAudit walks the store's audit chain against anchors, printing
-// progress on stderr.
-func verifyAudit(cmd *cobra.Command, anchors []string) (*broker.AuditVerification, error) {
+// verifyAudit walks the store's audit chain against anchors and the signed
+// checkpoints (configured, or named by the flags), printing progress on
+// stderr.
+func verifyAudit(cmd *cobra.Command, anchors []string, checkpointsPath, publicKeyPath string) (*broker.AuditVerification, error) {
 	anchorMap, err := parseAnchors(anchors)
 	if err != nil {
 		return nil, err
 	}
-	db, _, err := openStore(cmd)
+	cfg, _, err := readConfigFlag(cmd)
 	if err != nil {
 		return nil, err
+	}
+	cc := cfg.Audit.Checkpoints
+	if checkpointsPath != "" {
+		cc.File = checkpointsPath
+	}
+	if publicKeyPath != "" {
+		cc.PublicKeyFile = publicKeyPath
+	}
+	opts := broker.AuditVerifyOptions{Anchors: anchorMap}
+	switch {
+	case cc.Verifies():
+		if opts.CheckpointKey, err = cc.PublicKey(); err != nil {
+			return nil, err
+		}
+		opts.Checkpoints = &checkpoint.File{Path: cc.File}
+	case checkpointsPath != "":
+		return nil, broker.FieldErrorf("public-key", "--checkpoints needs the public key they are signed with: --public-key FILE, or audit.checkpoints.key_file in the configuration.")
+	case publicKeyPath != "":
+		return nil, broker.FieldErrorf("checkpoints", "--public-key needs a checkpoint file: --checkpoints FILE, or audit.checkpoints.file in the configuration.")
+	}
+	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
 	}
 	defer db.Close()
 	stderr := cmd.ErrOrStderr()
 	start := time.Now()
-	return broker.VerifyAuditChain(cmd.Context(), db, anchorMap, func(n int64) {
+	opts.Progress = func(n int64) {
 		fmt.Fprintf(stderr, "checked %d events (%s)\n", n, time.Since(start).Round(time.Millisecond))
-	})
+	}
+	return broker.VerifyAudit(cmd.Context(), db, opts)
 }
 
-func printVerification(out io.Writer, v *broker.AuditVerification) {
-	if v.OK {
+func printVerification(out io.Writer, v *broker.AuditVerification, now time.Time) {
+	switch {
+	case v.OK:
 		fmt.Fprintf(out, "audit chain OK: %d events verified\n", v.Checked)
 		if v.AnchorsMatched > 0 {
 			fmt.Fprintf(out, "anchors: %d matched\n", v.AnchorsMatched)
 		}
-	} else {
+	case v.Break == broker.AuditCheckpointUnavailable:
+		fmt.Fprintf(out, "audit chain NOT VERIFIED (%s): %s\n", v.Break, v.Reason)
+		fmt.Fprintf(out, "events 1-%d verified, but not the head\n", v.Checked)
+	case v.BrokenAt == 0:
+		fmt.Fprintf(out, "audit chain BROKEN (%s): %s\n", v.Break, v.Reason)
+		fmt.Fprintf(out, "events 1-%d verified, but not against the checkpoints\n", v.Checked)
+	default:
 		fmt.Fprintf(out, "audit chain BROKEN at event %d (%s): %s\n", v.BrokenAt, v.Break, v.Reason)
 		fmt.Fprintf(out, "events 1-%d verified before the break\n", v.Checked)
+	}
+	if cp := v.Checkpoint; cp == nil && v.Break != broker.AuditCheckpointUnavailable {
+		fmt.Fprintln(out, "checkpoints: none configured (audit.checkpoints): deleting the newest events is not detected without them or an --anchor")
+	} else if cp != nil && v.OK {
+		fmt.Fprintf(out, "checkpoint: newest seq %d hash %s signed %s (%s ago) by %s; the chain holds it (%d checkpointed events matched",
+			cp.Seq, short(cp.Hash), cp.At.Format(time.RFC3339), now.Sub(cp.At).Round(time.Second), cp.KeyID, v.CheckpointsMatched)
+		if v.CheckpointsSkipped > 0 {
+			fmt.Fprintf(out, ", %d of earlier keys skipped", v.CheckpointsSkipped)
+		}
+		fmt.Fprintln(out, ")")
 	}
 	if v.Head != nil {
 		fmt.Fprintf(out, "head: seq %d hash %s at %s\n", v.Head.Seq, v.Head.Hash, v.Head.At.Format(time.RFC3339))
 		fmt.Fprintf(out, "anchor: --anchor %d:%s\n", v.Head.Seq, v.Head.Hash)
 	}
+}
+
+// short abbreviates a hash for messages.
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12] + "…"
+	}
+	return h
 }
 
 // parseAnchors reads "SEQ:HASH" flags.
@@ -309,4 +380,31 @@ func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditF
 		}
 	}
 	return nil
+}
+
+func newAuditKeygenCommand() *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out FILE",
+		Short: "Create the Ed25519 key that signs audit checkpoints",
+		Long: `Create an Ed25519 key for signing audit checkpoints: the private key at FILE
+(PKCS #8 PEM, mode 0600), which the server reads (audit.checkpoints.key_file),
+and its public key at FILE.pub, which verifies them
+(audit.checkpoints.public_key_file where the private key is not at hand).
+Keep a copy of FILE.pub off the server's host. It never overwrites a file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return broker.FieldErrorf("out", "--out FILE is required: where to write the private key.")
+			}
+			pub, err := checkpoint.GenerateKey(out)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (private, 0600) and %s.pub (public)\nkey id: %s\n", out, out, broker.AuditKeyID(pub))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "path of the private key to create; the public key goes to FILE.pub")
+	return cmd
 }

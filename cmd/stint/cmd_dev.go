@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/leases/vault"
 )
 
@@ -26,6 +27,8 @@ const (
 	// configuration is devConfigFile in it.
 	devDir        = "var/dev"
 	devConfigFile = "stint.yaml"
+	// devCheckpointKey is the audit checkpoint key's file in devDir.
+	devCheckpointKey = "audit-checkpoint.key"
 )
 
 func newDevCommand() *cobra.Command {
@@ -40,7 +43,8 @@ register the agent "demo-agent", and serve Stint on SQLite. It prints a fresh
 API key for demo-agent and commands that request a lease.
 
 State (Vault's file storage, its unseal key and root token, the admin token,
-stint.yaml and stint.db) lives in --dir and survives restarts. The Vault
+stint.yaml, stint.db, the audit checkpoint key and the checkpoint file) lives
+in --dir and survives restarts. The Vault
 server here is for development only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -87,6 +91,9 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	}
 	cfg, err := ReadConfig(cfgPath)
 	if err != nil {
+		return err
+	}
+	if err := ensureDevCheckpointKey(out, cfg.Audit.Checkpoints.KeyFile); err != nil {
 		return err
 	}
 	logger, err := newLogger(LogConfig{Level: "info", Format: "text"}, cmd.ErrOrStderr())
@@ -151,6 +158,11 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 		return err
 	}
 	cfg.Policy.Files = []string{filepath.Join(policyDir, "guards.cedar"), filepath.Join(policyDir, "tiers.cedar")}
+	// Audit checkpoints, signed with a key made on first start
+	// (ensureDevCheckpointKey). In production the checkpoint file belongs
+	// on another host; here it sits next to the database.
+	cfg.Audit.Checkpoints.KeyFile = filepath.Join(filepath.Dir(path), devCheckpointKey)
+	cfg.Audit.Checkpoints.File = filepath.Join(filepath.Dir(path), "audit-checkpoints.jsonl")
 	// Two approvers, so that medium roles (one approval) and high ones (two
 	// from security) can be tried with `stint approvals`.
 	cfg.Approvers = []*broker.Approver{
@@ -163,6 +175,24 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 	}
 	header := "# Stint development configuration written by `stint dev`. Edit freely; it is kept across restarts.\n"
 	return os.WriteFile(path, append([]byte(header), b...), 0o600)
+}
+
+// ensureDevCheckpointKey creates the audit checkpoint key the development
+// configuration names (mode 0600, its public key next to it), unless it
+// exists or none is configured.
+func ensureDevCheckpointKey(out io.Writer, path string) error {
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	pub, err := checkpoint.GenerateKey(path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "created the audit checkpoint key %s (key id %s)\n", path, broker.AuditKeyID(pub))
+	return nil
 }
 
 // devAgentKey registers demo-agent on first run, and otherwise rotates its
@@ -222,7 +252,8 @@ The token reads %[12]s and nothing else:
 
   curl -s -H "X-Vault-Token: <token>" %[3]s/v1/%[12]s
 
-Every lease event is in the tamper-evident audit chain; check it with:
+Every lease event is in the tamper-evident audit chain, and its head is
+signed into %[13]s; check both with:
 
   bin/stint -c %[4]s audit verify
 
@@ -232,5 +263,13 @@ Admin token (for revoke): %[7]s
 Vault root token (development only): %[8]s
 Stop with Ctrl-C.
 `, base, cfg.Store.Path, dv.Addr, cfgPath, devAgent, key, adminToken, dv.RootToken,
-		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover, devSecondApprover, vault.DevAgentSecret)
+		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover, devSecondApprover, vault.DevAgentSecret, checkpointFileOr(cfg))
+}
+
+// checkpointFileOr names the checkpoint file for the instructions.
+func checkpointFileOr(cfg Config) string {
+	if f := cfg.Audit.Checkpoints.File; f != "" {
+		return f
+	}
+	return "no checkpoint file (audit.checkpoints is not set in this older configuration)"
 }

@@ -68,6 +68,9 @@ type Config struct {
 	Reviews ReviewsConfig `yaml:"reviews"`
 	// SoD lists separation-of-duty conflict sets (config_governance.go).
 	SoD SoDConfig `yaml:"sod"`
+	// Audit configures signed checkpoints of the audit chain
+	// (config_audit.go).
+	Audit AuditConfig `yaml:"audit"`
 	// Roles are what agents may request. Besides the basics, a role may set
 	// breakglass {allowed, max_ttl}, max_extensions and max_total_ttl
 	// (broker.Role).
@@ -184,6 +187,8 @@ func DefaultConfig() Config {
 		Governance: defaultGovernanceConfig(),
 		Risk:       defaultRiskConfig(),
 		Reviews:    defaultReviewsConfig(),
+
+		Audit: defaultAuditConfig(),
 	}
 }
 
@@ -283,6 +288,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateGovernance(); err != nil {
+		return err
+	}
+	if err := c.Audit.Checkpoints.Validate(); err != nil {
 		return err
 	}
 	return nil

@@ -29,6 +29,11 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 	if err := m.scheduleGovernance(ctx, c); err != nil { // app_governance.go
 		return nil, err
 	}
+	if m.Checkpoints != nil {
+		if _, err := c.AddFunc(m.Config.Audit.Checkpoints.Schedule, func() { m.checkpoint(ctx) }); err != nil {
+			return nil, fmt.Errorf("audit.checkpoints.schedule %q: %w", m.Config.Audit.Checkpoints.Schedule, err)
+		}
+	}
 	if m.Config.Approval.NoticeRetention > 0 {
 		if _, err := c.AddFunc("@hourly", func() { m.pruneNotices(ctx) }); err != nil {
 			return nil, fmt.Errorf("schedule the outbox prune: %w", err)
