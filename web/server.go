@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -319,4 +321,29 @@ type refuseBinder struct{}
 // Bind implements echo.Binder.
 func (refuseBinder) Bind(any, echo.Context) error {
 	return errors.New("web: c.Bind is disabled; use decodeJSON")
+}
+
+// Route is one method and path the server answers, as registered (":id" and
+// "*" as written in the route).
+type Route struct {
+	Method string
+	Path   string
+}
+
+// Routes returns every route the server registers, sorted by path then
+// method, so that a test can check each against an authorization table: a
+// route added without a row there fails the test.
+func (s *Server) Routes() []Route {
+	s.once.Do(s.build)
+	var out []Route
+	for _, r := range s.echo.Routes() {
+		out = append(out, Route{Method: r.Method, Path: r.Path})
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := strings.Compare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Method, b.Method)
+	})
+	return slices.Compact(out)
 }

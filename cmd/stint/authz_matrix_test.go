@@ -1,0 +1,584 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/leases/vault"
+	"github.com/stint-broker/stint/web"
+)
+
+// The caller kinds of the authorization matrix. API callers send a bearer
+// secret; console callers a session cookie and its CSRF token.
+const (
+	callAnonymous     = "anonymous"
+	callOwnAgent      = "own-agent"   // the agent the route's resources belong to
+	callOtherAgent    = "other-agent" // another registered agent
+	callApprover      = "approver"    // an approver token; not the agent's owner
+	callOwner         = "owner"       // the approver token of the agent's owner
+	callAdmin         = "admin"       // an admin token
+	callConsoleReview = "console-reviewer"
+	callConsoleApprov = "console-approver"
+	callConsoleAdmin  = "console-admin"
+)
+
+// matrixCallers is every caller kind, in the order each route is tried:
+// refusals first, so that a success that changes state (a revocation, an
+// approval) comes after every caller that must be refused.
+var matrixCallers = []string{
+	callAnonymous, callOtherAgent, callApprover, callOwner, callConsoleReview,
+	callOwnAgent, callConsoleApprov, callAdmin, callConsoleAdmin,
+}
+
+// Statuses the matrix uses, by what they mean for the caller.
+const (
+	ok        = http.StatusOK
+	created   = http.StatusCreated
+	accepted  = http.StatusAccepted
+	redirect  = http.StatusSeeOther // the console: to the login form, or after a change
+	noAuth    = http.StatusUnauthorized
+	forbidden = http.StatusForbidden
+	notFound  = http.StatusNotFound
+	conflict  = http.StatusConflict
+	invalid   = http.StatusBadRequest
+)
+
+// row is one route's expected status for each caller kind.
+type row map[string]int
+
+// api is the row of a route every API caller may use.
+func api(anon, other, approver, owner, own, admin int) row {
+	return row{
+		callAnonymous: anon, callOtherAgent: other, callApprover: approver, callOwner: owner,
+		callOwnAgent: own, callAdmin: admin,
+		// Console sessions do not authenticate on the API.
+		callConsoleReview: noAuth, callConsoleApprov: noAuth, callConsoleAdmin: noAuth,
+	}
+}
+
+// everyone is the row of a public route: every caller gets status.
+func everyone(status int) row {
+	r := row{}
+	for _, c := range matrixCallers {
+		r[c] = status
+	}
+	return r
+}
+
+// console is the row of a console page: API callers have no session and
+// are sent to the login form.
+func console(reviewer, approver, admin int) row {
+	return row{
+		callAnonymous: redirect, callOtherAgent: redirect, callApprover: redirect, callOwner: redirect,
+		callOwnAgent: redirect, callAdmin: redirect,
+		callConsoleReview: reviewer, callConsoleApprov: approver, callConsoleAdmin: admin,
+	}
+}
+
+// consolePost is the row of a console form: without a session there is no
+// CSRF token to match, so API callers are refused before anything else.
+func consolePost(reviewer, approver, admin int) row {
+	r := console(reviewer, approver, admin)
+	for _, c := range []string{callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin} {
+		r[c] = forbidden
+	}
+	return r
+}
+
+// authzMatrix is every route of a fully configured server (console, OAuth,
+// Slack over HTTP, /metrics on the API listener, approvers with tokens) and
+// what each caller kind gets. TestAuthorizationMatrix fails for a route the
+// server registers that has no row here, and for a row of a route it does
+// not register.
+var authzMatrix = map[string]row{
+	"GET /":        everyone(redirect),
+	"GET /healthz": everyone(ok),
+	"GET /readyz":  everyone(ok),
+
+	// /metrics checks its own token, which no caller here holds.
+	"GET /metrics": everyone(noAuth),
+
+	// OAuth authenticates its clients itself; a bearer secret is no client
+	// authentication (the request is refused as malformed before that).
+	"POST /oauth/token":                           everyone(invalid),
+	"GET /oauth/jwks.json":                        everyone(ok),
+	"GET /.well-known/oauth-authorization-server": everyone(ok),
+	"POST /slack/interactions":                    everyone(noAuth), // unsigned
+
+	//                                  anonymous other-agent approver owner own-agent admin
+	"GET /v1/whoami": api(noAuth, ok, ok, ok, ok, ok),
+	// Roles are what an agent may request: other actors have none.
+	"GET /v1/roles": api(noAuth, ok, notFound, notFound, ok, ok),
+
+	"POST /v1/leases": api(noAuth, created, forbidden, forbidden, created, forbidden),
+	// Lists are cut to the caller's own leases (none for humans' tokens;
+	// TestAuthorizationMatrix checks they come back empty).
+	"GET /v1/leases":             api(noAuth, ok, ok, ok, ok, ok),
+	"GET /v1/leases/:id":         api(noAuth, notFound, notFound, notFound, ok, ok),
+	"GET /v1/leases/:id/events":  api(noAuth, notFound, notFound, notFound, ok, ok),
+	"DELETE /v1/leases/:id":      api(noAuth, notFound, notFound, notFound, ok, ok),
+	"POST /v1/leases/:id/revoke": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	// The lease is pending (conflict: authorized, nothing to activate yet).
+	"POST /v1/leases/:id/activate": api(noAuth, notFound, forbidden, forbidden, conflict, forbidden),
+	"POST /v1/leases/:id/cancel":   api(noAuth, notFound, notFound, notFound, ok, ok),
+	// Within the first half of the window (conflict: authorized, too early).
+	"POST /v1/leases/:id/extend": api(noAuth, notFound, forbidden, forbidden, conflict, forbidden),
+	// Only approvers decide, never the agent's owner; admins are not
+	// approvers.
+	"GET /v1/approvals":           api(noAuth, forbidden, ok, ok, forbidden, forbidden),
+	"POST /v1/leases/:id/approve": api(noAuth, forbidden, ok, forbidden, forbidden, forbidden),
+	"POST /v1/leases/:id/deny":    api(noAuth, forbidden, ok, forbidden, forbidden, forbidden),
+
+	// Reviews: the agent's owner and admins; another approver does not
+	// learn that the review exists.
+	"GET /v1/reviews":             api(noAuth, forbidden, ok, ok, forbidden, ok),
+	"GET /v1/reviews/:id":         api(noAuth, forbidden, notFound, ok, forbidden, ok),
+	"POST /v1/reviews/:id/attest": api(noAuth, forbidden, notFound, ok, forbidden, ok),
+	// An access review is closed by attesting, not by close (conflict).
+	"POST /v1/reviews/:id/close": api(noAuth, forbidden, notFound, conflict, forbidden, conflict),
+	"POST /v1/reviews/run":       api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+
+	"POST /v1/agents":                api(noAuth, forbidden, forbidden, forbidden, forbidden, created),
+	"GET /v1/agents":                 api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"GET /v1/agents/:id":             api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents/:id/rotate-key": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents/:id/suspend":    api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents/:id/disable":    api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents/:id/activate":   api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents/:id/revoke-all": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+
+	"GET /console/static/*": everyone(ok),
+	// Logged-in users are sent on from the login form.
+	"GET /console/login":  console(redirect, redirect, redirect).with(ok, callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin),
+	"POST /console/login": everyone(noAuth), // a wrong password
+	"GET /console":        console(redirect, redirect, redirect),
+	"GET /console/":       console(redirect, redirect, redirect),
+	// Unknown console pages: the login form without a session, 404 with
+	// one; another method than GET on /console has no CSRF token to match
+	// without a session.
+	"echo_route_not_found /console":   consolePost(notFound, notFound, notFound),
+	"echo_route_not_found /console/*": console(notFound, notFound, notFound),
+	//                                          reviewer approver admin
+	"GET /console/leases":                 console(ok, ok, ok),
+	"GET /console/history":                console(ok, ok, ok),
+	"GET /console/leases/:id":             console(ok, ok, ok),
+	"GET /console/agents":                 console(ok, ok, ok),
+	"GET /console/approvals":              console(ok, ok, ok),
+	"GET /console/audit":                  console(ok, ok, ok),
+	"POST /console/logout":                consolePost(redirect, redirect, redirect),
+	"POST /console/audit/verify":          consolePost(redirect, redirect, redirect),
+	"POST /console/leases/:id/revoke":     consolePost(forbidden, forbidden, redirect),
+	"POST /console/agents/:id/revoke-all": consolePost(forbidden, forbidden, redirect),
+	"POST /console/agents/:id/disable":    consolePost(forbidden, forbidden, redirect),
+	// A console admin without an approver email decides nothing.
+	"POST /console/approvals/:id/approve": consolePost(forbidden, redirect, forbidden),
+	"POST /console/approvals/:id/deny":    consolePost(forbidden, redirect, forbidden),
+}
+
+// with returns r with status for callers.
+func (r row) with(status int, callers ...string) row {
+	for _, c := range callers {
+		r[c] = status
+	}
+	return r
+}
+
+// matrixWorld is one freshly wired Stint (as the binary wires it, with an
+// issuer that mints nothing) and the callers' secrets and resources.
+type matrixWorld struct {
+	m       *Main
+	handler http.Handler
+
+	secrets map[string]string // API caller → bearer secret
+	cookies map[string]string // console caller → session token
+	csrf    map[string]string // console caller → CSRF token
+
+	ownAgent, otherAgent    *broker.Agent
+	activeLease, pendingID  string
+	pendingDigest, reviewID string
+}
+
+const (
+	matrixMetricsToken = "matrix-metrics-token"
+	matrixDanaToken    = "matrix-approver-dana"
+	matrixOwnerToken   = "matrix-approver-owner"
+)
+
+const matrixPolicy = `
+@id("low-auto")
+permit (principal is Agent, action == Action::"request", resource is Role)
+when { resource.sensitivity == "low" };
+
+@id("medium-one-security")
+@approvals("1")
+@approvers("security")
+permit (principal is Agent, action == Action::"request", resource is Role)
+when { resource.sensitivity == "medium" };
+
+@id("extend-low")
+permit (principal is Agent, action == Action::"extend", resource is Role)
+when { resource.sensitivity == "low" };
+`
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+func newMatrixWorld(t *testing.T) *matrixWorld {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Store.Path = filepath.Join(dir, "stint.db")
+	cfg.Vault.Address = "http://127.0.0.1:1" // never called: the issuer is replaced
+	cfg.Limits = LimitsConfig{}
+	cfg.Roles = vault.DevRoles() // db-readonly is auto-approved, vault-token needs an approval
+	cfg.Roles[0].MaxExtensions = 3
+	policy := filepath.Join(dir, "policy.cedar")
+	if err := os.WriteFile(policy, []byte(matrixPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Policy.Files = []string{policy}
+	cfg.Metrics.TokenSHA256 = sha256Hex(matrixMetricsToken)
+	cfg.OAuth = OAuthConfig{Enabled: true, Issuer: "http://stint.test", SigningKeyFile: filepath.Join(dir, "oauth.pem"), TokenTTL: 5 * time.Minute}
+	cfg.Approvers = []*broker.Approver{
+		{Email: "dana@example.com", Name: "Dana", Groups: []string{"security"}, TokenSHA256: sha256Hex(matrixDanaToken)},
+		{Email: "owner@example.com", Name: "Owner", Groups: []string{"security"}, TokenSHA256: sha256Hex(matrixOwnerToken)},
+	}
+	slackAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true,"channel":"C0","ts":"1.0"}`)
+	}))
+	t.Cleanup(slackAPI.Close)
+	cfg.Slack.Enabled, cfg.Slack.DefaultChannel, cfg.Slack.APIURL = true, "C0APPROVALS", slackAPI.URL+"/"
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+
+	m := NewMain(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	m.Issuer = &noopIssuer{}
+	m.Getenv = func(name string) string {
+		switch name {
+		case cfg.Admin.TokenEnv:
+			return testAdminToken
+		case cfg.Slack.BotTokenEnv:
+			return "xoxb-matrix"
+		case cfg.Slack.SigningSecretEnv:
+			return "matrix-signing-secret"
+		}
+		return ""
+	}
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	w := &matrixWorld{m: m, handler: m.HTTP.Handler(),
+		secrets: map[string]string{callAdmin: testAdminToken, callApprover: matrixDanaToken, callOwner: matrixOwnerToken},
+		cookies: map[string]string{}, csrf: map[string]string{},
+	}
+
+	ctx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "matrix"})
+	var err error
+	var key string
+	if w.ownAgent, key, _, err = m.Agents.CreateAgent(ctx, broker.NewAgent{Name: "own-bot", Owner: "owner@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	w.secrets[callOwnAgent] = key
+	if w.otherAgent, key, _, err = m.Agents.CreateAgent(ctx, broker.NewAgent{Name: "other-bot", Owner: "someone@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	w.secrets[callOtherAgent] = key
+
+	// The own agent's resources: an active lease, a pending one, and an
+	// access review its owner owes.
+	status, body := w.api(t, "POST", "/v1/leases", w.secrets[callOwnAgent], `{"role":"db-readonly","ttl":"10m","task":"matrix"}`)
+	if status != http.StatusCreated {
+		t.Fatalf("active lease: %d %s", status, body)
+	}
+	w.activeLease = jsonField(t, body, "id")
+	status, body = w.api(t, "POST", "/v1/leases", w.secrets[callOwnAgent], `{"role":"vault-token","ttl":"10m","task":"matrix"}`)
+	if status != http.StatusAccepted {
+		t.Fatalf("pending lease: %d %s", status, body)
+	}
+	w.pendingID = jsonField(t, body, "id")
+	status, body = w.api(t, "GET", "/v1/approvals", matrixDanaToken, "")
+	if status != http.StatusOK {
+		t.Fatalf("GET /v1/approvals as an approver: %d %s", status, body)
+	}
+	var pending struct {
+		Approvals []struct {
+			Lease  struct{ ID string } `json:"lease"`
+			Digest string              `json:"digest"`
+		} `json:"approvals"`
+	}
+	json.Unmarshal([]byte(body), &pending)
+	for _, p := range pending.Approvals {
+		if p.Lease.ID == w.pendingID {
+			w.pendingDigest = p.Digest
+		}
+	}
+	if w.pendingDigest == "" {
+		t.Fatalf("no digest for %s in %s", w.pendingID, body)
+	}
+	status, body = w.api(t, "POST", "/v1/reviews/run", testAdminToken, `{}`)
+	var reviews struct {
+		Reviews []struct {
+			ID      string `json:"id"`
+			AgentID string `json:"agent_id"`
+		} `json:"reviews"`
+	}
+	json.Unmarshal([]byte(body), &reviews)
+	for _, r := range reviews.Reviews {
+		if r.AgentID == w.ownAgent.ID {
+			w.reviewID = r.ID
+		}
+	}
+	if status != http.StatusOK || w.reviewID == "" {
+		t.Fatalf("POST /v1/reviews/run: %d %s, want a review of own-bot", status, body)
+	}
+
+	// Console users, logged in by sessions made in the store. The password
+	// hash is never checked: nobody logs in with a password here.
+	for caller, u := range map[string]*broker.User{
+		callConsoleReview: {Name: "rita", Role: broker.RoleReviewer},
+		callConsoleApprov: {Name: "dana", Role: broker.RoleApprover, Email: "dana@example.com"},
+		callConsoleAdmin:  {Name: "ada", Role: broker.RoleAdmin},
+	} {
+		u.PasswordHash = "$2a$04$matrixmatrixmatrixmatrixmatrixmatrixmatrixmatrixmatri"
+		if err := m.DB.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		token := caller + "-session-token-0123456789abcdefghijklmno"
+		now := time.Now().UTC()
+		if err := m.DB.CreateSession(ctx, &broker.Session{ID: sha256Hex(token), UserID: u.ID, CreatedAt: now,
+			ExpiresAt: now.Add(time.Hour), IdleExpiresAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+		w.cookies[caller] = token
+		w.csrf[caller] = w.consoleCSRF(t, token)
+	}
+	return w
+}
+
+func jsonField(t *testing.T, body, name string) string {
+	t.Helper()
+	var v map[string]any
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("decode %s: %v", body, err)
+	}
+	s, _ := v[name].(string)
+	if s == "" {
+		t.Fatalf("no %s in %s", name, body)
+	}
+	return s
+}
+
+// api sends one API request with a bearer secret ("" for none).
+func (w *matrixWorld) api(t *testing.T, method, path, secret, body string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	rec := httptest.NewRecorder()
+	w.handler.ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+var csrfInput = regexp.MustCompile(`name="_csrf" value="([^"]+)"`)
+
+// consoleCSRF reads the CSRF token a console page gives the session.
+func (w *matrixWorld) consoleCSRF(t *testing.T, token string) string {
+	t.Helper()
+	req := httptest.NewRequest("GET", "/console/leases", nil)
+	req.AddCookie(&http.Cookie{Name: "stint_session", Value: token})
+	rec := httptest.NewRecorder()
+	w.handler.ServeHTTP(rec, req)
+	m := csrfInput.FindStringSubmatch(rec.Body.String())
+	if rec.Code != http.StatusOK || m == nil {
+		t.Fatalf("GET /console/leases with a session: %d, no CSRF token", rec.Code)
+	}
+	return m[1]
+}
+
+// target fills a route's parameters with the own agent's resources and
+// gives the body a caller sends.
+func (w *matrixWorld) target(route web.Route) (path, body string) {
+	path = route.Path
+	lease := w.activeLease
+	switch {
+	case strings.HasSuffix(path, "/approve"), strings.HasSuffix(path, "/deny"),
+		strings.HasSuffix(path, "/activate") && strings.HasPrefix(path, "/v1/leases"),
+		strings.HasSuffix(path, "/cancel"):
+		lease = w.pendingID
+	}
+	switch {
+	case strings.HasPrefix(path, "/v1/agents/:id"), strings.HasPrefix(path, "/console/agents/:id"):
+		path = strings.Replace(path, ":id", w.ownAgent.ID, 1)
+	case strings.HasPrefix(path, "/v1/reviews/:id"):
+		path = strings.Replace(path, ":id", w.reviewID, 1)
+	default:
+		path = strings.Replace(path, ":id", lease, 1)
+	}
+	if route.Method == notFoundRoute {
+		path = strings.Replace(path, "*", "no-such-page", 1)
+	}
+	path = strings.Replace(path, "*", "console.css", 1)
+	switch route.Method + " " + route.Path {
+	case "POST /v1/leases":
+		body = `{"role":"db-readonly","ttl":"5m","task":"matrix"}`
+	case "POST /v1/leases/:id/revoke", "POST /v1/agents/:id/suspend", "POST /v1/agents/:id/disable",
+		"POST /v1/agents/:id/revoke-all":
+		body = `{"reason":"matrix"}`
+	case "POST /v1/leases/:id/approve":
+		body = fmt.Sprintf(`{"digest":%q}`, w.pendingDigest)
+	case "POST /v1/leases/:id/deny":
+		body = fmt.Sprintf(`{"digest":%q,"reason":"matrix"}`, w.pendingDigest)
+	case "POST /v1/leases/:id/extend":
+		body = `{"ttl":"15m"}`
+	case "POST /v1/reviews/:id/attest":
+		body = `{"role":"db-readonly","verdict":"keep","note":"matrix"}`
+	case "POST /v1/reviews/:id/close":
+		body = `{"note":"matrix"}`
+	case "POST /v1/agents":
+		body = `{"name":"new-bot","owner":"owner@example.com"}`
+	case "POST /console/login":
+		body = url.Values{"name": {"rita"}, "password": {"wrong password"}}.Encode()
+	case "POST /console/approvals/:id/approve":
+		body = url.Values{"digest": {w.pendingDigest}}.Encode()
+	case "POST /console/approvals/:id/deny":
+		body = url.Values{"digest": {w.pendingDigest}, "reason": {"matrix"}}.Encode()
+	case "POST /console/leases/:id/revoke", "POST /console/agents/:id/revoke-all", "POST /console/agents/:id/disable":
+		body = url.Values{"reason": {"matrix"}}.Encode()
+	default:
+		if route.Method == "POST" && strings.HasPrefix(route.Path, "/v1/") {
+			body = `{}`
+		}
+	}
+	return path, body
+}
+
+// call sends route as caller and returns the status. A session holder
+// redirected to the login form fails the test: that 303 would pass for a
+// console success.
+func (w *matrixWorld) call(t *testing.T, route web.Route, caller string) int {
+	t.Helper()
+	path, body := w.target(route)
+	method := route.Method
+	if method == notFoundRoute {
+		method = http.MethodGet
+		if route.Path == "/console" {
+			// GET /console is a page; another method is not.
+			method = http.MethodPut
+		}
+	}
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if secret := w.secrets[caller]; secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	if strings.HasPrefix(route.Path, "/console") {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	} else if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token := w.cookies[caller]; token != "" {
+		req.AddCookie(&http.Cookie{Name: "stint_session", Value: token})
+		req.Header.Set("X-CSRF-Token", w.csrf[caller])
+	}
+	if route.Path == "/console/login" && route.Method == "POST" && w.cookies[caller] == "" {
+		// The login form's own double-submit token.
+		req.AddCookie(&http.Cookie{Name: "stint_login_csrf", Value: strings.Repeat("a", 43)})
+		req.Header.Set("X-CSRF-Token", strings.Repeat("a", 43))
+	}
+	rec := httptest.NewRecorder()
+	w.handler.ServeHTTP(rec, req)
+	if loc := rec.Header().Get("Location"); w.cookies[caller] != "" && strings.HasPrefix(loc, "/console/login") && loc != "/console/login?done=loggedout" {
+		t.Errorf("%s %s as %s: sent to the login form (%s) despite a session", route.Method, path, caller, loc)
+	}
+	return rec.Code
+}
+
+// notFoundRoute is the method echo lists for the catch-all a group with
+// middleware registers: unknown paths under it.
+const notFoundRoute = "echo_route_not_found"
+
+// TestAuthorizationMatrix calls every route the server registers as every
+// kind of caller, each route on a fresh server, and compares the status
+// with authzMatrix. A new route fails it until it has a row.
+func TestAuthorizationMatrix(t *testing.T) {
+	routes := newMatrixWorld(t).m.HTTP.Routes()
+	seen := map[string]bool{}
+	for _, r := range routes {
+		key := r.Method + " " + r.Path
+		seen[key] = true
+		if _, ok := authzMatrix[key]; !ok {
+			t.Errorf("route %s has no row in authzMatrix: add what each caller kind must get", key)
+		}
+	}
+	for key := range authzMatrix {
+		if !seen[key] {
+			t.Errorf("authzMatrix has a row for %s, which the server does not register", key)
+		}
+	}
+	t.Run("humans' tokens list no leases", func(t *testing.T) {
+		w := newMatrixWorld(t)
+		for _, caller := range []string{callApprover, callOwner} {
+			status, body := w.api(t, "GET", "/v1/leases", w.secrets[caller], "")
+			if status != http.StatusOK || !strings.Contains(body, `"total":0`) {
+				t.Errorf("GET /v1/leases as %s = %d %s, want 200 and no leases", caller, status, body)
+			}
+		}
+	})
+
+	// STINT_MATRIX_PROBE=1 logs what each caller gets instead of checking,
+	// to write a new route's row.
+	probe := os.Getenv("STINT_MATRIX_PROBE") != ""
+	for _, r := range routes {
+		key := r.Method + " " + r.Path
+		want, ok := authzMatrix[key]
+		if !ok {
+			continue
+		}
+		t.Run(strings.ReplaceAll(key, "/", "_"), func(t *testing.T) {
+			w := newMatrixWorld(t)
+			var got []string
+			for _, caller := range matrixCallers {
+				status := w.call(t, r, caller)
+				if r.Method != http.MethodGet && status < 400 {
+					// The call changed something: the next caller gets a
+					// world as it was, so that each cell stands alone.
+					w = newMatrixWorld(t)
+				}
+				if probe {
+					got = append(got, fmt.Sprintf("%s=%d", caller, status))
+					continue
+				}
+				if status != want[caller] {
+					t.Errorf("%s as %s = %d, want %d", key, caller, status, want[caller])
+				}
+			}
+			if probe {
+				t.Logf("%s: %s", key, strings.Join(got, " "))
+			}
+		})
+	}
+}
