@@ -162,7 +162,9 @@ func (s *Server) build() {
 	// The long poll of GET /v1/leases/:id?wait= sets its own deadline.
 	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: s.RequestTimeout, Skipper: isLongPoll}))
 	// Every route but the public ones needs a bearer API key or admin token;
-	// so do unknown paths and wrong methods, so that a stranger learns nothing.
+	// so do unknown paths under /v1 and wrong methods, so that a stranger
+	// learns nothing about the API. Unknown paths elsewhere are not API
+	// calls and get a plain 404.
 	e.Use(s.authenticate)
 
 	s.registerHealthRoutes(e)
@@ -178,6 +180,7 @@ func (s *Server) build() {
 	s.registerOAuthRoutes(e)
 	s.registerMetricsRoutes(e)
 	s.registerConsoleRoutes(e)
+	checkRouteAuth(e.Routes())
 
 	s.echo = e
 }

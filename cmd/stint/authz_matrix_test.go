@@ -109,6 +109,8 @@ var authzMatrix = map[string]row{
 	"GET /":        everyone(redirect),
 	"GET /healthz": everyone(ok),
 	"GET /readyz":  everyone(ok),
+	// Crawlers are told to stay out; no credential is asked for.
+	"GET /robots.txt": everyone(ok),
 
 	// /metrics checks its own token, which no caller here holds.
 	"GET /metrics": everyone(noAuth),
