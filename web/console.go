@@ -10,6 +10,7 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -60,6 +61,11 @@ type Console struct {
 	SecureCookies bool
 	// OIDC, when set, adds "Sign in with SSO" (console_oidc.go).
 	OIDC *OIDC
+	// LoginThrottle limits password logins per account and address, per
+	// account and per address (broker/throttle.go); the zero value means
+	// broker.DefaultLoginThrottleRules. Its counters live in Store, so
+	// every replica throttles alike.
+	LoginThrottle broker.LoginThrottleRules
 
 	once      sync.Once
 	pages     map[string]*template.Template
@@ -68,12 +74,13 @@ type Console struct {
 }
 
 // ConsoleStore is what the console reads: leases, agents, the audit chain,
-// and its own users and sessions.
+// and its own users, sessions and login throttle.
 type ConsoleStore interface {
 	broker.LeaseStore
 	broker.AgentStore
 	broker.AuditStore
 	broker.UserStore
+	broker.LoginThrottleStore
 }
 
 // Console defaults.
@@ -156,6 +163,9 @@ func (con *Console) init() {
 		}
 		if con.IdleTimeout <= 0 {
 			con.IdleTimeout = DefaultIdleTimeout
+		}
+		if con.LoginThrottle == (broker.LoginThrottleRules{}) {
+			con.LoginThrottle = broker.DefaultLoginThrottleRules
 		}
 		con.pages = map[string]*template.Template{}
 		pages, err := fs.Glob(consoleFS, "templates/*.html")
@@ -479,16 +489,32 @@ func safeNext(next string) string {
 
 // handleConsoleLogin handles "POST /console/login": name and password. A
 // wrong name and a wrong password look the same, and take the same time.
+// Each attempt is counted by the login throttle before the password is
+// checked; a throttled attempt gets 429 with Retry-After and costs no
+// password hash, whatever it sends.
 func (s *Server) handleConsoleLogin(c echo.Context) error {
 	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
 	next := safeNext(c.FormValue("next"))
 	ctx := c.Request().Context()
+	page := loginPage{Next: next, Name: name, SSO: s.Console.OIDC != nil}
 	fail := func(reason string) error {
 		s.recordAuthFailureAs(c, "console", "anonymous", "", reason, map[string]any{"user": limitText(name, 64)})
-		return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Name: name, Error: "Wrong name or password, or the account is disabled.", SSO: s.Console.OIDC != nil})
+		page.Error = "Wrong name or password, or the account is disabled."
+		return s.render(c, http.StatusUnauthorized, "login", "", page)
 	}
 	if name == "" || password == "" || len(name) > 64 || len(password) > maxPasswordLen {
 		return fail("malformed login")
+	}
+	now, ip, rules := s.Now().UTC(), c.RealIP(), s.Console.LoginThrottle
+	if err := s.Console.Store.BeginLogin(ctx, name, ip, now, rules); err != nil {
+		var e *broker.Error
+		if !errors.As(err, &e) || e.Code != broker.ETOOMANY {
+			return err
+		}
+		s.recordAuthFailureAs(c, "console", "anonymous", "", "throttled", map[string]any{"user": limitText(name, 64)})
+		setRetryAfter(c.Response().Header(), err)
+		page.Error = e.Message
+		return s.render(c, http.StatusTooManyRequests, "login", "", page)
 	}
 	u, err := s.Console.Store.FindUserByName(ctx, name)
 	switch broker.ErrorCode(err) {
@@ -504,6 +530,9 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 	}
 	if u.State != broker.UserActive {
 		return fail("user disabled")
+	}
+	if err := s.Console.Store.LoginSucceeded(ctx, name, ip, now, rules); err != nil {
+		return err
 	}
 	return s.startSession(c, u, "password", next)
 }

@@ -30,6 +30,7 @@ const consolePassword = "correct horse battery"
 type consoleFixture struct {
 	URL     string
 	DB      *sqlite.DB
+	Server  *web.Server
 	Revoked []string // "id reason actor"
 	Lease   *broker.Lease
 }
@@ -85,6 +86,7 @@ func newConsoleFixture(t *testing.T) *consoleFixture {
 	s.Metrics = web.NewMetrics(db, time.Now)
 	s.Console = &web.Console{Store: db}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.Server = s
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL

@@ -83,7 +83,8 @@
 // and styles:
 //
 //	GET    /                            redirect to the console
-//	GET    /console/login               the login form; POST logs in (name, password)
+//	GET    /console/login               the login form; POST logs in (name, password); 429 with
+//	                                    Retry-After while the login throttle (broker/throttle.go) locks
 //	GET    /console/login/oidc          with console.oidc: start SSO (?next=); redirects to the provider
 //	GET    /console/login/oidc/callback the provider's redirect back: checks state, nonce, ID token, logs in by email
 //	POST   /console/logout              end the session

@@ -92,7 +92,7 @@ type Server struct {
 	server  *http.Server
 	serveCh chan error
 
-	authFailures authFailureLimiter // caps audit records of failed logins per address
+	authFailures authFailureLimiter // caps audit records of failed logins per channel and address
 }
 
 // NewServer returns a Server with a discarding logger, the real clock and

@@ -28,6 +28,7 @@ type Store interface {
 	broker.ApprovalStore
 	broker.LeaseGuard
 	broker.ReviewStore
+	broker.LoginThrottleStore
 }
 
 // RunStoreTests runs the conformance suite against stores made by open. Each
@@ -45,6 +46,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
 	t.Run("Governance", func(t *testing.T) { testGovernance(t, open) })
+	t.Run("LoginThrottle", func(t *testing.T) { testLoginThrottle(t, open) })
 }
 
 // t0 is the suite's reference time. It lies in the past, so that a store
