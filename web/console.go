@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -67,10 +68,11 @@ type Console struct {
 	// every replica throttles alike.
 	LoginThrottle broker.LoginThrottleRules
 
-	once      sync.Once
-	pages     map[string]*template.Template
-	verifyMu  sync.Mutex
-	lastCheck *broker.AuditVerification
+	once          sync.Once
+	passwordSlots chan struct{} // see acquirePasswordSlot
+	pages         map[string]*template.Template
+	verifyMu      sync.Mutex
+	lastCheck     *broker.AuditVerification
 }
 
 // ConsoleStore is what the console reads: leases, agents, the audit chain,
@@ -167,6 +169,7 @@ func (con *Console) init() {
 		if con.LoginThrottle == (broker.LoginThrottleRules{}) {
 			con.LoginThrottle = broker.DefaultLoginThrottleRules
 		}
+		con.passwordSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 		con.pages = map[string]*template.Template{}
 		pages, err := fs.Glob(consoleFS, "templates/*.html")
 		if err != nil {
@@ -491,7 +494,8 @@ func safeNext(next string) string {
 // wrong name and a wrong password look the same, and take the same time.
 // Each attempt is counted by the login throttle before the password is
 // checked; a throttled attempt gets 429 with Retry-After and costs no
-// password hash, whatever it sends.
+// password hash, whatever it sends. At most half the cores hash passwords
+// at once (acquirePasswordSlot).
 func (s *Server) handleConsoleLogin(c echo.Context) error {
 	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
 	next := safeNext(c.FormValue("next"))
@@ -516,6 +520,12 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 		page.Error = e.Message
 		return s.render(c, http.StatusTooManyRequests, "login", "", page)
 	}
+	// The attempt stays counted if the console is too busy to check it.
+	release, err := s.Console.acquirePasswordSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	u, err := s.Console.Store.FindUserByName(ctx, name)
 	switch broker.ErrorCode(err) {
 	case "":

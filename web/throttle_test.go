@@ -142,3 +142,24 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 		t.Fatalf("%d API failures audited (%v), want the quota of 20", n, err)
 	}
 }
+
+// TestConsoleLoginBusy: while every password-check slot is taken, a login
+// waits at most its bound and is refused with 503 (the API keeps its
+// cores); once a slot frees, logins go through.
+func TestConsoleLoginBusy(t *testing.T) {
+	f := newConsoleFixture(t)
+	h := f.Server.Handler()
+	release := web.HoldPasswordSlots(f.Server, 10*time.Millisecond)
+	before := web.PasswordChecks.Load()
+	rec := loginFrom(h, "203.0.113.20", "rita", consolePassword)
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("login with every slot taken = %d (Retry-After %q), want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
+	}
+	if n := web.PasswordChecks.Load() - before; n != 0 {
+		t.Fatalf("%d passwords hashed without a slot", n)
+	}
+	release()
+	if rec := loginFrom(h, "203.0.113.20", "rita", consolePassword); rec.Code != http.StatusSeeOther {
+		t.Fatalf("login with a free slot = %d, want 303", rec.Code)
+	}
+}
