@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -494,6 +495,9 @@ func (w *matrixWorld) call(t *testing.T, route web.Route, caller string) int {
 		}
 	}
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	// Each caller has an address of its own, as callers do: one caller's
+	// failed logins do not throttle another's.
+	req.RemoteAddr = fmt.Sprintf("192.0.2.%d:40000", 10+slices.Index(matrixCallers, caller))
 	if secret := w.secrets[caller]; secret != "" {
 		req.Header.Set("Authorization", "Bearer "+secret)
 	}
