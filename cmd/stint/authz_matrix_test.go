@@ -545,13 +545,21 @@ func TestAuthorizationMatrix(t *testing.T) {
 			t.Errorf("authzMatrix has a row for %s, which the server does not register", key)
 		}
 	}
-	t.Run("humans' tokens list no leases", func(t *testing.T) {
+	// Listings answer 200 to callers who may list, but only with what is
+	// theirs: the own agent's leases and review are not in them.
+	t.Run("listings hold only the caller's own", func(t *testing.T) {
 		w := newMatrixWorld(t)
-		for _, caller := range []string{callApprover, callOwner} {
-			status, body := w.api(t, "GET", "/v1/leases", w.secrets[caller], "")
+		for _, c := range []struct{ caller, path string }{
+			{callApprover, "/v1/leases"}, {callOwner, "/v1/leases"}, {callOtherAgent, "/v1/leases"},
+			{callApprover, "/v1/reviews"},
+		} {
+			status, body := w.api(t, "GET", c.path, w.secrets[c.caller], "")
 			if status != http.StatusOK || !strings.Contains(body, `"total":0`) {
-				t.Errorf("GET /v1/leases as %s = %d %s, want 200 and no leases", caller, status, body)
+				t.Errorf("GET %s as %s = %d %s, want 200 and nothing", c.path, c.caller, status, body)
 			}
+		}
+		if status, body := w.api(t, "GET", "/v1/reviews", matrixOwnerToken, ""); status != http.StatusOK || !strings.Contains(body, w.reviewID) {
+			t.Errorf("GET /v1/reviews as the owner = %d %s, want the own agent's review", status, body)
 		}
 	})
 
