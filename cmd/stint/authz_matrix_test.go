@@ -166,6 +166,10 @@ var authzMatrix = map[string]row{
 	"POST /v1/agents/:id/revoke-all": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
 
 	"GET /console/static/*": everyone(ok),
+	// SSO is public and refuses alike whoever calls: here the provider is
+	// unreachable, and the callback comes without the flow's cookie.
+	"GET /console/login/oidc":          everyone(noAuth),
+	"GET /console/login/oidc/callback": everyone(noAuth),
 	// Logged-in users are sent on from the login form.
 	"GET /console/login":  console(redirect, redirect, redirect).with(ok, callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin),
 	"POST /console/login": everyone(noAuth), // a wrong password
@@ -270,6 +274,11 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	}))
 	t.Cleanup(slackAPI.Close)
 	cfg.Slack.Enabled, cfg.Slack.DefaultChannel, cfg.Slack.APIURL = true, "C0APPROVALS", slackAPI.URL+"/"
+	// SSO: the provider is never reached (its discovery document is fetched
+	// on the first SSO login), but its routes are registered.
+	t.Setenv("STINT_MATRIX_OIDC_SECRET", "matrix-oidc-secret")
+	cfg.Console.OIDC = &OIDCConfig{Issuer: "http://127.0.0.1:1", ClientID: "stint-console", ClientSecretEnv: "STINT_MATRIX_OIDC_SECRET",
+		RedirectURL: "http://stint.test/console/login/oidc/callback"}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
