@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/web"
 )
 
@@ -119,12 +120,26 @@ func TestConsoleLoginThrottleParallel(t *testing.T) {
 	}
 }
 
+// refusingTokens is a token endpoint that refuses every client.
+type refusingTokens struct{}
+
+func (refusingTokens) Token(context.Context, broker.TokenRequest) (*broker.TokenResponse, error) {
+	return nil, broker.Errorf(broker.EUNAUTHORIZED, "Client authentication failed.")
+}
+func (refusingTokens) Metadata() map[string]any { return map[string]any{} }
+func (refusingTokens) JWKS() ([]byte, error)    { return []byte(`{"keys":[]}`), nil }
+
 // TestAuthFailureAuditPerChannel: junk API calls from an address use up
-// only the API's audit quota; the console's failed logins from the same
-// address are still recorded.
+// only the API's audit quota; the console's failed logins and the token
+// endpoint's failed client authentications from the same address are
+// still recorded.
 func TestAuthFailureAuditPerChannel(t *testing.T) {
 	f := newConsoleFixture(t)
-	h := f.Server.Handler()
+	s := web.NewServer()
+	s.Agents, s.Leases, s.Audit = &mock.AgentService{}, &mock.LeaseService{}, f.DB
+	s.Console = &web.Console{Store: f.DB}
+	s.OAuth = refusingTokens{}
+	h := s.Handler()
 	for range 40 {
 		req := httptest.NewRequest("GET", "/v1/leases", nil)
 		req.RemoteAddr = "203.0.113.9:40000"
@@ -133,13 +148,27 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 	if rec := loginFrom(h, "203.0.113.9", "rita", "wrong password!"); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("wrong password = %d, want 401", rec.Code)
 	}
+	req := httptest.NewRequest("POST", "/oauth/token", strings.NewReader("grant_type=client_credentials"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("some-client", "wrong-secret")
+	req.RemoteAddr = "203.0.113.9:40000"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("token request with a wrong secret = %d, want 401", rec.Code)
+	}
+
 	kind := broker.AuditUserLoginFailed
 	if _, n, err := f.DB.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind}); err != nil || n != 1 {
 		t.Fatalf("%d console login failures audited after API noise (%v), want 1", n, err)
 	}
 	kind = broker.AuditAuthFailed
-	if _, n, err := f.DB.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind}); err != nil || n != 20 {
-		t.Fatalf("%d API failures audited (%v), want the quota of 20", n, err)
+	events, n, err := f.DB.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind})
+	if err != nil || n != 21 {
+		t.Fatalf("%d API and OAuth failures audited (%v), want the API's quota of 20 and the token request", n, err)
+	}
+	if d := string(events[0].Details); !strings.Contains(d, `"channel":"oauth"`) {
+		t.Fatalf("the token endpoint's failure was recorded as %s, want channel oauth", d)
 	}
 }
 
