@@ -38,9 +38,9 @@ const (
 	callConsoleAdmin  = "console-admin"
 )
 
-// matrixCallers is every caller kind, in the order each route is tried:
-// refusals first, so that a success that changes state (a revocation, an
-// approval) comes after every caller that must be refused.
+// matrixCallers is every caller kind, in the order each route is tried
+// (refusals first; a call that changes something is followed by a fresh
+// server anyway).
 var matrixCallers = []string{
 	callAnonymous, callOtherAgent, callApprover, callOwner, callConsoleReview,
 	callOwnAgent, callConsoleApprov, callAdmin, callConsoleAdmin,
@@ -48,55 +48,54 @@ var matrixCallers = []string{
 
 // Statuses the matrix uses, by what they mean for the caller.
 const (
-	ok        = http.StatusOK
-	created   = http.StatusCreated
-	accepted  = http.StatusAccepted
-	redirect  = http.StatusSeeOther // the console: to the login form, or after a change
-	noAuth    = http.StatusUnauthorized
-	forbidden = http.StatusForbidden
-	notFound  = http.StatusNotFound
-	conflict  = http.StatusConflict
-	invalid   = http.StatusBadRequest
+	sOK        = http.StatusOK
+	sCreated   = http.StatusCreated
+	sRedirect  = http.StatusSeeOther // the console: to the login form, or after a change
+	sNoAuth    = http.StatusUnauthorized
+	sForbidden = http.StatusForbidden
+	sNotFound  = http.StatusNotFound
+	sConflict  = http.StatusConflict
+	sInvalid   = http.StatusBadRequest
 )
 
-// row is one route's expected status for each caller kind.
-type row map[string]int
+// matrixRow is one route's expected status for each caller kind.
+type matrixRow map[string]int
 
-// api is the row of a route every API caller may use.
-func api(anon, other, approver, owner, own, admin int) row {
-	return row{
+// apiRow is the row of a route every API caller may use.
+func apiRow(anon, other, approver, owner, own, admin int) matrixRow {
+	return matrixRow{
 		callAnonymous: anon, callOtherAgent: other, callApprover: approver, callOwner: owner,
 		callOwnAgent: own, callAdmin: admin,
 		// Console sessions do not authenticate on the API.
-		callConsoleReview: noAuth, callConsoleApprov: noAuth, callConsoleAdmin: noAuth,
+		callConsoleReview: sNoAuth, callConsoleApprov: sNoAuth, callConsoleAdmin: sNoAuth,
 	}
 }
 
-// everyone is the row of a public route: every caller gets status.
-func everyone(status int) row {
-	r := row{}
+// everyoneRow is the row of a public route: every caller gets status.
+func everyoneRow(status int) matrixRow {
+	r := matrixRow{}
 	for _, c := range matrixCallers {
 		r[c] = status
 	}
 	return r
 }
 
-// console is the row of a console page: API callers have no session and
+// consoleRow is the row of a console page: API callers have no session and
 // are sent to the login form.
-func console(reviewer, approver, admin int) row {
-	return row{
-		callAnonymous: redirect, callOtherAgent: redirect, callApprover: redirect, callOwner: redirect,
-		callOwnAgent: redirect, callAdmin: redirect,
+func consoleRow(reviewer, approver, admin int) matrixRow {
+	return matrixRow{
+		callAnonymous: sRedirect, callOtherAgent: sRedirect, callApprover: sRedirect, callOwner: sRedirect,
+		callOwnAgent: sRedirect, callAdmin: sRedirect,
 		callConsoleReview: reviewer, callConsoleApprov: approver, callConsoleAdmin: admin,
 	}
 }
 
-// consolePost is the row of a console form: without a session there is no
+// consolePostRow is the row of a console form: without a session there is no
 // CSRF token to match, so API callers are refused before anything else.
-func consolePost(reviewer, approver, admin int) row {
-	r := console(reviewer, approver, admin)
+func consolePostRow(reviewer, approver, admin int) matrixRow {
+	r := consoleRow(reviewer, approver, admin)
 	for _, c := range []string{callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin} {
-		r[c] = forbidden
+		r[c] = sForbidden
 	}
 	return r
 }
@@ -106,99 +105,99 @@ func consolePost(reviewer, approver, admin int) row {
 // what each caller kind gets. TestAuthorizationMatrix fails for a route the
 // server registers that has no row here, and for a row of a route it does
 // not register.
-var authzMatrix = map[string]row{
-	"GET /":        everyone(redirect),
-	"GET /healthz": everyone(ok),
-	"GET /readyz":  everyone(ok),
+var authzMatrix = map[string]matrixRow{
+	"GET /":        everyoneRow(sRedirect),
+	"GET /healthz": everyoneRow(sOK),
+	"GET /readyz":  everyoneRow(sOK),
 	// Crawlers are told to stay out; no credential is asked for.
-	"GET /robots.txt": everyone(ok),
+	"GET /robots.txt": everyoneRow(sOK),
 
 	// /metrics checks its own token, which no caller here holds.
-	"GET /metrics": everyone(noAuth),
+	"GET /metrics": everyoneRow(sNoAuth),
 
 	// OAuth authenticates its clients itself; a bearer secret is no client
 	// authentication (the request is refused as malformed before that).
-	"POST /oauth/token":                           everyone(invalid),
-	"GET /oauth/jwks.json":                        everyone(ok),
-	"GET /.well-known/oauth-authorization-server": everyone(ok),
-	"POST /slack/interactions":                    everyone(noAuth), // unsigned
+	"POST /oauth/token":                           everyoneRow(sInvalid),
+	"GET /oauth/jwks.json":                        everyoneRow(sOK),
+	"GET /.well-known/oauth-authorization-server": everyoneRow(sOK),
+	"POST /slack/interactions":                    everyoneRow(sNoAuth), // unsigned
 
 	//                                  anonymous other-agent approver owner own-agent admin
-	"GET /v1/whoami": api(noAuth, ok, ok, ok, ok, ok),
+	"GET /v1/whoami": apiRow(sNoAuth, sOK, sOK, sOK, sOK, sOK),
 	// Roles are what an agent may request: other actors have none.
-	"GET /v1/roles": api(noAuth, ok, notFound, notFound, ok, ok),
+	"GET /v1/roles": apiRow(sNoAuth, sOK, sNotFound, sNotFound, sOK, sOK),
 
-	"POST /v1/leases": api(noAuth, created, forbidden, forbidden, created, forbidden),
+	"POST /v1/leases": apiRow(sNoAuth, sCreated, sForbidden, sForbidden, sCreated, sForbidden),
 	// Lists are cut to the caller's own leases (none for humans' tokens;
 	// TestAuthorizationMatrix checks they come back empty).
-	"GET /v1/leases":             api(noAuth, ok, ok, ok, ok, ok),
-	"GET /v1/leases/:id":         api(noAuth, notFound, notFound, notFound, ok, ok),
-	"GET /v1/leases/:id/events":  api(noAuth, notFound, notFound, notFound, ok, ok),
-	"DELETE /v1/leases/:id":      api(noAuth, notFound, notFound, notFound, ok, ok),
-	"POST /v1/leases/:id/revoke": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"GET /v1/leases":             apiRow(sNoAuth, sOK, sOK, sOK, sOK, sOK),
+	"GET /v1/leases/:id":         apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
+	"GET /v1/leases/:id/events":  apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
+	"DELETE /v1/leases/:id":      apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
+	"POST /v1/leases/:id/revoke": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 	// The lease is pending (conflict: authorized, nothing to activate yet).
-	"POST /v1/leases/:id/activate": api(noAuth, notFound, forbidden, forbidden, conflict, forbidden),
-	"POST /v1/leases/:id/cancel":   api(noAuth, notFound, notFound, notFound, ok, ok),
+	"POST /v1/leases/:id/activate": apiRow(sNoAuth, sNotFound, sForbidden, sForbidden, sConflict, sForbidden),
+	"POST /v1/leases/:id/cancel":   apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
 	// Within the first half of the window (conflict: authorized, too early).
-	"POST /v1/leases/:id/extend": api(noAuth, notFound, forbidden, forbidden, conflict, forbidden),
+	"POST /v1/leases/:id/extend": apiRow(sNoAuth, sNotFound, sForbidden, sForbidden, sConflict, sForbidden),
 	// Only approvers decide, never the agent's owner; admins are not
 	// approvers.
-	"GET /v1/approvals":           api(noAuth, forbidden, ok, ok, forbidden, forbidden),
-	"POST /v1/leases/:id/approve": api(noAuth, forbidden, ok, forbidden, forbidden, forbidden),
-	"POST /v1/leases/:id/deny":    api(noAuth, forbidden, ok, forbidden, forbidden, forbidden),
+	"GET /v1/approvals":           apiRow(sNoAuth, sForbidden, sOK, sOK, sForbidden, sForbidden),
+	"POST /v1/leases/:id/approve": apiRow(sNoAuth, sForbidden, sOK, sForbidden, sForbidden, sForbidden),
+	"POST /v1/leases/:id/deny":    apiRow(sNoAuth, sForbidden, sOK, sForbidden, sForbidden, sForbidden),
 
 	// Reviews: the agent's owner and admins; another approver does not
 	// learn that the review exists.
-	"GET /v1/reviews":             api(noAuth, forbidden, ok, ok, forbidden, ok),
-	"GET /v1/reviews/:id":         api(noAuth, forbidden, notFound, ok, forbidden, ok),
-	"POST /v1/reviews/:id/attest": api(noAuth, forbidden, notFound, ok, forbidden, ok),
+	"GET /v1/reviews":             apiRow(sNoAuth, sForbidden, sOK, sOK, sForbidden, sOK),
+	"GET /v1/reviews/:id":         apiRow(sNoAuth, sForbidden, sNotFound, sOK, sForbidden, sOK),
+	"POST /v1/reviews/:id/attest": apiRow(sNoAuth, sForbidden, sNotFound, sOK, sForbidden, sOK),
 	// An access review is closed by attesting, not by close (conflict).
-	"POST /v1/reviews/:id/close": api(noAuth, forbidden, notFound, conflict, forbidden, conflict),
-	"POST /v1/reviews/run":       api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/reviews/:id/close": apiRow(sNoAuth, sForbidden, sNotFound, sConflict, sForbidden, sConflict),
+	"POST /v1/reviews/run":       apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 
-	"POST /v1/agents":                api(noAuth, forbidden, forbidden, forbidden, forbidden, created),
-	"GET /v1/agents":                 api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"GET /v1/agents/:id":             api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"POST /v1/agents/:id/rotate-key": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"POST /v1/agents/:id/suspend":    api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"POST /v1/agents/:id/disable":    api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"POST /v1/agents/:id/activate":   api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
-	"POST /v1/agents/:id/revoke-all": api(noAuth, forbidden, forbidden, forbidden, forbidden, ok),
+	"POST /v1/agents":                apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sCreated),
+	"GET /v1/agents":                 apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"GET /v1/agents/:id":             apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/rotate-key": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/suspend":    apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/disable":    apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/activate":   apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/revoke-all": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 
-	"GET /console/static/*": everyone(ok),
+	"GET /console/static/*": everyoneRow(sOK),
 	// SSO is public and refuses alike whoever calls: here the provider is
 	// unreachable, and the callback comes without the flow's cookie.
-	"GET /console/login/oidc":          everyone(noAuth),
-	"GET /console/login/oidc/callback": everyone(noAuth),
+	"GET /console/login/oidc":          everyoneRow(sNoAuth),
+	"GET /console/login/oidc/callback": everyoneRow(sNoAuth),
 	// Logged-in users are sent on from the login form.
-	"GET /console/login":  console(redirect, redirect, redirect).with(ok, callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin),
-	"POST /console/login": everyone(noAuth), // a wrong password
-	"GET /console":        console(redirect, redirect, redirect),
-	"GET /console/":       console(redirect, redirect, redirect),
+	"GET /console/login":  consoleRow(sRedirect, sRedirect, sRedirect).with(sOK, callAnonymous, callOtherAgent, callApprover, callOwner, callOwnAgent, callAdmin),
+	"POST /console/login": everyoneRow(sNoAuth), // a wrong password
+	"GET /console":        consoleRow(sRedirect, sRedirect, sRedirect),
+	"GET /console/":       consoleRow(sRedirect, sRedirect, sRedirect),
 	// Unknown console pages: the login form without a session, 404 with
 	// one; another method than GET on /console has no CSRF token to match
 	// without a session.
-	"echo_route_not_found /console":   consolePost(notFound, notFound, notFound),
-	"echo_route_not_found /console/*": console(notFound, notFound, notFound),
+	"echo_route_not_found /console":   consolePostRow(sNotFound, sNotFound, sNotFound),
+	"echo_route_not_found /console/*": consoleRow(sNotFound, sNotFound, sNotFound),
 	//                                          reviewer approver admin
-	"GET /console/leases":                 console(ok, ok, ok),
-	"GET /console/history":                console(ok, ok, ok),
-	"GET /console/leases/:id":             console(ok, ok, ok),
-	"GET /console/agents":                 console(ok, ok, ok),
-	"GET /console/approvals":              console(ok, ok, ok),
-	"GET /console/audit":                  console(ok, ok, ok),
-	"POST /console/logout":                consolePost(redirect, redirect, redirect),
-	"POST /console/audit/verify":          consolePost(redirect, redirect, redirect),
-	"POST /console/leases/:id/revoke":     consolePost(forbidden, forbidden, redirect),
-	"POST /console/agents/:id/revoke-all": consolePost(forbidden, forbidden, redirect),
-	"POST /console/agents/:id/disable":    consolePost(forbidden, forbidden, redirect),
+	"GET /console/leases":                 consoleRow(sOK, sOK, sOK),
+	"GET /console/history":                consoleRow(sOK, sOK, sOK),
+	"GET /console/leases/:id":             consoleRow(sOK, sOK, sOK),
+	"GET /console/agents":                 consoleRow(sOK, sOK, sOK),
+	"GET /console/approvals":              consoleRow(sOK, sOK, sOK),
+	"GET /console/audit":                  consoleRow(sOK, sOK, sOK),
+	"POST /console/logout":                consolePostRow(sRedirect, sRedirect, sRedirect),
+	"POST /console/audit/verify":          consolePostRow(sRedirect, sRedirect, sRedirect),
+	"POST /console/leases/:id/revoke":     consolePostRow(sForbidden, sForbidden, sRedirect),
+	"POST /console/agents/:id/revoke-all": consolePostRow(sForbidden, sForbidden, sRedirect),
+	"POST /console/agents/:id/disable":    consolePostRow(sForbidden, sForbidden, sRedirect),
 	// A console admin without an approver email decides nothing.
-	"POST /console/approvals/:id/approve": consolePost(forbidden, redirect, forbidden),
-	"POST /console/approvals/:id/deny":    consolePost(forbidden, redirect, forbidden),
+	"POST /console/approvals/:id/approve": consolePostRow(sForbidden, sRedirect, sForbidden),
+	"POST /console/approvals/:id/deny":    consolePostRow(sForbidden, sRedirect, sForbidden),
 }
 
 // with returns r with status for callers.
-func (r row) with(status int, callers ...string) row {
+func (r matrixRow) with(status int, callers ...string) matrixRow {
 	for _, c := range callers {
 		r[c] = status
 	}
@@ -242,7 +241,7 @@ permit (principal is Agent, action == Action::"extend", resource is Role)
 when { resource.sensitivity == "low" };
 `
 
-func sha256Hex(s string) string {
+func matrixSHA256(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
@@ -262,11 +261,11 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 		t.Fatal(err)
 	}
 	cfg.Policy.Files = []string{policy}
-	cfg.Metrics.TokenSHA256 = sha256Hex(matrixMetricsToken)
+	cfg.Metrics.TokenSHA256 = matrixSHA256(matrixMetricsToken)
 	cfg.OAuth = OAuthConfig{Enabled: true, Issuer: "http://stint.test", SigningKeyFile: filepath.Join(dir, "oauth.pem"), TokenTTL: 5 * time.Minute}
 	cfg.Approvers = []*broker.Approver{
-		{Email: "dana@example.com", Name: "Dana", Groups: []string{"security"}, TokenSHA256: sha256Hex(matrixDanaToken)},
-		{Email: "owner@example.com", Name: "Owner", Groups: []string{"security"}, TokenSHA256: sha256Hex(matrixOwnerToken)},
+		{Email: "dana@example.com", Name: "Dana", Groups: []string{"security"}, TokenSHA256: matrixSHA256(matrixDanaToken)},
+		{Email: "owner@example.com", Name: "Owner", Groups: []string{"security"}, TokenSHA256: matrixSHA256(matrixOwnerToken)},
 	}
 	slackAPI := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -323,12 +322,12 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	if status != http.StatusCreated {
 		t.Fatalf("active lease: %d %s", status, body)
 	}
-	w.activeLease = jsonField(t, body, "id")
+	w.activeLease = matrixJSONField(t, body, "id")
 	status, body = w.api(t, "POST", "/v1/leases", w.secrets[callOwnAgent], `{"role":"vault-token","ttl":"10m","task":"matrix"}`)
 	if status != http.StatusAccepted {
 		t.Fatalf("pending lease: %d %s", status, body)
 	}
-	w.pendingID = jsonField(t, body, "id")
+	w.pendingID = matrixJSONField(t, body, "id")
 	status, body = w.api(t, "GET", "/v1/approvals", matrixDanaToken, "")
 	if status != http.StatusOK {
 		t.Fatalf("GET /v1/approvals as an approver: %d %s", status, body)
@@ -378,7 +377,7 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 		}
 		token := caller + "-session-token-0123456789abcdefghijklmno"
 		now := time.Now().UTC()
-		if err := m.DB.CreateSession(ctx, &broker.Session{ID: sha256Hex(token), UserID: u.ID, CreatedAt: now,
+		if err := m.DB.CreateSession(ctx, &broker.Session{ID: matrixSHA256(token), UserID: u.ID, CreatedAt: now,
 			ExpiresAt: now.Add(time.Hour), IdleExpiresAt: now.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
@@ -388,7 +387,7 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	return w
 }
 
-func jsonField(t *testing.T, body, name string) string {
+func matrixJSONField(t *testing.T, body, name string) string {
 	t.Helper()
 	var v map[string]any
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
@@ -416,7 +415,7 @@ func (w *matrixWorld) api(t *testing.T, method, path, secret, body string) (int,
 	return rec.Code, rec.Body.String()
 }
 
-var csrfInput = regexp.MustCompile(`name="_csrf" value="([^"]+)"`)
+var matrixCSRFInput = regexp.MustCompile(`name="_csrf" value="([^"]+)"`)
 
 // consoleCSRF reads the CSRF token a console page gives the session.
 func (w *matrixWorld) consoleCSRF(t *testing.T, token string) string {
@@ -425,7 +424,7 @@ func (w *matrixWorld) consoleCSRF(t *testing.T, token string) string {
 	req.AddCookie(&http.Cookie{Name: "stint_session", Value: token})
 	rec := httptest.NewRecorder()
 	w.handler.ServeHTTP(rec, req)
-	m := csrfInput.FindStringSubmatch(rec.Body.String())
+	m := matrixCSRFInput.FindStringSubmatch(rec.Body.String())
 	if rec.Code != http.StatusOK || m == nil {
 		t.Fatalf("GET /console/leases with a session: %d, no CSRF token", rec.Code)
 	}
@@ -545,13 +544,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 	for _, r := range routes {
 		key := r.Method + " " + r.Path
 		seen[key] = true
-		if _, ok := authzMatrix[key]; !ok {
-			t.Errorf("route %s has no row in authzMatrix: add what each caller kind must get", key)
+		if _, found := authzMatrix[key]; !found {
+			t.Errorf("route %s has no matrixRow in authzMatrix: add what each caller kind must get", key)
 		}
 	}
 	for key := range authzMatrix {
 		if !seen[key] {
-			t.Errorf("authzMatrix has a row for %s, which the server does not register", key)
+			t.Errorf("authzMatrix has a matrixRow for %s, which the server does not register", key)
 		}
 	}
 	// Listings answer 200 to callers who may list, but only with what is
@@ -577,8 +576,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 	probe := os.Getenv("STINT_MATRIX_PROBE") != ""
 	for _, r := range routes {
 		key := r.Method + " " + r.Path
-		want, ok := authzMatrix[key]
-		if !ok {
+		want, found := authzMatrix[key]
+		if !found {
 			continue
 		}
 		t.Run(strings.ReplaceAll(key, "/", "_"), func(t *testing.T) {

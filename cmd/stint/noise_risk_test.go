@@ -51,7 +51,7 @@ func TestAnonymousFailuresDoNotRaiseAgentRisk(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("rotate key = %d %s", status, body)
 	}
-	fresh := jsonField(t, body, "api_key")
+	fresh := matrixJSONField(t, body, "api_key")
 	for range 2 {
 		if status, _ := w.api(t, "GET", "/v1/leases", old, ""); status != http.StatusUnauthorized {
 			t.Fatalf("revoked key = %d, want 401", status)
