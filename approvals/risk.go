@@ -86,10 +86,12 @@ type Risk struct {
 	Now func() time.Time
 	// Location is the time zone of the unusual-hour factor.
 	Location *time.Location
-	// AuthFailures returns failed authentications in the last hour blamed
-	// on an agent and from an address (identity.Service.AuthFailures);
-	// nil counts none.
-	AuthFailures func(agentID, sourceIP string) (byAgent, bySource int)
+	// AuthFailures returns the failed authentications in the last hour that
+	// named the agent (its key, client id or certificate); nil counts none.
+	// Failures that name no agent are not counted against any, even from
+	// the agent's address: anyone can make them (a browser's favicon, a
+	// scanner, a neighbour behind the same NAT).
+	AuthFailures func(agentID string) int
 	// RevokeThreshold contains an agent whose score reaches it: its live
 	// leases are revoked and it is suspended, with an alert. Zero or more
 	// than 100 never contains.
@@ -318,7 +320,7 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 	if pastTotal >= riskPatternMin && hourShare < 0.02 {
 		add(broker.RiskUnusualHour, 10, "%.1f%% of the agent's %d past requests came at %02d:00", hourShare*100, pastTotal, hour)
 	}
-	if err := r.ambientFactors(ctx, req.Agent.ID, req.SourceIP, now, add); err != nil {
+	if err := r.ambientFactors(ctx, req.Agent.ID, now, add); err != nil {
 		return broker.RiskAssessment{}, err
 	}
 
@@ -332,7 +334,7 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 
 // ambientFactors adds the factors that hold between requests: recent
 // denials and failed authentications.
-func (r *Risk) ambientFactors(ctx context.Context, agentID, sourceIP string, now time.Time, add func(string, int, string, ...any)) error {
+func (r *Risk) ambientFactors(ctx context.Context, agentID string, now time.Time, add func(string, int, string, ...any)) error {
 	since := now.Add(-time.Hour)
 	denied, err := r.Store.CountRefusals(ctx, agentID, since)
 	if err != nil {
@@ -340,9 +342,8 @@ func (r *Risk) ambientFactors(ctx context.Context, agentID, sourceIP string, now
 	}
 	add(broker.RiskDenials, min(10*denied, 30), "%d denied or rejected requests in the last hour", denied)
 	if r.AuthFailures != nil {
-		byAgent, bySource := r.AuthFailures(agentID, sourceIP)
-		if n := byAgent + bySource; n > 0 {
-			add(broker.RiskAuthFailures, min(5*n, 25), "%d failed authentications in the last hour (%d for the agent, %d from its address)", n, byAgent, bySource)
+		if n := r.AuthFailures(agentID); n > 0 {
+			add(broker.RiskAuthFailures, min(5*n, 25), "%d failed authentications naming the agent in the last hour", n)
 		}
 	}
 	return nil
@@ -403,8 +404,8 @@ func (r *Risk) Monitor(ctx context.Context) error {
 }
 
 // AgentScore returns an agent's current score without a request: its rate
-// and bursts so far, recent denials and failed authentications (from
-// sourceIP, if given).
+// and bursts so far, recent denials and failed authentications naming it.
+// sourceIP is not scored: failures that name no agent count against none.
 func (r *Risk) AgentScore(ctx context.Context, agentID, sourceIP string, now time.Time) (broker.RiskAssessment, error) {
 	p, err := r.pattern(ctx, agentID, now)
 	if err != nil {
@@ -424,7 +425,7 @@ func (r *Risk) AgentScore(ctx context.Context, agentID, sourceIP string, now tim
 		add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
 	}
 	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
-	if err := r.ambientFactors(ctx, agentID, sourceIP, now, add); err != nil {
+	if err := r.ambientFactors(ctx, agentID, now, add); err != nil {
 		return broker.RiskAssessment{}, err
 	}
 	return assessment(factors), nil

@@ -200,11 +200,11 @@ func TestRiskFactors(t *testing.T) {
 	}
 	r := approvals.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
-	r.AuthFailures = func(agentID, ip string) (int, int) {
-		if agentID == a.ID && ip == "10.0.0.9" {
-			return 2, 1
+	r.AuthFailures = func(agentID string) int {
+		if agentID == a.ID {
+			return 3
 		}
-		return 0, 0
+		return 0
 	}
 	got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a,
 		Role: &broker.Role{Name: "txn-approve", Sensitivity: broker.SensitivityLow}, TTL: 50 * time.Minute, Time: now, SourceIP: "10.0.0.9"})

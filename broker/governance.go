@@ -27,8 +27,9 @@ const (
 	RiskUnusualHour = "unusual_hour"
 	// RiskDenials is the agent's denied and rejected requests in the last hour.
 	RiskDenials = "denials"
-	// RiskAuthFailures is failed authentications blamed on the agent or its
-	// source address in the last hour.
+	// RiskAuthFailures is failed authentications in the last hour that named
+	// the agent (its key, client id or certificate); anonymous failures from
+	// its address do not count.
 	RiskAuthFailures = "auth_failures"
 	// RiskTTL is a requested window much longer than the agent usually asks.
 	RiskTTL = "ttl"

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -14,8 +15,9 @@ const actorKey = "stint.actor"
 
 // publicRoutes are the routes that need no authentication, by route path.
 var publicRoutes = map[string]bool{
-	"/healthz": true,
-	"/readyz":  true,
+	"/healthz":    true,
+	"/readyz":     true,
+	"/robots.txt": true,
 	// Slack signs its requests; approvals/slack verifies the signature.
 	"/slack/interactions": true,
 	// OAuth (oauth.go): the token endpoint authenticates its clients itself.
@@ -24,15 +26,32 @@ var publicRoutes = map[string]bool{
 	oauthMetadataPath: true,
 }
 
+// apiPrefix is where the API lives: every path under it, routed or not,
+// needs a credential.
+const apiPrefix = "/v1"
+
+// underAPI reports whether path is apiPrefix or below it.
+func underAPI(path string) bool {
+	return path == apiPrefix || strings.HasPrefix(path, apiPrefix+"/")
+}
+
 // authenticate resolves "Authorization: Bearer <secret>" (an agent API key or
 // an admin token) to a broker.Actor and puts it on the request context, where
 // the services find it. It runs after routing and lets only publicRoutes
-// through unauthenticated: a route added without thought is protected.
+// through unauthenticated: a route added without thought is protected
+// (checkRouteAuth refuses to start a server with a route outside the API
+// that is neither public nor authenticates itself). A path outside the API
+// that matches no route (a browser's /favicon.ico) is not an API call: it
+// gets its 404 without asking for credentials, so it never counts as a
+// failed authentication.
 // Every response it lets through is marked no-store: answers to authenticated
 // requests are private to the caller.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if publicRoutes[c.Path()] || ownAuthRoute(c.Path()) {
+			return next(c)
+		}
+		if !underAPI(c.Path()) && !underAPI(c.Request().URL.Path) {
 			return next(c)
 		}
 		req := c.Request()
@@ -101,4 +120,16 @@ func requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 func actorOf(c echo.Context) broker.Actor {
 	actor, _ := broker.ActorFromContext(c.Request().Context())
 	return actor
+}
+
+// checkRouteAuth panics if a route outside the API is neither public nor
+// authenticates itself: authenticate lets such paths through, which is
+// right only for paths no route serves.
+func checkRouteAuth(routes []*echo.Route) {
+	for _, r := range routes {
+		if r.Method == echo.RouteNotFound || underAPI(r.Path) || publicRoutes[r.Path] || ownAuthRoute(r.Path) {
+			continue
+		}
+		panic(fmt.Sprintf("web: route %s %s is outside %s but neither in publicRoutes nor ownAuthRoute", r.Method, r.Path, apiPrefix))
+	}
 }

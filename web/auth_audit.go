@@ -20,17 +20,21 @@ const apiKeyPrefix = "stint_ak_"
 // characters, as broker.APIKey.Prefix keeps it.
 const apiKeyShownLen = len(apiKeyPrefix) + 6
 
-// authFailureBurst is how many failed authentications per source address
-// are written to the audit log per authFailureWindow; the rest are counted
-// and the count is written with the next recorded one. Metrics count all.
-// Without the cap, anyone could fill the append-only log.
+// authFailureBurst is how many failed authentications per channel (API,
+// console, ...) and source address are written to the audit log per
+// authFailureWindow; the rest are counted and the count is written with the
+// next recorded one. Metrics count all. Without the cap, anyone could fill
+// the append-only log; with one quota per channel, noise on one (junk API
+// calls) never hides failures on another (console logins). The quota is
+// kept per replica: it bounds how much the audit log grows, and decides
+// nothing else (the login throttle, which does, is in the store).
 const (
 	authFailureBurst  = 20
 	authFailureWindow = time.Minute
 )
 
 // authFailureLimiter caps audit records of failed authentications per
-// source address.
+// channel and source address.
 type authFailureLimiter struct {
 	mu      sync.Mutex
 	windows map[string]*failureWindow
@@ -43,9 +47,11 @@ type failureWindow struct {
 	suppressed int
 }
 
-// allow reports whether a failure from ip at now may be recorded, and how
-// many were suppressed since the last recorded one.
-func (l *authFailureLimiter) allow(ip string, now time.Time) (bool, int) {
+// allow reports whether a failure on channel from ip at now may be
+// recorded, and how many of that channel and address were suppressed since
+// the last recorded one.
+func (l *authFailureLimiter) allow(channel, ip string, now time.Time) (bool, int) {
+	key := channel + " " + ip
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.windows == nil {
@@ -59,10 +65,10 @@ func (l *authFailureLimiter) allow(ip string, now time.Time) (bool, int) {
 		}
 		l.swept = now
 	}
-	w := l.windows[ip]
+	w := l.windows[key]
 	if w == nil {
 		w = &failureWindow{start: now}
-		l.windows[ip] = w
+		l.windows[key] = w
 	}
 	if now.Sub(w.start) > authFailureWindow {
 		w.start, w.recorded = now, 0
@@ -80,8 +86,14 @@ func (l *authFailureLimiter) allow(ip string, now time.Time) (bool, int) {
 // recordAuthFailure counts a failed authentication and records it in the
 // audit log: source address, route, reason and, for an API key, its public
 // prefix. The secret itself is never recorded or logged.
+// Failures at the OAuth token endpoint (client authentication) are their
+// own channel, "oauth"; the rest of the API's are "api".
 func (s *Server) recordAuthFailure(c echo.Context, secret, reason string) {
-	s.recordAuthFailureAs(c, "api", "anonymous", secret, reason, nil)
+	channel := "api"
+	if c.Path() == oauthTokenPath {
+		channel = "oauth"
+	}
+	s.recordAuthFailureAs(c, channel, "anonymous", secret, reason, nil)
 }
 
 // recordAuthFailureAs is recordAuthFailure for any channel, with extra
@@ -94,7 +106,7 @@ func (s *Server) recordAuthFailureAs(c echo.Context, channel, actor, secret, rea
 		return
 	}
 	ip := c.RealIP()
-	ok, suppressed := s.authFailures.allow(ip, s.Now())
+	ok, suppressed := s.authFailures.allow(channel, ip, s.Now())
 	if !ok {
 		return
 	}

@@ -11,11 +11,13 @@ import (
 	"embed"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -67,20 +69,27 @@ type Console struct {
 	// events or was rewritten (broker.VerifyAudit).
 	Checkpoints   broker.AuditCheckpointSource
 	CheckpointKey ed25519.PublicKey
+	// LoginThrottle limits password logins per account and address, per
+	// account and per address (broker/throttle.go); the zero value means
+	// broker.DefaultLoginThrottleRules. Its counters live in Store, so
+	// every replica throttles alike.
+	LoginThrottle broker.LoginThrottleRules
 
-	once      sync.Once
-	pages     map[string]*template.Template
-	verifyMu  sync.Mutex
-	lastCheck *broker.AuditVerification
+	once          sync.Once
+	passwordSlots chan struct{} // see acquirePasswordSlot
+	pages         map[string]*template.Template
+	verifyMu      sync.Mutex
+	lastCheck     *broker.AuditVerification
 }
 
 // ConsoleStore is what the console reads: leases, agents, the audit chain,
-// and its own users and sessions.
+// and its own users, sessions and login throttle.
 type ConsoleStore interface {
 	broker.LeaseStore
 	broker.AgentStore
 	broker.AuditStore
 	broker.UserStore
+	broker.LoginThrottleStore
 }
 
 // Console defaults.
@@ -165,6 +174,10 @@ func (con *Console) init() {
 		if con.IdleTimeout <= 0 {
 			con.IdleTimeout = DefaultIdleTimeout
 		}
+		if con.LoginThrottle == (broker.LoginThrottleRules{}) {
+			con.LoginThrottle = broker.DefaultLoginThrottleRules
+		}
+		con.passwordSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 		con.pages = map[string]*template.Template{}
 		pages, err := fs.Glob(consoleFS, "templates/*.html")
 		if err != nil {
@@ -487,17 +500,40 @@ func safeNext(next string) string {
 
 // handleConsoleLogin handles "POST /console/login": name and password. A
 // wrong name and a wrong password look the same, and take the same time.
+// Each attempt is counted by the login throttle before the password is
+// checked; a throttled attempt gets 429 with Retry-After and costs no
+// password hash, whatever it sends. At most half the cores hash passwords
+// at once (acquirePasswordSlot).
 func (s *Server) handleConsoleLogin(c echo.Context) error {
 	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
 	next := safeNext(c.FormValue("next"))
 	ctx := c.Request().Context()
+	page := loginPage{Next: next, Name: name, SSO: s.Console.OIDC != nil}
 	fail := func(reason string) error {
 		s.recordAuthFailureAs(c, "console", "anonymous", "", reason, map[string]any{"user": limitText(name, 64)})
-		return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Name: name, Error: "Wrong name or password, or the account is disabled.", SSO: s.Console.OIDC != nil})
+		page.Error = "Wrong name or password, or the account is disabled."
+		return s.render(c, http.StatusUnauthorized, "login", "", page)
 	}
 	if name == "" || password == "" || len(name) > 64 || len(password) > maxPasswordLen {
 		return fail("malformed login")
 	}
+	now, ip, rules := s.Now().UTC(), c.RealIP(), s.Console.LoginThrottle
+	if err := s.Console.Store.BeginLogin(ctx, name, ip, now, rules); err != nil {
+		var e *broker.Error
+		if !errors.As(err, &e) || e.Code != broker.ETOOMANY {
+			return err
+		}
+		s.recordAuthFailureAs(c, "console", "anonymous", "", "throttled", map[string]any{"user": limitText(name, 64)})
+		setRetryAfter(c.Response().Header(), err)
+		page.Error = e.Message
+		return s.render(c, http.StatusTooManyRequests, "login", "", page)
+	}
+	// The attempt stays counted if the console is too busy to check it.
+	release, err := s.Console.acquirePasswordSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	u, err := s.Console.Store.FindUserByName(ctx, name)
 	switch broker.ErrorCode(err) {
 	case "":
@@ -512,6 +548,9 @@ func (s *Server) handleConsoleLogin(c echo.Context) error {
 	}
 	if u.State != broker.UserActive {
 		return fail("user disabled")
+	}
+	if err := s.Console.Store.LoginSucceeded(ctx, name, ip, now, rules); err != nil {
+		return err
 	}
 	return s.startSession(c, u, "password", next)
 }

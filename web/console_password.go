@@ -1,8 +1,11 @@
 package web
 
 import (
+	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
@@ -55,9 +58,36 @@ var dummyHash = sync.OnceValue(func() []byte {
 	return h
 })
 
+// passwordWait is how long a login waits for a free password-check slot
+// (Console.passwordSlots) before it is refused as busy.
+var passwordWait = 5 * time.Second
+
+// acquirePasswordSlot takes one of the console's password-check slots,
+// waiting at most passwordWait. The slots bound how many bcrypt hashes run
+// at once (half the cores), so that a flood of logins from many addresses,
+// each under the login throttle's limits, slows logins down but never takes
+// the CPU the API needs. Returns EUNAVAILABLE when no slot frees in time.
+func (con *Console) acquirePasswordSlot(ctx context.Context) (release func(), err error) {
+	t := time.NewTimer(passwordWait)
+	defer t.Stop()
+	select {
+	case con.passwordSlots <- struct{}{}:
+		return func() { <-con.passwordSlots }, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	e := broker.Errorf(broker.EUNAVAILABLE, "The console is busy checking other logins; try again in a few seconds.")
+	e.RetryAfter = 5 * time.Second
+	return nil, e
+}
+
+// passwordChecks counts calls of passwordMatches (tests read it).
+var passwordChecks atomic.Int64
+
 // passwordMatches reports whether p is the password hashed as hash; an empty
 // hash (unknown user) is compared against dummyHash and never matches.
 func passwordMatches(hash, p string) bool {
+	passwordChecks.Add(1)
 	if hash == "" {
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(p))
 		return false

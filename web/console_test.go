@@ -30,7 +30,8 @@ const consolePassword = "correct horse battery"
 type consoleFixture struct {
 	URL     string
 	DB      *sqlite.DB
-	Path    string   // the database file
+	Path    string // the database file
+	Server  *web.Server
 	Revoked []string // "id reason actor"
 	Lease   *broker.Lease
 }
@@ -92,6 +93,7 @@ func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture 
 	for _, o := range opts {
 		o(s)
 	}
+	f.Server = s
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	f.URL = srv.URL

@@ -1,10 +1,12 @@
 // Package web is Stint's HTTP API, and the only package that imports echo.
 //
-// Every request but the probes authenticates with "Authorization: Bearer
-// <secret>", an agent's API key or an admin token (unknown paths too, so that a
-// stranger learns nothing); the actor it resolves to travels on the request
-// context to the services, which decide what the actor may see and do. Admin
-// routes also check the actor's kind here.
+// Every request to /v1 authenticates with "Authorization: Bearer <secret>",
+// an agent's API key or an admin token (unknown paths under /v1 too, so that
+// a stranger learns nothing); a path outside /v1 that no route serves (a
+// browser's /favicon.ico) is not an API call and gets a 404 without being
+// counted as a failed authentication. The actor it resolves to travels on
+// the request context to the services, which decide what the actor may see
+// and do. Admin routes also check the actor's kind here.
 // Handlers return errors; handleError (errors.go) is the only place where
 // broker error codes become HTTP statuses, and callers only ever see the
 // caller-safe message of a *broker.Error. Error bodies look like
@@ -15,6 +17,7 @@
 //
 //	GET    /healthz                     the process is up (no auth)
 //	GET    /readyz                      the store and Vault are reachable, or 503 (no auth)
+//	GET    /robots.txt                  "Disallow: /" for every crawler (no auth)
 //	GET    /v1/whoami                   the authenticated actor
 //	POST   /v1/leases                   request a lease: 201 with the credential, once; 202 if pending;
 //	                                    {"breakglass":true,"breakglass_reason"} for an emergency grant
@@ -82,7 +85,8 @@
 // and styles:
 //
 //	GET    /                            redirect to the console
-//	GET    /console/login               the login form; POST logs in (name, password)
+//	GET    /console/login               the login form; POST logs in (name, password); 429 with
+//	                                    Retry-After while the login throttle (broker/throttle.go) locks
 //	GET    /console/login/oidc          with console.oidc: start SSO (?next=); redirects to the provider
 //	GET    /console/login/oidc/callback the provider's redirect back: checks state, nonce, ID token, logs in by email
 //	POST   /console/logout              end the session

@@ -63,7 +63,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 
 	if c.Get(consoleKey) != nil && c.Request().Method != http.MethodHead {
-		// The console's people get an HTML page (console.go).
+		// The console's people get an HTML page (console.go), told when
+		// to come back as an API caller would be.
+		setRetryAfter(c.Response().Header(), err)
 		s.renderConsoleError(c, status, e)
 		return
 	}

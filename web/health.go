@@ -8,10 +8,16 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// registerHealthRoutes adds the unauthenticated probes.
+// registerHealthRoutes adds the unauthenticated probes, and robots.txt.
 func (s *Server) registerHealthRoutes(e *echo.Echo) {
 	e.GET("/healthz", s.handleHealthz)
 	e.GET("/readyz", s.handleReadyz)
+	e.GET("/robots.txt", handleRobots)
+}
+
+// handleRobots handles "GET /robots.txt": nothing here is for crawlers.
+func handleRobots(c echo.Context) error {
+	return c.String(http.StatusOK, "User-agent: *\nDisallow: /\n")
 }
 
 // handleHealthz handles "GET /healthz": the process is up and serving.

@@ -73,7 +73,7 @@ func NewMetrics(src MetricsSource, now func() time.Time) *Metrics {
 		}, []string{"op", "kind"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stint_auth_failures_total",
-			Help: "Failed authentications, by channel (api, console, metrics).",
+			Help: "Failed authentications, by channel (api, oauth, console, metrics).",
 		}, []string{"channel"}),
 		commitHeld: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "stint_store_commit_duration_seconds",
@@ -100,7 +100,7 @@ func NewMetrics(src MetricsSource, now func() time.Time) *Metrics {
 	for _, o := range []broker.Outcome{broker.OutcomeApprove, broker.OutcomeApprovals, broker.OutcomeDeny} {
 		m.decisions.WithLabelValues(string(o))
 	}
-	for _, ch := range []string{"api", "console", "metrics"} {
+	for _, ch := range []string{"api", "oauth", "console", "metrics"} {
 		m.authFailures.WithLabelValues(ch)
 	}
 	return m

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -90,7 +92,7 @@ type Server struct {
 	server  *http.Server
 	serveCh chan error
 
-	authFailures authFailureLimiter // caps audit records of failed logins per address
+	authFailures authFailureLimiter // caps audit records of failed logins per channel and address
 }
 
 // NewServer returns a Server with a discarding logger, the real clock and
@@ -160,7 +162,9 @@ func (s *Server) build() {
 	// The long poll of GET /v1/leases/:id?wait= sets its own deadline.
 	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: s.RequestTimeout, Skipper: isLongPoll}))
 	// Every route but the public ones needs a bearer API key or admin token;
-	// so do unknown paths and wrong methods, so that a stranger learns nothing.
+	// so do unknown paths under /v1 and wrong methods, so that a stranger
+	// learns nothing about the API. Unknown paths elsewhere are not API
+	// calls and get a plain 404.
 	e.Use(s.authenticate)
 
 	s.registerHealthRoutes(e)
@@ -176,6 +180,7 @@ func (s *Server) build() {
 	s.registerOAuthRoutes(e)
 	s.registerMetricsRoutes(e)
 	s.registerConsoleRoutes(e)
+	checkRouteAuth(e.Routes())
 
 	s.echo = e
 }
@@ -319,4 +324,29 @@ type refuseBinder struct{}
 // Bind implements echo.Binder.
 func (refuseBinder) Bind(any, echo.Context) error {
 	return errors.New("web: c.Bind is disabled; use decodeJSON")
+}
+
+// Route is one method and path the server answers, as registered (":id" and
+// "*" as written in the route).
+type Route struct {
+	Method string
+	Path   string
+}
+
+// Routes returns every route the server registers, sorted by path then
+// method, so that a test can check each against an authorization table: a
+// route added without a row there fails the test.
+func (s *Server) Routes() []Route {
+	s.once.Do(s.build)
+	var out []Route
+	for _, r := range s.echo.Routes() {
+		out = append(out, Route{Method: r.Method, Path: r.Path})
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := strings.Compare(a.Path, b.Path); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Method, b.Method)
+	})
+	return slices.Compact(out)
 }

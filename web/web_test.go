@@ -502,7 +502,10 @@ func TestAPI(t *testing.T) {
 		// authenticated callers learn which routes exist.
 		{Name: "ErrRouteNotFound", Method: "GET", URL: "/v1/nope", Token: agentKey, WantStatus: 404,
 			WantContains: []string{`"code":"not_found"`}},
-		{Name: "ErrRouteNotFoundUnauthenticated", Method: "GET", URL: "/nope", WantStatus: 401},
+		// Under /v1 a stranger learns nothing without a credential; outside
+		// it, an unknown path is not an API call (noise_test.go).
+		{Name: "ErrRouteNotFoundUnauthenticated", Method: "GET", URL: "/v1/nope", WantStatus: 401},
+		{Name: "ErrRouteNotFoundOutsideAPI", Method: "GET", URL: "/nope", WantStatus: 404},
 		{Name: "ErrMethodNotAllowed", Method: "PUT", URL: "/v1/leases/lease-1", Token: agentKey, WantStatus: 405,
 			WantContains: []string{errInvalid}, WantHeaders: map[string]string{"Allow": "OPTIONS, DELETE, GET"}},
 		{Name: "ErrMethodNotAllowedUnauthenticated", Method: "PUT", URL: "/v1/leases/lease-1", WantStatus: 401},

@@ -29,6 +29,7 @@ type Store interface {
 	broker.LeaseGuard
 	broker.ReviewStore
 	broker.ContainmentStore
+	broker.LoginThrottleStore
 }
 
 // RunStoreTests runs the conformance suite against stores made by open. Each
@@ -47,6 +48,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
 	t.Run("Governance", func(t *testing.T) { testGovernance(t, open) })
 	t.Run("Containment", func(t *testing.T) { testContainments(t, open) })
+	t.Run("LoginThrottle", func(t *testing.T) { testLoginThrottle(t, open) })
 }
 
 // t0 is the suite's reference time. It lies in the past, so that a store

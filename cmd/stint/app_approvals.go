@@ -51,7 +51,14 @@ func (m *Main) openApprovals() error {
 		}
 	}
 	m.HTTP.Approvals = svc
-	m.HTTP.Agents = approverAuthenticator{AgentService: m.HTTP.Agents, approvals: svc}
+	// The server authenticates through HTTP.Auth (openIdentity sets it to
+	// the identity service); approver tokens must be known there, or they
+	// are refused on every route.
+	var next broker.Authenticator = m.Agents
+	if m.HTTP.Auth != nil {
+		next = m.HTTP.Auth
+	}
+	m.HTTP.Auth = approverAuthenticator{Authenticator: next, approvals: svc}
 	return nil
 }
 
@@ -80,17 +87,22 @@ func (m *Main) closeApprovals() error {
 }
 
 // approverAuthenticator lets approver tokens authenticate on the API next
-// to agent keys and admin tokens: approvers are configured, not stored.
+// to agent keys, admin tokens, access tokens and client certificates:
+// approvers are configured, not stored.
 type approverAuthenticator struct {
-	broker.AgentService
+	broker.Authenticator
 	approvals *approvals.Service
 }
 
-// Authenticate implements broker.AgentService: an approver token first,
-// then whatever the agent service knows.
-func (a approverAuthenticator) Authenticate(ctx context.Context, secret string) (broker.Actor, error) {
-	if actor, ok := a.approvals.AuthenticateApprover(secret); ok {
-		return actor, nil
+// AuthenticateRequest implements broker.Authenticator: a bearer secret that
+// is an approver token makes an approver; anything else goes to the
+// identity service.
+func (a approverAuthenticator) AuthenticateRequest(ctx context.Context, req broker.AuthRequest) (broker.Actor, error) {
+	if req.Bearer != "" {
+		if actor, ok := a.approvals.AuthenticateApprover(req.Bearer); ok {
+			actor.SourceIP = req.SourceIP
+			return actor, nil
+		}
 	}
-	return a.AgentService.Authenticate(ctx, secret)
+	return a.Authenticator.AuthenticateRequest(ctx, req)
 }

@@ -35,7 +35,10 @@ func (m *Main) openGovernance() error {
 		}
 		r := approvals.NewRisk(m.DB, m.Logger)
 		r.RevokeThreshold, r.Location = rc.RevokeThreshold, loc
-		r.AuthFailures = m.Agents.AuthFailures
+		r.AuthFailures = func(agentID string) int {
+			n, _ := m.Agents.AuthFailures(agentID, "")
+			return n
+		}
 		r.Control, r.Alerts = control, alerts
 		m.Risk = r
 		m.Leases.Risk = r
