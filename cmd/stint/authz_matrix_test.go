@@ -49,6 +49,7 @@ var matrixCallers = []string{
 // Statuses the matrix uses, by what they mean for the caller.
 const (
 	sOK        = http.StatusOK
+	sAccepted  = http.StatusAccepted // a containment whose revocations wait for the queue
 	sCreated   = http.StatusCreated
 	sRedirect  = http.StatusSeeOther // the console: to the login form, or after a change
 	sNoAuth    = http.StatusUnauthorized
@@ -159,10 +160,14 @@ var authzMatrix = map[string]matrixRow{
 	"GET /v1/agents":                 apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 	"GET /v1/agents/:id":             apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 	"POST /v1/agents/:id/rotate-key": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
-	"POST /v1/agents/:id/suspend":    apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
-	"POST /v1/agents/:id/disable":    apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
-	"POST /v1/agents/:id/activate":   apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
-	"POST /v1/agents/:id/revoke-all": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	// The kill switch answers at once here (?wait=0) and no queue runs in
+	// the matrix, so the admin's containment is accepted, not yet done.
+	"POST /v1/agents/:id/suspend":     apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sAccepted),
+	"POST /v1/agents/:id/disable":     apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sAccepted),
+	"POST /v1/agents/:id/activate":    apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"POST /v1/agents/:id/revoke-all":  apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sAccepted),
+	"GET /v1/agents/:id/containments": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	"GET /v1/containments/:id":        apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 
 	"GET /console/static/*": everyoneRow(sOK),
 	// SSO is public and refuses alike whoever calls: here the provider is
@@ -191,6 +196,7 @@ var authzMatrix = map[string]matrixRow{
 	"POST /console/leases/:id/revoke":     consolePostRow(sForbidden, sForbidden, sRedirect),
 	"POST /console/agents/:id/revoke-all": consolePostRow(sForbidden, sForbidden, sRedirect),
 	"POST /console/agents/:id/disable":    consolePostRow(sForbidden, sForbidden, sRedirect),
+	"GET /console/containments/:id":       consoleRow(sForbidden, sForbidden, sOK),
 	// A console admin without an approver email decides nothing.
 	"POST /console/approvals/:id/approve": consolePostRow(sForbidden, sRedirect, sForbidden),
 	"POST /console/approvals/:id/deny":    consolePostRow(sForbidden, sRedirect, sForbidden),
@@ -217,6 +223,7 @@ type matrixWorld struct {
 	ownAgent, otherAgent    *broker.Agent
 	activeLease, pendingID  string
 	pendingDigest, reviewID string
+	containmentID           string // of a third agent, with nothing left to revoke
 }
 
 const (
@@ -363,6 +370,15 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	if status != http.StatusOK || w.reviewID == "" {
 		t.Fatalf("POST /v1/reviews/run: %d %s, want a review of own-bot", status, body)
 	}
+	if _, _, _, err := w.m.Agents.CreateAgent(adminContext(t.Context()), broker.NewAgent{Name: "contained-bot", Owner: "owner@example.com"}); err != nil {
+		t.Fatal(err)
+	}
+	status, body = w.api(t, "POST", "/v1/agents/contained-bot/revoke-all", testAdminToken, `{"reason":"matrix"}`)
+	var cnt struct{ ID string }
+	if json.Unmarshal([]byte(body), &cnt); status != http.StatusOK || cnt.ID == "" {
+		t.Fatalf("POST /v1/agents/contained-bot/revoke-all: %d %s, want a containment", status, body)
+	}
+	w.containmentID = cnt.ID
 
 	// Console users, logged in by sessions made in the store. The password
 	// hash is never checked: nobody logs in with a password here.
@@ -447,6 +463,8 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 		path = strings.Replace(path, ":id", w.ownAgent.ID, 1)
 	case strings.HasPrefix(path, "/v1/reviews/:id"):
 		path = strings.Replace(path, ":id", w.reviewID, 1)
+	case strings.HasPrefix(path, "/v1/containments/:id"), strings.HasPrefix(path, "/console/containments/:id"):
+		path = strings.Replace(path, ":id", w.containmentID, 1)
 	default:
 		path = strings.Replace(path, ":id", lease, 1)
 	}
@@ -457,8 +475,10 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 	switch route.Method + " " + route.Path {
 	case "POST /v1/leases":
 		body = `{"role":"db-readonly","ttl":"5m","task":"matrix"}`
-	case "POST /v1/leases/:id/revoke", "POST /v1/agents/:id/suspend", "POST /v1/agents/:id/disable",
-		"POST /v1/agents/:id/revoke-all":
+	case "POST /v1/leases/:id/revoke":
+		body = `{"reason":"matrix"}`
+	case "POST /v1/agents/:id/suspend", "POST /v1/agents/:id/disable", "POST /v1/agents/:id/revoke-all":
+		path += "?wait=0"
 		body = `{"reason":"matrix"}`
 	case "POST /v1/leases/:id/approve":
 		body = fmt.Sprintf(`{"digest":%q}`, w.pendingDigest)
