@@ -67,7 +67,7 @@ func activeLease() *broker.Lease {
 		State: broker.LeaseActive, Decision: "auto-approved by role",
 		VaultPath: "database/creds/ro", VaultLeaseID: "database/creds/ro/abc123",
 		CreatedAt: now.Add(-5 * time.Minute), UpdatedAt: now.Add(-5 * time.Minute),
-		ActivatedAt: &activated, ExpiresAt: &expires,
+		ActivatedAt: &activated, ExpiresAt: &expires, AuthMethod: broker.AuthMTLS,
 	}
 }
 
@@ -316,7 +316,7 @@ func TestAPI(t *testing.T) {
 				`"id":"lease-1"`, `"state":"active"`, `"role":"pg-readonly"`, `"agent":"etl-bot"`, `"agent_id":"agent-1"`,
 				`"task":"nightly export"`, `"justification":"ticket OPS-1"`, `"ttl":"15m0s"`,
 				`"created_at":"2026-03-04T09:55:00Z"`, `"activated_at":"2026-03-04T09:55:00Z"`, `"expires_at":"2026-03-04T10:10:00Z"`,
-				`"expires_in":600`,
+				`"expires_in":600`, `"auth_method":"mtls"`,
 				`"credential":{`, `"username":"v-etl-bot-ro-x1"`, `"password":"` + dbPassword + `"`, `"host":"127.0.0.1"`,
 				`"port":5432`, `"database":"test"`, `"lease_duration":900`,
 			},
@@ -374,7 +374,7 @@ func TestAPI(t *testing.T) {
 
 		// Reading leases.
 		{Name: "LeaseView", Method: "GET", URL: "/v1/leases/lease-1", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`},
+			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`, `"auth_method":"mtls"`},
 			WantNotContains: []string{"credential", dbPassword, "vault_lease_id"}},
 		{Name: "LeaseViewAdmin", Method: "GET", URL: "/v1/leases/lease-1", Token: adminToken, WantStatus: 200,
 			WantContains:    []string{`"vault_lease_id":"database/creds/ro/abc123"`, `"vault_path":"database/creds/ro"`},
