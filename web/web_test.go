@@ -139,6 +139,12 @@ func newFixture(tb testing.TB) *fixture {
 			}
 			a := etlBot()
 			a.ID, a.Name, a.Owner, a.Labels = "agent-9", na.Name, na.Owner, na.Labels
+			if na.AuthMethods != nil {
+				a.AuthMethods = na.AuthMethods
+				if !a.Allows(broker.AuthAPIKey) {
+					return a, "", nil, nil
+				}
+			}
 			return a, newAgentKey, &broker.APIKey{ID: "key-9", AgentID: "agent-9", Prefix: "stk_new_", CreatedAt: now, ExpiresAt: now.Add(na.KeyTTL)}, nil
 		},
 		RotateKeyFn: func(ctx context.Context, agentID string, ttl time.Duration) (string, *broker.APIKey, error) {
@@ -427,6 +433,10 @@ func TestAPI(t *testing.T) {
 			WantContains: []string{`"agent":{"id":"agent-9","name":"new-bot","owner":"bo@example.com","labels":{"team":"ml"},"state":"active"`,
 				`"api_key":"` + newAgentKey + `"`, `"key":{"id":"key-9","prefix":"stk_new_"`, `"expires_at":"2026-03-05T10:00:00Z"`},
 			WantHeaders: map[string]string{"Cache-Control": "no-store"}},
+		{Name: "AgentCreateWithoutAPIKey", Method: "POST", URL: "/v1/agents", Token: adminToken,
+			Body:       `{"name":"cert-bot","owner":"bo@example.com","auth_methods":["mtls"]}`,
+			WantStatus: 201, WantContains: []string{`"name":"cert-bot"`, `"auth_methods":["mtls"]`},
+			WantNotContains: []string{`"api_key"`, `"key"`, newAgentKey}},
 		{Name: "ErrAgentCreateTaken", Method: "POST", URL: "/v1/agents", Token: adminToken,
 			Body: `{"name":"etl-bot","owner":"ana@example.com"}`, WantStatus: 409},
 		{Name: "ErrAgentCreateMissingOwner", Method: "POST", URL: "/v1/agents", Token: adminToken,
