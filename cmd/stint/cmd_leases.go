@@ -34,23 +34,49 @@ func newAPIClient(cmd *cobra.Command) (*apiClient, error) {
 	if key == "" {
 		return nil, broker.Errorf(broker.EUNAUTHORIZED, "No key: set STINT_KEY (an agent API key, or an admin token for revoke) or pass --key.")
 	}
+	caFile, _ := cmd.Flags().GetString("cacert")
+	hc, base, err := newHTTPClient(addr, caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{addr: base, key: key, hc: hc}, nil
+}
+
+// newHTTPClient returns a client for the Stint server at addr (http:// is
+// assumed without a scheme) and the server's base URL. With caFile, https
+// servers are verified against its PEM certificates instead of the
+// system's.
+func newHTTPClient(addr, caFile string) (*http.Client, string, error) {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
 	hc := &http.Client{Timeout: 2 * time.Minute}
-	caFile, _ := cmd.Flags().GetString("cacert")
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("read --cacert: %w", err)
+			return nil, "", fmt.Errorf("read --cacert: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--cacert %s holds no PEM certificate", caFile)
+			return nil, "", fmt.Errorf("--cacert %s holds no PEM certificate", caFile)
 		}
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}
 	}
-	return &apiClient{addr: strings.TrimRight(addr, "/"), key: key, hc: hc}, nil
+	return hc, strings.TrimRight(addr, "/"), nil
+}
+
+// readAllLimited reads a response body of at most 8 MiB.
+func readAllLimited(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return data, nil
+}
+
+// newStringBody is a request body holding s, and its length.
+func newStringBody(s string) (io.ReadCloser, int64) {
+	return io.NopCloser(strings.NewReader(s)), int64(len(s))
 }
 
 // do sends a request and returns the response body; a non-2xx answer becomes
@@ -78,9 +104,9 @@ func (c *apiClient) do(cmd *cobra.Command, method, path string, body any) ([]byt
 		return nil, fmt.Errorf("reach stint at %s: %w", c.addr, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	data, err := readAllLimited(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
