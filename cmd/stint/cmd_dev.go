@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -341,16 +342,9 @@ func prepareDevState(ctx context.Context, m *Main, dir string) (*devState, error
 	return st, nil
 }
 
+// sameMethods reports whether a and b hold the same auth methods.
 func sameMethods(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for _, m := range b {
-		if !strings.Contains(","+strings.Join(a, ",")+",", ","+m+",") {
-			return false
-		}
-	}
-	return true
+	return len(a) == len(b) && !slices.ContainsFunc(b, func(m string) bool { return !slices.Contains(a, m) })
 }
 
 // reuseOrRotateDevKey keeps the API key stored in path while it still
