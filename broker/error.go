@@ -27,7 +27,8 @@ type Error struct {
 	Code string
 	// Message is a human-readable sentence safe to show to the caller.
 	Message string
-	// Field names the request field at fault, for EINVALID.
+	// Field names the request field at fault, for EINVALID (and for an
+	// ECONFLICT on one field, such as a name already taken).
 	Field string
 	// RetryAfter, for ETOOMANY, is how long the caller should wait before
 	// trying again; the web layer sends it as Retry-After.

@@ -66,7 +66,7 @@ type Lease struct {
 	Role          string     `json:"role"`
 	Task          string     `json:"task"`
 	Justification string     `json:"justification"`
-	TTL           Duration   `json:"ttl"` // the task window
+	TTL           Duration   `json:"ttl"` // the task window, extensions included
 	State         LeaseState `json:"state"`
 	// EndState is the end state a revoking lease moves to once Vault confirms.
 	EndState LeaseState `json:"end_state,omitempty"`
@@ -192,6 +192,8 @@ type LeaseUpdate struct {
 	DecideBy       *time.Time
 	ActivateBy     *time.Time
 	Extensions     *int
+	// TTL changes the recorded window, as an extension does.
+	TTL *Duration
 
 	// Actor and Reason are recorded on the event.
 	Actor  string

@@ -65,6 +65,10 @@ type Role struct {
 	// DefaultTTL is the window when a request gives none; MaxTTL caps it.
 	DefaultTTL time.Duration `json:"default_ttl" yaml:"default_ttl"`
 	MaxTTL     time.Duration `json:"max_ttl" yaml:"max_ttl"`
+	// MinTTL is the shortest window (and the least an extension adds) a
+	// request may ask for; zero means DefaultMinTTL, and less than
+	// DefaultMinTTL is refused (see MinWindow).
+	MinTTL time.Duration `json:"min_ttl,omitempty" yaml:"min_ttl"`
 	// Eligible is a label selector: an agent may request the role only if it
 	// carries every label with the given value ("*" matches any value). An
 	// empty selector makes every agent eligible.
@@ -85,6 +89,24 @@ type Role struct {
 	// MaxTotalTTL caps a lease's whole window, extensions included; zero
 	// means MaxTTL.
 	MaxTotalTTL time.Duration `json:"max_total_ttl,omitempty" yaml:"max_total_ttl"`
+}
+
+// DefaultMinTTL is the shortest window any role grants, and the min_ttl of
+// a role that sets none. Vault's database plugins set the target's own
+// expiry (PostgreSQL VALID UNTIL) 5 s past the Vault lease, and Stint aims
+// the lease that much earlier only when the window is longer than twice
+// that slack (leases/vault); Vault also rounds TTLs to whole seconds. A
+// window of at least 15 s leaves room for both, so no credential outlives
+// its window.
+const DefaultMinTTL = 15 * time.Second
+
+// MinWindow is the shortest window a request for the role may ask for:
+// MinTTL, or DefaultMinTTL when unset.
+func (r *Role) MinWindow() time.Duration {
+	if r.MinTTL > 0 {
+		return r.MinTTL
+	}
+	return DefaultMinTTL
 }
 
 // TotalTTL is the longest a lease's whole window may grow by extensions.
@@ -130,12 +152,18 @@ func (r *Role) Validate() error {
 		return fmt.Errorf("role %q: max_ttl must be positive", r.Name)
 	case r.DefaultTTL <= 0 || r.DefaultTTL > r.MaxTTL:
 		return fmt.Errorf("role %q: default_ttl must be positive and at most max_ttl", r.Name)
+	case r.MinTTL != 0 && r.MinTTL < DefaultMinTTL:
+		return fmt.Errorf("role %q: min_ttl %s is below %s: a shorter window could end before its credential (Vault's database plugins keep a login valid 5 s past the lease)", r.Name, r.MinTTL, DefaultMinTTL)
+	case r.DefaultTTL < r.MinWindow():
+		return fmt.Errorf("role %q: default_ttl %s is below the role's minimum window of %s (min_ttl)", r.Name, r.DefaultTTL, r.MinWindow())
 	case r.Kind == KindDatabase && r.Connection == nil:
 		return fmt.Errorf("role %q: database roles need connection (host, port, database)", r.Name)
 	case r.Kind == KindToken && !strings.HasPrefix(r.Vault.Path, "auth/token/create"):
 		return fmt.Errorf("role %q: token roles mint through auth/token/create[/<role>]", r.Name)
 	case r.Breakglass.Allowed && (r.Breakglass.MaxTTL <= 0 || r.Breakglass.MaxTTL > r.MaxTTL):
 		return fmt.Errorf("role %q: breakglass.max_ttl must be positive and at most max_ttl (%s) when breakglass.allowed", r.Name, r.MaxTTL)
+	case r.Breakglass.Allowed && r.Breakglass.MaxTTL < r.MinWindow():
+		return fmt.Errorf("role %q: breakglass.max_ttl %s is below the role's minimum window of %s (min_ttl)", r.Name, r.Breakglass.MaxTTL, r.MinWindow())
 	case !r.Breakglass.Allowed && r.Breakglass.MaxTTL != 0:
 		return fmt.Errorf("role %q: breakglass.max_ttl is set but breakglass.allowed is false", r.Name)
 	case r.MaxExtensions < 0:
@@ -161,7 +189,7 @@ func (r *Role) EligibleFor(a *Agent) bool {
 
 // WindowFor resolves a requested TTL such as "15m" against the role: an empty
 // string means the role's default. Returns EINVALID naming "ttl" if it does not
-// parse, is zero or negative, is under a second, or exceeds MaxTTL.
+// parse, is zero or negative, is under the role's MinWindow, or exceeds MaxTTL.
 func (r *Role) WindowFor(ttl string) (time.Duration, error) {
 	if ttl == "" {
 		return r.DefaultTTL, nil
@@ -172,8 +200,8 @@ func (r *Role) WindowFor(ttl string) (time.Duration, error) {
 		return 0, FieldErrorf("ttl", "TTL %q is not a duration such as \"15m\" or \"1h30m\".", ttl)
 	case d <= 0:
 		return 0, FieldErrorf("ttl", "TTL must be positive.")
-	case d < time.Second:
-		return 0, FieldErrorf("ttl", "TTL must be at least 1s.")
+	case d < r.MinWindow():
+		return 0, FieldErrorf("ttl", "TTL %s is below the minimum of %s for role %q (min_ttl), so that no credential outlives its window.", d, r.MinWindow(), r.Name)
 	case d > r.MaxTTL:
 		return 0, FieldErrorf("ttl", "TTL %s exceeds the maximum of %s for role %q.", d, r.MaxTTL, r.Name)
 	}

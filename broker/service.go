@@ -116,10 +116,13 @@ type NewAgent struct {
 // AgentService registers agents and authenticates callers.
 type AgentService interface {
 	// CreateAgent registers an agent and returns it with its first API key,
-	// which is shown only now. Returns EINVALID or ECONFLICT (name taken).
+	// which is shown only now. An agent whose auth methods leave out api_key
+	// gets no key (the string is empty and the *APIKey nil). Returns EINVALID
+	// or ECONFLICT (name taken, with Field "name").
 	CreateAgent(ctx context.Context, na NewAgent) (*Agent, string, *APIKey, error)
 	// RotateKey revokes the agent's keys and returns a new one. A zero ttl
-	// means the configured default. Returns ENOTFOUND or ECONFLICT (disabled).
+	// means the configured default. Returns ENOTFOUND or ECONFLICT (disabled,
+	// or its auth methods leave out api_key).
 	RotateKey(ctx context.Context, agentID string, ttl time.Duration) (string, *APIKey, error)
 	// SetAgentState suspends, disables or re-activates an agent. Suspending or
 	// disabling revokes its keys' use at once; the caller revokes its leases.

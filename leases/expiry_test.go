@@ -78,8 +78,8 @@ func TestExpiryLoop(t *testing.T) {
 			long, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "1h", Task: "x"})
 			time.Sleep(10 * time.Second) // the loop now sleeps until the 1h deadline
 			synctest.Wait()
-			short, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "5s", Task: "x"})
-			time.Sleep(6 * time.Second)
+			short, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "15s", Task: "x"})
+			time.Sleep(16 * time.Second)
 			synctest.Wait()
 			at, ok := f.issuer.revoked(short.VaultLeaseID)
 			if !ok || !at.Equal(*short.ExpiresAt) {
@@ -175,7 +175,7 @@ func TestExpiryLoop(t *testing.T) {
 			done := make(chan struct{})
 			go func() { f.svc.Run(ctx); close(done) }()
 			agent := f.agent(t, "etl", map[string]string{"team": "data"})
-			l, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "10s", Task: "x"})
+			l, _, _ := f.svc.RequestLease(agent, broker.LeaseRequest{Role: "db-readonly", TTL: "15s", Task: "x"})
 
 			f.issuer.setRevokeErr(context.DeadlineExceeded) // Vault down at the deadline
 			time.Sleep(2 * time.Minute)

@@ -137,9 +137,12 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 	n := l.Extensions + 1
 	reason := fmt.Sprintf("window extended by %s to %s (extension %d of %d): %s; risk %s",
 		add, newEnd.UTC().Format(time.RFC3339), n, role.MaxExtensions, decisionText(d), risk.Summary())
+	// The lease's TTL is its whole window, so an extended lease shows the
+	// window it now has.
+	newTTL, oldTTL := broker.Duration(newEnd.Sub(start)), broker.Duration(end.Sub(start))
 	ext, err := s.guardedExtend(ctx, l.ID, end, broker.LeaseUpdate{
 		From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &newEnd, Extensions: &n, RiskScore: &risk.Score,
-		Actor: actor.String(), Reason: reason,
+		TTL: &newTTL, Actor: actor.String(), Reason: reason,
 	})
 	if err != nil {
 		return nil, err
@@ -151,7 +154,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		defer cancel()
 		back := l.Extensions
 		if _, uerr := s.guardedExtend(uctx, l.ID, newEnd, broker.LeaseUpdate{
-			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &end, Extensions: &back,
+			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &end, Extensions: &back, TTL: &oldTTL,
 			Actor: "system:issuer", Reason: "extension undone: Vault did not renew the credential: " + broker.RetryErrorText(err),
 		}); uerr != nil {
 			s.Logger.Error("undo extension", "lease_id", l.ID, "err", uerr)
@@ -170,8 +173,9 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		// Vault capped the renewal (the Vault role's max TTL): the window
 		// ends with the credential.
 		capped := credEnd
+		cappedTTL := broker.Duration(capped.Sub(start))
 		if ext, err = s.guardedExtend(ctx, l.ID, newEnd, broker.LeaseUpdate{
-			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &capped, Actor: "system:issuer",
+			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &capped, TTL: &cappedTTL, Actor: "system:issuer",
 			Reason: fmt.Sprintf("Vault renewed the credential only until %s (the Vault role's max TTL); the window ends then", capped.Format(time.RFC3339)),
 		}); err != nil {
 			return nil, err

@@ -295,6 +295,11 @@ func TestExtendLease(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// An extension adds at least the role's minimum window.
+	_, err = f.svc.ExtendLease(ctx, l.ID, "5s")
+	if broker.ErrorCode(err) != broker.EINVALID || broker.ErrorField(err) != "ttl" {
+		t.Fatalf("extension by 5s: %v, want invalid ttl", err)
+	}
 	_, err = f.svc.ExtendLease(ctx, l.ID, "10m")
 	if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "half of it") {
 		t.Fatalf("early extension: %v", err)
@@ -307,6 +312,18 @@ func TestExtendLease(t *testing.T) {
 	if want := l.ExpiresAt.Add(10 * time.Minute); !ext.ExpiresAt.Equal(want) || ext.Extensions != 1 {
 		t.Fatalf("extended lease expires %s after %d extensions, want %s after 1", ext.ExpiresAt, ext.Extensions, want)
 	}
+	// The lease shows the window it now has, 20m + 10m, as stored.
+	wantTTL := func(what string, want time.Duration) {
+		t.Helper()
+		got, err := f.db.FindLeaseByID(context.Background(), l.ID)
+		if err != nil || time.Duration(got.TTL) != want || got.ExpiresAt.Sub(*got.ActivatedAt) != want {
+			t.Fatalf("%s: stored ttl %s (window %s), %v; want %s", what, got.TTL, got.ExpiresAt.Sub(*got.ActivatedAt), err, want)
+		}
+	}
+	if time.Duration(ext.TTL) != 30*time.Minute {
+		t.Fatalf("extended lease ttl = %s, want 30m", ext.TTL)
+	}
+	wantTTL("after an extension", 30*time.Minute)
 	if got, want := renewer.asked[0], ext.ExpiresAt.Sub(now); got != want || renewer.leases[0] != l.VaultLeaseID {
 		t.Fatalf("renewer asked %s for %s, want %s for %s", got, renewer.leases[0], want, l.VaultLeaseID)
 	}
@@ -328,6 +345,7 @@ func TestExtendLease(t *testing.T) {
 	if !after.ExpiresAt.Equal(*before.ExpiresAt) || after.Extensions != 1 {
 		t.Fatalf("window after a failed renewal: %s (%d), want %s (1)", after.ExpiresAt, after.Extensions, before.ExpiresAt)
 	}
+	wantTTL("after a failed renewal", 30*time.Minute)
 	renewer.err = nil
 
 	// Vault caps the renewal: the window ends with the credential.
@@ -339,6 +357,11 @@ func TestExtendLease(t *testing.T) {
 	if want := now.Add(12 * time.Minute); !capped.ExpiresAt.Equal(want) || capped.Extensions != 2 {
 		t.Fatalf("capped extension expires %s (%d), want %s (2)", capped.ExpiresAt, capped.Extensions, want)
 	}
+	// 21m into the window, Vault renewed for 12m more: a 33m window.
+	if time.Duration(capped.TTL) != 33*time.Minute {
+		t.Fatalf("capped extension ttl = %s, want 33m", capped.TTL)
+	}
+	wantTTL("after a capped renewal", 33*time.Minute)
 	renewer.cap = 0
 	_, err = f.svc.ExtendLease(ctx, l.ID, "5m")
 	if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "the most role") {

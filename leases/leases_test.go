@@ -100,7 +100,7 @@ var testRoles = []*broker.Role{
 	{
 		Name: "db-admin", Kind: broker.KindDatabase, Sensitivity: broker.SensitivityHigh,
 		Vault:      broker.RoleVault{Path: "database/creds/admin", Method: "read"},
-		DefaultTTL: 15 * time.Minute, MaxTTL: time.Hour,
+		DefaultTTL: 15 * time.Minute, MaxTTL: time.Hour, MinTTL: 5 * time.Minute,
 		Eligible:   map[string]string{"team": "*"},
 		Connection: &broker.Connection{Host: "127.0.0.1", Port: 5432, Database: "postgres"},
 	},
@@ -206,6 +206,12 @@ func TestRequestLease(t *testing.T) {
 			{"NegativeTTL", broker.LeaseRequest{Role: "db-readonly", Task: "x", TTL: "-5m"}, "ttl"},
 			{"UnparsableTTL", broker.LeaseRequest{Role: "db-readonly", Task: "x", TTL: "soon"}, "ttl"},
 			{"OverMaxTTL", broker.LeaseRequest{Role: "db-readonly", Task: "x", TTL: "61m"}, "ttl"},
+			// A window shorter than the database plugin's slack would end
+			// before its credential: below broker.DefaultMinTTL, or the
+			// role's own min_ttl, is refused.
+			{"UnderDefaultMinTTL", broker.LeaseRequest{Role: "db-readonly", Task: "x", TTL: "1s"}, "ttl"},
+			{"JustUnderDefaultMinTTL", broker.LeaseRequest{Role: "db-readonly", Task: "x", TTL: "14s"}, "ttl"},
+			{"UnderRoleMinTTL", broker.LeaseRequest{Role: "db-admin", Task: "x", TTL: "4m"}, "ttl"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, _, err := f.svc.RequestLease(ctx, tc.req)

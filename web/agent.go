@@ -115,7 +115,8 @@ func newAPIKeyResponse(k *broker.APIKey) apiKeyResponse {
 }
 
 // handleAgentCreate handles "POST /v1/agents" (admin). It answers 201 with
-// the agent and its first API key, which is never shown again.
+// the agent and its first API key, which is never shown again (none if the
+// agent may not use api_key), and 409 if the name is taken.
 func (s *Server) handleAgentCreate(c echo.Context) error {
 	var req createAgentRequest
 	if err := decodeJSON(c, &req); err != nil {
@@ -139,11 +140,12 @@ func (s *Server) handleAgentCreate(c echo.Context) error {
 	h := c.Response().Header()
 	h.Set(echo.HeaderCacheControl, "no-store")
 	h.Set(echo.HeaderLocation, "/v1/agents/"+url.PathEscape(agent.ID))
-	return c.JSON(http.StatusCreated, createAgentResponse{
-		Agent:  newAgentResponse(agent),
-		APIKey: key,
-		Key:    newAPIKeyResponse(apiKey),
-	})
+	resp := createAgentResponse{Agent: newAgentResponse(agent), APIKey: key}
+	if apiKey != nil {
+		k := newAPIKeyResponse(apiKey)
+		resp.Key = &k
+	}
+	return c.JSON(http.StatusCreated, resp)
 }
 
 // createAgentRequest is the body of "POST /v1/agents". KeyTTL is a duration
@@ -165,11 +167,12 @@ func (r *createAgentRequest) validate() (keyTTL time.Duration, err error) {
 }
 
 // createAgentResponse is the answer to "POST /v1/agents". APIKey is the
-// secret itself, shown only here.
+// secret itself, shown only here; both it and Key are absent for an agent
+// whose auth methods leave out api_key.
 type createAgentResponse struct {
-	Agent  agentResponse  `json:"agent"`
-	APIKey string         `json:"api_key"`
-	Key    apiKeyResponse `json:"key"`
+	Agent  agentResponse   `json:"agent"`
+	APIKey string          `json:"api_key,omitempty"`
+	Key    *apiKeyResponse `json:"key,omitempty"`
 }
 
 // handleAgentIndex handles "GET /v1/agents?state=&name=&limit=&offset="

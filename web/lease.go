@@ -71,6 +71,9 @@ type leaseResponse struct {
 	// extensions.
 	Breakglass bool `json:"breakglass,omitempty"`
 	Extensions int  `json:"extensions,omitempty"`
+	// AuthMethod is how the agent authenticated when it asked: api_key,
+	// mtls, client_secret or private_key_jwt.
+	AuthMethod string `json:"auth_method,omitempty"`
 
 	VaultPath      string `json:"vault_path,omitempty"`
 	VaultLeaseID   string `json:"vault_lease_id,omitempty"`
@@ -106,6 +109,7 @@ func newLeaseResponse(l *broker.Lease, actor broker.Actor, now time.Time) leaseR
 		RiskFactors:    l.RiskFactors,
 		Breakglass:     l.Breakglass,
 		Extensions:     l.Extensions,
+		AuthMethod:     l.AuthMethod,
 	}
 	if l.State == broker.LeaseActive && l.ExpiresAt != nil {
 		left := max(int64(l.ExpiresAt.Sub(now)/time.Second), 0)

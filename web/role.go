@@ -29,6 +29,7 @@ func (s *Server) handleRoleIndex(c echo.Context) error {
 			Kind:        r.Kind,
 			Sensitivity: r.Sensitivity,
 			DefaultTTL:  r.DefaultTTL.String(),
+			MinTTL:      r.MinWindow().String(),
 			MaxTTL:      r.MaxTTL.String(),
 			AutoApprove: r.AutoApprove,
 		})
@@ -47,6 +48,8 @@ type roleResponse struct {
 	Kind        broker.CredentialKind `json:"kind"`
 	Sensitivity broker.Sensitivity    `json:"sensitivity"`
 	DefaultTTL  string                `json:"default_ttl"`
-	MaxTTL      string                `json:"max_ttl"`
-	AutoApprove bool                  `json:"auto_approve"`
+	// MinTTL is the shortest window a request may ask for.
+	MinTTL      string `json:"min_ttl"`
+	MaxTTL      string `json:"max_ttl"`
+	AutoApprove bool   `json:"auto_approve"`
 }

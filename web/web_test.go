@@ -67,7 +67,7 @@ func activeLease() *broker.Lease {
 		State: broker.LeaseActive, Decision: "auto-approved by role",
 		VaultPath: "database/creds/ro", VaultLeaseID: "database/creds/ro/abc123",
 		CreatedAt: now.Add(-5 * time.Minute), UpdatedAt: now.Add(-5 * time.Minute),
-		ActivatedAt: &activated, ExpiresAt: &expires,
+		ActivatedAt: &activated, ExpiresAt: &expires, AuthMethod: broker.AuthMTLS,
 	}
 }
 
@@ -139,6 +139,12 @@ func newFixture(tb testing.TB) *fixture {
 			}
 			a := etlBot()
 			a.ID, a.Name, a.Owner, a.Labels = "agent-9", na.Name, na.Owner, na.Labels
+			if na.AuthMethods != nil {
+				a.AuthMethods = na.AuthMethods
+				if !a.Allows(broker.AuthAPIKey) {
+					return a, "", nil, nil
+				}
+			}
 			return a, newAgentKey, &broker.APIKey{ID: "key-9", AgentID: "agent-9", Prefix: "stk_new_", CreatedAt: now, ExpiresAt: now.Add(na.KeyTTL)}, nil
 		},
 		RotateKeyFn: func(ctx context.Context, agentID string, ttl time.Duration) (string, *broker.APIKey, error) {
@@ -337,7 +343,7 @@ func TestAPI(t *testing.T) {
 				`"id":"lease-1"`, `"state":"active"`, `"role":"pg-readonly"`, `"agent":"etl-bot"`, `"agent_id":"agent-1"`,
 				`"task":"nightly export"`, `"justification":"ticket OPS-1"`, `"ttl":"15m0s"`,
 				`"created_at":"2026-03-04T09:55:00Z"`, `"activated_at":"2026-03-04T09:55:00Z"`, `"expires_at":"2026-03-04T10:10:00Z"`,
-				`"expires_in":600`,
+				`"expires_in":600`, `"auth_method":"mtls"`,
 				`"credential":{`, `"username":"v-etl-bot-ro-x1"`, `"password":"` + dbPassword + `"`, `"host":"127.0.0.1"`,
 				`"port":5432`, `"database":"test"`, `"lease_duration":900`,
 			},
@@ -395,7 +401,7 @@ func TestAPI(t *testing.T) {
 
 		// Reading leases.
 		{Name: "LeaseView", Method: "GET", URL: "/v1/leases/lease-1", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`},
+			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`, `"auth_method":"mtls"`},
 			WantNotContains: []string{"credential", dbPassword, "vault_lease_id"}},
 		{Name: "LeaseViewAdmin", Method: "GET", URL: "/v1/leases/lease-1", Token: adminToken, WantStatus: 200,
 			WantContains:    []string{`"vault_lease_id":"database/creds/ro/abc123"`, `"vault_path":"database/creds/ro"`},
@@ -438,7 +444,7 @@ func TestAPI(t *testing.T) {
 
 		// Roles.
 		{Name: "RoleIndex", Method: "GET", URL: "/v1/roles", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","max_ttl":"1h0m0s","auto_approve":true}]}`},
+			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true}]}`},
 			WantNotContains: []string{"database/creds", "db.internal"}},
 
 		// Agents (admin).
@@ -448,6 +454,10 @@ func TestAPI(t *testing.T) {
 			WantContains: []string{`"agent":{"id":"agent-9","name":"new-bot","owner":"bo@example.com","labels":{"team":"ml"},"state":"active"`,
 				`"api_key":"` + newAgentKey + `"`, `"key":{"id":"key-9","prefix":"stk_new_"`, `"expires_at":"2026-03-05T10:00:00Z"`},
 			WantHeaders: map[string]string{"Cache-Control": "no-store"}},
+		{Name: "AgentCreateWithoutAPIKey", Method: "POST", URL: "/v1/agents", Token: adminToken,
+			Body:       `{"name":"cert-bot","owner":"bo@example.com","auth_methods":["mtls"]}`,
+			WantStatus: 201, WantContains: []string{`"name":"cert-bot"`, `"auth_methods":["mtls"]`},
+			WantNotContains: []string{`"api_key"`, `"key"`, newAgentKey}},
 		{Name: "ErrAgentCreateTaken", Method: "POST", URL: "/v1/agents", Token: adminToken,
 			Body: `{"name":"etl-bot","owner":"ana@example.com"}`, WantStatus: 409},
 		{Name: "ErrAgentCreateMissingOwner", Method: "POST", URL: "/v1/agents", Token: adminToken,

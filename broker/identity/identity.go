@@ -134,9 +134,13 @@ func (s *Service) CreateAgent(ctx context.Context, na broker.NewAgent) (*broker.
 	}
 	if err := s.Store.CreateAgent(ctx, a); err != nil {
 		if broker.ErrorCode(err) == broker.ECONFLICT {
-			return nil, "", nil, broker.FieldErrorf("name", "An agent named %q already exists.", a.Name)
+			return nil, "", nil, &broker.Error{Code: broker.ECONFLICT, Field: "name", Message: fmt.Sprintf("An agent named %q already exists.", a.Name)}
 		}
 		return nil, "", nil, fmt.Errorf("create agent: %w", err)
+	}
+	if !a.Allows(broker.AuthAPIKey) {
+		// A key the agent may not use would only be refused.
+		return a, "", nil, nil
 	}
 	secret, key, err := s.newKey(ctx, a.ID, ttl)
 	if err != nil {
@@ -191,6 +195,9 @@ func (s *Service) RotateKey(ctx context.Context, agentID string, ttl time.Durati
 	}
 	if a.State == broker.AgentDisabled {
 		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s is disabled; activate it first.", a.Name)
+	}
+	if !a.Allows(broker.AuthAPIKey) {
+		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s may not use API keys (auth methods: %s); allow api_key first.", a.Name, strings.Join(a.AuthMethods, ", "))
 	}
 	if ttl, err = s.keyTTL(ttl); err != nil {
 		return "", nil, err

@@ -76,8 +76,26 @@ func TestCreateAgent(t *testing.T) {
 			t.Fatal(err)
 		}
 		_, _, _, err := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"})
-		if broker.ErrorCode(err) != broker.EINVALID || broker.ErrorField(err) != "name" {
-			t.Fatalf("duplicate name err = %v, want invalid name", err)
+		if broker.ErrorCode(err) != broker.ECONFLICT || broker.ErrorField(err) != "name" {
+			t.Fatalf("duplicate name err = %v, want conflict on name", err)
+		}
+	})
+	t.Run("NoKeyWithoutAPIKeyMethod", func(t *testing.T) {
+		// An agent that may not use api_key gets no key: one would only be
+		// refused at authentication.
+		s, db, _ := newService(t)
+		a, secret, k, err := s.CreateAgent(admin, broker.NewAgent{Name: "cert-bot", Owner: "a@b.c", AuthMethods: []string{broker.AuthMTLS}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if secret != "" || k != nil {
+			t.Fatalf("CreateAgent(mtls only) returned key %q %+v, want none", secret, k)
+		}
+		if keys, err := db.FindAPIKeys(context.Background(), a.ID); err != nil || len(keys) != 0 {
+			t.Fatalf("stored keys = %v, %v; want none", keys, err)
+		}
+		if _, _, err := s.RotateKey(admin, a.ID, 0); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Fatalf("RotateKey(mtls only) err = %v, want conflict", err)
 		}
 	})
 	t.Run("ErrForbidden", func(t *testing.T) {

@@ -655,6 +655,10 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 		l.Extensions = *v
 		col("extensions", l.Extensions)
 	}
+	if v := upd.TTL; v != nil {
+		l.TTL = *v
+		col("ttl", int64(l.TTL))
+	}
 	l.UpdatedAt = tx.now
 	col("updated_at", nanos(l.UpdatedAt))
 	set = append(set, "version = version + 1")

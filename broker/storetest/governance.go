@@ -129,15 +129,19 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 		a := mustCreateAgent(t, s, "etl-bot")
 		l := mustCreateLease(t, s, newActiveLease(a, at(time.Hour)))
 		later := at(90 * time.Minute)
-		upd := broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &later, Extensions: ptr(1), Actor: "agent:etl-bot", Reason: "extended"}
+		window := broker.Duration(later.Sub(*l.ActivatedAt))
+		upd := broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &later, Extensions: ptr(1), TTL: &window, Actor: "agent:etl-bot", Reason: "extended"}
 		_, err := s.UpdateLeaseIfExpires(t.Context(), l.ID, at(2*time.Hour), upd)
 		wantError(t, err, broker.ECONFLICT, "")
 		got, err := s.UpdateLeaseIfExpires(t.Context(), l.ID, at(time.Hour), upd)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !got.ExpiresAt.Equal(later) || got.Extensions != 1 {
+		if !got.ExpiresAt.Equal(later) || got.Extensions != 1 || got.TTL != window {
 			t.Fatalf("lease = %s", fmtLease(got))
+		}
+		if got, err := s.FindLeaseByID(t.Context(), l.ID); err != nil || got.TTL != window {
+			t.Fatalf("stored lease ttl = %v, %v; want %s", got.TTL, err, window)
 		}
 		// The second of two extensions that read the same window loses.
 		_, err = s.UpdateLeaseIfExpires(t.Context(), l.ID, at(time.Hour), upd)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -55,8 +56,12 @@ func newAgentsCreateCommand() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "agent:   %s\nid:      %s\nowner:   %s\nlabels:  %s\n", a.Name, a.ID, a.Owner, broker.FormatLabels(a.Labels))
-			printKey(out, secret, key)
+			fmt.Fprintf(out, "agent:   %s\nid:      %s\nowner:   %s\nlabels:  %s\nauth:    %s\n", a.Name, a.ID, a.Owner, broker.FormatLabels(a.Labels), strings.Join(a.AuthMethods, ","))
+			if key != nil {
+				printKey(out, secret, key)
+			} else {
+				printCredentialSteps(out, a)
+			}
 			return nil
 		},
 	}
@@ -66,6 +71,23 @@ func newAgentsCreateCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&methods, "auth-methods", nil, "authentication methods the agent may use (default api_key): api_key, mtls, client_secret, private_key_jwt")
 	cmd.MarkFlagRequired("owner")
 	return cmd
+}
+
+// printCredentialSteps says how an agent that may not use an API key gets
+// its first credential, one line per method it allows.
+func printCredentialSteps(out io.Writer, a *broker.Agent) {
+	fmt.Fprintln(out, "No API key: the agent may not use api_key. Its credentials:")
+	for _, m := range a.AuthMethods {
+		switch m {
+		case broker.AuthMTLS:
+			fmt.Fprintf(out, "  mtls:            make a key and CSR (openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout %[1]s.key -out %[1]s.csr -subj /CN=%[1]s),\n"+
+				"                   then stint agents enroll %[1]s --csr %[1]s.csr --out %[1]s.pem (needs the enrolment CA: stint ca init)\n", a.Name)
+		case broker.AuthClientSecret:
+			fmt.Fprintf(out, "  client_secret:   stint agents client-secret %s\n", a.Name)
+		case broker.AuthPrivateKeyJWT:
+			fmt.Fprintf(out, "  private_key_jwt: stint agents set-jwk %s --jwk PUBLIC-JWK-FILE\n", a.Name)
+		}
+	}
 }
 
 func printKey(out io.Writer, secret string, key *broker.APIKey) {

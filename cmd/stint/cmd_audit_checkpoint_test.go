@@ -254,7 +254,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func TestDevCheckpointKey(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, devConfigFile)
-	if err := writeDevConfig(path, "http://127.0.0.1:8250", filepath.Join(dir, "stint.db"), "127.0.0.1:0"); err != nil {
+	if err := writeDevConfig(dir, "http://127.0.0.1:8250", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := ReadConfig(path)

@@ -17,8 +17,10 @@ func newCACommand() *cobra.Command {
 agents (stint agents enroll); each names its agent in a single URI SAN,
 spiffe://<identity.trust_domain>/agent/<name>, and is recorded by serial so
 that it can be revoked. The CA lives in identity.ca_dir: ca.pem (its
-certificate) and ca.key (its private key, mode 0600). stint serve loads it
-when the directory holds one.`,
+certificate) and ca.key (its private key, mode 0600). identity.ca_dir has no
+default, so that no private key lands in the directory Stint happens to run
+from. stint serve loads the CA when the directory holds one; stint dev
+creates one in its state directory.`,
 	}
 	cmd.AddCommand(newCAInitCommand())
 	return cmd
@@ -32,12 +34,12 @@ func newCAInitCommand() *cobra.Command {
 		Short: "Create the enrolment CA in identity.ca_dir (refuses to replace one)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, _, err := readConfigFlag(cmd)
+			cfg, cfgPath, err := readConfigFlag(cmd)
 			if err != nil {
 				return err
 			}
 			if cfg.Identity.CADir == "" {
-				return fmt.Errorf("identity.ca_dir is empty: name the directory for the CA")
+				return fmt.Errorf("identity.ca_dir is not set in %s: name the directory for the CA and its private key, outside any source tree (such as /var/lib/stint/ca)", cfgPath)
 			}
 			if validity < 24*time.Hour {
 				return fmt.Errorf("--validity %s is too short: at least 24h", validity)

@@ -7,28 +7,58 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
+	"github.com/stint-broker/stint/broker/identity"
 	"github.com/stint-broker/stint/leases/vault"
+	"github.com/stint-broker/stint/web"
 )
 
 const (
 	devAgent          = "demo-agent"
 	devApprover       = "approver@example.com"
 	devSecondApprover = "second-approver@example.com"
+	// devConsoleUser is the console user `stint dev` creates (role admin).
+	devConsoleUser = "dev-admin"
 	// devDir is where `stint dev` keeps its state by default; its
 	// configuration is devConfigFile in it.
 	devDir        = "var/dev"
 	devConfigFile = "stint.yaml"
 	// devCheckpointKey is the audit checkpoint key's file in devDir.
 	devCheckpointKey = "audit-checkpoint.key"
+	// devMetricsListen is where the development setup serves /metrics.
+	devMetricsListen = "127.0.0.1:9464"
+)
+
+// Files of the development state directory besides the configuration, the
+// store, the policies and Vault's own state. Secrets are mode 0600. The
+// clear API key, client secret and console password are kept only because
+// this is a demonstration that must survive restarts: Stint itself stores
+// only their hashes.
+const (
+	devAdminTokenFile    = "admin-token"
+	devAgentKeyFile      = devAgent + ".api-key"
+	devClientSecretFile  = devAgent + ".client-secret"
+	devJWTKeyFile        = devAgent + ".jwt-key.pem"
+	devConsolePassFile   = devConsoleUser + ".password"
+	devTLSDir            = "tls"
+	devCADir             = "ca"
+	devOAuthKeyFile      = "oauth-signing.key"
+	devServerCertFile    = "server.pem"
+	devServerKeyFile     = "server.key"
+	devTLSCACertFile     = "ca.pem"
+	devTLSCAKeyFile      = "ca.key"
+	devEnrolmentValidity = 5 * 365 * 24 * time.Hour
 )
 
 func newDevCommand() *cobra.Command {
@@ -39,13 +69,18 @@ func newDevCommand() *cobra.Command {
 		Short: "Run Stint on SQLite against a local development Vault (for trying Stint out)",
 		Long: `Start a local Vault server built from cmd/devvault (make devvault) with a
 PostgreSQL database role and a Vault token role, write a configuration for it,
-register the agent "demo-agent", and serve Stint on SQLite. It prints a fresh
-API key for demo-agent and commands that request a lease.
+register the agent "demo-agent", and serve Stint on SQLite with everything on:
+HTTPS with optional client certificates (mTLS enrolment), OAuth
+(client_secret and private_key_jwt), lease extensions, metrics on
+127.0.0.1:9464 and a console user. It prints how to try each.
 
-State (Vault's file storage, its unseal key and root token, the admin token,
-stint.yaml, stint.db, the audit checkpoint key and the checkpoint file) lives
-in --dir and survives restarts. The Vault
-server here is for development only.`,
+Everything lives in --dir and is reused on restart: Vault's file storage, its
+unseal key and root token, the admin token, stint.yaml, the policies,
+stint.db, the audit checkpoint key and checkpoint file, the development TLS CA and server certificate (tls/), the enrolment
+CA (ca/), the OAuth signing key, and demo-agent's API key, client secret and
+private_key_jwt key, and the console user's password. Those last ones are kept
+in clear (mode 0600) only so that the demo survives restarts; Stint stores
+only their hashes. The Vault server here is for development only.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd, dir, vaultBin, pgDSN, listen, vaultPort)
@@ -55,7 +90,7 @@ server here is for development only.`,
 	cmd.Flags().StringVar(&vaultBin, "vault-bin", "bin/vault", "Vault server binary (built by make devvault)")
 	cmd.Flags().IntVar(&vaultPort, "vault-port", 8250, "port of the development Vault")
 	cmd.Flags().StringVar(&pgDSN, "pg-dsn", envOr("STINT_PG_DSN", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin DSN Vault uses to create database users (env STINT_PG_DSN)")
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7070", "Stint's HTTP address")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7070", "Stint's address (for a new configuration; an existing one keeps its own)")
 	return cmd
 }
 
@@ -81,12 +116,12 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	}
 	defer dv.Close()
 
-	adminToken, err := devSecret(filepath.Join(dir, "admin-token"))
+	adminToken, err := devSecret(filepath.Join(dir, devAdminTokenFile), "stint_admin_")
 	if err != nil {
 		return err
 	}
 	cfgPath := filepath.Join(dir, devConfigFile)
-	if err := writeDevConfig(cfgPath, dv.Addr, filepath.Join(dir, "stint.db"), listen); err != nil {
+	if err := writeDevConfig(dir, dv.Addr, listen); err != nil {
 		return err
 	}
 	cfg, err := ReadConfig(cfgPath)
@@ -94,6 +129,9 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 		return err
 	}
 	if err := ensureDevCheckpointKey(out, cfg.Audit.Checkpoints.KeyFile); err != nil {
+		return err
+	}
+	if err := prepareDevFiles(cfg, time.Now().UTC()); err != nil {
 		return err
 	}
 	logger, err := newLogger(LogConfig{Level: "info", Format: "text"}, cmd.ErrOrStderr())
@@ -116,16 +154,20 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	}
 	defer m.Close()
 
-	key, err := devAgentKey(ctx, m)
+	st, err := prepareDevState(ctx, m, dir)
 	if err != nil {
 		return err
 	}
-	printDevInstructions(out, cfg, cfgPath, dv, adminToken, key)
+	st.AdminToken, st.VaultAddr, st.VaultRootToken = adminToken, dv.Addr, dv.RootToken
+	if err := printDevInstructions(out, cfg, dir, st); err != nil {
+		return err
+	}
 	return m.Run(ctx)
 }
 
-// devSecret reads a random secret kept in path, creating it on first use.
-func devSecret(path string) (string, error) {
+// devSecret reads a random secret kept in path, creating it (mode 0600,
+// with the given prefix) on first use.
+func devSecret(path, prefix string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(b)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -135,25 +177,53 @@ func devSecret(path string) (string, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err
 	}
-	s := "stint_admin_" + base64.RawURLEncoding.EncodeToString(b[:])
-	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
+	s := prefix + base64.RawURLEncoding.EncodeToString(b[:])
+	return s, writeSecretFile(path, s)
 }
 
-// writeDevConfig writes the development configuration unless one exists, so
-// that edits to it survive restarts.
-func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
+// writeSecretFile writes a secret on a line of its own, readable only by
+// its owner.
+func writeSecretFile(path, secret string) error {
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		return err
+	}
+	// WriteFile keeps the mode of a file that already exists.
+	return os.Chmod(path, 0o600)
+}
+
+// readSecretFile returns the trimmed content of path, or "" if it does not
+// exist.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+// writeDevConfig writes the development configuration dir/stint.yaml
+// unless one exists, so that edits to it survive restarts. Every file it
+// names is inside dir.
+func writeDevConfig(dir, vaultAddr, listen string) error {
+	path := filepath.Join(dir, devConfigFile)
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
 	cfg := DefaultConfig()
 	cfg.Listen = listen
-	cfg.Store.Path = dbPath
+	cfg.Store.Path = filepath.Join(dir, "stint.db")
 	cfg.Vault.Address = vaultAddr
 	cfg.Log.Format = "text"
 	cfg.Roles = vault.DevRoles()
+	for _, r := range cfg.Roles {
+		if r.Name == "db-readonly" {
+			// Extensions on: twice, up to two hours in all.
+			r.MaxExtensions, r.MaxTotalTTL = 2, 2*time.Hour
+		}
+	}
 	// Requests are decided by the example Cedar policies, written next to
 	// the configuration (`stint policy --help`).
-	policyDir := filepath.Join(filepath.Dir(path), "policies")
+	policyDir := filepath.Join(dir, "policies")
 	if _, err := writeExamplePolicies(policyDir, true); err != nil {
 		return err
 	}
@@ -169,11 +239,21 @@ func writeDevConfig(path, vaultAddr, dbPath, listen string) error {
 		{Email: devApprover, Name: "Dev Approver", Groups: []string{"approvers", "security"}},
 		{Email: devSecondApprover, Name: "Second Approver", Groups: []string{"approvers", "security"}},
 	}
+	// HTTPS with a development CA, so that agents may present client
+	// certificates from the enrolment CA (mTLS).
+	tlsDir := filepath.Join(dir, devTLSDir)
+	cfg.TLS = TLSConfig{CertFile: filepath.Join(tlsDir, devServerCertFile), KeyFile: filepath.Join(tlsDir, devServerKeyFile), ClientCerts: web.ClientCertsOptional}
+	cfg.Identity.CADir = filepath.Join(dir, devCADir)
+	cfg.OAuth.Enabled = true
+	cfg.OAuth.Issuer = "https://" + listen
+	cfg.OAuth.SigningKeyFile = filepath.Join(dir, devOAuthKeyFile)
+	cfg.Metrics.Listen = devMetricsListen
 	b, err := yaml.Marshal(&cfg)
 	if err != nil {
 		return err
 	}
-	header := "# Stint development configuration written by `stint dev`. Edit freely; it is kept across restarts.\n"
+	header := "# Stint development configuration written by `stint dev`. Edit freely; it is kept across restarts.\n" +
+		"# Every file it names is in " + dir + " (make clean removes it).\n"
 	return os.WriteFile(path, append([]byte(header), b...), 0o600)
 }
 
@@ -195,81 +275,212 @@ func ensureDevCheckpointKey(out io.Writer, path string) error {
 	return nil
 }
 
-// devAgentKey registers demo-agent on first run, and otherwise rotates its
-// key: a key is shown only once, so each start prints a fresh one.
-func devAgentKey(ctx context.Context, m *Main) (string, error) {
+// prepareDevFiles creates what the configuration names but Stint does not
+// create itself: the development TLS CA and server certificate, and the
+// enrolment CA. Existing ones are reused; an expired server certificate is
+// replaced.
+func prepareDevFiles(cfg Config, now time.Time) error {
+	if cfg.TLS.Enabled() {
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("listen %q: %w", cfg.Listen, err)
+		}
+		caDir := filepath.Dir(cfg.TLS.CertFile)
+		if err := ensureDevServerCert(caDir, cfg.TLS.CertFile, cfg.TLS.KeyFile, host, now); err != nil {
+			return fmt.Errorf("development TLS certificate: %w", err)
+		}
+	}
+	if ca := cfg.Identity.CADir; ca != "" {
+		if _, err := os.Stat(filepath.Join(ca, identity.CAKeyFile)); errors.Is(err, os.ErrNotExist) {
+			if _, err := identity.InitCA(ca, "Stint development enrolment CA", devEnrolmentValidity, now); err != nil {
+				return fmt.Errorf("enrolment CA: %w", err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("enrolment CA: %w", err)
+		}
+	}
+	return nil
+}
+
+// devState is what the development setup prints: the credentials it keeps
+// in its state directory.
+type devState struct {
+	AdminToken, VaultAddr, VaultRootToken string
+	// AgentKey is demo-agent's API key; KeyExpires is when it expires, and
+	// KeyReused says whether it is the key printed last time.
+	AgentKey   string
+	KeyExpires time.Time
+	KeyReused  bool
+	// ClientSecret is demo-agent's OAuth client secret (client_secret_basic).
+	ClientSecret string
+	// ConsolePassword is devConsoleUser's password.
+	ConsolePassword string
+}
+
+// prepareDevState registers demo-agent (every auth method allowed) and the
+// console user on first run, and on later runs reuses the credentials kept
+// in dir when they still work: the API key, the OAuth client secret, the
+// private_key_jwt key and the console password. Anything missing or no
+// longer valid is issued anew and kept.
+func prepareDevState(ctx context.Context, m *Main, dir string) (*devState, error) {
 	actx := adminContext(ctx)
+	all := []string{broker.AuthAPIKey, broker.AuthMTLS, broker.AuthClientSecret, broker.AuthPrivateKeyJWT}
+	st := &devState{}
 	a, err := m.Agents.FindAgent(actx, devAgent)
 	switch broker.ErrorCode(err) {
 	case "":
-		key, _, err := m.Agents.RotateKey(actx, a.ID, 0)
-		return key, err
+		if !sameMethods(a.AuthMethods, all) {
+			if a, err = m.Agents.SetAuthMethods(actx, a.ID, all); err != nil {
+				return nil, err
+			}
+		}
 	case broker.ENOTFOUND:
-		_, key, _, err := m.Agents.CreateAgent(actx, broker.NewAgent{
+		var key string
+		var k *broker.APIKey
+		a, key, k, err = m.Agents.CreateAgent(actx, broker.NewAgent{
 			Name: devAgent, Owner: "owner@example.com", Labels: map[string]string{"team": "data", "env": "dev"},
+			KeyTTL: m.Config.Keys.MaxTTL, AuthMethods: all,
 		})
-		return key, err
+		if err != nil {
+			return nil, err
+		}
+		if err := writeSecretFile(filepath.Join(dir, devAgentKeyFile), key); err != nil {
+			return nil, err
+		}
+		st.AgentKey, st.KeyExpires = key, k.ExpiresAt
+	default:
+		return nil, err
 	}
-	return "", err
+	if st.AgentKey == "" {
+		if err := reuseOrRotateDevKey(actx, m, a, filepath.Join(dir, devAgentKeyFile), st); err != nil {
+			return nil, err
+		}
+	}
+	if m.Config.OAuth.Enabled {
+		if st.ClientSecret, err = devClientSecret(actx, m, a, filepath.Join(dir, devClientSecretFile)); err != nil {
+			return nil, err
+		}
+		if err := devJWTKey(actx, m, a, filepath.Join(dir, devJWTKeyFile)); err != nil {
+			return nil, err
+		}
+	}
+	if m.Config.Console.Enabled {
+		if st.ConsolePassword, err = devConsoleLogin(actx, m, filepath.Join(dir, devConsolePassFile)); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
 }
 
-func printDevInstructions(out io.Writer, cfg Config, cfgPath string, dv *vault.DevServer, adminToken, key string) {
-	base := "http://" + cfg.Listen
-	fmt.Fprintf(out, `
-Stint is running on %[1]s (SQLite store %[2]s, Vault %[3]s).
-Configuration: %[4]s
-
-Agent %[5]q is registered; its API key (fresh on every start):
-
-  export STINT_ADDR=%[1]s
-  export STINT_KEY=%[6]s
-
-Request a 5-minute PostgreSQL credential:
-
-  curl -s -X POST %[1]s/v1/leases -H "Authorization: Bearer $STINT_KEY" \
-    -H 'Content-Type: application/json' \
-    -d '{"role":"db-readonly","ttl":"5m","task":"nightly report","justification":"read sales tables"}'
-
-or with the CLI:
-
-  bin/stint leases request --role db-readonly --ttl 5m --task "nightly report"
-
-Log in with the username and password it returns:
-
-  PGPASSWORD=<password> psql -h 127.0.0.1 -U <username> postgres -c 'select current_user'
-
-Other commands: bin/stint leases list | show ID | history ID | release ID | roles
-
-The vault-token role needs one human approval (policy in %[9]s;
-approvers %[10]s and %[11]s):
-
-  bin/stint leases request --role vault-token --ttl 10m --task "read the agent secret"   # 202 pending
-  bin/stint -c %[4]s approvals list --as %[10]s                  # each lease ID and its digest
-  bin/stint -c %[4]s approvals approve ID --digest DIGEST --as %[10]s
-  bin/stint leases activate ID                                    # the Vault token, once
-
-The token reads %[12]s and nothing else:
-
-  curl -s -H "X-Vault-Token: <token>" %[3]s/v1/%[12]s
-
-Every lease event is in the tamper-evident audit chain, and its head is
-signed into %[13]s; check both with:
-
-  bin/stint -c %[4]s audit verify
-
-Admin token (for revoke): %[7]s
-  curl -s -X POST %[1]s/v1/leases/ID/revoke -H "Authorization: Bearer %[7]s" -d '{"reason":"test"}' -H 'Content-Type: application/json'
-
-Vault root token (development only): %[8]s
-Stop with Ctrl-C.
-`, base, cfg.Store.Path, dv.Addr, cfgPath, devAgent, key, adminToken, dv.RootToken,
-		filepath.Join(filepath.Dir(cfgPath), "policies"), devApprover, devSecondApprover, vault.DevAgentSecret, checkpointFileOr(cfg))
+// sameMethods reports whether a and b hold the same auth methods.
+func sameMethods(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(b, func(m string) bool { return !slices.Contains(a, m) })
 }
 
-// checkpointFileOr names the checkpoint file for the instructions.
-func checkpointFileOr(cfg Config) string {
-	if f := cfg.Audit.Checkpoints.File; f != "" {
-		return f
+// reuseOrRotateDevKey keeps the API key stored in path while it still
+// authenticates demo-agent, and otherwise rotates the agent's keys and
+// stores the new one.
+func reuseOrRotateDevKey(ctx context.Context, m *Main, a *broker.Agent, path string, st *devState) error {
+	key, err := readSecretFile(path)
+	if err != nil {
+		return err
 	}
-	return "no checkpoint file (audit.checkpoints is not set in this older configuration)"
+	if key != "" {
+		if k, ok := devKeyRecord(ctx, m, a.ID, key); ok {
+			st.AgentKey, st.KeyExpires, st.KeyReused = key, k.ExpiresAt, true
+			return nil
+		}
+	}
+	key, k, err := m.Agents.RotateKey(ctx, a.ID, m.Config.Keys.MaxTTL)
+	if err != nil {
+		return err
+	}
+	st.AgentKey, st.KeyExpires = key, k.ExpiresAt
+	return writeSecretFile(path, key)
+}
+
+// devKeyRecord returns the stored record of key if it is one of the agent's
+// live keys.
+func devKeyRecord(ctx context.Context, m *Main, agentID, key string) (*broker.APIKey, bool) {
+	actor, err := m.Agents.Authenticate(ctx, key)
+	if err != nil || actor.AgentID != agentID {
+		return nil, false
+	}
+	keys, err := m.DB.FindAPIKeys(ctx, agentID)
+	if err != nil {
+		return nil, false
+	}
+	for _, k := range keys {
+		if strings.HasPrefix(key, k.Prefix) && k.RevokedAt == nil {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// devClientSecret keeps the client secret stored in path while it is the
+// agent's, and otherwise issues and stores a new one.
+func devClientSecret(ctx context.Context, m *Main, a *broker.Agent, path string) (string, error) {
+	secret, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	if secret != "" && a.ClientSecretHash != "" && sha256Hex(secret) == a.ClientSecretHash {
+		return secret, nil
+	}
+	if secret, err = m.Agents.NewClientSecret(ctx, a.ID); err != nil {
+		return "", err
+	}
+	return secret, writeSecretFile(path, secret)
+}
+
+// devJWTKey keeps the agent's private_key_jwt signing key in path (created
+// on first use) and registers its public half.
+func devJWTKey(ctx context.Context, m *Main, a *broker.Agent, path string) error {
+	key, err := loadOrCreateECKey(path)
+	if err != nil {
+		return fmt.Errorf("private_key_jwt key: %w", err)
+	}
+	jwks, err := publicJWKS(key)
+	if err != nil {
+		return err
+	}
+	if a.PublicJWKS != "" && sameJWKS(a.PublicJWKS, jwks) {
+		return nil
+	}
+	_, err = m.Agents.SetPublicJWKS(ctx, a.ID, jwks)
+	return err
+}
+
+// devConsoleLogin keeps devConsoleUser (an admin) and its password stored
+// in path: the user is created, or given the stored password, as needed.
+func devConsoleLogin(ctx context.Context, m *Main, path string) (string, error) {
+	password, err := readSecretFile(path)
+	if err != nil {
+		return "", err
+	}
+	if password == "" {
+		if password, err = devSecret(path, ""); err != nil {
+			return "", err
+		}
+	}
+	u, err := m.DB.FindUserByName(ctx, devConsoleUser)
+	switch {
+	case broker.ErrorCode(err) == broker.ENOTFOUND:
+		hash, err := web.HashPassword(password)
+		if err != nil {
+			return "", err
+		}
+		return password, m.DB.CreateUser(ctx, &broker.User{Name: devConsoleUser, Role: broker.RoleAdmin, State: broker.UserActive, PasswordHash: hash})
+	case err != nil:
+		return "", err
+	case !passwordHashMatches(u.PasswordHash, password):
+		hash, err := web.HashPassword(password)
+		if err != nil {
+			return "", err
+		}
+		_, err = m.DB.UpdateUser(ctx, u.ID, broker.UserUpdate{PasswordHash: &hash})
+		return password, err
+	}
+	return password, nil
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,10 +34,49 @@ func newAPIClient(cmd *cobra.Command) (*apiClient, error) {
 	if key == "" {
 		return nil, broker.Errorf(broker.EUNAUTHORIZED, "No key: set STINT_KEY (an agent API key, or an admin token for revoke) or pass --key.")
 	}
+	caFile, _ := cmd.Flags().GetString("cacert")
+	hc, base, err := newHTTPClient(addr, caFile)
+	if err != nil {
+		return nil, err
+	}
+	return &apiClient{addr: base, key: key, hc: hc}, nil
+}
+
+// newHTTPClient returns a client for the Stint server at addr (http:// is
+// assumed without a scheme) and the server's base URL. With caFile, https
+// servers are verified against its PEM certificates instead of the
+// system's.
+func newHTTPClient(addr, caFile string) (*http.Client, string, error) {
 	if !strings.Contains(addr, "://") {
 		addr = "http://" + addr
 	}
-	return &apiClient{addr: strings.TrimRight(addr, "/"), key: key, hc: &http.Client{Timeout: 2 * time.Minute}}, nil
+	hc := &http.Client{Timeout: 2 * time.Minute}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("read --cacert: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", fmt.Errorf("--cacert %s holds no PEM certificate", caFile)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}
+	}
+	return hc, strings.TrimRight(addr, "/"), nil
+}
+
+// readAllLimited reads a response body of at most 8 MiB.
+func readAllLimited(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, 8<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	return data, nil
+}
+
+// newStringBody is a request body holding s, and its length.
+func newStringBody(s string) (io.ReadCloser, int64) {
+	return io.NopCloser(strings.NewReader(s)), int64(len(s))
 }
 
 // do sends a request and returns the response body; a non-2xx answer becomes
@@ -63,9 +104,9 @@ func (c *apiClient) do(cmd *cobra.Command, method, path string, body any) ([]byt
 		return nil, fmt.Errorf("reach stint at %s: %w", c.addr, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	data, err := readAllLimited(resp.Body)
 	if err != nil {
-		return nil, fmt.Errorf("read response: %w", err)
+		return nil, err
 	}
 	if resp.StatusCode >= 300 {
 		var e struct {
@@ -102,6 +143,7 @@ STINT_KEY.`,
 	// The key's default is read at run time, not shown as a flag default:
 	// help output must never print a secret.
 	cmd.PersistentFlags().String("key", "", "agent API key or admin token (default: env STINT_KEY)")
+	cmd.PersistentFlags().String("cacert", os.Getenv("STINT_CACERT"), "PEM CA certificate(s) to verify an https server with, instead of the system's (env STINT_CACERT)")
 
 	var role, ttl, task, justification string
 	request := &cobra.Command{
@@ -190,6 +232,30 @@ STINT_KEY.`,
 	}
 	revoke.Flags().StringVar(&reason, "reason", "", "why (required; recorded in history)")
 
+	var extendTTL string
+	extend := &cobra.Command{
+		Use:   "extend ID [--ttl 15m]",
+		Short: "Lengthen an active lease's window (its own agent; decided by policy action extend)",
+		Long: `Ask to lengthen an active lease's window by --ttl (default: the role's
+default_ttl). Stint grants it only at once, once half the window has passed,
+within the role's max_extensions and max_total_ttl, and renews the credential
+in Vault; the lease printed shows the new expires_at and its whole window as
+ttl. A denial leaves the lease to expire as planned.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newAPIClient(cmd)
+			if err != nil {
+				return err
+			}
+			data, err := c.do(cmd, http.MethodPost, "/v1/leases/"+url.PathEscape(args[0])+"/extend", map[string]string{"ttl": extendTTL})
+			if err != nil {
+				return err
+			}
+			return printJSON(cmd.OutOrStdout(), data)
+		},
+	}
+	extend.Flags().StringVar(&extendTTL, "ttl", "", "time to add, e.g. 15m (default: the role's default_ttl)")
+
 	roles := &cobra.Command{
 		Use: "roles", Short: "List the roles this key may request", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -212,6 +278,6 @@ STINT_KEY.`,
 		simple("wait", "Wait up to 30s for a pending lease's decision and show the lease", http.MethodGet, "?wait=30s"),
 		simple("activate", "Activate an approved lease; prints its credential (shown once)", http.MethodPost, "/activate"),
 		simple("cancel", "Withdraw a pending or approved lease", http.MethodPost, "/cancel"),
-		revoke)
+		extend, revoke)
 	return cmd
 }

@@ -463,7 +463,7 @@ func TestMainWithoutPolicy(t *testing.T) {
 func TestDevConfigUsesExamplePolicies(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "stint.yaml")
-	if err := writeDevConfig(path, "http://127.0.0.1:8250", filepath.Join(dir, "stint.db"), "127.0.0.1:7070"); err != nil {
+	if err := writeDevConfig(dir, "http://127.0.0.1:8250", "127.0.0.1:7070"); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := ReadConfig(path)

@@ -50,7 +50,7 @@ type OAuthConfig struct {
 	// client assertions must name Issuer + "/oauth/token" as their aud.
 	Issuer string `yaml:"issuer"`
 	// SigningKeyFile holds the ES256 key that signs access tokens; it is
-	// created (mode 0600) if missing.
+	// created (mode 0600) if missing. Required when Enabled; no default.
 	SigningKeyFile string `yaml:"signing_key_file"`
 	// TokenTTL is the access token lifetime, at most 15m.
 	TokenTTL time.Duration `yaml:"token_ttl"`
@@ -84,7 +84,7 @@ func (c *OAuthConfig) Validate() error {
 	case !strings.HasPrefix(c.Issuer, "https://") && !strings.HasPrefix(c.Issuer, "http://"), strings.HasSuffix(c.Issuer, "/"):
 		return fmt.Errorf("oauth.issuer %q must be an http(s) URL without a trailing slash", c.Issuer)
 	case c.SigningKeyFile == "":
-		return errors.New("oauth.signing_key_file is required")
+		return errors.New("oauth.signing_key_file is required when oauth.enabled: name where Stint keeps the private key that signs access tokens (created 0600 if missing), such as /var/lib/stint/oauth-signing.key")
 	case c.TokenTTL <= 0 || c.TokenTTL > identity.MaxTokenTTL:
 		return fmt.Errorf("oauth.token_ttl must be positive and at most %s", identity.MaxTokenTTL)
 	}
@@ -102,7 +102,8 @@ func (c *OAuthConfig) Validate() error {
 // IdentityConfig configures agent certificates.
 type IdentityConfig struct {
 	// CADir holds the enrolment CA that stint ca init creates (ca.pem and
-	// ca.key, mode 0600). If it holds no CA, enrolment is off.
+	// ca.key, mode 0600). Empty (the default) or without a CA, enrolment is
+	// off.
 	CADir string `yaml:"ca_dir"`
 	// TrustDomain names Stint-issued certificates:
 	// spiffe://<trust_domain>/agent/<name>.
@@ -166,12 +167,16 @@ func (c *LimitsConfig) Validate() error {
 	return nil
 }
 
+// defaultIdentityConfig names no CA directory: a default relative path
+// would put the CA's private key in whatever directory Stint runs from,
+// such as a source checkout.
 func defaultIdentityConfig() IdentityConfig {
-	return IdentityConfig{CADir: "stint-ca", TrustDomain: identity.DefaultTrustDomain, CertTTL: 24 * time.Hour, CertMaxTTL: 7 * 24 * time.Hour}
+	return IdentityConfig{TrustDomain: identity.DefaultTrustDomain, CertTTL: 24 * time.Hour, CertMaxTTL: 7 * 24 * time.Hour}
 }
 
+// defaultOAuthConfig names no signing key file, for the same reason.
 func defaultOAuthConfig() OAuthConfig {
-	return OAuthConfig{SigningKeyFile: "stint-oauth.key", TokenTTL: 10 * time.Minute}
+	return OAuthConfig{TokenTTL: 10 * time.Minute}
 }
 
 func defaultTLSConfig() TLSConfig { return TLSConfig{ClientCerts: web.ClientCertsOptional} }

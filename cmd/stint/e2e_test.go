@@ -248,12 +248,14 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("ExpiresWhenWindowCloses", func(t *testing.T) {
 		s := startStint(t, dv, e2eConfig(t, dv, filepath.Join(t.TempDir(), "stint.db")), nil)
 		_, key := s.newAgent(t, "etl")
-		id, cred := s.lease(t, key, "db-readonly", "3s")
-		if d := cred["lease_duration"].(float64); d > 3 {
-			t.Fatalf("Vault lease of %vs outlives the 3s window", d)
+		// The shortest window a role grants (broker.DefaultMinTTL): the
+		// credential and its VALID UNTIL still end inside it.
+		id, cred := s.lease(t, key, "db-readonly", "15s")
+		if d := cred["lease_duration"].(float64); d > 10 {
+			t.Fatalf("Vault lease of %vs leaves VALID UNTIL (5 s later) outside the 15s window", d)
 		}
 		mustLogIn(t, cred).Close(context.Background())
-		s.waitState(t, id, broker.LeaseExpired, 15*time.Second)
+		s.waitState(t, id, broker.LeaseExpired, 30*time.Second)
 		mustNotLogIn(t, cred)
 	})
 

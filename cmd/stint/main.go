@@ -85,6 +85,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAgentsCommand(),
 		newCACommand(),
 		newLeasesCommand(),
+		newTokenCommand(),
 		newReconcileCommand(),
 		newApprovalsCommand(),
 		newConfigCommand(),
