@@ -40,8 +40,8 @@ type ReviewsStore interface {
 // reviews.enforce_schedule) suspends the agent of an access review still
 // open at its deadline (no new leases; live leases revoked) and disables it
 // Grace later; an overdue break-glass post-review is escalated to security
-// once. Closing a review late does not re-activate the agent: an admin
-// does, on purpose.
+// once. Closing a review late does not re-activate a suspended agent: an
+// admin does, on purpose (a disabled agent stays disabled: that is final).
 type Reviews struct {
 	Store   ReviewsStore
 	Control AgentControl

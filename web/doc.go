@@ -43,8 +43,8 @@
 //	GET    /v1/agents/:id               admin: one agent
 //	POST   /v1/agents/:id/rotate-key    admin: revoke the agent's keys and issue one
 //	POST   /v1/agents/:id/suspend       admin: suspend, revoking its live leases
-//	POST   /v1/agents/:id/disable       admin: disable, revoking its live leases
-//	POST   /v1/agents/:id/activate      admin: re-activate
+//	POST   /v1/agents/:id/disable       admin: disable for good, revoking its live leases
+//	POST   /v1/agents/:id/activate      admin: re-activate a suspended agent (409 if disabled)
 //	POST   /v1/agents/:id/revoke-all    admin: revoke every live lease of the agent, with a reason
 //
 // Agent authentication (auth.go, tls.go): with Server.Auth set, a request

@@ -190,7 +190,7 @@ func (s *Service) RotateKey(ctx context.Context, agentID string, ttl time.Durati
 		return "", nil, err
 	}
 	if a.State == broker.AgentDisabled {
-		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s is disabled; activate it first.", a.Name)
+		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s is disabled for good; register a new agent instead.", a.Name)
 	}
 	if ttl, err = s.keyTTL(ttl); err != nil {
 		return "", nil, err
@@ -221,13 +221,14 @@ func (s *Service) SetAgentState(ctx context.Context, agentID string, state broke
 		// A disabled agent's OAuth credentials are dropped for good.
 		upd.ClientSecretHash, upd.PublicJWKS = new(string), new(string)
 	}
+	// The store refuses, in the same transaction, to move a disabled agent
+	// to any other state: disabling is final.
 	a, err := s.Store.UpdateAgent(ctx, agentID, upd)
 	if err != nil {
 		return nil, err
 	}
 	if state == broker.AgentDisabled {
-		// A disabled agent's keys and certificates never work again, even if
-		// it is re-activated.
+		// A disabled agent's keys and certificates never work again.
 		if _, err := s.Store.RevokeAPIKeys(ctx, a.ID, now); err != nil {
 			return nil, fmt.Errorf("revoke keys: %w", err)
 		}

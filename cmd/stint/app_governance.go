@@ -120,7 +120,11 @@ func (a agentControl) DisableAgent(ctx context.Context, agentID, reason string) 
 func (a agentControl) setState(ctx context.Context, agentID string, state broker.AgentState, reason string) error {
 	gctx := governanceContext(ctx)
 	if _, err := a.agents.SetAgentState(gctx, agentID, state); err != nil {
-		return fmt.Errorf("set agent state %s: %w", state, err)
+		// A disabled agent is contained already, and for good: suspending it
+		// (an overdue review, a risk containment) leaves it disabled.
+		if ag, ferr := a.agents.FindAgent(gctx, agentID); state != broker.AgentSuspended || ferr != nil || ag.State != broker.AgentDisabled {
+			return fmt.Errorf("set agent state %s: %w", state, err)
+		}
 	}
 	if _, err := a.leases.RevokeAgentLeases(gctx, agentID, reason); err != nil {
 		return fmt.Errorf("revoke live leases: %w", err)
