@@ -33,6 +33,11 @@ type Main struct {
 	// operator commands that mostly touch the store; calls that need Vault
 	// then fail naming the variable to set.
 	VaultOptional bool
+	// SlackOptional lets Open proceed without Slack when slack.enabled but
+	// its tokens are not in the environment, for operator commands: they
+	// record to the store, and the server's outbox tells Slack. Approvers
+	// use `stint approvals` exactly when Slack is not at hand.
+	SlackOptional bool
 
 	DB     *sqlite.DB
 	Issuer leases.Issuer
