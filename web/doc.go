@@ -33,7 +33,7 @@
 //	                                    after half the window, within the role's max_extensions and max_total_ttl)
 //	GET    /v1/reviews                  owner (approver token) or admin: access and break-glass reviews: ?state=&kind=&agent=&limit=&offset=
 //	GET    /v1/reviews/:id              one review with its items and evidence
-//	POST   /v1/reviews/:id/attest       owner or admin: {"role","verdict":"keep"|"remove","note"}; the last verdict closes it
+//	POST   /v1/reviews/:id/attest       owner or admin: {"role","verdict":"keep"|"remove","note"}; every attestation is kept; the last role's closes it
 //	POST   /v1/reviews/:id/close        owner or admin: {"note"}: close a break-glass post-review
 //	POST   /v1/reviews/run              admin: open access reviews now (also on reviews.schedule)
 //	POST   /slack/interactions          Slack's signed button clicks (no bearer; v0 signature, 5 min)
