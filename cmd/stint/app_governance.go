@@ -41,9 +41,7 @@ func (m *Main) openGovernance() error {
 		m.Leases.Risk = r
 	}
 
-	gc := m.Config.Governance
-	m.Leases.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
-	m.Leases.SetConflicts(approvals.AllConflicts(m.Config.SoD.Conflicts, m.Config.SoD.DynamicConflicts))
+	setDecisionRules(m.Leases, m.Config)
 	issuer := m.Issuer
 	if ii, ok := issuer.(*instrumentedIssuer); ok {
 		issuer = ii.next
@@ -60,6 +58,15 @@ func (m *Main) openGovernance() error {
 	m.Leases.Grants = rv
 	m.HTTP.Reviews = rv
 	return nil
+}
+
+// setDecisionRules gives svc the governance rules that decide requests
+// on top of policy: the privileged safeguards and separation of duty. The
+// server and `stint policy explain` both decide with them.
+func setDecisionRules(svc *leases.Service, cfg Config) {
+	gc := cfg.Governance
+	svc.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
+	svc.SetConflicts(approvals.AllConflicts(cfg.SoD.Conflicts, cfg.SoD.DynamicConflicts))
 }
 
 // scheduleGovernance adds the review runs, the review deadline check and
