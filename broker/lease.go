@@ -90,9 +90,10 @@ type Lease struct {
 	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 	// SourceIP is the address the request came from.
 	SourceIP string `json:"source_ip,omitempty"`
-	// RiskScore is the live risk score (0–100) when the request was decided.
-	RiskScore int `json:"risk_score"`
-	// RiskFactors are the parts of RiskScore (governance).
+	// RiskScore is the live risk score (0–100) at the lease's latest
+	// decision: its request, or its latest extension. RiskFactors are its
+	// parts (governance); the two always come from the same assessment.
+	RiskScore   int          `json:"risk_score"`
 	RiskFactors []RiskFactor `json:"risk_factors,omitempty"`
 	// PolicyDecision is the policy's full answer: outcome, approvals needed,
 	// approver group, policy ids and reasons.
@@ -177,10 +178,12 @@ type LeaseUpdate struct {
 	NextRevokeAt   *time.Time
 	RevokeError    *string
 	PolicyDecision *Decision
-	RiskScore      *int
-	DecideBy       *time.Time
-	ActivateBy     *time.Time
-	Extensions     *int
+	// Risk replaces the lease's risk score and factors together, so that
+	// the score is always the sum of the factors shown beside it.
+	Risk       *RiskAssessment
+	DecideBy   *time.Time
+	ActivateBy *time.Time
+	Extensions *int
 
 	// Actor and Reason are recorded on the event.
 	Actor  string

@@ -138,7 +138,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 	reason := fmt.Sprintf("window extended by %s to %s (extension %d of %d): %s; risk %s",
 		add, newEnd.UTC().Format(time.RFC3339), n, role.MaxExtensions, decisionText(d), risk.Summary())
 	ext, err := s.guardedExtend(ctx, l.ID, end, broker.LeaseUpdate{
-		From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &newEnd, Extensions: &n, RiskScore: &risk.Score,
+		From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &newEnd, Extensions: &n, Risk: &risk,
 		Actor: actor.String(), Reason: reason,
 	})
 	if err != nil {

@@ -63,8 +63,9 @@ type leaseResponse struct {
 	// PolicyDecision is what policy decided: outcome, approvals needed and
 	// from which group, policy ids and reasons.
 	PolicyDecision *broker.Decision `json:"policy_decision,omitempty"`
-	// RiskScore is the live risk score (0-100) when the request was
-	// decided, and RiskFactors its parts.
+	// RiskScore is the live risk score (0-100) at the lease's latest
+	// decision (its request or its latest extension), and RiskFactors its
+	// parts.
 	RiskScore   int                 `json:"risk_score"`
 	RiskFactors []broker.RiskFactor `json:"risk_factors,omitempty"`
 	// Breakglass marks an emergency grant; Extensions counts window

@@ -630,9 +630,14 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 		}
 		col("policy_decision", decision)
 	}
-	if v := upd.RiskScore; v != nil {
-		l.RiskScore = *v
+	if v := upd.Risk; v != nil {
+		l.RiskScore, l.RiskFactors = v.Score, v.Factors
+		factors, err := marshalRiskFactors(l.RiskFactors) // governance.go
+		if err != nil {
+			return nil, err
+		}
 		col("risk_score", l.RiskScore)
+		col("risk_factors", factors)
 	}
 	if v := upd.DecideBy; v != nil {
 		l.DecideBy = normTimePtr(v)

@@ -319,7 +319,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 			NextRevokeAt:   ptr(at(11 * time.Minute)),
 			RevokeError:    ptr("vault: 503"),
 			PolicyDecision: &broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{"p9"}, Reasons: []string{"risk"}},
-			RiskScore:      ptr(91),
+			Risk:           &broker.RiskAssessment{Score: 91, Factors: []broker.RiskFactor{{Name: broker.RiskBurst, Points: 50, Detail: "20 requests"}, {Name: broker.RiskDenials, Points: 30, Detail: "3 denials"}, {Name: broker.RiskTTL, Points: 11, Detail: "long"}}},
 			DecideBy:       ptr(at(30 * time.Minute)),
 			ActivateBy:     ptr(at(40 * time.Minute)),
 			Extensions:     ptr(2),
@@ -334,7 +334,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 		want.State, want.EndState, want.Decision, want.VaultLeaseID = *upd.State, *upd.EndState, *upd.Decision, *upd.VaultLeaseID
 		want.ActivatedAt, want.ExpiresAt, want.EndedAt = upd.ActivatedAt, upd.ExpiresAt, upd.EndedAt
 		want.RevokeAttempts, want.NextRevokeAt, want.RevokeError = *upd.RevokeAttempts, upd.NextRevokeAt, *upd.RevokeError
-		want.PolicyDecision, want.RiskScore, want.DecideBy, want.ActivateBy = upd.PolicyDecision, *upd.RiskScore, upd.DecideBy, upd.ActivateBy
+		want.PolicyDecision, want.RiskScore, want.RiskFactors, want.DecideBy, want.ActivateBy = upd.PolicyDecision, upd.Risk.Score, upd.Risk.Factors, upd.DecideBy, upd.ActivateBy
 		want.Extensions = *upd.Extensions
 		want.UpdatedAt = got.UpdatedAt
 		wantLease(t, got, &want)

@@ -213,7 +213,7 @@ func fmtLease(l *broker.Lease) string {
 		"auth_method=" + l.AuthMethod,
 		"on_behalf_of=" + l.OnBehalfOf,
 		"source_ip=" + l.SourceIP,
-		fmt.Sprintf("risk_score=%d", l.RiskScore),
+		fmt.Sprintf("risk_score=%d risk_factors=%+v", l.RiskScore, l.RiskFactors),
 		fmt.Sprintf("policy_decision=%+v", l.PolicyDecision),
 		"decide_by=" + fmtTime(l.DecideBy),
 		"activate_by=" + fmtTime(l.ActivateBy),
