@@ -77,6 +77,11 @@ type Lease struct {
 	// VaultLeaseID identifies the minted credential in Vault: a lease id, or
 	// "accessor:<accessor>" for a Vault token. It is not a secret.
 	VaultLeaseID string `json:"vault_lease_id,omitempty"`
+	// Username is the login name of the minted credential (a database
+	// role's user), recorded at activation so that the target's own logs
+	// lead back to the lease; empty for credentials without one. It is not
+	// a secret.
+	Username string `json:"username,omitempty"`
 
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
@@ -171,6 +176,7 @@ type LeaseUpdate struct {
 	EndState       *LeaseState
 	Decision       *string
 	VaultLeaseID   *string
+	Username       *string
 	ActivatedAt    *time.Time
 	ExpiresAt      *time.Time
 	EndedAt        *time.Time
@@ -213,6 +219,12 @@ type LeaseStore interface {
 	UpdateLease(ctx context.Context, id string, upd LeaseUpdate) (*Lease, error)
 	// FindLeaseEvents returns the lease's events, oldest first.
 	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)
+	// FindLeaseEndings returns, for each lease among leaseIDs that has
+	// begun to end, the event that began its end: its first move into
+	// revoking or an end state (the actor is who ended it), or its creation
+	// when it was created ended (a denial; From is then empty). Leases
+	// that have not begun to end are absent.
+	FindLeaseEndings(ctx context.Context, leaseIDs []string) (map[string]*LeaseEvent, error)
 
 	// NextLeaseDeadline returns the earliest instant at which an active lease
 	// expires, a revoking lease is due another attempt, a pending lease times

@@ -305,6 +305,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		From:         []broker.LeaseState{broker.LeaseIssuing},
 		State:        ptr(broker.LeaseActive),
 		VaultLeaseID: &grant.VaultLeaseID,
+		Username:     &grant.Username,
 		ActivatedAt:  &activated,
 		ExpiresAt:    &expires,
 		Actor:        actor.String(),

@@ -73,6 +73,10 @@ type leaseResponse struct {
 	Breakglass bool `json:"breakglass,omitempty"`
 	Extensions int  `json:"extensions,omitempty"`
 
+	// Username is the minted credential's login name (a database user),
+	// recorded at activation; not a secret.
+	Username string `json:"username,omitempty"`
+
 	VaultPath      string `json:"vault_path,omitempty"`
 	VaultLeaseID   string `json:"vault_lease_id,omitempty"`
 	RevokeAttempts int    `json:"revoke_attempts,omitempty"`
@@ -107,6 +111,7 @@ func newLeaseResponse(l *broker.Lease, actor broker.Actor, now time.Time) leaseR
 		RiskFactors:    l.RiskFactors,
 		Breakglass:     l.Breakglass,
 		Extensions:     l.Extensions,
+		Username:       l.Username,
 	}
 	if l.State == broker.LeaseActive && l.ExpiresAt != nil {
 		left := max(int64(l.ExpiresAt.Sub(now)/time.Second), 0)

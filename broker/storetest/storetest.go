@@ -202,6 +202,7 @@ func fmtLease(l *broker.Lease) string {
 		"decision=" + l.Decision,
 		"vault_path=" + l.VaultPath,
 		"vault_lease_id=" + l.VaultLeaseID,
+		"username=" + l.Username,
 		"created_at=" + fmtTime(&l.CreatedAt),
 		"updated_at=" + fmtTime(&l.UpdatedAt),
 		"activated_at=" + fmtTime(l.ActivatedAt),
