@@ -93,7 +93,8 @@ func (s *Service) DeliverNotices(ctx context.Context) error {
 }
 
 // deliver posts or updates the approvers' message for n's lease as it is
-// now, then tells the owner about a state change.
+// now, then tells the owner about a state change. A notice whose state the
+// lease has left is skipped: a later notice shows the lease as it is.
 func (s *Service) deliver(ctx context.Context, n *broker.Notice) error {
 	if s.Notifier == nil {
 		return nil // nothing to tell; approvers use the CLI or the API
@@ -101,6 +102,16 @@ func (s *Service) deliver(ctx context.Context, n *broker.Notice) error {
 	r, err := s.request(ctx, n)
 	if err != nil {
 		return err
+	}
+	if r.Lease.State != n.To {
+		// The lease has moved on since n (activation goes approved →
+		// issuing → active, a release active → revoking → released, often
+		// before the outbox runs). Every move has its own notice, so the
+		// one that reaches the lease's current state announces it; showing
+		// it now as well would only repeat the same message and the same
+		// owner DM.
+		s.Logger.Debug("approval notice superseded", "lease_id", n.LeaseID, "notice", n.ID, "to", n.To, "state", r.Lease.State)
+		return nil
 	}
 	m, err := s.Store.FindApprovalMessage(ctx, n.LeaseID)
 	switch broker.ErrorCode(err) {

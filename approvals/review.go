@@ -40,8 +40,8 @@ type ReviewsStore interface {
 // reviews.enforce_schedule) suspends the agent of an access review still
 // open at its deadline (no new leases; live leases revoked) and disables it
 // Grace later; an overdue break-glass post-review is escalated to security
-// once. Closing a review late does not re-activate the agent: an admin
-// does, on purpose.
+// once. Closing a review late does not re-activate a suspended agent: an
+// admin does, on purpose (a disabled agent stays disabled: that is final).
 type Reviews struct {
 	Store   ReviewsStore
 	Control AgentControl
@@ -411,12 +411,20 @@ func (rv *Reviews) FindReview(ctx context.Context, id string) (*broker.Review, e
 	if err != nil {
 		return nil, err
 	}
+	return rv.reviewOf(ctx, actor, id, "see")
+}
+
+// reviewOf returns the review with id if it is actor's to act on (verb:
+// "see", "attest", "close"): an admin's, or the agent owner's. Review ids
+// are random, so saying whose a review is reveals nothing a caller could
+// not learn otherwise, and tells a mistaken attester what went wrong.
+func (rv *Reviews) reviewOf(ctx context.Context, actor broker.Actor, id, verb string) (*broker.Review, error) {
 	r, err := rv.Store.FindReviewByID(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if !actor.IsAdmin() && !strings.EqualFold(r.Owner, actor.Name) {
-		return nil, broker.Errorf(broker.ENOTFOUND, "Review not found.")
+		return nil, broker.Errorf(broker.EFORBIDDEN, "Review %s is not yours to %s: only the owner of agent %s and admins may.", r.ID, verb, r.Agent)
 	}
 	return r, nil
 }
@@ -424,9 +432,11 @@ func (rv *Reviews) FindReview(ctx context.Context, id string) (*broker.Review, e
 // maxReviewNoteLen caps an attestation note.
 const maxReviewNoteLen = 1000
 
-// Attest implements broker.ReviewService. A remove verdict records a
-// RoleExclusion and revokes the agent's live leases on the role before the
-// verdict is recorded.
+// Attest implements broker.ReviewService. Every attestation is kept: an
+// admin's beside the owner's. A remove verdict records a RoleExclusion and
+// revokes the agent's live leases on the role before it is recorded, and is
+// final: a later keep is refused. Repeating the same attestation changes
+// nothing.
 func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.ReviewVerdict, note string) (*broker.Review, error) {
 	switch {
 	case verdict != broker.VerdictKeep && verdict != broker.VerdictRemove:
@@ -438,20 +448,29 @@ func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.R
 	if err != nil {
 		return nil, err
 	}
-	r, err := rv.FindReview(ctx, id)
+	r, err := rv.reviewOf(ctx, actor, id, "attest")
 	if err != nil {
 		return nil, err
 	}
+	item := r.Item(role)
 	switch {
 	case r.Kind != broker.ReviewAccess:
 		return nil, broker.Errorf(broker.ECONFLICT, "Review %s is a %s review; close it with a note.", r.ID, r.Kind)
 	case r.State != broker.ReviewOpen:
 		return nil, broker.Errorf(broker.ECONFLICT, "Review %s is closed.", r.ID)
-	case r.Item(role) == nil:
+	case item == nil:
 		return nil, broker.FieldErrorf("role", "Review %s has no item for role %q.", r.ID, role)
+	case item.Verdict == broker.VerdictRemove && verdict == broker.VerdictKeep:
+		return nil, broker.Errorf(broker.ECONFLICT, "Role %s was removed from agent %s by %s; a removal is final.", role, r.Agent, item.AttestedBy)
 	}
 	now := rv.Now().UTC()
 	by := actor.String()
+	note = strings.TrimSpace(note)
+	for _, a := range item.Attestations {
+		if a.By == by && a.Verdict == verdict && a.Note == note {
+			return r, nil // the same attestation again (a double submit)
+		}
+	}
 	if verdict == broker.VerdictRemove {
 		if err := rv.Store.ExcludeRole(ctx, &broker.RoleExclusion{AgentID: r.AgentID, Role: role, ReviewID: r.ID, By: by, At: now}); err != nil {
 			return nil, fmt.Errorf("record role removal: %w", err)
@@ -463,7 +482,7 @@ func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.R
 		}
 	}
 	r, err = rv.Store.UpdateReview(ctx, r.ID, broker.ReviewUpdate{Item: &broker.ReviewItem{
-		Role: role, Verdict: verdict, AttestedBy: by, AttestedAt: &now, Note: strings.TrimSpace(note),
+		Role: role, Verdict: verdict, AttestedBy: by, AttestedAt: &now, Note: note,
 	}})
 	if err != nil {
 		return nil, err
@@ -491,7 +510,7 @@ func (rv *Reviews) CloseBreakglass(ctx context.Context, id, note string) (*broke
 	if err != nil {
 		return nil, err
 	}
-	r, err := rv.FindReview(ctx, id)
+	r, err := rv.reviewOf(ctx, actor, id, "close")
 	if err != nil {
 		return nil, err
 	}

@@ -75,8 +75,12 @@ func TestReviewJob(t *testing.T) {
 
 	// The owner attests busy's review: keep one role, remove the other.
 	owner := approverCtx(busy.Owner)
-	if _, err := rv.Attest(approverCtx("someone@example.com"), b.ID, "db-readonly", broker.VerdictKeep, ""); broker.ErrorCode(err) != broker.ENOTFOUND {
-		t.Fatalf("a stranger attests: %v", err)
+	if _, err := rv.Attest(approverCtx("someone@example.com"), b.ID, "db-readonly", broker.VerdictKeep, ""); broker.ErrorCode(err) != broker.EFORBIDDEN ||
+		!strings.Contains(broker.ErrorMessage(err), "not yours to attest") {
+		t.Fatalf("a stranger attests: %v; want EFORBIDDEN, not yours to attest", err)
+	}
+	if _, err := rv.Attest(approverCtx("someone@example.com"), "0190a0a0-0000-7000-8000-00000000dead", "db-readonly", broker.VerdictKeep, ""); broker.ErrorCode(err) != broker.ENOTFOUND {
+		t.Fatalf("attesting a review that does not exist: %v; want ENOTFOUND", err)
 	}
 	agentCtx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: "busy", AgentID: busy.ID})
 	if _, err := rv.Attest(agentCtx, b.ID, "db-readonly", broker.VerdictKeep, ""); broker.ErrorCode(err) != broker.EFORBIDDEN {
@@ -238,4 +242,106 @@ func TestCheckConflictSets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAttestationsKeepEveryAttester: the owner's and an admin's
+// attestations of the same role are both kept; the item shows the one that
+// set its verdict; a removal cannot be undone by a later keep.
+func TestAttestationsKeepEveryAttester(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	a := createAgent(t, db, "busy", now.Add(-24*time.Hour))
+	ctrl := &fakeControl{}
+	// A third role keeps the review open while two are attested.
+	roles := append(slices.Clone(reviewRoles), &broker.Role{Name: "logs-ro", Sensitivity: broker.SensitivityLow, Eligible: map[string]string{"team": "*"}})
+	rv := approvals.NewReviews(db, roles, nil)
+	rv.Now = func() time.Time { return now }
+	rv.Control, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	opened, err := rv.Campaign(context.Background())
+	if err != nil || len(opened) != 1 || len(opened[0].Items) != 3 {
+		t.Fatalf("Campaign = %+v, %v; want one review with three roles", opened, err)
+	}
+	id, owner := opened[0].ID, approverCtx(a.Owner)
+
+	if _, err := rv.Attest(owner, id, "db-readonly", broker.VerdictKeep, "nightly ETL"); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	if _, err := rv.Attest(adminCtx(), id, "db-readonly", broker.VerdictKeep, "confirmed with the data team"); err != nil {
+		t.Fatal(err)
+	}
+	// The owner submits again: nothing new.
+	if _, err := rv.Attest(owner, id, "db-readonly", broker.VerdictKeep, "nightly ETL"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := rv.FindReview(adminCtx(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := r.Item("db-readonly")
+	if it.Verdict != broker.VerdictKeep || it.AttestedBy != "approver:"+a.Owner || it.Note != "nightly ETL" {
+		t.Errorf("item = %s by %s (%q); want the owner's keep, which set the verdict", it.Verdict, it.AttestedBy, it.Note)
+	}
+	if len(it.Attestations) != 2 || it.Attestations[0].By != "approver:"+a.Owner || it.Attestations[1].By != "admin:sec" ||
+		it.Attestations[1].Note != "confirmed with the data team" || !it.Attestations[1].At.Equal(now) {
+		t.Fatalf("attestations = %+v; want the owner's then the admin's", attestations(it))
+	}
+
+	// An admin removes a role the owner kept: both are kept, the item is
+	// removed, and the removal is final.
+	if _, err := rv.Attest(owner, id, "txn-approve", broker.VerdictKeep, ""); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = rv.Attest(adminCtx(), id, "txn-approve", broker.VerdictRemove, "never used"); err != nil {
+		t.Fatal(err)
+	}
+	it = r.Item("txn-approve")
+	if it.Verdict != broker.VerdictRemove || it.AttestedBy != "admin:sec" || len(it.Attestations) != 2 || it.Attestations[0].Verdict != broker.VerdictKeep {
+		t.Fatalf("item after the admin's removal = %+v, attestations %v", it, attestations(it))
+	}
+	if !slices.Equal(ctrl.revoked, []string{a.ID + "/txn-approve"}) {
+		t.Fatalf("revoked %v, want the removed role's leases", ctrl.revoked)
+	}
+	if r, err = rv.Attest(owner, id, "logs-ro", broker.VerdictKeep, ""); err != nil || r.State != broker.ReviewClosed {
+		t.Fatalf("last role attested: %v, state %s; want closed", err, r.State)
+	}
+	stored, err := db.FindReviewByID(context.Background(), id)
+	if err != nil || len(stored.Item("txn-approve").Attestations) != 2 || len(stored.Item("db-readonly").Attestations) != 2 {
+		t.Fatalf("stored review = %+v, %v", stored, err)
+	}
+}
+
+// TestAttestKeepAfterRemove: a keep after a removal is refused while the
+// review is open.
+func TestAttestKeepAfterRemove(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
+	a := createAgent(t, db, "busy", now.Add(-24*time.Hour))
+	rv := approvals.NewReviews(db, reviewRoles, nil)
+	rv.Now = func() time.Time { return now }
+	rv.Control, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	opened, err := rv.Campaign(context.Background())
+	if err != nil || len(opened) != 1 {
+		t.Fatalf("Campaign = %+v, %v", opened, err)
+	}
+	id := opened[0].ID
+	if _, err := rv.Attest(approverCtx(a.Owner), id, "txn-approve", broker.VerdictRemove, "never used"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = rv.Attest(adminCtx(), id, "txn-approve", broker.VerdictKeep, "")
+	if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "a removal is final") {
+		t.Fatalf("keep after remove = %v; want ECONFLICT, a removal is final", err)
+	}
+	r, _ := rv.FindReview(adminCtx(), id)
+	if it := r.Item("txn-approve"); it.Verdict != broker.VerdictRemove || len(it.Attestations) != 1 {
+		t.Fatalf("item = %+v; want the owner's removal alone", it)
+	}
+}
+
+func attestations(it *broker.ReviewItem) []string {
+	var out []string
+	for _, a := range it.Attestations {
+		out = append(out, string(a.Verdict)+" by "+a.By+": "+a.Note)
+	}
+	return out
 }

@@ -325,11 +325,18 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 	}
 
 	a := assessment(factors)
-	if r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && a.Score >= r.RevokeThreshold {
+	if r.Crosses(a.Score) {
 		a.Contained = true
 		r.contain(ctx, req.Agent, a, fmt.Sprintf("request for role %s", req.Role.Name))
 	}
 	return a, nil
+}
+
+// Crosses reports whether score reaches RevokeThreshold, which contains the
+// agent and denies its request. A threshold of zero or over 100 never
+// does.
+func (r *Risk) Crosses(score int) bool {
+	return r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && score >= r.RevokeThreshold
 }
 
 // ambientFactors adds the factors that hold between requests: recent
@@ -390,7 +397,7 @@ func (r *Risk) Monitor(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && a.Score >= r.RevokeThreshold {
+		if r.Crosses(a.Score) {
 			agent, err := r.Store.FindAgentByID(ctx, l.AgentID)
 			if err != nil {
 				return fmt.Errorf("find agent: %w", err)

@@ -11,7 +11,10 @@ import (
 type AgentState string
 
 // Agent states. Only an active agent may authenticate and request leases.
-// Suspending or disabling an agent revokes its live leases.
+// Suspending or disabling an agent revokes its live leases. Suspension is
+// reversible (activate); disabling is final: a disabled agent's keys,
+// certificates and OAuth credentials are gone and it never changes state
+// again (register a new agent instead).
 const (
 	AgentActive    AgentState = "active"
 	AgentSuspended AgentState = "suspended"
@@ -172,7 +175,9 @@ type AgentStore interface {
 	// FindAgents returns agents matching the filter ordered by name, and the
 	// total number of matches ignoring Offset and Limit.
 	FindAgents(ctx context.Context, filter AgentFilter) ([]*Agent, int, error)
-	// UpdateAgent applies upd. Returns ENOTFOUND if no agent has the id.
+	// UpdateAgent applies upd. Returns ENOTFOUND if no agent has the id, and
+	// ECONFLICT if upd moves a disabled agent to another state: disabling is
+	// final.
 	UpdateAgent(ctx context.Context, id string, upd AgentUpdate) (*Agent, error)
 
 	// CreateAPIKey inserts a key. Returns ECONFLICT if the hash exists.

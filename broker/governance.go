@@ -319,11 +319,26 @@ type ReviewItem struct {
 	LastLeaseAt *time.Time `json:"last_lease_at,omitempty"`
 	LeaseCount  int        `json:"lease_count"`
 	// NeverUsed is true if the agent never held a lease on the role.
-	NeverUsed  bool          `json:"never_used"`
+	NeverUsed bool `json:"never_used"`
+	// Verdict, AttestedBy, AttestedAt and Note are the attestation that set
+	// the item's current verdict: the first with that verdict. A remove
+	// verdict is final.
 	Verdict    ReviewVerdict `json:"verdict,omitempty"`
 	AttestedBy string        `json:"attested_by,omitempty"`
 	AttestedAt *time.Time    `json:"attested_at,omitempty"`
 	Note       string        `json:"note,omitempty"`
+	// Attestations are every attestation of the item, oldest first: the
+	// owner's and an admin's are both kept, neither erases the other.
+	Attestations []*ReviewAttestation `json:"attestations,omitempty"`
+}
+
+// ReviewAttestation is one attester's verdict on one item of an access
+// review.
+type ReviewAttestation struct {
+	Verdict ReviewVerdict `json:"verdict"`
+	By      string        `json:"by"`
+	At      time.Time     `json:"at"`
+	Note    string        `json:"note,omitempty"`
 }
 
 // ReviewFilter selects reviews. Nil fields do not filter.
@@ -350,7 +365,10 @@ type ReviewUpdate struct {
 	SuspendedAt *time.Time
 	DisabledAt  *time.Time
 	EscalatedAt *time.Time
-	// Item, if set, replaces the verdict fields of the item with its role.
+	// Item, if set, records an attestation of the item with its role
+	// (Verdict, AttestedBy, AttestedAt, Note): it is appended to the item's
+	// attestations, and becomes the item's verdict fields when it changes
+	// the verdict (or is the first).
 	Item *ReviewItem
 }
 
@@ -391,13 +409,18 @@ type ReviewService interface {
 	// FindReviews returns the reviews the caller may see, newest first.
 	// Returns EFORBIDDEN for agents.
 	FindReviews(ctx context.Context, filter ReviewFilter) ([]*Review, int, error)
-	// FindReview returns ENOTFOUND if the review does not exist or the
-	// caller may not see it.
+	// FindReview returns ENOTFOUND if the review does not exist, and
+	// EFORBIDDEN if it is not the caller's (an approver who does not own
+	// the agent).
 	FindReview(ctx context.Context, id string) (*Review, error)
 	// Attest records the caller's verdict for one role of an open access
-	// review; the last verdict closes it. Returns ENOTFOUND as FindReview,
-	// EINVALID for an unknown verdict or a role the review lacks, ECONFLICT
-	// if the review is closed or is not an access review.
+	// review, next to earlier attestations (an admin's does not erase the
+	// owner's); once every role has a verdict the review closes. Returns
+	// ENOTFOUND if the review does not exist, EFORBIDDEN if it is not the
+	// caller's to attest, EINVALID for an unknown verdict or a role the
+	// review lacks, ECONFLICT if the review is closed or is not an access
+	// review, or if the verdict is keep for a role already removed (a
+	// removal is final).
 	Attest(ctx context.Context, id, role string, verdict ReviewVerdict, note string) (*Review, error)
 	// CloseBreakglass closes a break-glass post-review with the owner's
 	// note, which is required. Errors as Attest.

@@ -77,6 +77,11 @@ type Lease struct {
 	// VaultLeaseID identifies the minted credential in Vault: a lease id, or
 	// "accessor:<accessor>" for a Vault token. It is not a secret.
 	VaultLeaseID string `json:"vault_lease_id,omitempty"`
+	// Username is the login name of the minted credential (a database
+	// role's user), recorded at activation so that the target's own logs
+	// lead back to the lease; empty for credentials without one. It is not
+	// a secret.
+	Username string `json:"username,omitempty"`
 
 	CreatedAt   time.Time  `json:"created_at"`
 	UpdatedAt   time.Time  `json:"updated_at"`
@@ -90,9 +95,10 @@ type Lease struct {
 	OnBehalfOf string `json:"on_behalf_of,omitempty"`
 	// SourceIP is the address the request came from.
 	SourceIP string `json:"source_ip,omitempty"`
-	// RiskScore is the live risk score (0–100) when the request was decided.
-	RiskScore int `json:"risk_score"`
-	// RiskFactors are the parts of RiskScore (governance).
+	// RiskScore is the live risk score (0–100) at the lease's latest
+	// decision: its request, or its latest extension. RiskFactors are its
+	// parts (governance); the two always come from the same assessment.
+	RiskScore   int          `json:"risk_score"`
 	RiskFactors []RiskFactor `json:"risk_factors,omitempty"`
 	// PolicyDecision is the policy's full answer: outcome, approvals needed,
 	// approver group, policy ids and reasons.
@@ -181,6 +187,7 @@ type LeaseUpdate struct {
 	EndState       *LeaseState
 	Decision       *string
 	VaultLeaseID   *string
+	Username       *string
 	ActivatedAt    *time.Time
 	ExpiresAt      *time.Time
 	EndedAt        *time.Time
@@ -188,10 +195,12 @@ type LeaseUpdate struct {
 	NextRevokeAt   *time.Time
 	RevokeError    *string
 	PolicyDecision *Decision
-	RiskScore      *int
-	DecideBy       *time.Time
-	ActivateBy     *time.Time
-	Extensions     *int
+	// Risk replaces the lease's risk score and factors together, so that
+	// the score is always the sum of the factors shown beside it.
+	Risk       *RiskAssessment
+	DecideBy   *time.Time
+	ActivateBy *time.Time
+	Extensions *int
 	// TTL changes the recorded window, as an extension does.
 	TTL *Duration
 
@@ -223,6 +232,12 @@ type LeaseStore interface {
 	UpdateLease(ctx context.Context, id string, upd LeaseUpdate) (*Lease, error)
 	// FindLeaseEvents returns the lease's events, oldest first.
 	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)
+	// FindLeaseEndings returns, for each lease among leaseIDs that has
+	// begun to end, the event that began its end: its first move into
+	// revoking or an end state (the actor is who ended it), or its creation
+	// when it was created ended (a denial; From is then empty). Leases
+	// that have not begun to end are absent.
+	FindLeaseEndings(ctx context.Context, leaseIDs []string) (map[string]*LeaseEvent, error)
 
 	// NextLeaseDeadline returns the earliest instant at which an active lease
 	// expires, a revoking lease is due another attempt, a pending lease times

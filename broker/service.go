@@ -126,6 +126,8 @@ type AgentService interface {
 	RotateKey(ctx context.Context, agentID string, ttl time.Duration) (string, *APIKey, error)
 	// SetAgentState suspends, disables or re-activates an agent. Suspending or
 	// disabling revokes its keys' use at once; the caller revokes its leases.
+	// Only a suspended agent can be re-activated: returns ECONFLICT for a
+	// disabled agent (disabling is final), ENOTFOUND or EINVALID.
 	SetAgentState(ctx context.Context, agentID string, state AgentState) (*Agent, error)
 	// FindAgent looks an agent up by id or by name. Returns ENOTFOUND.
 	FindAgent(ctx context.Context, idOrName string) (*Agent, error)

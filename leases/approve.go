@@ -30,6 +30,13 @@ func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.
 			return broker.Decision{}, err
 		}
 	}
+	return s.decideWith(ctx, agent, role, window, req, actor, now, risk, roles)
+}
+
+// decideWith is decide once the agent's live roles are known: policy (or
+// the built-in rule), then the governance rules. RequestLease and
+// DecideRequest both decide here.
+func (s *Service) decideWith(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time, risk broker.RiskAssessment, roles []string) (broker.Decision, error) {
 	if s.Decider == nil {
 		return s.govern(ctx, builtinDecision(agent, role, req.Breakglass), agent, role, req, actor, risk, roles)
 	}
@@ -49,6 +56,43 @@ func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.
 		Breakglass:    req.Breakglass,
 	})
 	return s.govern(ctx, d, agent, role, req, actor, risk, roles)
+}
+
+// requestable checks that agent may ask for a lease at all and resolves
+// req's role and window, as RequestLease does before deciding. Returns
+// EFORBIDDEN if the agent is not active, EINVALID for an unknown role or a
+// window the role does not allow.
+func (s *Service) requestable(agent *broker.Agent, req broker.LeaseRequest) (*broker.Role, time.Duration, error) {
+	if agent.State != broker.AgentActive {
+		return nil, 0, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
+	}
+	role := s.role(req.Role)
+	if role == nil {
+		return nil, 0, broker.FieldErrorf("role", "Role %q does not exist.", req.Role)
+	}
+	window, err := s.requestWindow(role, req) // breakglass.go
+	if err != nil {
+		return nil, 0, err
+	}
+	return role, window, nil
+}
+
+// DecideRequest answers what RequestLease would decide for req by agent,
+// authenticated as actor (its AuthMethod, OnBehalfOf and SourceIP), at now,
+// with the risk assessment given and the agent holding live leases on
+// liveRoles. It runs RequestLease's own code: the agent must be active, the
+// role and window are resolved as for a request, policy (or the built-in
+// rule) decides, and the governance rules apply on top (a contained risk
+// score, a role an access review removed, separation of duty, the
+// privileged safeguards, break-glass). Nothing is recorded, scored or
+// minted. `stint policy explain` shows its answer. Returns the errors
+// RequestLease returns before deciding (EFORBIDDEN, EINVALID).
+func (s *Service) DecideRequest(ctx context.Context, agent *broker.Agent, actor broker.Actor, req broker.LeaseRequest, now time.Time, risk broker.RiskAssessment, liveRoles []string) (broker.Decision, error) {
+	role, window, err := s.requestable(agent, req)
+	if err != nil {
+		return broker.Decision{}, err
+	}
+	return s.decideWith(ctx, agent, role, window, req, actor, now.UTC(), risk, liveRoles)
 }
 
 // askDecider asks the Decider, failing closed: an error or a malformed

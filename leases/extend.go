@@ -141,7 +141,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 	// window it now has.
 	newTTL, oldTTL := broker.Duration(newEnd.Sub(start)), broker.Duration(end.Sub(start))
 	ext, err := s.guardedExtend(ctx, l.ID, end, broker.LeaseUpdate{
-		From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &newEnd, Extensions: &n, RiskScore: &risk.Score,
+		From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &newEnd, Extensions: &n, Risk: &risk,
 		TTL: &newTTL, Actor: actor.String(), Reason: reason,
 	})
 	if err != nil {

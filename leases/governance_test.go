@@ -403,3 +403,55 @@ func TestExtendLeaseDenied(t *testing.T) {
 		t.Fatalf("another agent's extension: %v", err)
 	}
 }
+
+// riskByAction scores requests and extensions with fixed assessments.
+type riskByAction map[broker.Action]broker.RiskAssessment
+
+func (r riskByAction) ScoreRequest(_ context.Context, req broker.DecisionRequest) (broker.RiskAssessment, error) {
+	return r[req.Action], nil
+}
+
+// TestExtendLeaseRiskConsistent: an extension scores risk again, and the
+// lease then shows that score with its own factors, never a score beside
+// another assessment's factors (0 beside a +15).
+func TestExtendLeaseRiskConsistent(t *testing.T) {
+	f := govFixture(t)
+	now := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	f.svc.Now = func() time.Time { return now }
+	f.svc.Renewer = &fakeRenewer{}
+	f.svc.Risk = riskByAction{
+		broker.ActionRequest: {Score: 15, Factors: []broker.RiskFactor{{Name: broker.RiskFirstUse, Points: 15, Detail: "first request for role db-readonly"}}},
+		broker.ActionExtend:  {Score: 10, Factors: []broker.RiskFactor{{Name: broker.RiskBurst, Points: 10, Detail: "5 requests in the last minute"}}},
+	}
+	ctx, _ := f.agentAs(t, "etl", broker.AuthAPIKey)
+	l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "etl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consistent := func(what string, l *broker.Lease, want int) {
+		t.Helper()
+		sum := 0
+		for _, f := range l.RiskFactors {
+			sum += f.Points
+		}
+		if l.RiskScore != want || sum != l.RiskScore {
+			t.Fatalf("%s: risk score %d with factors %+v (sum %d); want %d, the sum of its factors", what, l.RiskScore, l.RiskFactors, sum, want)
+		}
+	}
+	consistent("requested", l, 15)
+
+	now = now.Add(11 * time.Minute)
+	ext, err := f.svc.ExtendLease(ctx, l.ID, "10m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	consistent("extended", ext, 10)
+	stored, err := f.db.FindLeaseByID(context.Background(), l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consistent("stored after the extension", stored, 10)
+	if stored.RiskFactors[0].Name != broker.RiskBurst {
+		t.Fatalf("stored factors %+v, want the extension's", stored.RiskFactors)
+	}
+}

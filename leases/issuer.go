@@ -40,6 +40,9 @@ type Grant struct {
 	LeaseDuration time.Duration
 	Renewable     bool
 	Data          map[string]any
+	// Username is the credential's login name when it has one (a database
+	// role's user): not a secret, recorded on the lease.
+	Username string
 }
 
 // Issued is a credential Vault holds, as seen by the reconciler.

@@ -41,7 +41,8 @@ func (f *fakeIssuer) Issue(_ context.Context, req leases.IssueRequest) (*leases.
 	f.n++
 	id := fmt.Sprintf("%s/%d", req.Role.Vault.Path, f.n)
 	f.live[id] = f.now()
-	return &leases.Grant{VaultLeaseID: id, LeaseDuration: req.Window, Data: map[string]any{"username": "u", "password": "p"}}, nil
+	user := fmt.Sprintf("v-%s-%d", req.Agent, f.n)
+	return &leases.Grant{VaultLeaseID: id, LeaseDuration: req.Window, Data: map[string]any{"username": user, "password": "p"}, Username: user}, nil
 }
 
 func (f *fakeIssuer) Revoke(_ context.Context, id string) error {
@@ -169,6 +170,14 @@ func TestRequestLease(t *testing.T) {
 		}
 		if !f.issuer.isLive(l.VaultLeaseID) {
 			t.Fatal("credential not live in the issuer")
+		}
+		// The minted user is on record (not a secret), as returned and as stored.
+		stored, err := f.db.FindLeaseByID(context.Background(), l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Username == "" || l.Username != cred.Data["username"] || stored.Username != l.Username {
+			t.Fatalf("username: lease %q, stored %q, credential %v; want the minted user recorded", l.Username, stored.Username, cred.Data["username"])
 		}
 		evs, err := f.svc.FindLeaseEvents(ctx, l.ID)
 		if err != nil {

@@ -201,14 +201,7 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 			return nil, nil, fmt.Errorf("find agent: %w", err)
 		}
 	}
-	if agent.State != broker.AgentActive {
-		return nil, nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
-	}
-	role := s.role(req.Role)
-	if role == nil {
-		return nil, nil, broker.FieldErrorf("role", "Role %q does not exist.", req.Role)
-	}
-	window, err := s.requestWindow(role, req) // breakglass.go
+	role, window, err := s.requestable(agent, req) // approve.go
 	if err != nil {
 		return nil, nil, err
 	}
@@ -318,6 +311,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		AgentActive:  true, // a contained agent's credential never leaves
 		State:        ptr(broker.LeaseActive),
 		VaultLeaseID: &grant.VaultLeaseID,
+		Username:     &grant.Username,
 		ActivatedAt:  &activated,
 		ExpiresAt:    &expires,
 		Actor:        actor.String(),

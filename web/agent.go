@@ -270,7 +270,8 @@ func (s *Server) handleAgentDisable(c echo.Context) error {
 	return s.setAgentState(c, broker.AgentDisabled, "agent disabled")
 }
 
-// handleAgentActivate handles "POST /v1/agents/:id/activate" (admin).
+// handleAgentActivate handles "POST /v1/agents/:id/activate" (admin): a
+// suspended agent is active again; a disabled one stays disabled (409).
 func (s *Server) handleAgentActivate(c echo.Context) error {
 	return s.setAgentState(c, broker.AgentActive, "")
 }

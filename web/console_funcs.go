@@ -99,6 +99,8 @@ var consoleFuncs = template.FuncMap{
 		return u != nil && u.Email != "" && strings.EqualFold(u.Email, owner)
 	},
 	"add": func(a, b int) int { return a + b },
+	// endedBy names who ended a lease (console_pages.go).
+	"endedBy": endedBy,
 }
 
 // fmtDuration renders d compactly: "2d 3h", "4h 5m", "6m 7s", "8s".

@@ -74,6 +74,9 @@ type historyPage struct {
 	JSONURL string
 	States  []broker.LeaseState
 	NoMatch bool
+	// Endings are, by lease id, the events that began the listed leases'
+	// ends: who ended each one (the "Ended by" column).
+	Endings map[string]*broker.LeaseEvent
 }
 
 // handleConsoleHistory handles "GET /console/history": every lease, newest
@@ -98,14 +101,18 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	case "", "html":
 	case "csv", "json":
 		if !ok {
-			return s.exportLeases(c, format, nil)
+			return s.exportLeases(c, format, nil, nil)
 		}
 		filter.Limit, filter.NoTotal = consoleMaxExport, true
 		leases, _, err := s.Console.Store.FindLeases(c.Request().Context(), filter)
 		if err != nil {
 			return err
 		}
-		return s.exportLeases(c, format, leases)
+		endings, err := s.leaseEndings(c.Request().Context(), leases)
+		if err != nil {
+			return err
+		}
+		return s.exportLeases(c, format, leases, endings)
 	default:
 		return broker.FieldErrorf("format", "Export format must be csv or json.")
 	}
@@ -114,6 +121,9 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	if ok {
 		filter.Limit, filter.Offset = consolePageSize, (q.Page-1)*consolePageSize
 		if page.Leases, page.Total, err = s.Console.Store.FindLeases(c.Request().Context(), filter); err != nil {
+			return err
+		}
+		if page.Endings, err = s.leaseEndings(c.Request().Context(), page.Leases); err != nil {
 			return err
 		}
 	}
@@ -139,6 +149,33 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	page.CSVURL = link(url.Values{"format": {"csv"}})
 	page.JSONURL = link(url.Values{"format": {"json"}})
 	return s.render(c, http.StatusOK, "history", "history", page)
+}
+
+// leaseEndings returns who ended each of leases that has begun to end.
+func (s *Server) leaseEndings(ctx context.Context, leases []*broker.Lease) (map[string]*broker.LeaseEvent, error) {
+	ids := make([]string, 0, len(leases))
+	for _, l := range leases {
+		if l.State == broker.LeaseRevoking || l.State.Terminal() {
+			ids = append(ids, l.ID)
+		}
+	}
+	endings, err := s.Console.Store.FindLeaseEndings(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("find who ended the leases: %w", err)
+	}
+	return endings, nil
+}
+
+// endedBy names who ended a lease from the event that began its end: its
+// actor, or "policy" for a lease created ended (a denial).
+func endedBy(e *broker.LeaseEvent) string {
+	switch {
+	case e == nil:
+		return ""
+	case e.From == "":
+		return "policy"
+	}
+	return e.Actor
 }
 
 // historyFilter turns the form into a lease filter; ok is false when the
@@ -207,8 +244,9 @@ func parseConsoleTime(field, v string, upper bool) (*time.Time, error) {
 	return nil, broker.FieldErrorf(field, "Use a date (2025-06-02) or a date and time (2025-06-02T09:00), in UTC.")
 }
 
-// exportLeases writes leases as CSV or JSON for download.
-func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Lease) error {
+// exportLeases writes leases as CSV or JSON for download, with who ended
+// each one (endings, as leaseEndings returns them).
+func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Lease, endings map[string]*broker.LeaseEvent) error {
 	name := "stint-leases-" + s.Now().UTC().Format("20060102T150405Z")
 	h := c.Response().Header()
 	if format == "json" {
@@ -216,7 +254,11 @@ func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Le
 		if leases == nil {
 			leases = []*broker.Lease{}
 		}
-		return c.JSON(http.StatusOK, map[string]any{"leases": leases, "total": len(leases)})
+		by := make(map[string]string, len(endings))
+		for id, e := range endings {
+			by[id] = endedBy(e)
+		}
+		return c.JSON(http.StatusOK, map[string]any{"leases": leases, "total": len(leases), "ended_by": by})
 	}
 	h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.csv"`)
 	h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
@@ -224,7 +266,7 @@ func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Le
 	w := csv.NewWriter(c.Response())
 	w.Write([]string{"id", "state", "end_state", "agent", "agent_id", "role", "task", "justification", "ttl",
 		"decision", "policy_ids", "risk_score", "auth_method", "source_ip", "on_behalf_of",
-		"created_at", "activated_at", "expires_at", "ended_at", "vault_lease_id"})
+		"created_at", "activated_at", "expires_at", "ended_at", "vault_lease_id", "username", "ended_by"})
 	for _, l := range leases {
 		var policies string
 		if l.PolicyDecision != nil {
@@ -233,7 +275,7 @@ func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Le
 		w.Write([]string{l.ID, string(l.State), string(l.EndState), cell(l.Agent), l.AgentID, cell(l.Role), cell(l.Task),
 			cell(l.Justification), l.TTL.String(), cell(l.Decision), cell(policies), strconv.Itoa(l.RiskScore),
 			cell(l.AuthMethod), cell(l.SourceIP), cell(l.OnBehalfOf), formatTime(l.CreatedAt), formatTimePtr(l.ActivatedAt),
-			formatTimePtr(l.ExpiresAt), formatTimePtr(l.EndedAt), cell(l.VaultLeaseID)})
+			formatTimePtr(l.ExpiresAt), formatTimePtr(l.EndedAt), cell(l.VaultLeaseID), cell(l.Username), cell(endedBy(endings[l.ID]))})
 	}
 	w.Flush()
 	return w.Error()
@@ -255,6 +297,9 @@ type leasePage struct {
 	Approvals []*broker.Approval
 	Audit     []*broker.AuditEvent
 	CanRevoke bool
+	// Ending is the event that began the lease's end (who ended it), if
+	// it has begun to end.
+	Ending *broker.LeaseEvent
 }
 
 // timelineStep is one event of a lease with the phase it belongs to.
@@ -284,6 +329,11 @@ func (s *Server) handleConsoleLease(c echo.Context) error {
 	for _, e := range events {
 		page.Timeline = append(page.Timeline, timelineStep{Phase: phaseOf(e), Event: e})
 	}
+	endings, err := s.leaseEndings(ctx, []*broker.Lease{l})
+	if err != nil {
+		return err
+	}
+	page.Ending = endings[l.ID]
 	if as, ok := s.Console.Store.(interface {
 		FindApprovals(ctx context.Context, leaseID string) ([]*broker.Approval, error)
 	}); ok {

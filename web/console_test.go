@@ -346,6 +346,89 @@ func TestConsole(t *testing.T) {
 		}
 	})
 
+	t.Run("FullValuesEndedByAndMintedUser", func(t *testing.T) {
+		// A second lease, minted and then revoked by an admin.
+		ctx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "test"})
+		exp := time.Now().Add(10 * time.Minute)
+		ended := &broker.Lease{AgentID: f.Lease.AgentID, Agent: "etl-bot", Role: "db-readonly", TTL: broker.Duration(15 * time.Minute),
+			Task: "ended", State: broker.LeaseIssuing}
+		if err := f.DB.CreateLease(ctx, ended, "agent:etl-bot", "granted"); err != nil {
+			t.Fatal(err)
+		}
+		const user = "v-token-db-readonly-AbCdEf123456"
+		for _, upd := range []broker.LeaseUpdate{
+			{From: []broker.LeaseState{broker.LeaseIssuing}, State: ptr(broker.LeaseActive), VaultLeaseID: ptr("database/creds/ro/xyz"),
+				Username: ptr(user), ExpiresAt: &exp, Actor: "agent:etl-bot", Reason: "credential minted"},
+			{From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking), EndState: ptr(broker.LeaseRevoked),
+				Actor: "admin:alice", Reason: "incident 12"},
+			{From: []broker.LeaseState{broker.LeaseRevoking}, State: ptr(broker.LeaseRevoked), EndedAt: ptr(time.Now()),
+				Actor: "system:revocation-queue", Reason: "revoked in Vault"},
+		} {
+			if _, err := f.DB.UpdateLease(ctx, ended.ID, upd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b := f.browser(t)
+		b.login("rita")
+
+		// History: an "Ended by" column naming who ended it (the admin, not
+		// the queue that confirmed it), and whole ids on demand.
+		_, body := b.get("/console/history")
+		if !strings.Contains(body, "<th>Ended by</th>") {
+			t.Fatal("history has no Ended by column")
+		}
+		row := regexp.MustCompile(`(?s)<tr>\s*<td>[^\n]*` + ended.ID + `.*?</tr>`).FindString(body)
+		if !strings.Contains(row, `title="incident 12">admin:alice</span>`) {
+			t.Fatalf("history row of the revoked lease does not say it was ended by admin:alice:\n%s", row)
+		}
+		for _, id := range []string{ended.ID, f.Lease.ID} {
+			if !strings.Contains(body, `title="`+id+`"`) || !strings.Contains(body, `data-copy="`+id+`"`) {
+				t.Fatalf("history shows lease %s cut short with no way to get it whole", id)
+			}
+		}
+
+		// The lease page: the minted user, who ended it, copy buttons.
+		_, body = b.get("/console/leases/" + ended.ID)
+		for _, want := range []string{"<dt>Minted user</dt>", user, `data-copy="` + user + `"`, `data-copy="` + ended.ID + `"`,
+			`data-copy="database/creds/ro/xyz"`, "<dt>Ended by</dt><dd>admin:alice: incident 12</dd>"} {
+			if !strings.Contains(body, want) {
+				t.Errorf("lease page lacks %q", want)
+			}
+		}
+		// Every audit hash on the page can be had whole.
+		events, _, err := f.DB.FindAuditEvents(ctx, broker.AuditFilter{Subject: &ended.ID, Limit: 10})
+		if err != nil || len(events) == 0 {
+			t.Fatalf("audit events: %v, %v", events, err)
+		}
+		for _, e := range events {
+			if !strings.Contains(body, `data-copy="`+e.Hash+`"`) {
+				t.Errorf("lease page shows audit hash %s only cut short", e.Hash)
+			}
+		}
+		_, body = b.get("/console/audit?subject=" + ended.ID)
+		for _, e := range events {
+			if !strings.Contains(body, `data-copy="`+e.Hash+`"`) || !strings.Contains(body, `data-copy="`+e.PrevHash+`"`) {
+				t.Errorf("audit page shows hash %s or its predecessor only cut short", e.Hash)
+			}
+		}
+
+		// The exports carry the minted user and who ended each lease.
+		_, body = b.get("/console/history?format=csv")
+		if !strings.Contains(body, ",username,ended_by\n") || !strings.Contains(body, ",database/creds/ro/xyz,"+user+",admin:alice\n") {
+			t.Fatalf("csv export lacks the username and ended_by columns:\n%s", body)
+		}
+		_, body = b.get("/console/history?format=json")
+		if !strings.Contains(body, `"username":"`+user+`"`) || !strings.Contains(body, `"ended_by":{"`+ended.ID+`":"admin:alice"}`) {
+			t.Fatalf("json export lacks the username or ended_by:\n%s", body)
+		}
+
+		// The copy buttons work without inline code: console.js handles them.
+		resp, js := b.get("/console/static/console.js")
+		if resp.StatusCode != http.StatusOK || !strings.Contains(js, "button[data-copy]") || !strings.Contains(js, "clipboard.writeText") {
+			t.Fatalf("console.js = %d, lacks the copy handler", resp.StatusCode)
+		}
+	})
+
 	t.Run("VerifyAndLogout", func(t *testing.T) {
 		b := f.browser(t)
 		b.login("rita")

@@ -36,7 +36,7 @@
 //	                                    after half the window, within the role's max_extensions and max_total_ttl)
 //	GET    /v1/reviews                  owner (approver token) or admin: access and break-glass reviews: ?state=&kind=&agent=&limit=&offset=
 //	GET    /v1/reviews/:id              one review with its items and evidence
-//	POST   /v1/reviews/:id/attest       owner or admin: {"role","verdict":"keep"|"remove","note"}; the last verdict closes it
+//	POST   /v1/reviews/:id/attest       owner or admin: {"role","verdict":"keep"|"remove","note"}; every attestation is kept; the last role's closes it
 //	POST   /v1/reviews/:id/close        owner or admin: {"note"}: close a break-glass post-review
 //	POST   /v1/reviews/run              admin: open access reviews now (also on reviews.schedule)
 //	POST   /slack/interactions          Slack's signed button clicks (no bearer; v0 signature, 5 min)
@@ -46,8 +46,8 @@
 //	GET    /v1/agents/:id               admin: one agent
 //	POST   /v1/agents/:id/rotate-key    admin: revoke the agent's keys and issue one
 //	POST   /v1/agents/:id/suspend       admin: the kill switch, suspending the agent: ?wait=; 200 or 202 (containment.go)
-//	POST   /v1/agents/:id/disable       admin: the kill switch, disabling the agent: ?wait=; 200 or 202
-//	POST   /v1/agents/:id/activate      admin: re-activate
+//	POST   /v1/agents/:id/disable       admin: the kill switch, disabling the agent for good: ?wait=; 200 or 202
+//	POST   /v1/agents/:id/activate      admin: re-activate a suspended agent (409 if disabled)
 //	POST   /v1/agents/:id/revoke-all    admin: the kill switch, the agent's state left alone, with a reason
 //	GET    /v1/agents/:id/containments  admin: the agent's containments, newest first
 //	GET    /v1/containments/:id         admin: a containment's progress: ?wait=; 200 when done, 202 before

@@ -63,8 +63,9 @@ type leaseResponse struct {
 	// PolicyDecision is what policy decided: outcome, approvals needed and
 	// from which group, policy ids and reasons.
 	PolicyDecision *broker.Decision `json:"policy_decision,omitempty"`
-	// RiskScore is the live risk score (0-100) when the request was
-	// decided, and RiskFactors its parts.
+	// RiskScore is the live risk score (0-100) at the lease's latest
+	// decision (its request or its latest extension), and RiskFactors its
+	// parts.
 	RiskScore   int                 `json:"risk_score"`
 	RiskFactors []broker.RiskFactor `json:"risk_factors,omitempty"`
 	// Breakglass marks an emergency grant; Extensions counts window
@@ -74,6 +75,10 @@ type leaseResponse struct {
 	// AuthMethod is how the agent authenticated when it asked: api_key,
 	// mtls, client_secret or private_key_jwt.
 	AuthMethod string `json:"auth_method,omitempty"`
+
+	// Username is the minted credential's login name (a database user),
+	// recorded at activation; not a secret.
+	Username string `json:"username,omitempty"`
 
 	VaultPath      string `json:"vault_path,omitempty"`
 	VaultLeaseID   string `json:"vault_lease_id,omitempty"`
@@ -110,6 +115,7 @@ func newLeaseResponse(l *broker.Lease, actor broker.Actor, now time.Time) leaseR
 		Breakglass:     l.Breakglass,
 		Extensions:     l.Extensions,
 		AuthMethod:     l.AuthMethod,
+		Username:       l.Username,
 	}
 	if l.State == broker.LeaseActive && l.ExpiresAt != nil {
 		left := max(int64(l.ExpiresAt.Sub(now)/time.Second), 0)

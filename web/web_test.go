@@ -65,7 +65,7 @@ func activeLease() *broker.Lease {
 		ID: "lease-1", AgentID: "agent-1", Agent: "etl-bot", Role: "pg-readonly",
 		Task: "nightly export", Justification: "ticket OPS-1", TTL: broker.Duration(15 * time.Minute),
 		State: broker.LeaseActive, Decision: "auto-approved by role",
-		VaultPath: "database/creds/ro", VaultLeaseID: "database/creds/ro/abc123",
+		VaultPath: "database/creds/ro", VaultLeaseID: "database/creds/ro/abc123", Username: "v-token-pg-readonly-x1y2",
 		CreatedAt: now.Add(-5 * time.Minute), UpdatedAt: now.Add(-5 * time.Minute),
 		ActivatedAt: &activated, ExpiresAt: &expires, AuthMethod: broker.AuthMTLS,
 	}
@@ -401,7 +401,7 @@ func TestAPI(t *testing.T) {
 
 		// Reading leases.
 		{Name: "LeaseView", Method: "GET", URL: "/v1/leases/lease-1", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`, `"auth_method":"mtls"`},
+			WantContains:    []string{`"id":"lease-1"`, `"state":"active"`, `"agent":"etl-bot"`, `"expires_at":"2026-03-04T10:10:00Z"`, `"auth_method":"mtls"`, `"username":"v-token-pg-readonly-x1y2"`},
 			WantNotContains: []string{"credential", dbPassword, "vault_lease_id"}},
 		{Name: "LeaseViewAdmin", Method: "GET", URL: "/v1/leases/lease-1", Token: adminToken, WantStatus: 200,
 			WantContains:    []string{`"vault_lease_id":"database/creds/ro/abc123"`, `"vault_path":"database/creds/ro"`},

@@ -139,10 +139,7 @@ func requestBlocks(r *approvals.Request) []slack.Block {
 			if i > 0 {
 				b.WriteString("\n")
 			}
-			who := a.ApproverName
-			if who == "" {
-				who = a.Approver
-			}
+			who := approverName(a)
 			if a.Verdict == broker.VerdictApprove {
 				fmt.Fprintf(&b, "✅ Approved by %s (%s) %s", escape(who), a.Via, fmtTime(&a.At))
 			} else {
@@ -175,18 +172,23 @@ func requestBlocks(r *approvals.Request) []slack.Block {
 	return blocks
 }
 
+// approverName is how messages name who answered: the approver's name, or
+// the email when the configuration gives none.
+func approverName(a *broker.Approval) string {
+	if a.ApproverName != "" {
+		return a.ApproverName
+	}
+	return a.Approver
+}
+
 // statusLine says where a decided lease is now.
 func statusLine(r *approvals.Request) string {
 	l := r.Lease
 	var by []string
 	var denied *broker.Approval
 	for _, a := range r.Approvals {
-		name := a.ApproverName
-		if name == "" {
-			name = a.Approver
-		}
 		if a.Verdict == broker.VerdictApprove {
-			by = append(by, escape(name))
+			by = append(by, escape(approverName(a)))
 		} else {
 			denied = a
 		}
@@ -197,7 +199,7 @@ func statusLine(r *approvals.Request) string {
 		return fmt.Sprintf("*Approved* by %s. Waiting for the agent to activate it by %s.", approvedBy, fmtTime(l.ActivateBy))
 	case broker.LeaseRejected:
 		if denied != nil {
-			s := "*Denied* by " + escape(denied.Approver)
+			s := "*Denied* by " + escape(approverName(denied))
 			if denied.Reason != "" {
 				s += ": " + escape(denied.Reason)
 			}

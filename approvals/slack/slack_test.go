@@ -692,16 +692,18 @@ func TestSlackDownThenBack(t *testing.T) {
 	for _, c := range calls {
 		methods = append(methods, c.Method+" "+c.Form.Get("channel"))
 	}
-	want := []string{
-		// pending: post, tell the owner (her Slack id is configured: no lookup)
-		"chat.postMessage C0APPROVALS", "chat.postMessage " + userOlive,
-		"chat.update C0APPROVALS", "chat.postMessage " + userOlive, // approved: update, tell the owner
-	}
+	// The lease is approved by now: the pending notice is superseded, and
+	// the approved one posts the message as it is and tells the owner (her
+	// Slack id is configured: no lookup), once.
+	want := []string{"chat.postMessage C0APPROVALS", "chat.postMessage " + userOlive}
 	if fmt.Sprint(methods) != fmt.Sprint(want) {
 		t.Fatalf("calls after Slack came back:\n got %q\nwant %q", methods, want)
 	}
-	if b := blockText(t, calls[2]); !strings.Contains(b, "Approved* by Dana") || !strings.Contains(b, "(api)") {
-		t.Fatalf("the update should show Dana's API approval:\n%s", b)
+	if b := blockText(t, calls[0]); !strings.Contains(b, "Approved* by Dana") || !strings.Contains(b, "(api)") {
+		t.Fatalf("the message should show Dana's API approval:\n%s", b)
+	}
+	if text := calls[1].Form.Get("text"); !strings.Contains(text, "Approved* by Dana") {
+		t.Fatalf("the owner's DM should say approved: %q", text)
 	}
 }
 
@@ -761,5 +763,81 @@ func TestAlert(t *testing.T) {
 	posts = f.api.take("chat.postMessage")
 	if len(posts) != 1 || posts[0].Form.Get("channel") != userOlive {
 		t.Fatalf("owner alert posts = %+v, want one to %s", posts, userOlive)
+	}
+}
+
+// TestActivationAndReleaseNotifyOnce: an approved lease's activation
+// (approved → issuing → active) and its release (active → revoking →
+// released) each update the approvers' message once and DM the owner once,
+// although each is two lease events.
+func TestActivationAndReleaseNotifyOnce(t *testing.T) {
+	f := newFixture(t)
+	l := f.pending(t, 1)
+	_, value := f.posted(t)
+	if status, _ := f.click(t, userDana, "stint_approve", value); status != http.StatusOK {
+		t.Fatalf("approve click = %d", status)
+	}
+	f.deliver(t)
+	f.api.take("")
+
+	ctx := context.Background()
+	move := func(from, to broker.LeaseState, upd broker.LeaseUpdate) {
+		t.Helper()
+		upd.From, upd.State, upd.Actor, upd.Reason = []broker.LeaseState{from}, &to, "agent:report-bot", "test"
+		if _, err := f.db.UpdateLease(ctx, l.ID, upd); err != nil {
+			t.Fatalf("%s → %s: %v", from, to, err)
+		}
+	}
+	now := f.clock()
+	expires := now.Add(30 * time.Minute)
+	vaultID := "database/creds/ro/abc"
+	move(broker.LeaseApproved, broker.LeaseIssuing, broker.LeaseUpdate{})
+	move(broker.LeaseIssuing, broker.LeaseActive, broker.LeaseUpdate{VaultLeaseID: &vaultID, ActivatedAt: &now, ExpiresAt: &expires})
+	f.deliver(t)
+	updates, dms := f.api.take("chat.update"), f.api.take("chat.postMessage")
+	if len(updates) != 1 || !strings.Contains(updates[0].Form.Get("blocks"), "Active* since") {
+		t.Fatalf("activation: %d chat.update calls %v; want 1 showing the lease active", len(updates), updates)
+	}
+	if len(dms) != 1 || dms[0].Form.Get("channel") != userOlive || !strings.Contains(dms[0].Form.Get("text"), "Active") {
+		t.Fatalf("activation: %d owner DMs %v; want 1 saying active", len(dms), dms)
+	}
+
+	end := broker.LeaseReleased
+	move(broker.LeaseActive, broker.LeaseRevoking, broker.LeaseUpdate{EndState: &end})
+	move(broker.LeaseRevoking, broker.LeaseReleased, broker.LeaseUpdate{EndedAt: &now})
+	f.deliver(t)
+	updates, dms = f.api.take("chat.update"), f.api.take("chat.postMessage")
+	if len(updates) != 1 || !strings.Contains(updates[0].Form.Get("blocks"), "Released* by the agent") {
+		t.Fatalf("release: %d chat.update calls %v; want 1 showing the lease released", len(updates), updates)
+	}
+	if len(dms) != 1 || !strings.Contains(dms[0].Form.Get("text"), "Released") {
+		t.Fatalf("release: %d owner DMs %v; want 1 saying released", len(dms), dms)
+	}
+	// Nothing is left to send.
+	f.deliver(t)
+	if rest := f.api.take(""); len(rest) != 0 {
+		t.Fatalf("calls after everything was delivered: %v", rest)
+	}
+}
+
+// TestDenialNamesApprover: a denial names the approver as an approval does,
+// by name, in the message and in the owner's DM.
+func TestDenialNamesApprover(t *testing.T) {
+	f := newFixture(t)
+	l := f.pending(t, 1)
+	f.posted(t)
+	if _, err := f.svc.Decide(context.Background(), f.svc.ApproverByEmail("eve@example.com"),
+		approvals.Answer{LeaseID: l.ID, Digest: approvals.Digest(l), Verdict: broker.VerdictDeny, Reason: "not today", Via: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	f.deliver(t)
+	updates, dms := f.api.take("chat.update"), f.api.take("chat.postMessage")
+	if len(updates) != 1 || len(dms) != 1 {
+		t.Fatalf("%d updates, %d DMs; want 1 each", len(updates), len(dms))
+	}
+	for _, text := range []string{updates[0].Form.Get("blocks"), dms[0].Form.Get("text")} {
+		if !strings.Contains(text, "Denied* by Eve: not today") || strings.Contains(text, "eve@example.com") {
+			t.Errorf("denial names the approver by email or not at all; want \"Denied* by Eve\":\n%s", text)
+		}
 	}
 }

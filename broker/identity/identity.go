@@ -194,7 +194,7 @@ func (s *Service) RotateKey(ctx context.Context, agentID string, ttl time.Durati
 		return "", nil, err
 	}
 	if a.State == broker.AgentDisabled {
-		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s is disabled; activate it first.", a.Name)
+		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s is disabled for good; register a new agent instead.", a.Name)
 	}
 	if !a.Allows(broker.AuthAPIKey) {
 		return "", nil, broker.Errorf(broker.ECONFLICT, "Agent %s may not use API keys (auth methods: %s); allow api_key first.", a.Name, strings.Join(a.AuthMethods, ", "))
@@ -245,6 +245,8 @@ func (s *Service) SetAgentState(ctx context.Context, agentID string, state broke
 		// A disabled agent's OAuth credentials are dropped for good.
 		upd.ClientSecretHash, upd.PublicJWKS = new(string), new(string)
 	}
+	// The store refuses, in the same transaction, to move a disabled agent
+	// to any other state: disabling is final.
 	a, err := s.Store.UpdateAgent(ctx, agentID, upd)
 	if err != nil {
 		return nil, err

@@ -157,10 +157,21 @@ func TestAuthenticate(t *testing.T) {
 		if _, err := s.SetAgentState(admin, a.ID, broker.AgentDisabled); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.SetAgentState(admin, a.ID, broker.AgentActive); err != nil {
-			t.Fatal(err)
+		unauthorized(t, s, key, "key of a disabled agent")
+		// Disabling is final: neither activate nor suspend moves the agent.
+		for _, state := range []broker.AgentState{broker.AgentActive, broker.AgentSuspended} {
+			_, err := s.SetAgentState(admin, a.ID, state)
+			if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "disabled for good") {
+				t.Fatalf("SetAgentState(%s) of a disabled agent = %v; want ECONFLICT saying it is disabled for good", state, err)
+			}
 		}
-		unauthorized(t, s, key, "key of a once-disabled agent")
+		if got, err := s.FindAgent(admin, a.ID); err != nil || got.State != broker.AgentDisabled {
+			t.Fatalf("agent after refused re-activation: %+v, %v; want disabled", got, err)
+		}
+		if _, _, err := s.RotateKey(admin, a.ID, 0); broker.ErrorCode(err) != broker.ECONFLICT || strings.Contains(broker.ErrorMessage(err), "activate") {
+			t.Fatalf("RotateKey of a disabled agent = %v; want ECONFLICT that does not suggest re-activating", err)
+		}
+		unauthorized(t, s, key, "key of a disabled agent")
 	})
 	t.Run("UnknownKey", func(t *testing.T) {
 		s, _, _ := newService(t)

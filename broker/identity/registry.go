@@ -108,7 +108,7 @@ func (s *Service) SetPublicJWKS(ctx context.Context, agentID string, jwk []byte)
 // method.
 func usable(a *broker.Agent, method string) error {
 	if a.State == broker.AgentDisabled {
-		return broker.Errorf(broker.ECONFLICT, "Agent %s is disabled; activate it first.", a.Name)
+		return broker.Errorf(broker.ECONFLICT, "Agent %s is disabled for good; register a new agent instead.", a.Name)
 	}
 	if !a.Allows(method) {
 		return broker.Errorf(broker.ECONFLICT, "Agent %s may not use %s; allow it first (stint agents set-auth %s --methods %s).",

@@ -348,6 +348,9 @@ func updateAgent(ctx context.Context, tx *tx, id string, upd broker.AgentUpdate)
 		a.Labels = maps.Clone(upd.Labels)
 	}
 	if v := upd.State; v != nil {
+		if a.State == broker.AgentDisabled && *v != broker.AgentDisabled {
+			return nil, errAgentDisabled(a)
+		}
 		a.State = *v
 	}
 	if v := upd.LastSeenAt; v != nil {
@@ -390,6 +393,12 @@ func updateAgent(ctx context.Context, tx *tx, id string, upd broker.AgentUpdate)
 		return nil, fmt.Errorf("update agent: %w", formatError(err))
 	}
 	return a, nil
+}
+
+// errAgentDisabled is the refusal to move a disabled agent to another
+// state: disabling is final.
+func errAgentDisabled(a *broker.Agent) error {
+	return broker.Errorf(broker.ECONFLICT, "Agent %s is disabled for good: it cannot be re-activated or suspended. Register a new agent instead.", a.Name)
 }
 
 // createAPIKey inserts k, filling in its ID and CreatedAt when unset.

@@ -360,14 +360,28 @@ func (db *DB) UpdateReview(ctx context.Context, id string, upd broker.ReviewUpda
 		if cur == nil {
 			return nil, broker.FieldErrorf("role", "Review %s has no item for role %q.", r.ID, it.Role)
 		}
-		cur.Verdict, cur.AttestedBy, cur.AttestedAt, cur.Note = it.Verdict, it.AttestedBy, normTimePtr(it.AttestedAt), it.Note
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE review_items SET verdict = ?, attested_by = ?, attested_at = ?, note = ?
-			WHERE review_id = ? AND role = ?`,
-			string(cur.Verdict), cur.AttestedBy, nullNanos(cur.AttestedAt), cur.Note, r.ID, cur.Role); err != nil {
-			return nil, fmt.Errorf("update review item: %w", err)
+		a := &broker.ReviewAttestation{Verdict: it.Verdict, By: it.AttestedBy, Note: it.Note, At: tx.now}
+		if it.AttestedAt != nil {
+			a.At = normTime(*it.AttestedAt)
 		}
-		audit(broker.AuditReviewAttested, map[string]any{"role": cur.Role, "verdict": cur.Verdict, "by": cur.AttestedBy, "note": cur.Note})
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO review_attestations (review_id, role, verdict, by_actor, at, note) VALUES (?, ?, ?, ?, ?, ?)`,
+			r.ID, cur.Role, string(a.Verdict), a.By, nanos(a.At), a.Note); err != nil {
+			return nil, fmt.Errorf("insert review attestation: %w", formatError(err))
+		}
+		cur.Attestations = append(cur.Attestations, a)
+		// The item shows the attestation that set its verdict; one that
+		// agrees with it is kept beside it and changes nothing.
+		if cur.Verdict != a.Verdict {
+			cur.Verdict, cur.AttestedBy, cur.AttestedAt, cur.Note = a.Verdict, a.By, &a.At, a.Note
+			if _, err := tx.ExecContext(ctx, `
+				UPDATE review_items SET verdict = ?, attested_by = ?, attested_at = ?, note = ?
+				WHERE review_id = ? AND role = ?`,
+				string(cur.Verdict), cur.AttestedBy, nullNanos(cur.AttestedAt), cur.Note, r.ID, cur.Role); err != nil {
+				return nil, fmt.Errorf("update review item: %w", err)
+			}
+		}
+		audit(broker.AuditReviewAttested, map[string]any{"role": cur.Role, "verdict": a.Verdict, "by": a.By, "note": a.Note})
 	}
 	if v := upd.State; v != nil && *v != r.State {
 		if r.State == broker.ReviewClosed {
@@ -523,7 +537,45 @@ func findReviewItems(ctx context.Context, tx *tx, reviewID string) ([]*broker.Re
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("find review items: %w", err)
 	}
+	rows.Close()
+	if err := findReviewAttestations(ctx, tx, reviewID, items); err != nil {
+		return nil, err
+	}
 	return items, nil
+}
+
+// findReviewAttestations fills in the attestations of a review's items,
+// oldest first.
+func findReviewAttestations(ctx context.Context, tx *tx, reviewID string, items []*broker.ReviewItem) error {
+	byRole := make(map[string]*broker.ReviewItem, len(items))
+	for _, it := range items {
+		byRole[it.Role] = it
+	}
+	rows, err := tx.QueryContext(ctx, `
+		SELECT role, verdict, by_actor, at, note
+		FROM review_attestations WHERE review_id = ? ORDER BY id`, reviewID)
+	if err != nil {
+		return fmt.Errorf("find review attestations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			a             broker.ReviewAttestation
+			role, verdict string
+			at            int64
+		)
+		if err := rows.Scan(&role, &verdict, &a.By, &at, &a.Note); err != nil {
+			return fmt.Errorf("scan review attestation: %w", err)
+		}
+		a.Verdict, a.At = broker.ReviewVerdict(verdict), fromNanos(at)
+		if it := byRole[role]; it != nil {
+			it.Attestations = append(it.Attestations, &a)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("find review attestations: %w", err)
+	}
+	return nil
 }
 
 // scanReview reads one row of reviewColumns, without items.

@@ -20,7 +20,7 @@ const leaseColumns = `id, agent_id, agent, role, task, justification, ttl, state
 	decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 	ended_at, revoke_attempts, next_revoke_at, revoke_error,
 	auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-	breakglass, extensions, risk_factors, version, containment_id`
+	breakglass, extensions, risk_factors, username, version, containment_id`
 
 // CreateLease implements broker.LeaseStore. It assigns an ID when l.ID is
 // empty and stamps CreatedAt and UpdatedAt when they are zero; the first
@@ -125,6 +125,73 @@ func (db *DB) FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.Le
 		return nil, fmt.Errorf("find lease events: %w", err)
 	}
 	return events, nil
+}
+
+// FindLeaseEndings implements broker.LeaseStore. It reads the lease
+// history in the audit chain, a few hundred leases a query.
+func (db *DB) FindLeaseEndings(ctx context.Context, leaseIDs []string) (map[string]*broker.LeaseEvent, error) {
+	out := make(map[string]*broker.LeaseEvent)
+	if len(leaseIDs) == 0 {
+		return out, nil
+	}
+	ending := []string{"'" + string(broker.LeaseRevoking) + "'"}
+	for _, st := range broker.LeaseStates {
+		if st.Terminal() {
+			ending = append(ending, "'"+string(st)+"'")
+		}
+	}
+	tx := db.readOne(ctx)
+	const chunk = 500
+	for start := 0; start < len(leaseIDs); start += chunk {
+		ids := leaseIDs[start:min(start+chunk, len(leaseIDs))]
+		args := make([]any, len(ids))
+		for i, id := range ids {
+			args[i] = id
+		}
+		rows, err := tx.QueryContext(ctx, `
+			SELECT subject, seq, at, kind, actor, details
+			FROM audit_events INDEXED BY audit_events_subject
+			WHERE subject IN (?`+strings.Repeat(", ?", len(ids)-1)+`) AND subject <> ''
+				AND kind IN ('`+broker.AuditLeaseCreated+`', '`+broker.AuditLeaseState+`')
+				AND json_extract(details, CASE kind WHEN '`+broker.AuditLeaseState+`' THEN '$.to' ELSE '$.state' END)
+					IN (`+strings.Join(ending, ", ")+`)
+			ORDER BY seq`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("find lease endings: %w", err)
+		}
+		for rows.Next() {
+			var (
+				e             broker.LeaseEvent
+				at            int64
+				kind, details string
+			)
+			if err := rows.Scan(&e.LeaseID, &e.ID, &at, &kind, &e.Actor, &details); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("scan lease ending: %w", err)
+			}
+			if out[e.LeaseID] != nil {
+				continue // a later step of the same end
+			}
+			var d struct{ From, To, State, Reason string }
+			if err := json.Unmarshal([]byte(details), &d); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("decode lease event %d: %w", e.ID, err)
+			}
+			e.At, e.Reason = fromNanos(at), d.Reason
+			if kind == broker.AuditLeaseState {
+				e.From, e.To = broker.LeaseState(d.From), broker.LeaseState(d.To)
+			} else {
+				e.To = broker.LeaseState(d.State)
+			}
+			out[e.LeaseID] = &e
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("find lease endings: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // NextLeaseDeadline implements broker.LeaseStore.
@@ -389,14 +456,14 @@ func createLease(ctx context.Context, tx *tx, l *broker.Lease) error {
 			decision, vault_path, vault_lease_id, created_at, updated_at, activated_at, expires_at,
 			ended_at, revoke_attempts, next_revoke_at, revoke_error,
 			auth_method, on_behalf_of, source_ip, risk_score, policy_decision, decide_by, activate_by,
-			breakglass, extensions, risk_factors
-		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			breakglass, extensions, risk_factors, username
+		) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		l.ID, l.AgentID, l.Agent, l.Role, l.Task, l.Justification, int64(l.TTL),
 		string(l.State), string(l.EndState), l.Decision, l.VaultPath, nullString(l.VaultLeaseID),
 		nanos(l.CreatedAt), nanos(l.UpdatedAt), nullNanos(l.ActivatedAt), nullNanos(l.ExpiresAt),
 		nullNanos(l.EndedAt), l.RevokeAttempts, nullNanos(l.NextRevokeAt), l.RevokeError,
 		l.AuthMethod, l.OnBehalfOf, l.SourceIP, l.RiskScore, decision, nullNanos(l.DecideBy), nullNanos(l.ActivateBy),
-		l.Breakglass, l.Extensions, riskFactors,
+		l.Breakglass, l.Extensions, riskFactors, l.Username,
 	); isForeignKeyError(err) {
 		return broker.Errorf(broker.ENOTFOUND, "Agent not found.")
 	} else if err != nil {
@@ -525,7 +592,7 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 		&l.Decision, &l.VaultPath, &vaultLeaseID, &createdAt, &updatedAt, &activatedAt, &expiresAt,
 		&endedAt, &l.RevokeAttempts, &nr, &l.RevokeError,
 		&l.AuthMethod, &l.OnBehalfOf, &l.SourceIP, &l.RiskScore, &decision, &decideBy, &activateBy,
-		&l.Breakglass, &l.Extensions, &riskFactors, &l.Version, &containmentID,
+		&l.Breakglass, &l.Extensions, &riskFactors, &l.Username, &l.Version, &containmentID,
 	); err != nil {
 		return nil, fmt.Errorf("scan lease: %w", err)
 	}
@@ -607,6 +674,10 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 		l.VaultLeaseID = *v
 		col("vault_lease_id", nullString(l.VaultLeaseID))
 	}
+	if v := upd.Username; v != nil {
+		l.Username = *v
+		col("username", l.Username)
+	}
 	if v := upd.ActivatedAt; v != nil {
 		l.ActivatedAt = normTimePtr(v)
 		col("activated_at", nullNanos(l.ActivatedAt))
@@ -639,9 +710,14 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 		}
 		col("policy_decision", decision)
 	}
-	if v := upd.RiskScore; v != nil {
-		l.RiskScore = *v
+	if v := upd.Risk; v != nil {
+		l.RiskScore, l.RiskFactors = v.Score, v.Factors
+		factors, err := marshalRiskFactors(l.RiskFactors) // governance.go
+		if err != nil {
+			return nil, err
+		}
 		col("risk_score", l.RiskScore)
+		col("risk_factors", factors)
 	}
 	if v := upd.DecideBy; v != nil {
 		l.DecideBy = normTimePtr(v)

@@ -173,6 +173,26 @@ func testAgents(t *testing.T, open func(tb testing.TB) Store) {
 			wantAgent(t, mustFindAgent(t, s, "etl-bot"), &want)
 		})
 
+		t.Run("ErrConflictDisabledIsFinal", func(t *testing.T) {
+			s := open(t)
+			a := mustCreateAgent(t, s, "etl-bot")
+			if _, err := s.UpdateAgent(t.Context(), a.ID, broker.AgentUpdate{State: ptr(broker.AgentDisabled)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, state := range []broker.AgentState{broker.AgentActive, broker.AgentSuspended} {
+				_, err := s.UpdateAgent(t.Context(), a.ID, broker.AgentUpdate{State: &state, Owner: ptr("mallory@example.com")})
+				wantError(t, err, broker.ECONFLICT, "Agent etl-bot is disabled for good: it cannot be re-activated or suspended. Register a new agent instead.")
+			}
+			got := mustFindAgent(t, s, "etl-bot")
+			if got.State != broker.AgentDisabled || got.Owner != a.Owner {
+				t.Errorf("after refused updates: state %s, owner %s; want disabled and unchanged", got.State, got.Owner)
+			}
+			// Other changes to a disabled agent still apply.
+			if _, err := s.UpdateAgent(t.Context(), a.ID, broker.AgentUpdate{State: ptr(broker.AgentDisabled), Owner: ptr("grace@example.com")}); err != nil {
+				t.Fatal(err)
+			}
+		})
+
 		t.Run("NilFieldsKept", func(t *testing.T) {
 			s := open(t)
 			a := mustCreateAgent(t, s, "etl-bot")

@@ -203,6 +203,28 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 		if it := got.Item("txn-approve"); it.Verdict != broker.VerdictRemove || !it.AttestedAt.Equal(now) || got.Attested() {
 			t.Fatalf("after attesting: %+v attested=%t", it, got.Attested())
 		}
+		// A second attester's agreeing verdict is kept beside the first,
+		// which still shows as the item's.
+		later := at(2 * time.Hour)
+		if _, err := s.UpdateReview(t.Context(), r.ID, broker.ReviewUpdate{Item: &broker.ReviewItem{
+			Role: "txn-approve", Verdict: broker.VerdictRemove, AttestedBy: "admin:sec", AttestedAt: &later, Note: "agreed",
+		}}); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := s.FindReviewByID(t.Context(), r.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := stored.Item("txn-approve")
+		if it.AttestedBy != "approver:owner@example.com" || it.Note != "unused" || len(it.Attestations) != 2 {
+			t.Fatalf("after a second attestation: %+v with %d attestations; want the first one shown and both kept", it, len(it.Attestations))
+		}
+		if a := it.Attestations[1]; a.By != "admin:sec" || a.Verdict != broker.VerdictRemove || !a.At.Equal(later) || a.Note != "agreed" {
+			t.Fatalf("second attestation = %+v", a)
+		}
+		if n := len(stored.Item("db-readonly").Attestations); n != 0 {
+			t.Fatalf("db-readonly has %d attestations, want none", n)
+		}
 		_, err = s.UpdateReview(t.Context(), r.ID, broker.ReviewUpdate{Item: &broker.ReviewItem{Role: "nope", Verdict: broker.VerdictKeep}})
 		wantError(t, err, broker.EINVALID, "")
 		closed := broker.ReviewClosed

@@ -9,6 +9,43 @@ import (
 )
 
 func testLeases(t *testing.T, open func(tb testing.TB) Store) {
+	t.Run("FindEndings", func(t *testing.T) {
+		s := open(t)
+		a := mustCreateAgent(t, s, "etl-bot")
+		pending := mustCreateLease(t, s, newLease(a, at(0)))
+		denied := newLease(a, at(time.Second))
+		denied.State, denied.EndedAt = broker.LeaseDenied, ptr(at(time.Second))
+		mustCreateLease(t, s, denied)
+		revoked := mustCreateLease(t, s, newLease(a, at(2*time.Second)))
+		for _, upd := range []broker.LeaseUpdate{
+			{From: []broker.LeaseState{broker.LeasePending}, State: ptr(broker.LeaseApproved), Actor: "approver:dana@example.com"},
+			{From: []broker.LeaseState{broker.LeaseApproved}, State: ptr(broker.LeaseIssuing), Actor: "agent:etl-bot"},
+			{From: []broker.LeaseState{broker.LeaseIssuing}, State: ptr(broker.LeaseActive), Actor: "agent:etl-bot"},
+			{From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking), EndState: ptr(broker.LeaseRevoked), Actor: "admin:ada", Reason: "incident 7"},
+			{From: []broker.LeaseState{broker.LeaseRevoking}, State: ptr(broker.LeaseRevoked), EndedAt: ptr(at(time.Hour)), Actor: "system:revocation-queue"},
+		} {
+			if _, err := s.UpdateLease(t.Context(), revoked.ID, upd); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := s.FindLeaseEndings(t.Context(), []string{pending.ID, denied.ID, revoked.ID, newID()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || got[pending.ID] != nil {
+			t.Fatalf("endings = %v; want the denied and the revoked lease only", got)
+		}
+		if e := got[revoked.ID]; e.Actor != "admin:ada" || e.From != broker.LeaseActive || e.To != broker.LeaseRevoking || e.Reason != "incident 7" {
+			t.Errorf("revoked lease's ending = %s; want admin:ada's move to revoking", fmtEvent(e))
+		}
+		if e := got[denied.ID]; e.From != "" || e.To != broker.LeaseDenied || e.Actor != "agent:etl-bot" {
+			t.Errorf("denied lease's ending = %s; want its creation", fmtEvent(e))
+		}
+		if none, err := s.FindLeaseEndings(t.Context(), nil); err != nil || len(none) != 0 {
+			t.Errorf("FindLeaseEndings(nil) = %v, %v", none, err)
+		}
+	})
+
 	t.Run("Create", func(t *testing.T) {
 		t.Run("OK", func(t *testing.T) {
 			s := open(t)
@@ -312,6 +349,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 			EndState:       ptr(broker.LeaseRevoked),
 			Decision:       ptr("pulled by security"),
 			VaultLeaseID:   ptr("database/creds/readonly/xyz"),
+			Username:       ptr("v-token-readonly-xyz"),
 			ActivatedAt:    ptr(at(2 * time.Minute)),
 			ExpiresAt:      ptr(at(17 * time.Minute)),
 			EndedAt:        ptr(at(10 * time.Minute)),
@@ -319,7 +357,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 			NextRevokeAt:   ptr(at(11 * time.Minute)),
 			RevokeError:    ptr("vault: 503"),
 			PolicyDecision: &broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{"p9"}, Reasons: []string{"risk"}},
-			RiskScore:      ptr(91),
+			Risk:           &broker.RiskAssessment{Score: 91, Factors: []broker.RiskFactor{{Name: broker.RiskBurst, Points: 50, Detail: "20 requests"}, {Name: broker.RiskDenials, Points: 30, Detail: "3 denials"}, {Name: broker.RiskTTL, Points: 11, Detail: "long"}}},
 			DecideBy:       ptr(at(30 * time.Minute)),
 			ActivateBy:     ptr(at(40 * time.Minute)),
 			Extensions:     ptr(2),
@@ -331,10 +369,10 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 			t.Fatal(err)
 		}
 		want := *l
-		want.State, want.EndState, want.Decision, want.VaultLeaseID = *upd.State, *upd.EndState, *upd.Decision, *upd.VaultLeaseID
+		want.State, want.EndState, want.Decision, want.VaultLeaseID, want.Username = *upd.State, *upd.EndState, *upd.Decision, *upd.VaultLeaseID, *upd.Username
 		want.ActivatedAt, want.ExpiresAt, want.EndedAt = upd.ActivatedAt, upd.ExpiresAt, upd.EndedAt
 		want.RevokeAttempts, want.NextRevokeAt, want.RevokeError = *upd.RevokeAttempts, upd.NextRevokeAt, *upd.RevokeError
-		want.PolicyDecision, want.RiskScore, want.DecideBy, want.ActivateBy = upd.PolicyDecision, *upd.RiskScore, upd.DecideBy, upd.ActivateBy
+		want.PolicyDecision, want.RiskScore, want.RiskFactors, want.DecideBy, want.ActivateBy = upd.PolicyDecision, upd.Risk.Score, upd.Risk.Factors, upd.DecideBy, upd.ActivateBy
 		want.Extensions = *upd.Extensions
 		want.UpdatedAt = got.UpdatedAt
 		wantLease(t, got, &want)

@@ -38,6 +38,11 @@ type Main struct {
 	VaultOptional bool
 	// vaultMissing is set when Open went on without Vault (VaultOptional).
 	vaultMissing bool
+	// SlackOptional lets Open proceed without Slack when slack.enabled but
+	// its tokens are not in the environment, for operator commands: they
+	// record to the store, and the server's outbox tells Slack. Approvers
+	// use `stint approvals` exactly when Slack is not at hand.
+	SlackOptional bool
 
 	DB     *sqlite.DB
 	Issuer leases.Issuer

@@ -24,7 +24,7 @@ func (m *Main) openApprovals() error {
 	svc.OnChange = m.Leases.LeaseChanged
 	m.Approvals = svc
 
-	if sc := m.Config.Slack; sc.Enabled {
+	if sc := m.Config.Slack; sc.Enabled && !m.slackSkipped() {
 		cfg := slackapprovals.Config{
 			BotToken:        m.Getenv(sc.BotTokenEnv),
 			SocketMode:      sc.SocketMode,
@@ -60,6 +60,25 @@ func (m *Main) openApprovals() error {
 	}
 	m.HTTP.Auth = approverAuthenticator{Authenticator: next, approvals: svc}
 	return nil
+}
+
+// slackSkipped reports whether Open goes on without Slack: the command may
+// (SlackOptional) and a token Slack needs is not in the environment.
+func (m *Main) slackSkipped() bool {
+	sc := m.Config.Slack
+	if !m.SlackOptional {
+		return false
+	}
+	missing := m.Getenv(sc.BotTokenEnv) == ""
+	if sc.SocketMode {
+		missing = missing || m.Getenv(sc.AppTokenEnv) == ""
+	} else {
+		missing = missing || m.Getenv(sc.SigningSecretEnv) == ""
+	}
+	if missing {
+		m.Logger.Debug("slack tokens not set; this command runs without slack", "bot_token_env", sc.BotTokenEnv)
+	}
+	return missing
 }
 
 // runApprovals starts the outbox and, in Socket Mode, the Slack connection.

@@ -44,9 +44,7 @@ func (m *Main) openGovernance() error {
 		m.Leases.Risk = r
 	}
 
-	gc := m.Config.Governance
-	m.Leases.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
-	m.Leases.SetConflicts(approvals.AllConflicts(m.Config.SoD.Conflicts, m.Config.SoD.DynamicConflicts))
+	setDecisionRules(m.Leases, m.Config)
 	issuer := m.Issuer
 	if ii, ok := issuer.(*instrumentedIssuer); ok {
 		issuer = ii.next
@@ -63,6 +61,15 @@ func (m *Main) openGovernance() error {
 	m.Leases.Grants = rv
 	m.HTTP.Reviews = rv
 	return nil
+}
+
+// setDecisionRules gives svc the governance rules that decide requests
+// on top of policy: the privileged safeguards and separation of duty. The
+// server and `stint policy explain` both decide with them.
+func setDecisionRules(svc *leases.Service, cfg Config) {
+	gc := cfg.Governance
+	svc.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
+	svc.SetConflicts(approvals.AllConflicts(cfg.SoD.Conflicts, cfg.SoD.DynamicConflicts))
 }
 
 // scheduleGovernance adds the review runs, the review deadline check and
@@ -110,9 +117,17 @@ type agentControl struct {
 	leases *leases.Service
 }
 
-// SuspendAgent implements approvals.AgentControl.
+// SuspendAgent implements approvals.AgentControl. A disabled agent is
+// contained already, and for good: suspending it (an overdue review, a risk
+// containment) leaves it disabled and still ends every live lease.
 func (a agentControl) SuspendAgent(ctx context.Context, agentID, reason string) error {
-	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, State: broker.AgentSuspended, Reason: "agent suspended: " + reason})
+	req := broker.ContainRequest{AgentID: agentID, State: broker.AgentSuspended, Reason: "agent suspended: " + reason}
+	if ag, err := a.leases.Store.FindAgentByID(ctx, agentID); err != nil {
+		return fmt.Errorf("find agent: %w", err)
+	} else if ag.State == broker.AgentDisabled {
+		req.State, req.Reason = "", "agent disabled; governance would suspend it: "+reason
+	}
+	return a.contain(ctx, req)
 }
 
 // DisableAgent implements approvals.AgentControl.

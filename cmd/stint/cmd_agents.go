@@ -23,9 +23,9 @@ in the configuration file directly and act as an admin: run them on the
 server host.`,
 	}
 	cmd.AddCommand(newAgentsCreateCommand(), newAgentsListCommand(), newAgentsRotateKeyCommand(),
-		newAgentsStateCommand("disable", broker.AgentDisabled, "Disable an agent for good: its keys are revoked and its live leases revoked"),
-		newAgentsStateCommand("suspend", broker.AgentSuspended, "Suspend an agent: it cannot authenticate and its live leases are revoked"),
-		newAgentsStateCommand("activate", broker.AgentActive, "Re-activate a suspended agent"),
+		newAgentsStateCommand("disable", broker.AgentDisabled, "Disable an agent for good: its keys are revoked and its live leases revoked; it can never be re-activated"),
+		newAgentsStateCommand("suspend", broker.AgentSuspended, "Suspend an agent: it cannot authenticate and its live leases are revoked; activate undoes it"),
+		newAgentsStateCommand("activate", broker.AgentActive, "Re-activate a suspended agent (a disabled agent cannot be re-activated)"),
 		newAgentsRevokeAllCommand(),
 		newAgentsContainmentsCommand())
 	cmd.AddCommand(agentIdentityCommands()...)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -107,5 +108,68 @@ roles:
 		if l, err := db.FindLeaseByID(context.Background(), id); err != nil || l.State != want {
 			t.Fatalf("lease %s after the CLI answer: %v, %v; want %s", id, l.State, err, want)
 		}
+	}
+}
+
+// TestApprovalsListWithoutSlackTokens: `stint approvals` is the fallback for
+// when Slack is not at hand, so it works on a server configured for Slack
+// without the Slack tokens in its environment; the server itself still
+// refuses to start without them.
+func TestApprovalsListWithoutSlackTokens(t *testing.T) {
+	for _, env := range []string{"VAULT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"} {
+		t.Setenv(env, "")
+	}
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "stint.db")
+	cfgPath := filepath.Join(dir, "stint.yaml")
+	cfg := `store: {path: ` + dbPath + `}
+slack: {enabled: true, default_channel: C0APPROVALS}
+approvers:
+  - {email: dana@example.com, name: Dana, groups: [security]}
+roles:
+  - name: db-readonly
+    kind: database
+    sensitivity: medium
+    vault: {path: database/creds/stint-readonly, method: read}
+    default_ttl: 15m
+    max_ttl: 1h
+    connection: {host: 127.0.0.1, port: 5432, database: postgres}
+`
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlite.Open(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	agent := &broker.Agent{ID: uuid.NewString(), Name: "report-bot", Owner: "owner@example.com", State: broker.AgentActive, CreatedAt: now, UpdatedAt: now}
+	if err := db.CreateAgent(context.Background(), agent); err != nil {
+		t.Fatal(err)
+	}
+	decideBy := now.Add(time.Hour)
+	l := &broker.Lease{ID: uuid.Must(uuid.NewV7()).String(), AgentID: agent.ID, Agent: agent.Name, Role: "db-readonly", Task: "quarterly numbers",
+		TTL: broker.Duration(15 * time.Minute), State: broker.LeasePending, CreatedAt: now, UpdatedAt: now, DecideBy: &decideBy,
+		PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 1, ApproverGroup: "security"}}
+	if err := db.CreateLease(context.Background(), l, "agent:report-bot", "needs approval"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	out, err := runCLI(t, "", "--config", cfgPath, "approvals", "list", "--as", "dana@example.com")
+	if err != nil || !strings.Contains(out, l.ID) || !strings.Contains(out, "digest:") {
+		t.Fatalf("approvals list without Slack tokens = %q, %v; want the pending lease", out, err)
+	}
+
+	// The server needs Slack: it refuses to start without the tokens.
+	c, err := ReadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(c, slog.New(slog.DiscardHandler))
+	m.VaultOptional = true
+	defer m.Close()
+	if err := m.Open(context.Background()); err == nil || !strings.Contains(err.Error(), "SLACK_BOT_TOKEN") {
+		t.Fatalf("Open for serve without Slack tokens = %v; want an error naming SLACK_BOT_TOKEN", err)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/stint-broker/stint/approvals"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/leases"
 )
 
 // Enabled reports whether policies are configured; without them a role's
@@ -755,6 +756,13 @@ the decision, every permit and forbid that matched with its id, position and
 annotations, any policy that failed to evaluate, and the entities and context
 policy saw.
 
+The decision is the server's answer, from the lease service's own decision
+path: policy, then the governance rules (an agent that is not active is
+refused; a role an access review removed, separation of duty against the
+agent's live leases, the privileged safeguards and a risk score at the revoke
+threshold deny or add approvals). A "policy:" line shows what the policies
+alone decided when the rules changed it.
+
 The role comes from the configuration. The agent is looked up in the store
 unless --owner or --label describe it (then it need not be registered).
 Hour and weekday are in policy.timezone; by default the request is made now.`,
@@ -785,9 +793,18 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 			if role == nil {
 				return fmt.Errorf("role %q is not in the configuration", c.Role.Name)
 			}
-			agent, err := explainAgent(cmd, cfg, c.Agent.Name, c.Agent.Owner, labels)
+			agent, db, err := explainAgent(cmd, cfg, c.Agent.Name, c.Agent.Owner, labels)
 			if err != nil {
 				return err
+			}
+			if db != nil {
+				defer db.Close()
+				if !cmd.Flags().Changed("active-role") {
+					// What the server would see: the agent's live leases.
+					if c.Context.ActiveRoles, err = db.LiveRoles(cmd.Context(), agent.ID, ""); err != nil {
+						return fmt.Errorf("find live roles: %w", err)
+					}
+				}
 			}
 			req := broker.DecisionRequest{
 				Action: c.Action, Agent: agent, Role: role, TTL: role.DefaultTTL,
@@ -828,12 +845,16 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 			if err != nil {
 				return err
 			}
+			v, err := serverVerdict(cmd, cfg, p, db, agent, req)
+			if err != nil {
+				return err
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(x)
+				return enc.Encode(explainOutput{Explanation: x, Decision: v.Decision, PolicyDecision: x.Decision, Refused: v.Refused})
 			}
-			printExplanation(cmd.OutOrStdout(), x, p.Location(), req)
+			printExplanation(cmd.OutOrStdout(), x, v, p.Location(), req)
 			return nil
 		},
 	}
@@ -851,7 +872,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 	f.StringVar(&c.Agent.OnBehalfOf, "on-behalf-of", "", "the human the agent acts for")
 	f.StringVar(&c.Agent.Owner, "owner", "", "owner email, to describe an agent that is not registered")
 	f.StringArrayVar(&labels, "label", nil, "agent label key=value (repeatable), to describe an agent that is not registered")
-	f.StringArrayVar(&c.Context.ActiveRoles, "active-role", nil, "a role the agent holds a live lease on (repeatable)")
+	f.StringArrayVar(&c.Context.ActiveRoles, "active-role", nil, "a role the agent holds a live lease on (repeatable; default for a registered agent: its live leases)")
 	f.StringVar(&c.Context.Task, "task", "policy explain", "the task of the request")
 	f.StringVar(&c.Context.Justification, "justification", "", "the justification of the request")
 	f.BoolVar(&examples, "examples", false, "use Stint's example policies instead of the configured ones")
@@ -861,35 +882,103 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 	return cmd
 }
 
-// explainAgent describes the agent from flags, or finds it in the store.
-func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []string) (*broker.Agent, error) {
+// explainAgent describes the agent from flags, or finds it in the store,
+// which it then returns open (the caller closes it) for the governance
+// rules that read it: role removals by access reviews, live leases.
+func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []string) (*broker.Agent, *sqlite.DB, error) {
 	if owner != "" || len(labels) > 0 {
 		lbl, err := broker.ParseLabels(labels)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if owner == "" {
 			owner = "owner@example.com"
 		}
-		return &broker.Agent{ID: "explain:" + name, Name: name, Owner: owner, Labels: lbl, State: broker.AgentActive}, nil
+		return &broker.Agent{ID: "explain:" + name, Name: name, Owner: owner, Labels: lbl, State: broker.AgentActive}, nil, nil
 	}
 	if _, err := os.Stat(cfg.Store.Path); err != nil {
-		return nil, fmt.Errorf("store %s not found: describe agent %s with --owner and --label", cfg.Store.Path, name)
+		return nil, nil, fmt.Errorf("store %s not found: describe agent %s with --owner and --label", cfg.Store.Path, name)
 	}
 	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, nil, fmt.Errorf("open store: %w", err)
 	}
-	defer db.Close()
 	a, err := db.FindAgentByName(cmd.Context(), name)
-	if broker.ErrorCode(err) == broker.ENOTFOUND {
-		return nil, fmt.Errorf("agent %s is not registered in %s: describe it with --owner and --label", name, cfg.Store.Path)
+	if err != nil {
+		db.Close()
+		if broker.ErrorCode(err) == broker.ENOTFOUND {
+			return nil, nil, fmt.Errorf("agent %s is not registered in %s: describe it with --owner and --label", name, cfg.Store.Path)
+		}
+		return nil, nil, err
 	}
-	return a, err
+	return a, db, nil
 }
 
-func printExplanation(out io.Writer, x *approvals.Explanation, loc *time.Location, req broker.DecisionRequest) {
-	fmt.Fprintf(out, "decision:  %s\n", decisionSummary(x.Decision))
+// verdict is what the server answers a request: a decision, or a refusal
+// before any decision (an agent that is not active, a window the role does
+// not allow).
+type verdict struct {
+	Decision *broker.Decision
+	// Refused is the error's code and message, as the API shows them.
+	Refused *explainRefusal
+}
+
+// explainRefusal is an error the API would answer instead of a decision.
+type explainRefusal struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// explainOutput is `policy explain --json`: Decision is the server's answer
+// (policy's decision with the governance rules applied), PolicyDecision
+// what the policies alone decided.
+type explainOutput struct {
+	*approvals.Explanation
+	Decision       *broker.Decision `json:"decision,omitempty"`
+	PolicyDecision broker.Decision  `json:"policy_decision"`
+	Refused        *explainRefusal  `json:"refused,omitempty"`
+}
+
+// serverVerdict decides req with the lease service's own decision path,
+// wired as the server wires it: policy p, the privileged safeguards,
+// separation of duty, role removals by access reviews (db, when the agent
+// is registered) and risk containment at the configured threshold.
+func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db *sqlite.DB, agent *broker.Agent, req broker.DecisionRequest) (verdict, error) {
+	var store leases.Store
+	if db != nil {
+		store = db
+	}
+	svc := leases.NewService(store, nil, cfg.Roles, nil)
+	svc.Decider = p
+	setDecisionRules(svc, cfg)
+	risk := broker.RiskAssessment{Score: req.RiskScore}
+	if !cfg.Risk.Disabled {
+		risk.Contained = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
+	}
+	actor := broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID,
+		AuthMethod: req.AuthMethod, OnBehalfOf: req.OnBehalfOf, SourceIP: req.SourceIP}
+	lr := broker.LeaseRequest{Role: req.Role.Name, TTL: req.TTL.String(), Task: req.Task, Justification: req.Justification}
+	d, err := svc.DecideRequest(cmd.Context(), agent, actor, lr, req.Time, risk, req.ActiveRoles)
+	switch code := broker.ErrorCode(err); {
+	case err == nil:
+		return verdict{Decision: &d}, nil
+	case code != broker.EINTERNAL:
+		return verdict{Refused: &explainRefusal{Code: code, Message: userMessage(err)}}, nil
+	}
+	return verdict{}, err
+}
+
+func printExplanation(out io.Writer, x *approvals.Explanation, v verdict, loc *time.Location, req broker.DecisionRequest) {
+	switch {
+	case v.Refused != nil:
+		fmt.Fprintf(out, "decision:  refused (%s) before policy decides: %s\n", v.Refused.Code, v.Refused.Message)
+		fmt.Fprintf(out, "policy:    %s\n", decisionSummary(x.Decision))
+	default:
+		fmt.Fprintf(out, "decision:  %s\n", decisionSummary(*v.Decision))
+		if decisionSummary(*v.Decision) != decisionSummary(x.Decision) {
+			fmt.Fprintf(out, "policy:    %s (Stint's governance rules changed it)\n", decisionSummary(x.Decision))
+		}
+	}
 	fmt.Fprintf(out, "request:   agent %s %s role %s for %s at %s\n", req.Agent.Name, req.Action, req.Role.Name,
 		req.TTL, req.Time.In(loc).Format("Mon 2006-01-02 15:04 MST"))
 	fmt.Fprintf(out, "evaluated: %d of %d policies (the others' scope cannot match)\n", x.Evaluated, x.Total)

@@ -492,3 +492,108 @@ func TestDevConfigUsesExamplePolicies(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyExplainAgreesWithServer: `policy explain` answers what the
+// server answers for the same request, through the lease service's own
+// decision path: separation of duty against the agent's live leases, a role
+// an access review removed, an agent that is not active, and a risk score
+// at the containment threshold.
+func TestPolicyExplainAgreesWithServer(t *testing.T) {
+	t.Setenv("VAULT_TOKEN", "")
+	dir := t.TempDir()
+	path := policyConfigFor(t, dir)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(raw, []byte("sod: {dynamic_conflicts: [[db-readonly, vault-token]]}\n")...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ReadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := NewMain(cfg, slog.New(slog.DiscardHandler))
+	m.Issuer = &policyTestIssuer{}
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	admin := adminContext(ctx)
+	agent := func(name string) (*broker.Agent, context.Context) {
+		a, _, _, err := m.Agents.CreateAgent(admin, broker.NewAgent{Name: name, Owner: "alice@example.com", Labels: map[string]string{"team": "data"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, broker.NewContextWithActor(ctx, broker.Actor{Kind: broker.ActorAgent, Name: name, AgentID: a.ID, AuthMethod: broker.AuthAPIKey})
+	}
+	explain := func(args ...string) string {
+		t.Helper()
+		out, err := runStint(t, append([]string{"policy", "explain", "--config", path}, args...)...)
+		if err != nil {
+			t.Fatalf("policy explain %v: %v\n%s", args, err, out)
+		}
+		return out
+	}
+	both := func(what string, apiErr error, explained, want string) {
+		t.Helper()
+		if !strings.Contains(broker.ErrorMessage(apiErr), want) {
+			t.Errorf("%s: the server answers %v; want %q", what, apiErr, want)
+		}
+		if !strings.Contains(explained, want) {
+			t.Errorf("%s: policy explain does not say %q:\n%s", what, want, explained)
+		}
+	}
+
+	// Separation of duty: da-bot holds db-readonly, which conflicts with
+	// vault-token; policy alone would ask for one approval.
+	_, da := agent("da-bot")
+	if l, _, err := m.Leases.RequestLease(da, broker.LeaseRequest{Role: "db-readonly", TTL: "30m", Task: "report"}); err != nil || l.State != broker.LeaseActive {
+		t.Fatalf("db-readonly: %+v, %v", l, err)
+	}
+	_, _, err = m.Leases.RequestLease(da, broker.LeaseRequest{Role: "vault-token", Task: "report"})
+	out := explain("--agent", "da-bot", "--role", "vault-token")
+	if broker.ErrorCode(err) != broker.EDENIED || !strings.Contains(out, "decision:  deny by [stint:separation-of-duty]") ||
+		!strings.Contains(out, "policy:    1 approval(s) from approvers by [medium-one-approval]") {
+		t.Errorf("separation of duty: server %v; explain:\n%s", err, out)
+	}
+	both("separation of duty", err, out, "agent da-bot holds a live lease on role db-readonly, which conflicts with role vault-token")
+
+	// An access review removed db-readonly from etl-bot: policy alone
+	// would grant it at once.
+	etl, etlCtx := agent("etl-bot")
+	if err := m.DB.ExcludeRole(ctx, &broker.RoleExclusion{AgentID: etl.ID, Role: "db-readonly", ReviewID: "r1", By: "admin:sec", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = m.Leases.RequestLease(etlCtx, broker.LeaseRequest{Role: "db-readonly", TTL: "30m", Task: "report"})
+	out = explain("--agent", "etl-bot", "--role", "db-readonly", "--ttl", "30m")
+	if broker.ErrorCode(err) != broker.EDENIED || !strings.Contains(out, "decision:  deny by [stint:access-review]") {
+		t.Errorf("role removed: server %v; explain:\n%s", err, out)
+	}
+	both("role removed", err, out, "an access review removed role db-readonly from agent etl-bot")
+
+	// A suspended agent is refused before policy decides.
+	if _, err := m.Agents.SetAgentState(admin, etl.ID, broker.AgentSuspended); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = m.Leases.RequestLease(etlCtx, broker.LeaseRequest{Role: "vault-token", Task: "report"})
+	out = explain("--agent", "etl-bot", "--role", "vault-token")
+	if broker.ErrorCode(err) != broker.EFORBIDDEN || !strings.Contains(out, "decision:  refused (forbidden) before policy decides") {
+		t.Errorf("suspended: server %v; explain:\n%s", err, out)
+	}
+	both("suspended", err, out, "Agent etl-bot is suspended.")
+
+	// A risk score at the revoke threshold (risk.revoke_threshold, 90)
+	// contains the agent: denied whatever policy says.
+	out = explain("--agent", "x", "--label", "team=data", "--role", "db-readonly", "--risk", "95")
+	if !strings.Contains(out, "decision:  deny by [stint:risk-containment]: risk score 95 crossed the revoke threshold") {
+		t.Errorf("risk containment: explain:\n%s", out)
+	}
+
+	// --json carries the server's decision and policy's apart.
+	out = explain("--agent", "etl-bot", "--role", "db-readonly", "--json")
+	if !strings.Contains(out, `"refused": {`) || !strings.Contains(out, `"policy_decision": {`) {
+		t.Errorf("--json:\n%s", out)
+	}
+}

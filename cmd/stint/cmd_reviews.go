@@ -220,6 +220,20 @@ func printReview(out io.Writer, r *broker.Review) {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", it.Role, it.LeaseCount, last, verdict, it.AttestedBy, it.Note)
 	}
 	tw.Flush()
+	// Every attestation, when a role has more than the one shown above.
+	for _, it := range r.Items {
+		if len(it.Attestations) < 2 {
+			continue
+		}
+		fmt.Fprintf(out, "\n%s attestations:\n", it.Role)
+		for _, a := range it.Attestations {
+			fmt.Fprintf(out, "  %s  %s by %s", a.At.UTC().Format(time.RFC3339), a.Verdict, a.By)
+			if a.Note != "" {
+				fmt.Fprintf(out, ": %s", a.Note)
+			}
+			fmt.Fprintln(out)
+		}
+	}
 }
 
 func newReviewsAttestCommand() *cobra.Command {
@@ -230,7 +244,9 @@ func newReviewsAttestCommand() *cobra.Command {
 		Short: "Keep or remove one role of an access review (the last verdict closes it)",
 		Long: `Record your verdict for one role of an open access review. --remove revokes
 the agent's live leases on the role at once and bars it from requesting the
-role again, whatever its labels say.`,
+role again, whatever its labels say; it is final. Every attestation is kept:
+an admin's beside the owner's. Only the agent's owner (--as) and admins may
+attest.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keep == remove {

@@ -30,6 +30,7 @@ func openMain(cmd *cobra.Command) (*Main, error) {
 	m := NewMain(cfg, logger)
 	// Only the server and the reconciler cannot work without Vault.
 	m.VaultOptional = cmd.Name() != "serve" && cmd.Name() != "reconcile"
+	m.SlackOptional = cmd.Name() != "serve"
 	if err := m.Open(cmd.Context()); err != nil {
 		m.Close()
 		return nil, err

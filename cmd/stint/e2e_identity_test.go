@@ -579,12 +579,12 @@ func TestIdentityMTLS(t *testing.T) {
 		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentDisabled); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentActive); err != nil {
-			t.Fatal(err)
+		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentActive); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Fatalf("re-activating a disabled agent = %v; want ECONFLICT (disabling is final)", err)
 		}
 		// Disabling revoked the certificate for good.
 		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "revoked") {
-			t.Fatalf("disabled agent's certificate after re-activation = %d %s", status, msg)
+			t.Fatalf("disabled agent's certificate = %d %s", status, msg)
 		}
 	})
 

@@ -187,12 +187,18 @@ func (is *Issuer) issueLease(ctx context.Context, req leases.IssueRequest) (*lea
 			return nil, errors.Join(err, is.Revoke(ctx, s.LeaseID))
 		}
 	}
-	return &leases.Grant{
+	g := &leases.Grant{
 		VaultLeaseID:  s.LeaseID,
 		LeaseDuration: time.Duration(ttl) * time.Second,
 		Renewable:     renewable,
 		Data:          s.Data,
-	}, nil
+	}
+	// Database engines (and others with a login, such as RabbitMQ) return
+	// the user they created beside its password.
+	if u, ok := s.Data["username"].(string); ok {
+		g.Username = u
+	}
+	return g, nil
 }
 
 func (is *Issuer) issueToken(ctx context.Context, req leases.IssueRequest) (*leases.Grant, error) {

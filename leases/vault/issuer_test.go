@@ -101,6 +101,9 @@ func TestIssuer(t *testing.T) {
 		if user == "" || password == "" {
 			t.Fatalf("Data lacks username or password: keys %v", keys(g.Data))
 		}
+		if g.Username != user {
+			t.Errorf("Grant.Username = %q, want the minted user %q (recorded on the lease)", g.Username, user)
+		}
 
 		// Vault's own record of the lease is no longer than the window.
 		l, err := lookupLease(ctx, root, g.VaultLeaseID)

@@ -1,5 +1,6 @@
-// Stint console: counts down the time left of live leases. Loaded as a
-// same-origin script (the console's CSP allows no inline code).
+// Stint console: counts down the time left of live leases and copies
+// whole ids and hashes. Loaded as a same-origin script (the console's CSP
+// allows no inline code).
 (function () {
   "use strict";
   function fmt(s) {
@@ -18,4 +19,37 @@
     });
   }
   setInterval(tick, 1000);
+
+  // Copy buttons (data-copy) put a whole id, hash or user name on the
+  // clipboard; the page shows only its start. Delegated, so that rows
+  // htmx swaps in work too.
+  function copied(btn, ok) {
+    var was = btn.textContent;
+    btn.textContent = ok ? "copied" : "select and copy";
+    setTimeout(function () { btn.textContent = was; }, 1500);
+  }
+  function fallback(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "absolute";
+    area.style.left = "-9999px";
+    document.body.appendChild(area);
+    area.select();
+    var ok = false;
+    try { ok = document.execCommand("copy"); } catch (e) { ok = false; }
+    document.body.removeChild(area);
+    return ok;
+  }
+  document.addEventListener("click", function (ev) {
+    var btn = ev.target.closest ? ev.target.closest("button[data-copy]") : null;
+    if (!btn) return;
+    ev.preventDefault();
+    var text = btn.getAttribute("data-copy");
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { copied(btn, true); }, function () { copied(btn, fallback(text)); });
+    } else {
+      copied(btn, fallback(text));
+    }
+  });
 })();
