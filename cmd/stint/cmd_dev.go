@@ -67,8 +67,14 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if err != nil {
 		return fmt.Errorf("vault binary: %w", err)
 	}
+	// The state directory holds the Vault unseal key and root token, the
+	// admin token and the database: only its owner may enter it, even if
+	// an earlier version (or the user) made it wider.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	fmt.Fprintf(out, "starting development Vault on 127.0.0.1:%d (state in %s) …\n", vaultPort, filepath.Join(dir, "vault"))
 	dv, err := vault.StartDev(ctx, vault.DevOptions{Bin: vaultBin, Dir: filepath.Join(dir, "vault"), Port: vaultPort, PGDSN: pgDSN})
@@ -117,9 +123,13 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	return m.Run(ctx)
 }
 
-// devSecret reads a random secret kept in path, creating it on first use.
+// devSecret reads a random secret kept in path, creating it on first use
+// with mode 0600 (and narrowing an existing file that others may read).
 func devSecret(path string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", fmt.Errorf("make %s private: %w", path, err)
+		}
 		return strings.TrimSpace(string(b)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
@@ -129,7 +139,15 @@ func devSecret(path string) (string, error) {
 		return "", err
 	}
 	s := "stint_admin_" + base64.RawURLEncoding.EncodeToString(b[:])
-	return s, os.WriteFile(path, []byte(s+"\n"), 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	if _, err := f.WriteString(s + "\n"); err != nil {
+		f.Close()
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, f.Close()
 }
 
 // writeDevConfig writes the development configuration unless one exists, so
