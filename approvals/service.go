@@ -240,6 +240,9 @@ func (s *Service) Decide(ctx context.Context, ap *broker.Approver, ans Answer) (
 	case len(ans.Reason) > maxReasonLen:
 		return nil, broker.FieldErrorf("reason", "Reason is longer than %d characters.", maxReasonLen)
 	}
+	if err := broker.CheckText("reason", ans.Reason); err != nil {
+		return nil, err
+	}
 	// RecordApproval refuses if anything changed between our read and its
 	// write; then we read again and decide again.
 	for attempt := 0; ; attempt++ {

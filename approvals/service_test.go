@@ -185,3 +185,14 @@ func TestDecideAfterDeadline(t *testing.T) {
 		t.Fatalf("approving before the deadline: %v", err)
 	}
 }
+
+func TestDenyReasonRefusesControlCharacters(t *testing.T) {
+	svc, db, l := newApprovalService(t)
+	_, err := svc.Deny(approverCtx("dana@example.com"), l.ID, approvals.Digest(l), "no\x1b[8m hidden")
+	if broker.ErrorCode(err) != broker.EINVALID || broker.ErrorField(err) != "reason" {
+		t.Fatalf("deny with ESC in the reason: %v, want EINVALID on reason", err)
+	}
+	if list, _ := db.FindApprovals(context.Background(), l.ID); len(list) != 0 {
+		t.Fatalf("%d answers recorded, want none", len(list))
+	}
+}

@@ -57,3 +57,14 @@ func TestEscapeControl(t *testing.T) {
 		t.Fatalf("escaped JSON decodes to %q, %v", back, err)
 	}
 }
+
+func TestAgentValidateRefusesControlCharacters(t *testing.T) {
+	for _, a := range []*broker.Agent{
+		{Name: "etl", Owner: "ana@example.com\x1b[0m"},
+		{Name: "etl", Owner: "ana@example.com", Labels: map[string]string{"team": "da\u202eta"}},
+	} {
+		if err := a.Validate(); broker.ErrorCode(err) != broker.EINVALID {
+			t.Errorf("Validate(owner %q, labels %q) = %v, want EINVALID", a.Owner, a.Labels, err)
+		}
+	}
+}

@@ -103,3 +103,25 @@ func TestEligibilityBeforePolicy(t *testing.T) {
 		}
 	})
 }
+
+// TestRequestRefusesControlCharacters: free text that approvers will read
+// is refused by the service itself, whatever path it came by (API, CLI,
+// MCP), before anything is recorded.
+func TestRequestRefusesControlCharacters(t *testing.T) {
+	f := newFixture(t)
+	ctx := f.agent(t, "etl", map[string]string{"team": "data"})
+	for _, tc := range []struct {
+		req   broker.LeaseRequest
+		field string
+	}{
+		{broker.LeaseRequest{Role: "db-readonly", Task: "report\x1b[2K\rAPPROVED"}, "task"},
+		{broker.LeaseRequest{Role: "db-readonly", Task: "report", Justification: "OPS-1\u202e"}, "justification"},
+		{broker.LeaseRequest{Role: "db-readonly", Task: "report", Breakglass: true, BreakglassReason: "x\u009b"}, "breakglass_reason"},
+	} {
+		_, _, err := f.svc.RequestLease(ctx, tc.req)
+		wantCode(t, err, broker.EINVALID, tc.field)
+	}
+	if got, _, _ := f.db.FindLeases(context.Background(), broker.LeaseFilter{}); len(got) != 0 {
+		t.Fatalf("%d leases recorded, want none", len(got))
+	}
+}
