@@ -24,9 +24,10 @@ $(BIN)/vault: cmd/devvault/main.go cmd/devvault/go.mod cmd/devvault/go.sum
 run: build devvault
 	$(BIN)/stint dev --vault-bin $(BIN)/vault --pg-dsn '$(PG_DSN)'
 
-## test: run every test against the development Vault and the local PostgreSQL
+## test: run every test against the development Vault and the local PostgreSQL (fuzz seed corpora included), then fuzz-smoke
 test: devvault
 	$(TEST_ENV) $(GO) test -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 # The fuzz targets, as package:Name. Their seed corpora (testdata/fuzz/Name in
 # each package, plus the f.Add seeds) run as ordinary tests in `make test`.
