@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -18,7 +19,9 @@ import (
 // layout uses. It holds back the first bytes of a UTF-8 sequence that a
 // write splits, until the next write completes it.
 type terminalWriter struct {
-	w       io.Writer
+	w io.Writer
+
+	mu      sync.Mutex // the server's logger and commands may write at once
 	pending []byte
 }
 
@@ -28,6 +31,8 @@ func newTerminalWriter(w io.Writer) *terminalWriter { return &terminalWriter{w: 
 // Write implements io.Writer. It reports len(p) written when the escaped
 // text was written in full.
 func (t *terminalWriter) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	buf := append(t.pending, p...)
 	t.pending = nil
 	// Keep an incomplete UTF-8 sequence at the end for the next write.
