@@ -5,7 +5,7 @@ BIN       := $(CURDIR)/bin
 PG_DSN    ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
 TEST_ENV  := STINT_TEST_VAULT_BIN=$(BIN)/vault STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
 
-.PHONY: all build devvault run test bench vet fmt clean distclean
+.PHONY: all build devvault run test bench fuzz fuzz-smoke vet fmt clean distclean
 
 all: build
 
@@ -24,9 +24,28 @@ $(BIN)/vault: cmd/devvault/main.go cmd/devvault/go.mod cmd/devvault/go.sum
 run: build devvault
 	$(BIN)/stint dev --vault-bin $(BIN)/vault --pg-dsn '$(PG_DSN)'
 
-## test: run every test against the development Vault and the local PostgreSQL
+## test: run every test against the development Vault and the local PostgreSQL (fuzz seed corpora included), then fuzz-smoke
 test: devvault
 	$(TEST_ENV) $(GO) test -count=1 -timeout 30m ./...
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# The fuzz targets, as package:Name. Their seed corpora (testdata/fuzz/Name in
+# each package, plus the f.Add seeds) run as ordinary tests in `make test`.
+FUZZ_TARGETS := ./web:FuzzDecodeJSON ./approvals/slack:FuzzInteraction ./broker/identity:FuzzToken ./approvals:FuzzPolicyRequest
+FUZZTIME  ?= 10m
+SMOKETIME ?= 5s
+
+## fuzz: run each fuzz target for FUZZTIME (default 10m each; e.g. make fuzz FUZZTIME=2m); a crasher is written to the package's testdata/fuzz and stops the run
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test $$pkg -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
+
+## fuzz-smoke: run each fuzz target for SMOKETIME (default 5s), as make test does
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKETIME)
 
 ## bench: run the benchmarks (grant overhead, pipeline throughput, expiry precision)
 bench: devvault

@@ -444,6 +444,9 @@ func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.R
 	case len(note) > maxReviewNoteLen:
 		return nil, broker.FieldErrorf("note", "Note is longer than %d characters.", maxReviewNoteLen)
 	}
+	if err := broker.CheckText("note", note); err != nil {
+		return nil, err
+	}
 	actor, err := viewer(ctx)
 	if err != nil {
 		return nil, err
@@ -505,6 +508,9 @@ func (rv *Reviews) CloseBreakglass(ctx context.Context, id, note string) (*broke
 		return nil, broker.FieldErrorf("note", "A note is required: say what the emergency was and what was done.")
 	case len(note) > maxReviewNoteLen:
 		return nil, broker.FieldErrorf("note", "Note is longer than %d characters.", maxReviewNoteLen)
+	}
+	if err := broker.CheckText("note", note); err != nil {
+		return nil, err
 	}
 	actor, err := viewer(ctx)
 	if err != nil {

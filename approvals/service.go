@@ -240,6 +240,9 @@ func (s *Service) Decide(ctx context.Context, ap *broker.Approver, ans Answer) (
 	case len(ans.Reason) > maxReasonLen:
 		return nil, broker.FieldErrorf("reason", "Reason is longer than %d characters.", maxReasonLen)
 	}
+	if err := broker.CheckText("reason", ans.Reason); err != nil {
+		return nil, err
+	}
 	// RecordApproval refuses if anything changed between our read and its
 	// write; then we read again and decide again.
 	for attempt := 0; ; attempt++ {
@@ -284,11 +287,16 @@ func (s *Service) decideOnce(ctx context.Context, ap *broker.Approver, ans Answe
 	if l.State != broker.LeasePending {
 		return nil, broker.Errorf(broker.ECONFLICT, "The request is %s; it is no longer pending.", l.State)
 	}
+	now := s.Now().UTC()
+	// RecordApproval checks the deadline again in its transaction; this
+	// check gives the same answer at once rather than after its retries.
+	if err := broker.CheckDecideBy(l, now); err != nil {
+		return nil, err
+	}
 	if ans.Digest != Digest(l) {
 		return nil, broker.Errorf(broker.ECONFLICT, "The request changed after it was shown to you; review it again.")
 	}
 
-	now := s.Now().UTC()
 	a := &broker.Approval{
 		LeaseID:      l.ID,
 		Approver:     strings.ToLower(ap.Email),

@@ -150,3 +150,49 @@ func TestApproverTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideAfterDeadline: a pending lease whose decide_by has passed, but
+// which the expiry loop has not timed out yet, takes no answer, and no
+// activation window opens.
+func TestDecideAfterDeadline(t *testing.T) {
+	svc, db, l := newApprovalService(t)
+	now := time.Now().UTC()
+	deadline := now.Add(-time.Second)
+	if _, err := db.UpdateLease(context.Background(), l.ID, broker.LeaseUpdate{DecideBy: &deadline, Actor: "system", Reason: "deadline"}); err != nil {
+		t.Fatal(err)
+	}
+	svc.Now = func() time.Time { return now }
+	want := "The request timed out at " + deadline.Format(time.RFC3339) + ", before this answer; it can no longer be approved or denied."
+	if _, err := svc.Approve(approverCtx("dana@example.com"), l.ID, approvals.Digest(l)); broker.ErrorCode(err) != broker.ECONFLICT || broker.ErrorMessage(err) != want {
+		t.Fatalf("approving after the deadline: %v, want ECONFLICT %q", err, want)
+	}
+	if _, err := svc.Deny(approverCtx("dana@example.com"), l.ID, approvals.Digest(l), "too late"); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Fatalf("denying after the deadline: %v, want ECONFLICT", err)
+	}
+	got, err := db.FindLeaseByID(context.Background(), l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != broker.LeasePending || got.ActivateBy != nil {
+		t.Fatalf("lease after a late approval: state %s, activate_by %v; want pending with no activation window", got.State, got.ActivateBy)
+	}
+	if list, _ := db.FindApprovals(context.Background(), l.ID); len(list) != 0 {
+		t.Fatalf("%d approvals recorded after the deadline, want none", len(list))
+	}
+	// The same answer before the deadline is recorded.
+	svc.Now = func() time.Time { return deadline.Add(-time.Minute) }
+	if _, err := svc.Approve(approverCtx("dana@example.com"), l.ID, approvals.Digest(l)); err != nil {
+		t.Fatalf("approving before the deadline: %v", err)
+	}
+}
+
+func TestDenyReasonRefusesControlCharacters(t *testing.T) {
+	svc, db, l := newApprovalService(t)
+	_, err := svc.Deny(approverCtx("dana@example.com"), l.ID, approvals.Digest(l), "no\x1b[8m hidden")
+	if broker.ErrorCode(err) != broker.EINVALID || broker.ErrorField(err) != "reason" {
+		t.Fatalf("deny with ESC in the reason: %v, want EINVALID on reason", err)
+	}
+	if list, _ := db.FindApprovals(context.Background(), l.ID); len(list) != 0 {
+		t.Fatalf("%d answers recorded, want none", len(list))
+	}
+}

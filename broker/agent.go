@@ -57,7 +57,7 @@ func (a *Agent) Validate() error {
 	switch {
 	case !ValidName(a.Name):
 		return FieldErrorf("name", "Agent name must be 1-64 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit.")
-	case !strings.Contains(a.Owner, "@") || len(a.Owner) > 254 || strings.ContainsAny(a.Owner, " \t\r\n"):
+	case !strings.Contains(a.Owner, "@") || len(a.Owner) > 254 || strings.ContainsAny(a.Owner, " \t\r\n") || CheckText("owner", a.Owner) != nil:
 		return FieldErrorf("owner", "Agent owner must be the email address of a human.")
 	}
 	if a.AuthMethods != nil {
@@ -66,8 +66,8 @@ func (a *Agent) Validate() error {
 		}
 	}
 	for k, v := range a.Labels {
-		if !ValidName(k) || len(v) > 128 {
-			return FieldErrorf("labels", "Label %q is invalid: keys use a-z, 0-9, '-', '_' or '.'; values are at most 128 characters.", k)
+		if !ValidName(k) || len(v) > 128 || CheckText("labels", v) != nil {
+			return FieldErrorf("labels", "Label %q is invalid: keys use a-z, 0-9, '-', '_' or '.'; values are at most 128 characters, without control characters.", k)
 		}
 	}
 	return nil

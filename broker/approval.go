@@ -104,7 +104,10 @@ type ApprovalStore interface {
 	// still equals seen and it has exactly prior approvals: a concurrent
 	// change makes the caller re-read and re-decide. It sets a.ID. Returns
 	// ENOTFOUND if the lease does not exist and ECONFLICT if it is not
-	// pending, changed since seen, or the approver has already answered it.
+	// pending, its DecideBy is at or before a.At (zero a.At means now: an
+	// answer after the deadline is refused even if the lease has not been
+	// timed out yet), changed since seen, or the approver has already
+	// answered it.
 	RecordApproval(ctx context.Context, a *Approval, seen time.Time, prior int, upd LeaseUpdate) (*Lease, error)
 	// FindApprovals returns a lease's approvals, oldest first.
 	FindApprovals(ctx context.Context, leaseID string) ([]*Approval, error)
@@ -164,4 +167,14 @@ type ApprovalService interface {
 	// Deny records the caller's refusal, with an optional reason; the lease
 	// becomes rejected. Errors as Approve.
 	Deny(ctx context.Context, leaseID, digest, reason string) (*Lease, error)
+}
+
+// CheckDecideBy returns ECONFLICT if an answer given at at comes too late for
+// the pending lease l: at or after its DecideBy, when the lease times out.
+func CheckDecideBy(l *Lease, at time.Time) error {
+	if l.DecideBy != nil && !at.Before(*l.DecideBy) {
+		return Errorf(ECONFLICT, "The request timed out at %s, before this answer; it can no longer be approved or denied.",
+			l.DecideBy.UTC().Format(time.RFC3339))
+	}
+	return nil
 }

@@ -58,7 +58,7 @@ func (u *User) Validate() error {
 		return FieldErrorf("name", "User name must be 1-64 characters of a-z, 0-9, '-', '_' or '.', starting with a letter or digit.")
 	case !ValidUserRole(u.Role):
 		return FieldErrorf("role", "Role must be admin, approver or reviewer, not %q.", u.Role)
-	case u.Email != "" && (!strings.Contains(u.Email, "@") || len(u.Email) > 254 || strings.ContainsAny(u.Email, " \t\r\n")):
+	case u.Email != "" && (!strings.Contains(u.Email, "@") || len(u.Email) > 254 || strings.ContainsAny(u.Email, " \t\r\n") || CheckText("email", u.Email) != nil):
 		return FieldErrorf("email", "Email must be an email address.")
 	case u.Role == RoleApprover && u.Email == "":
 		return FieldErrorf("email", "An approver needs an email address: it is how approvals and agent owners are matched.")

@@ -23,6 +23,10 @@ const waitPoll = time.Second
 // The agent's live roles are read only when something reads them: the
 // Decider (policy sees them) or the role's conflict sets.
 func (s *Service) decide(ctx context.Context, agent *broker.Agent, role *broker.Role, window time.Duration, req broker.LeaseRequest, actor broker.Actor, now time.Time, risk broker.RiskAssessment) (broker.Decision, error) {
+	// Eligibility holds before policy, whatever the policy set checks.
+	if d, ok := ineligible(agent, role); ok {
+		return d, nil
+	}
 	var roles []string
 	if s.Decider != nil || len(s.conflictsWith(role.Name)) > 0 {
 		var err error
@@ -129,6 +133,18 @@ func (s *Service) liveRoles(ctx context.Context, agentID, except string) ([]stri
 		return nil, fmt.Errorf("find live roles: %w", err)
 	}
 	return roles, nil
+}
+
+// ineligible returns a denial, and true, if the agent's labels do not
+// satisfy the role's eligible selector. It is checked before any policy is
+// asked, on request and on extension, so that a policy set that never
+// reads context.eligible cannot grant an ineligible agent.
+func ineligible(agent *broker.Agent, role *broker.Role) (broker.Decision, bool) {
+	if role.EligibleFor(agent) {
+		return broker.Decision{}, false
+	}
+	return broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{"stint:eligibility"},
+		Reasons: []string{fmt.Sprintf("agent %s is not eligible for role %s", agent.Name, role.Name)}}, true
 }
 
 // builtinDecision is the rule without a Decider: eligible agents get
@@ -290,7 +306,7 @@ func (s *Service) ActivateLease(ctx context.Context, id string) (*broker.Lease, 
 	if role == nil {
 		return nil, nil, broker.Errorf(broker.ECONFLICT, "Role %q no longer exists; the lease cannot be activated.", l.Role)
 	}
-	if err := s.checkActivation(ctx, l, role, actor); err != nil { // governance.go
+	if err := s.checkActivation(ctx, l, agent, role, actor); err != nil { // governance.go
 		return nil, nil, err
 	}
 

@@ -38,6 +38,9 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins contain an agent.")
 	}
 	reason := strings.TrimSpace(req.Reason)
+	if err := broker.CheckText("reason", reason); err != nil {
+		return nil, err
+	}
 	switch {
 	case reason == "":
 		return nil, broker.FieldErrorf("reason", "A reason is required to revoke leases.")

@@ -203,6 +203,9 @@ func (s *Service) guardedExtend(ctx context.Context, id string, end time.Time, u
 // contained risk score or a role removed by an access review denies.
 // Without a Decider, auto_approve roles are extended for eligible agents.
 func (s *Service) decideExtension(ctx context.Context, l *broker.Lease, agent *broker.Agent, role *broker.Role, add time.Duration, actor broker.Actor, now time.Time, risk broker.RiskAssessment) (broker.Decision, error) {
+	if d, ok := ineligible(agent, role); ok {
+		return d, nil
+	}
 	var d broker.Decision
 	if s.Decider == nil {
 		d = builtinDecision(agent, role, false)

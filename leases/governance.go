@@ -123,9 +123,14 @@ func authName(m string) string {
 }
 
 // checkActivation applies the governance rules that hold at activation as
-// at request: privileged roles need strong authentication, and a role an
-// access review removed cannot be activated.
-func (s *Service) checkActivation(ctx context.Context, l *broker.Lease, role *broker.Role, actor broker.Actor) error {
+// at request: the agent must still be eligible for the role (its labels or
+// the role's selector may have changed since the approval), privileged roles
+// need strong authentication, and a role an access review removed cannot be
+// activated.
+func (s *Service) checkActivation(ctx context.Context, l *broker.Lease, agent *broker.Agent, role *broker.Role, actor broker.Actor) error {
+	if !role.EligibleFor(agent) {
+		return broker.Errorf(broker.EFORBIDDEN, "Agent %s is no longer eligible for role %s.", agent.Name, role.Name)
+	}
 	if p := s.Privileged; p != nil && role.Sensitivity.Privileged() && !broker.StrongAuth(actor.AuthMethod) {
 		return broker.Errorf(broker.EFORBIDDEN, "%s roles are activated only by an agent authenticated by mTLS or private_key_jwt.", role.Sensitivity)
 	}

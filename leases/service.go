@@ -195,6 +195,12 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	case len(req.Justification) > MaxJustificationLen:
 		return nil, nil, broker.FieldErrorf("justification", "Justification is longer than %d characters.", MaxJustificationLen)
 	}
+	// Approvers read these in terminals, Slack and the console.
+	for _, f := range [...]struct{ name, text string }{{"task", req.Task}, {"justification", req.Justification}, {"breakglass_reason", req.BreakglassReason}} {
+		if err := broker.CheckText(f.name, f.text); err != nil {
+			return nil, nil, err
+		}
+	}
 	agent := actor.Agent
 	if agent == nil || agent.ID != actor.AgentID {
 		if agent, err = s.Store.FindAgentByID(ctx, actor.AgentID); err != nil {

@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"time"
 
@@ -61,8 +62,11 @@ func (s *Server) handleLeaseActivate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if cred == nil {
+		return errors.New("activate lease: the service returned no credential")
+	}
 	resp := newLeaseResponse(lease, actorOf(c), s.Now())
-	resp.Credential = cred
+	resp.Credential = cred.Reveal()
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusCreated, resp)
 }

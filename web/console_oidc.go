@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -288,4 +289,24 @@ func (s *Server) oidcFail(c echo.Context, next, reason, email, msg string) error
 	}
 	s.recordAuthFailureAs(c, "console", "anonymous", "", reason, extra)
 	return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Error: msg, SSO: true})
+}
+
+// Format implements fmt.Formatter: an OIDC configuration renders as its
+// issuer and client id, never its client secret or cookie key.
+func (o *OIDC) Format(f fmt.State, verb rune) {
+	if o == nil {
+		fmt.Fprint(f, "<nil>")
+		return
+	}
+	fmt.Fprintf(f, "oidc issuer %s client %s", o.Issuer, o.ClientID)
+}
+
+// LogValue implements slog.LogValuer without the client secret or cookie
+// key.
+func (o *OIDC) LogValue() slog.Value {
+	if o == nil {
+		return slog.StringValue("<nil>")
+	}
+	return slog.GroupValue(slog.String("issuer", o.Issuer), slog.String("client_id", o.ClientID),
+		slog.String("client_secret", broker.RedactString(o.ClientSecret)), slog.String("redirect_url", o.RedirectURL))
 }

@@ -86,7 +86,7 @@ type leaseResponse struct {
 	NextRevokeAt   string `json:"next_revoke_at,omitempty"`
 	RevokeError    string `json:"revoke_error,omitempty"`
 
-	Credential *broker.Credential `json:"credential,omitempty"`
+	Credential map[string]any `json:"credential,omitempty"`
 }
 
 // newLeaseResponse renders l for actor at now.
@@ -171,7 +171,7 @@ func (s *Server) handleLeaseCreate(c echo.Context) error {
 	if cred == nil {
 		return c.JSON(http.StatusAccepted, resp)
 	}
-	resp.Credential = cred
+	resp.Credential = cred.Reveal()
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusCreated, resp)
 }

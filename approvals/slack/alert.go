@@ -72,7 +72,7 @@ func alertMessage(a broker.Alert) (string, []slack.Block) {
 	if len(facts) > 0 {
 		blocks = append(blocks, slack.NewSectionBlock(nil, facts[:min(len(facts), 10)], nil))
 	}
-	return title + ": " + a.Message, blocks
+	return broker.EscapeControl(title + ": " + a.Message), blocks
 }
 
 func truncate(s string, n int) string {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/slack-go/slack"
 
@@ -32,11 +33,19 @@ func parseButtonValue(v string) (leaseID, digest string, ok bool) {
 }
 
 // escape makes untrusted text inert in mrkdwn: no links, mentions or
-// formatting injected through a task or justification.
+// formatting injected through a task or justification, no control or
+// bidirectional formatting characters (written as \x1b, \u202e …: a
+// newline could fake a field, an override reverse what an approver reads),
+// and at most maxFieldLength bytes, cut between characters.
 func escape(s string) string {
+	s = broker.EscapeControl(s)
 	s = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", "*", "\u2217", "_", "\uff3f", "~", "\u223c", "`", "'").Replace(s)
 	if len(s) > maxFieldLength {
-		s = s[:maxFieldLength] + "…"
+		cut := maxFieldLength
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "…"
 	}
 	return s
 }
@@ -50,7 +59,7 @@ func pt(s string) *slack.TextBlockObject {
 
 // summary is the notification text of the message.
 func summary(r *approvals.Request) string {
-	return fmt.Sprintf("Access request: agent %s wants %s for %s (%s)", r.Lease.Agent, r.Lease.Role, r.Lease.TTL, statusWord(r.Lease.State))
+	return broker.EscapeControl(fmt.Sprintf("Access request: agent %s wants %s for %s (%s)", r.Lease.Agent, r.Lease.Role, r.Lease.TTL, statusWord(r.Lease.State)))
 }
 
 func statusWord(s broker.LeaseState) string {
@@ -244,7 +253,9 @@ func ownerText(r *approvals.Request) string {
 // denyModal asks for an optional reason before a denial.
 func denyModal(leaseID, digest, about string) slack.ModalViewRequest {
 	input := slack.NewPlainTextInputBlockElement(pt("Why? (optional, shown to the agent's owner)"), actionReason)
-	input.Multiline = true
+	// One line: reasons, like every free-text field, hold no newline
+	// (broker.CheckText).
+	input.Multiline = false
 	input.MaxLength = 500
 	reason := slack.NewInputBlock(blockReason, pt("Reason"), nil, input)
 	reason.Optional = true

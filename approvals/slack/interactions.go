@@ -152,7 +152,12 @@ func (s *Slack) submitDeny(ctx context.Context, cb *slack.InteractionCallback) a
 	if !ok {
 		return fieldError("This dialog is malformed; close it and click Deny again.")
 	}
-	reason := cb.View.State.Values[blockReason][actionReason].Value
+	// A submission without state (no input block) has a nil State: the
+	// reason is then empty, as if left blank.
+	var reason string
+	if st := cb.View.State; st != nil {
+		reason = st.Values[blockReason][actionReason].Value
+	}
 	if _, err := s.decide(ctx, cb.User.ID, approvals.Answer{LeaseID: leaseID, Digest: digest, Verdict: broker.VerdictDeny, Reason: reason, Via: "slack"}); err != nil {
 		return fieldError("Not recorded: " + userMessage(err))
 	}

@@ -841,3 +841,42 @@ func TestDenialNamesApprover(t *testing.T) {
 		}
 	}
 }
+
+// TestControlCharactersEscaped: a task or justification with escape
+// sequences, a carriage return or a bidi override reaches Slack escaped,
+// in the blocks and in the notification text.
+func TestControlCharactersEscaped(t *testing.T) {
+	f := newFixture(t)
+	now := f.clock()
+	decideBy := now.Add(time.Hour)
+	l := &broker.Lease{
+		ID: uuid.NewString(), AgentID: f.agent.ID, Agent: f.agent.Name, Role: "analytics-ro",
+		Task: "read\x1b[8m hidden\rquarterly\nFake: field", Justification: "FIN-42 \u202eevil\u2069\x00", TTL: broker.Duration(30 * time.Minute),
+		State: broker.LeasePending, Decision: "needs 1 approval(s) from security", VaultPath: "database/creds/ro",
+		CreatedAt: now, UpdatedAt: now, AuthMethod: "api_key",
+		PolicyDecision: &broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 1, ApproverGroup: "security"},
+		DecideBy:       &decideBy,
+	}
+	if err := f.db.CreateLease(context.Background(), l, "agent:report-bot", l.Decision); err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := f.posted(t)
+	var blocks any
+	if err := json.Unmarshal([]byte(msg.Form.Get("blocks")), &blocks); err != nil {
+		t.Fatal(err)
+	}
+	// Newlines are the message's own layout (mrkdwn); nothing else may
+	// arrive raw.
+	raw := fmt.Sprint(blocks) + msg.Form.Get("text")
+	for _, r := range raw {
+		if r != '\n' && broker.IsControl(r) {
+			t.Errorf("message holds U+%04X raw", r)
+		}
+	}
+	text := blockText(t, msg)
+	for _, want := range []string{`read\\x1b[8m hidden\\x0dquarterly\\x0aFake: field`, `FIN-42 \\u202eevil\\u2069\\x00`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("message lacks the escaped text %s:\n%s", want, text)
+		}
+	}
+}

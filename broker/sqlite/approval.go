@@ -31,6 +31,14 @@ func (db *DB) RecordApproval(ctx context.Context, a *broker.Approval, seen time.
 	if l.State != broker.LeasePending {
 		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s, no longer pending.", l.State)
 	}
+	if a.At.IsZero() {
+		a.At = tx.now
+	}
+	// The deadline is checked here, in the transaction that records the
+	// answer: the expiry loop may not have timed the lease out yet.
+	if err := broker.CheckDecideBy(l, a.At); err != nil {
+		return nil, err
+	}
 	approver := strings.ToLower(strings.TrimSpace(a.Approver))
 	var count, mine int
 	if err := tx.QueryRowContext(ctx, `
@@ -45,9 +53,6 @@ func (db *DB) RecordApproval(ctx context.Context, a *broker.Approval, seen time.
 		return nil, broker.Errorf(broker.ECONFLICT, "The lease changed meanwhile; read it again.")
 	}
 
-	if a.At.IsZero() {
-		a.At = tx.now
-	}
 	a.At, a.Approver = normTime(a.At), approver
 	res, err := tx.ExecContext(ctx, `
 		INSERT INTO approvals (lease_id, approver, approver_name, verdict, reason, digest, via, at)

@@ -86,7 +86,10 @@ type DB struct {
 // Open opens (creating if needed) the SQLite database at path, applies pending
 // migrations and returns it ready to use. The path ":memory:" opens a private
 // in-memory database, served by a single connection. Open refuses a database
-// whose schema is newer than this binary knows.
+// whose schema is newer than this binary knows. The database and its -wal and
+// -shm files are private to the owner (0600), and a state directory Open
+// creates is 0700; an existing database that others may read is narrowed to
+// 0600, or refused if it cannot be.
 func Open(ctx context.Context, path string) (_ *DB, err error) {
 	if path == "" {
 		return nil, errors.New("open sqlite: path is required")
@@ -108,6 +111,9 @@ func Open(ctx context.Context, path string) (_ *DB, err error) {
 		db.writer.SetMaxIdleConns(1)
 		db.reader = db.writer
 	} else {
+		if err := privateFiles(path); err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
 		file := "file:" + escapePath(path) + "?" + pragmas
 		if db.writer, err = sql.Open("sqlite", file+writerPragmas); err != nil {
 			return nil, fmt.Errorf("open sqlite writer: %w", err)

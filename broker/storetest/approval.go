@@ -149,6 +149,34 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 			}
 		})
 
+		t.Run("ErrPastDeadline", func(t *testing.T) {
+			s := open(t)
+			a := mustCreateAgent(t, s, "etl-bot")
+			l := newLease(a, at(0))
+			l.DecideBy = ptr(at(10 * time.Minute)) // newApproval answers at exactly 10m
+			mustCreateLease(t, s, l)
+			approved := broker.LeaseApproved
+			upd := broker.LeaseUpdate{State: &approved, ActivateBy: ptr(at(time.Hour)), Actor: "approver:dana@example.com"}
+			for _, v := range []broker.Verdict{broker.VerdictApprove, broker.VerdictDeny} {
+				_, err := s.RecordApproval(t.Context(), newApproval(l, "dana@example.com", v), l.UpdatedAt, 0, upd)
+				wantError(t, err, broker.ECONFLICT, "The request timed out at "+at(10*time.Minute).UTC().Format(time.RFC3339)+
+					", before this answer; it can no longer be approved or denied.")
+			}
+			got := mustFindLease(t, s, l.ID)
+			if got.State != broker.LeasePending || got.ActivateBy != nil {
+				t.Fatalf("lease after a late approval:\n\t%s\nwant it pending with no activation window", fmtLease(got))
+			}
+			if list, _ := s.FindApprovals(t.Context(), l.ID); len(list) != 0 {
+				t.Fatalf("%d approvals recorded after the deadline, want none", len(list))
+			}
+			// A nanosecond before the deadline is still in time.
+			early := newApproval(l, "dana@example.com", broker.VerdictApprove)
+			early.At = at(10*time.Minute - time.Nanosecond)
+			if _, err := s.RecordApproval(t.Context(), early, l.UpdatedAt, 0, upd); err != nil {
+				t.Fatalf("approval before the deadline: %v", err)
+			}
+		})
+
 		t.Run("ErrNotFound", func(t *testing.T) {
 			s := open(t)
 			l := newLease(mustCreateAgent(t, s, "etl-bot"), at(0))

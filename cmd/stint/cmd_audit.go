@@ -270,7 +270,7 @@ the audit log.`,
 				return err
 			}
 			defer db.Close()
-			return exportAudit(cmd.Context(), db, filter, format, outPath, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return exportAudit(cmd.Context(), db, filter, format, outPath, rawOut(cmd), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVar(&since, "since", "", "first instant to export (RFC 3339, date, or duration ago); default: the beginning")

@@ -106,8 +106,14 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if err != nil {
 		return fmt.Errorf("vault binary: %w", err)
 	}
+	// The state directory holds the Vault unseal key and root token, the
+	// admin token and the database: only its owner may enter it, even if
+	// an earlier version (or the user) made it wider.
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("make %s private: %w", dir, err)
 	}
 	fmt.Fprintf(out, "starting development Vault on 127.0.0.1:%d (state in %s) …\n", vaultPort, filepath.Join(dir, "vault"))
 	dv, err := vault.StartDev(ctx, vault.DevOptions{Bin: vaultBin, Dir: filepath.Join(dir, "vault"), Port: vaultPort, PGDSN: pgDSN})
@@ -169,6 +175,9 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 // with the given prefix) on first use.
 func devSecret(path, prefix string) (string, error) {
 	if b, err := os.ReadFile(path); err == nil {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", fmt.Errorf("make %s private: %w", path, err)
+		}
 		return strings.TrimSpace(string(b)), nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err

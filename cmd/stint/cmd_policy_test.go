@@ -385,7 +385,9 @@ func TestMainPolicyWiring(t *testing.T) {
 		t.Fatalf("low role: %+v, %v", l, err)
 	}
 	_, _, err = m.Leases.RequestLease(ml, broker.LeaseRequest{Role: "db-readonly", Task: "report"})
-	if broker.ErrorCode(err) != broker.EDENIED || !strings.Contains(broker.ErrorMessage(err), "eligibility selector") {
+	// Eligibility is enforced before policy (leases), whatever the policy
+	// set says about it.
+	if broker.ErrorCode(err) != broker.EDENIED || !strings.Contains(broker.ErrorMessage(err), "agent ml-bot is not eligible for role db-readonly") {
 		t.Fatalf("ineligible: %v", err)
 	}
 

@@ -29,7 +29,7 @@ func main() {
 	defer stop()
 	root := newRootCommand(os.Stdout, os.Stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "stint:", userMessage(err))
+		fmt.Fprintln(os.Stderr, "stint:", broker.EscapeControl(userMessage(err)))
 		os.Exit(exitCode(err))
 	}
 }
@@ -76,8 +76,10 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		SilenceErrors: true,
 		Version:       Version,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	// Human-readable output goes through terminalWriter, which escapes
+	// control characters in whatever text it carries (terminal.go).
+	root.SetOut(newTerminalWriter(stdout))
+	root.SetErr(newTerminalWriter(stderr))
 	root.PersistentFlags().StringP("config", "c", envOr("STINT_CONFIG", "stint.yaml"), "configuration file (env STINT_CONFIG)")
 	root.AddCommand(
 		newServeCommand(),

@@ -96,6 +96,10 @@ func StartDev(ctx context.Context, opts DevOptions) (*DevServer, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		return nil, fmt.Errorf("start dev vault: %w", err)
 	}
+	// The directory holds the unseal key and root token (init.json).
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start dev vault: %w", err)
+	}
 	s := &DevServer{
 		Addr: fmt.Sprintf("http://127.0.0.1:%d", opts.Port),
 		Dir:  dir,
@@ -509,11 +513,22 @@ func writePrivateJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	// A fresh temporary file: os.WriteFile keeps the mode of a file left
+	// behind by an earlier run.
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // logTail returns the end of vault.log, to explain a failed start.

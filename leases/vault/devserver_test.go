@@ -22,6 +22,20 @@ func TestDevServer(t *testing.T) {
 	if mode := fi.Mode().Perm(); mode != 0o600 {
 		t.Errorf("init.json mode = %o, want 600", mode)
 	}
+	// The directory, and every file at its top (configuration, log, keys),
+	// is the owner's alone.
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(s.Dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("dev server directory: %v, %v; want mode 700", fi.Mode().Perm(), err)
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode = %o, want no access for others", e.Name(), fi.Mode().Perm())
+		}
+	}
 
 	// Configure is idempotent.
 	if err := s.Configure(ctx); err != nil {

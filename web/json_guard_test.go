@@ -1,0 +1,56 @@
+package web_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestOneJSONDecoder keeps decodeJSON the only reader of JSON request
+// bodies in the web package, so that every endpoint has the strict rules
+// (exact names, no duplicate keys, no control characters). A new call to
+// encoding/json's decoders outside json.go fails here unless it is listed
+// with the reason it does not read a request body.
+func TestOneJSONDecoder(t *testing.T) {
+	allowed := map[string]string{
+		"json.go":         "decodeJSON itself",
+		"console_oidc.go": "the OIDC flow cookie, HMAC-verified before it is decoded",
+	}
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	for _, name := range files {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			sel, ok := n.(*ast.SelectorExpr)
+			if !ok {
+				return true
+			}
+			x, ok := sel.X.(*ast.Ident)
+			if !ok {
+				return true
+			}
+			call := x.Name + "." + sel.Sel.Name
+			switch call {
+			case "json.NewDecoder", "json.Unmarshal":
+				if _, ok := allowed[name]; !ok {
+					t.Errorf("%s: %s reads JSON outside decodeJSON; use decodeJSON (or list the file here with a reason)", fset.Position(sel.Pos()), call)
+				}
+			case "c.Bind", "echo.DefaultBinder":
+				t.Errorf("%s: %s bypasses decodeJSON", fset.Position(sel.Pos()), call)
+			}
+			return true
+		})
+	}
+}
