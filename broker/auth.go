@@ -73,8 +73,8 @@ type Certificate struct {
 }
 
 // IdentityStore persists what agent authentication needs beyond agents and
-// API keys: issued client certificates and the replay cache of client
-// assertion ids.
+// API keys: issued client certificates and the replay caches of client
+// assertion ids and of exchanged user tokens.
 type IdentityStore interface {
 	// CreateCertificate records an issued certificate. Returns ECONFLICT if
 	// the serial exists and ENOTFOUND if the agent does not.
@@ -91,6 +91,12 @@ type IdentityStore interface {
 	// expires. Returns ECONFLICT if the pair was already used and has not
 	// expired at now. Expired entries are purged on the way.
 	UseJTI(ctx context.Context, clientID, jti string, expires, now time.Time) error
+	// UseSubjectToken records that a token exchange used the user token
+	// that issuer identifies as jti, which stays acceptable until expires.
+	// Returns ECONFLICT if the pair was already used and has not expired at
+	// now. Expired entries are purged on the way. Every replica sharing the
+	// store sees the same cache, so a user token is exchanged once.
+	UseSubjectToken(ctx context.Context, issuer, jti string, expires, now time.Time) error
 }
 
 // AuthRequest is what a caller presented to authenticate one HTTP request.

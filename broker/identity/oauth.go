@@ -67,6 +67,9 @@ type OAuth struct {
 	KeyID    string
 	// TrustedIssuers are the identity providers of token exchange.
 	TrustedIssuers []*TrustedIssuer
+	// Delegations let agents exchange user tokens that carry no may_act
+	// claim naming them; without one that matches, such a token is refused.
+	Delegations []Delegation
 
 	signer jose.Signer
 }
@@ -136,12 +139,14 @@ func LoadOrCreateSigningKey(path string) (*ecdsa.PrivateKey, error) {
 }
 
 // accessClaims are the claims of a Stint access token (RFC 9068 shape):
-// sub is the agent, or the user it acts for when act is set (RFC 8693 §4.1);
-// cnf binds the token to a client certificate (RFC 8705 §3.1).
+// sub is the agent, or the user it acts for when act is set (RFC 8693 §4.1),
+// and then email is that user's verified email, if the identity provider
+// gave one; cnf binds the token to a client certificate (RFC 8705 §3.1).
 type accessClaims struct {
 	jwt.Claims
 	ClientID   string        `json:"client_id"`
 	AuthMethod string        `json:"auth_method"`
+	Email      string        `json:"email,omitempty"`
 	Cnf        *confirmation `json:"cnf,omitempty"`
 	Act        *actorClaim   `json:"act,omitempty"`
 }
@@ -185,17 +190,17 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 		return nil, err
 	}
 
-	subject, act, exp := agent.Name, (*actorClaim)(nil), now.Add(o.TokenTTL)
+	subject, email, act, exp := agent.Name, "", (*actorClaim)(nil), now.Add(o.TokenTTL)
 	issuedType := ""
 	if req.GrantType == broker.GrantTokenExchange {
-		user, userExp, err := s.verifySubjectToken(ctx, agent, req, now)
+		user, err := s.verifySubjectToken(ctx, agent, req, now)
 		if err != nil {
 			return nil, err
 		}
-		subject, act, issuedType = user, &actorClaim{Sub: agent.Name}, broker.TokenTypeAccessToken
+		subject, email, act, issuedType = user.ID, user.Email, &actorClaim{Sub: agent.Name}, broker.TokenTypeAccessToken
 		// The delegated token never outlives the user's.
-		if userExp.Before(exp) {
-			exp = userExp
+		if user.Expiry.Before(exp) {
+			exp = user.Expiry
 		}
 	}
 	claims := accessClaims{
@@ -204,7 +209,7 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp),
 			ID: uuid.Must(uuid.NewV7()).String(),
 		},
-		ClientID: agent.Name, AuthMethod: method, Act: act,
+		ClientID: agent.Name, AuthMethod: method, Email: email, Act: act,
 	}
 	if len(req.PeerCertificates) > 0 {
 		claims.Cnf = &confirmation{X5tS256: certThumbprint(req.PeerCertificates[0])}
@@ -392,21 +397,38 @@ func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []
 		if len(certs) == 0 || subtle.ConstantTimeCompare([]byte(certThumbprint(certs[0])), []byte(c.Cnf.X5tS256)) != 1 {
 			return broker.Actor{}, agent.ID, broker.Errorf(broker.EUNAUTHORIZED, "The access token is bound to a client certificate; present that certificate over mutual TLS.")
 		}
+		// The certificate must still authenticate the agent: revoking it
+		// (or unmapping its SPIFFE ID) ends every token bound to it at
+		// once, on connections opened before too.
+		certAgent, _, err := s.authenticateCert(ctx, certs, now)
+		if err != nil {
+			if broker.ErrorCode(err) == broker.EUNAUTHORIZED {
+				return broker.Actor{}, agent.ID, broker.Errorf(broker.EUNAUTHORIZED, "The access token is bound to a client certificate that no longer authenticates: %s", broker.ErrorMessage(err))
+			}
+			return broker.Actor{}, agent.ID, err
+		}
+		if certAgent.ID != agent.ID {
+			return broker.Actor{}, agent.ID, bad
+		}
 	}
-	onBehalfOf := ""
+	onBehalfOf, verified := "", false
 	if c.Act != nil {
 		if c.Act.Sub != agent.Name {
 			return broker.Actor{}, agent.ID, bad
 		}
 		onBehalfOf = c.Subject
-	} else if c.Subject != agent.Name {
+		if c.Email != "" {
+			onBehalfOf, verified = c.Email, true
+		}
+	} else if c.Subject != agent.Name || c.Email != "" {
 		return broker.Actor{}, agent.ID, bad
 	}
 	if err := admit(agent, c.AuthMethod); err != nil {
 		return broker.Actor{}, agent.ID, err
 	}
 	s.touch(ctx, agent, now)
-	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod, OnBehalfOf: onBehalfOf, Agent: agent}, "", nil
+	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod,
+		OnBehalfOf: onBehalfOf, OnBehalfOfVerified: verified, Agent: agent}, "", nil
 }
 
 // looksLikeJWT reports whether a bearer value has the shape of a compact JWS.

@@ -331,12 +331,17 @@ func (env *idEnv) assertion(tb testing.TB, key *ecdsa.PrivateKey, client, aud st
 	return url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {broker.ClientAssertionJWT}, "client_assertion": {a}}
 }
 
-// userToken is a token of the trusted IdP for user, for Stint's audience.
+// userToken is a token of the trusted IdP for user, for Stint's audience,
+// with a verified email; extra adds claims, or removes those it sets to nil.
 func (env *idEnv) userToken(tb testing.TB, user string, extra map[string]any) string {
 	tb.Helper()
-	claims := map[string]any{"iss": testIdP, "sub": "u-" + user, "email": user, "aud": env.base,
+	claims := map[string]any{"iss": testIdP, "sub": "u-" + user, "email": user, "email_verified": true, "aud": env.base,
 		"iat": time.Now().Unix(), "exp": time.Now().Add(10 * time.Minute).Unix()}
 	for k, v := range extra {
+		if v == nil {
+			delete(claims, k)
+			continue
+		}
 		claims[k] = v
 	}
 	return signJWT(tb, env.idpKey, "idp-1", claims)
@@ -420,7 +425,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 		key := env.registerJWK(t, agentID)
 		form := env.assertion(t, key, "etl", env.base+"/oauth/token", time.Now(), time.Minute, uuid.NewString())
 		form.Set("grant_type", broker.GrantTokenExchange)
-		form.Set("subject_token", env.userToken(t, "alice@example.com", nil))
+		form.Set("subject_token", env.userToken(t, "alice@example.com", map[string]any{"may_act": map[string]any{"sub": "etl"}}))
 		form.Set("subject_token_type", broker.TokenTypeJWT)
 		status, body, _ := env.token(t, plain, form, "", "")
 		if status != http.StatusOK || body["issued_token_type"] != broker.TokenTypeAccessToken {
@@ -503,8 +508,12 @@ func TestIdentityMTLS(t *testing.T) {
 		forged := issueLeaf(t, env.Agents.CA.Cert, env.Agents.CA.Key, func(c *x509.Certificate) {
 			c.URIs = []*url.URL{uri("spiffe://example.org/ns/etl/sa/loader")}
 		})
-		if status, msg := env.whoami(t, env.client(&forged), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "unknown") {
-			t.Fatalf("enrolment-CA cert with a SPIFFE ID = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&forged), ""); status != 0 || !strings.Contains(msg, "certificate") {
+			t.Fatalf("enrolment-CA cert with a SPIFFE ID = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{forged.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "unknown") {
+			t.Fatalf("AuthenticateRequest(enrolment-CA cert with a SPIFFE ID) = %v", err)
 		}
 	})
 
@@ -537,8 +546,14 @@ func TestIdentityMTLS(t *testing.T) {
 		cert := issueLeaf(t, env.Agents.CA.Cert, env.Agents.CA.Key, func(c *x509.Certificate) {
 			c.URIs = []*url.URL{uri("spiffe://stint.local/agent/etl")}
 		})
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "unknown") {
-			t.Fatalf("unrecorded certificate = %d %s", status, msg)
+		// The handshake refuses it (the store does not know it), and so
+		// would authentication.
+		if status, msg := env.whoami(t, env.client(&cert), ""); status != 0 || !strings.Contains(msg, "certificate") {
+			t.Fatalf("unrecorded certificate = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{cert.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "unknown") {
+			t.Fatalf("AuthenticateRequest(unrecorded) = %v", err)
 		}
 	})
 
@@ -551,8 +566,12 @@ func TestIdentityMTLS(t *testing.T) {
 		if _, err := env.Agents.RevokeCertificates(ctx, agentID, cert.Leaf.SerialNumber.Text(16), "test"); err != nil {
 			t.Fatal(err)
 		}
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "revoked") {
-			t.Fatalf("revoked certificate = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&cert), ""); status != 0 || !strings.Contains(msg, "certificate") {
+			t.Fatalf("revoked certificate = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{cert.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "revoked") {
+			t.Fatalf("AuthenticateRequest(revoked) = %v", err)
 		}
 	})
 
@@ -583,8 +602,8 @@ func TestIdentityMTLS(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Disabling revoked the certificate for good.
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "revoked") {
-			t.Fatalf("disabled agent's certificate after re-activation = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&cert), ""); status != 0 || !strings.Contains(msg, "certificate") {
+			t.Fatalf("disabled agent's certificate after re-activation = %d %s; want the handshake refused", status, msg)
 		}
 	})
 
