@@ -136,11 +136,12 @@ const (
 // TokenRequest is one call to the OAuth token endpoint.
 type TokenRequest struct {
 	GrantType string
-	// ClientID and ClientSecret come from HTTP Basic (client_secret_basic);
-	// BasicAuth says whether Basic was used.
+	// ClientID and ClientSecret come from HTTP Basic (client_secret_basic)
+	// or the form (client_secret_post); BasicAuth and PostSecret say which.
 	ClientID     string
 	ClientSecret string
 	BasicAuth    bool
+	PostSecret   bool
 	// ClientAssertionType and ClientAssertion carry private_key_jwt.
 	ClientAssertionType string
 	ClientAssertion     string

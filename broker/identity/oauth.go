@@ -57,9 +57,9 @@ var assertionAlgs = []jose.SignatureAlgorithm{
 }
 
 // OAuth is Stint's token endpoint configuration: the issuer URL (token
-// endpoint Issuer+TokenPath, which is also the only accepted audience of
-// client assertions), the ES256 key that signs access tokens, their lifetime,
-// and the issuers whose user tokens a token exchange accepts.
+// endpoint Issuer+TokenPath; a client assertion's audience is one of the
+// two), the ES256 key that signs access tokens, their lifetime, and the
+// issuers whose user tokens a token exchange accepts.
 type OAuth struct {
 	Issuer   string
 	TokenTTL time.Duration
@@ -226,8 +226,8 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 }
 
 // authenticateClient authenticates the token endpoint's client by exactly
-// one of client_secret_basic, private_key_jwt or its TLS client certificate
-// (tls_client_auth, RFC 8705 §2). Failures are counted.
+// one of client_secret_basic, client_secret_post, private_key_jwt or its TLS
+// client certificate (tls_client_auth, RFC 8705 §2). Failures are counted.
 func (s *Service) authenticateClient(ctx context.Context, req broker.TokenRequest, now time.Time) (*broker.Agent, string, error) {
 	agent, method, blame, err := s.clientAgent(ctx, req, now)
 	if err == nil {
@@ -249,10 +249,14 @@ func (s *Service) clientAgent(ctx context.Context, req broker.TokenRequest, now 
 	failed := broker.Errorf(broker.EUNAUTHORIZED, "Client authentication failed.")
 	assertion := req.ClientAssertion != "" || req.ClientAssertionType != ""
 	switch {
-	case req.BasicAuth && assertion:
-		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both HTTP Basic and a client assertion.")
-	case req.BasicAuth:
-		if req.FormClientID != "" && req.FormClientID != req.ClientID {
+	case req.BasicAuth && req.PostSecret:
+		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both HTTP Basic and client_secret in the body.")
+	case (req.BasicAuth || req.PostSecret) && assertion:
+		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both a client secret and a client assertion.")
+	case req.PostSecret && req.ClientID == "":
+		return nil, "", "", broker.FieldErrorf("client_id", "client_secret_post needs client_id beside client_secret.")
+	case req.BasicAuth || req.PostSecret:
+		if req.BasicAuth && req.FormClientID != "" && req.FormClientID != req.ClientID {
 			return nil, "", "", broker.Errorf(broker.EINVALID, "client_id differs from the HTTP Basic user.")
 		}
 		a, err := s.Store.FindAgentByName(ctx, req.ClientID)
@@ -282,13 +286,13 @@ func (s *Service) clientAgent(ctx context.Context, req broker.TokenRequest, now 
 		return a, broker.AuthMTLS, "", nil
 	}
 	return nil, "", "", broker.Errorf(broker.EUNAUTHORIZED,
-		"Client authentication required: use HTTP Basic (client_secret_basic), a client assertion (private_key_jwt) or a client certificate.")
+		"Client authentication required: use HTTP Basic (client_secret_basic), client_id and client_secret in the body (client_secret_post), a client assertion (private_key_jwt) or a client certificate.")
 }
 
 // verifyClientAssertion checks an RFC 7523 §3 client assertion: signed by
-// the agent's registered key, iss = sub = client_id, aud the token endpoint,
-// exp and iat present and at most MaxAssertionLifetime apart, not expired,
-// and its jti never seen before.
+// the agent's registered key, iss = sub = client_id, aud Stint (see
+// assertionAudience), exp and iat present and at most MaxAssertionLifetime
+// apart, not expired, and its jti never seen before.
 func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenRequest, now time.Time) (*broker.Agent, string, error) {
 	bad := func(format string, args ...any) error {
 		return broker.Errorf(broker.EUNAUTHORIZED, "Invalid client assertion: "+format, args...)
@@ -336,8 +340,8 @@ func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenReq
 	switch {
 	case claims.Issuer != agent.Name || claims.Subject != agent.Name:
 		return nil, agent.ID, bad("iss and sub must both be the client_id %q.", agent.Name)
-	case !claims.Audience.Contains(s.OAuth.TokenEndpoint()):
-		return nil, agent.ID, bad("aud must be the token endpoint %s.", s.OAuth.TokenEndpoint())
+	case !s.OAuth.assertionAudience(claims.Audience):
+		return nil, agent.ID, bad("aud must be the issuer %s (or the token endpoint %s), as its only value.", s.OAuth.Issuer, s.OAuth.TokenEndpoint())
 	case claims.Expiry == nil || claims.IssuedAt == nil:
 		return nil, agent.ID, bad("exp and iat are required.")
 	case claims.Expiry.Time().Sub(claims.IssuedAt.Time()) > MaxAssertionLifetime:
@@ -360,6 +364,17 @@ func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenReq
 		return nil, agent.ID, fmt.Errorf("record assertion id: %w", err)
 	}
 	return agent, "", nil
+}
+
+// assertionAudience reports whether a client assertion's aud names Stint
+// and nothing else: the issuer identifier, which the update of RFC 7523
+// (draft-ietf-oauth-rfc7523bis) makes the audience clients send and
+// standard clients such as openid-client do, or the token endpoint URL,
+// which RFC 7523 §3 suggests. Compared as exact strings (RFC 7523 §3). A
+// second audience is refused: an assertion also meant for another server
+// could have been replayed from it.
+func (o *OAuth) assertionAudience(aud jwt.Audience) bool {
+	return len(aud) == 1 && (aud[0] == o.Issuer || aud[0] == o.TokenEndpoint())
 }
 
 // verifyAccessToken checks a Stint access token presented as a bearer token
@@ -449,7 +464,7 @@ func (s *Service) Metadata() map[string]any {
 		"jwks_uri":                              o.Issuer + JWKSPath,
 		"grant_types_supported":                 []string{broker.GrantClientCredentials, broker.GrantTokenExchange},
 		"response_types_supported":              []string{},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "private_key_jwt", "tls_client_auth"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"},
 		"token_endpoint_auth_signing_alg_values_supported": algs,
 		"tls_client_certificate_bound_access_tokens":       true,
 	}

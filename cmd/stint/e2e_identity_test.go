@@ -97,9 +97,11 @@ type idEnv struct {
 	*Main
 	base     string
 	serverCA *x509.CertPool
-	spiffeCA *testCA
-	idpKey   *ecdsa.PrivateKey
-	done     chan struct{}
+	// serverCAFile holds serverCA's certificate as PEM, for other clients.
+	serverCAFile string
+	spiffeCA     *testCA
+	idpKey       *ecdsa.PrivateKey
+	done         chan struct{}
 	// skew moves the identity service's clock (nanoseconds).
 	skew atomic.Int64
 }
@@ -122,6 +124,8 @@ func identityConfig(tb testing.TB, cfg Config, dir string) (Config, *idEnv) {
 	// The server's own certificate.
 	sca := newTestCA(tb, "server CA")
 	env.serverCA.AddCert(sca.cert)
+	env.serverCAFile = filepath.Join(dir, "server-ca.pem")
+	writePEM(tb, env.serverCAFile, "CERTIFICATE", sca.cert.Raw, 0o644)
 	srv := issueLeaf(tb, sca.cert, sca.key, func(c *x509.Certificate) {
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		c.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
@@ -656,7 +660,7 @@ func TestIdentityOAuth(t *testing.T) {
 			t.Fatalf("password grant = %d %v", status, body)
 		}
 		status, body, _ = env.token(t, plain, url.Values{"grant_type": {"client_credentials"}, "client_id": {"etl"}, "client_secret": {secret}}, "", "")
-		if status != http.StatusBadRequest || body["error"] != "invalid_request" {
+		if status != http.StatusOK {
 			t.Fatalf("client_secret_post = %d %v", status, body)
 		}
 	})
@@ -674,15 +678,15 @@ func TestIdentityOAuth(t *testing.T) {
 			want string
 		}{
 			{"ReplayedJTI", form, "jti replay"},
-			{"WrongAud", env.assertion(t, key, "etl", env.base, time.Now(), time.Minute, uuid.NewString()), "aud must be the token endpoint"},
+			{"WrongAud", env.assertion(t, key, "etl", env.base+"/oauth", time.Now(), time.Minute, uuid.NewString()), "aud must be the issuer"},
 			{"Expired", env.assertion(t, key, "etl", endpoint, time.Now().Add(-3*time.Minute), 2*time.Minute, uuid.NewString()), "expired"},
 			{"TooLong", env.assertion(t, key, "etl", endpoint, time.Now(), 10*time.Minute, uuid.NewString()), "at most 5m0s"},
 			{"OtherKey", env.assertion(t, mustECKey(), "etl", endpoint, time.Now(), time.Minute, uuid.NewString()), "does not verify"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				status, body, _ := env.token(t, plain, tc.form, "", "")
-				if status != http.StatusUnauthorized || body["error"] != "invalid_client" || !strings.Contains(fmtAny(body["error_description"]), tc.want) {
-					t.Fatalf("token = %d %v; want invalid_client mentioning %q", status, body, tc.want)
+				if status != http.StatusBadRequest || body["error"] != "invalid_client" || !strings.Contains(fmtAny(body["error_description"]), tc.want) {
+					t.Fatalf("token = %d %v; want 400 invalid_client mentioning %q", status, body, tc.want)
 				}
 			})
 		}
