@@ -173,6 +173,11 @@ func TestIdentityTokenExchangeDelegation(t *testing.T) {
 				t.Errorf("%s email_verified = %d %v; want refused naming email_verified", name, status, body)
 			}
 		}
+		// Some providers send the string "true".
+		str := env.userToken(t, "alice@example.com", map[string]any{"email_verified": "true", "may_act": map[string]any{"sub": "etl"}})
+		if status, body, _ := env.token(t, plain, exchangeForm(str), "etl", secret); status != http.StatusOK {
+			t.Errorf("email_verified \"true\" = %d %v; want 200", status, body)
+		}
 	})
 }
 
