@@ -17,7 +17,8 @@ const (
 	// AuthMTLS is a client certificate: issued by Stint's enrolment CA, or a
 	// SPIFFE X.509-SVID from a configured trust bundle.
 	AuthMTLS = "mtls"
-	// AuthClientSecret is OAuth client_secret_basic at the token endpoint.
+	// AuthClientSecret is OAuth client_secret_basic or client_secret_post at
+	// the token endpoint.
 	AuthClientSecret = "client_secret"
 	// AuthPrivateKeyJWT is an RFC 7523 client assertion signed with the
 	// agent's registered key.

@@ -41,8 +41,8 @@ func (c *TLSConfig) Validate() error {
 }
 
 // OAuthConfig enables Stint's OAuth 2.0 token endpoint (POST /oauth/token):
-// client_credentials with client_secret_basic, private_key_jwt or the TLS
-// client certificate, and RFC 8693 token exchange.
+// client_credentials with client_secret_basic, client_secret_post,
+// private_key_jwt or the TLS client certificate, and RFC 8693 token exchange.
 type OAuthConfig struct {
 	// Enabled turns the token endpoint on.
 	Enabled bool `yaml:"enabled"`
