@@ -25,8 +25,14 @@ type Actor struct {
 	// SourceIP is the caller's address, when known.
 	SourceIP string
 	// OnBehalfOf is the human an agent acts for, from an RFC 8693 token
-	// exchange; empty when the agent acts for itself.
+	// exchange; empty when the agent acts for itself. It is the user's email
+	// when OnBehalfOfVerified, else the identity provider's id for the user.
 	OnBehalfOf string
+	// OnBehalfOfVerified says OnBehalfOf is an email address the identity
+	// provider verified: the identity approvers have, so separation of duty
+	// can keep the user from approving requests made on their behalf.
+	// Without it, a delegated request that needs approval is refused.
+	OnBehalfOfVerified bool
 	// Agent is the agent's record as authentication read it, found active,
 	// so that the request need not read it again; nil when unknown.
 	Agent *Agent

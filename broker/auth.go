@@ -17,7 +17,8 @@ const (
 	// AuthMTLS is a client certificate: issued by Stint's enrolment CA, or a
 	// SPIFFE X.509-SVID from a configured trust bundle.
 	AuthMTLS = "mtls"
-	// AuthClientSecret is OAuth client_secret_basic at the token endpoint.
+	// AuthClientSecret is OAuth client_secret_basic or client_secret_post at
+	// the token endpoint.
 	AuthClientSecret = "client_secret"
 	// AuthPrivateKeyJWT is an RFC 7523 client assertion signed with the
 	// agent's registered key.
@@ -73,8 +74,8 @@ type Certificate struct {
 }
 
 // IdentityStore persists what agent authentication needs beyond agents and
-// API keys: issued client certificates and the replay cache of client
-// assertion ids.
+// API keys: issued client certificates and the replay caches of client
+// assertion ids and of exchanged user tokens.
 type IdentityStore interface {
 	// CreateCertificate records an issued certificate. Returns ECONFLICT if
 	// the serial exists and ENOTFOUND if the agent does not.
@@ -91,6 +92,12 @@ type IdentityStore interface {
 	// expires. Returns ECONFLICT if the pair was already used and has not
 	// expired at now. Expired entries are purged on the way.
 	UseJTI(ctx context.Context, clientID, jti string, expires, now time.Time) error
+	// UseSubjectToken records that a token exchange used the user token
+	// that issuer identifies as jti, which stays acceptable until expires.
+	// Returns ECONFLICT if the pair was already used and has not expired at
+	// now. Expired entries are purged on the way. Every replica sharing the
+	// store sees the same cache, so a user token is exchanged once.
+	UseSubjectToken(ctx context.Context, issuer, jti string, expires, now time.Time) error
 }
 
 // AuthRequest is what a caller presented to authenticate one HTTP request.
@@ -130,11 +137,12 @@ const (
 // TokenRequest is one call to the OAuth token endpoint.
 type TokenRequest struct {
 	GrantType string
-	// ClientID and ClientSecret come from HTTP Basic (client_secret_basic);
-	// BasicAuth says whether Basic was used.
+	// ClientID and ClientSecret come from HTTP Basic (client_secret_basic)
+	// or the form (client_secret_post); BasicAuth and PostSecret say which.
 	ClientID     string
 	ClientSecret string
 	BasicAuth    bool
+	PostSecret   bool
 	// ClientAssertionType and ClientAssertion carry private_key_jwt.
 	ClientAssertionType string
 	ClientAssertion     string

@@ -62,8 +62,10 @@ func (s *Service) scoreRisk(ctx context.Context, action broker.Action, agent *br
 // a risk score that crossed the revoke threshold denies; a role an access
 // review removed denies; holding a live lease on a conflicting role denies
 // (separation of duty; the activating transaction checks again); the
-// privileged safeguards; and break-glass, which turns anything but a denial
-// into an immediate grant.
+// privileged safeguards; break-glass, which turns anything but a denial
+// into an immediate grant; and a request on behalf of a user without a
+// verified email is denied if it needs approval, since nobody could tell
+// whether that user is among its approvers.
 func (s *Service) govern(ctx context.Context, d broker.Decision, agent *broker.Agent, role *broker.Role, req broker.LeaseRequest, actor broker.Actor, risk broker.RiskAssessment, liveRoles []string) (broker.Decision, error) {
 	deny := func(id, reason string) broker.Decision {
 		return broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{id}, Reasons: []string{reason}}
@@ -110,6 +112,12 @@ func (s *Service) govern(ctx context.Context, d broker.Decision, agent *broker.A
 			PolicyIDs: append(d.PolicyIDs, "stint:breakglass"),
 			Reasons:   []string{"break-glass: " + req.BreakglassReason},
 		}
+	}
+	if d.Outcome == broker.OutcomeApprovals && actor.OnBehalfOf != "" && !actor.OnBehalfOfVerified {
+		// Approvers are known by email; a user known only by the identity
+		// provider's id could approve their own request unrecognised.
+		return deny("stint:delegated-user-unverified", fmt.Sprintf(
+			"the request is made on behalf of %s, who has no verified email to tell them apart from the approvers, and it needs approval", actor.OnBehalfOf)), nil
 	}
 	return d, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -453,5 +454,43 @@ func TestExtendLeaseRiskConsistent(t *testing.T) {
 	consistent("stored after the extension", stored, 10)
 	if stored.RiskFactors[0].Name != broker.RiskBurst {
 		t.Fatalf("stored factors %+v, want the extension's", stored.RiskFactors)
+	}
+}
+
+// TestDelegatedUserUnverified checks that a request made for a user
+// without a verified email is denied when it needs approval, since
+// separation of duty could not tell that user among the approvers, and
+// that it goes ahead when no approver is involved or the email is verified.
+func TestDelegatedUserUnverified(t *testing.T) {
+	f := govFixture(t)
+	needsApproval := true
+	f.svc.Decider = deciderFunc(func(context.Context, broker.DecisionRequest) (broker.Decision, error) {
+		if needsApproval {
+			return broker.Decision{Outcome: broker.OutcomeApprovals, Approvals: 1, ApproverGroup: "ops"}, nil
+		}
+		return broker.Decision{Outcome: broker.OutcomeApprove}, nil
+	})
+	_, agentID := f.agentAs(t, "etl", broker.AuthPrivateKeyJWT)
+	as := func(onBehalfOf string, verified bool) context.Context {
+		return broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: "etl", AgentID: agentID,
+			AuthMethod: broker.AuthPrivateKeyJWT, OnBehalfOf: onBehalfOf, OnBehalfOfVerified: verified})
+	}
+
+	l, _, err := f.svc.RequestLease(as("00u1opaque", false), broker.LeaseRequest{Role: "db-readonly", Task: "for a user"})
+	if broker.ErrorCode(err) != broker.EDENIED || l.State != broker.LeaseDenied || !slices.Contains(l.PolicyDecision.PolicyIDs, "stint:delegated-user-unverified") {
+		t.Fatalf("unverified user, approval needed: %v %+v", err, l)
+	}
+	l, _, err = f.svc.RequestLease(as("alice@example.com", true), broker.LeaseRequest{Role: "db-readonly", Task: "for a user"})
+	if err != nil || l.State != broker.LeasePending || l.OnBehalfOf != "alice@example.com" {
+		t.Fatalf("verified user, approval needed: %v %+v", err, l)
+	}
+	l, _, err = f.svc.RequestLease(as("", false), broker.LeaseRequest{Role: "txn-approve", Task: "for itself"})
+	if err != nil || l.State != broker.LeasePending {
+		t.Fatalf("agent acting for itself, approval needed: %v %+v", err, l)
+	}
+	needsApproval = false
+	l, _, err = f.svc.RequestLease(as("00u1opaque", false), broker.LeaseRequest{Role: "finance-report", Task: "for a user"})
+	if err != nil || l.State != broker.LeaseActive || l.OnBehalfOf != "00u1opaque" {
+		t.Fatalf("unverified user, no approval needed: %v %+v", err, l)
 	}
 }

@@ -62,9 +62,11 @@
 // Retry-After.
 //
 // OAuth 2.0 (oauth.go), only with Server.OAuth; public, the token endpoint
-// authenticates its clients itself (client_secret_basic, private_key_jwt per
-// RFC 7523, tls_client_auth per RFC 8705) and answers errors as RFC 6749
-// §5.2 JSON, {"error":"invalid_client","error_description":"..."}:
+// authenticates its clients itself (client_secret_basic, client_secret_post,
+// private_key_jwt per RFC 7523, tls_client_auth per RFC 8705) and answers
+// errors as RFC 6749 §5.2 JSON, {"error":"invalid_client",
+// "error_description":"..."}; a failed client authentication is 401 with a
+// Basic challenge only for HTTP Basic (or no credentials), 400 otherwise:
 //
 //	POST   /oauth/token                 form: grant_type=client_credentials, or
 //	                                    urn:ietf:params:oauth:grant-type:token-exchange with

@@ -97,6 +97,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 // instead of the API's error body.
 type oauthError struct {
 	err error
+	// basicChallenge sends "WWW-Authenticate: Basic" with a 401: the
+	// client used HTTP Basic, or sent no client authentication at all.
+	// Clients that authenticated in the body or by certificate used no
+	// HTTP authentication scheme, so they get 400 and no challenge (RFC
+	// 6749 §5.2).
+	basicChallenge bool
 }
 
 // Error implements error.

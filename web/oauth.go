@@ -34,17 +34,22 @@ func (s *Server) registerOAuthRoutes(e *echo.Echo) {
 
 // handleOAuthToken handles "POST /oauth/token" (RFC 6749 §3.2): a form with
 // grant_type client_credentials or token exchange (RFC 8693). The client
-// authenticates with HTTP Basic (client_secret_basic), a client assertion
+// authenticates with HTTP Basic (client_secret_basic), client_id and
+// client_secret in the form (client_secret_post), a client assertion
 // (private_key_jwt, RFC 7523) or its TLS client certificate
-// (tls_client_auth, RFC 8705). Errors are RFC 6749 §5.2 JSON.
+// (tls_client_auth, RFC 8705). Errors are RFC 6749 §5.2 JSON; a failed
+// client authentication is 401 with a Basic challenge when the client used
+// HTTP Basic (or nothing), and 400 without a challenge otherwise.
 func (s *Server) handleOAuthToken(c echo.Context) error {
 	req := c.Request()
 	_, basic := req.Header[echo.HeaderAuthorization]
+	// Until the form is read, only the header is known.
+	challenge := basic
 	oauthErr := func(err error) error {
 		if broker.ErrorCode(err) == broker.EUNAUTHORIZED {
 			s.recordAuthFailure(c, "", broker.ErrorMessage(err))
 		}
-		return &oauthError{err: err}
+		return &oauthError{err: err, basicChallenge: challenge}
 	}
 	if mt, _, err := mime.ParseMediaType(req.Header.Get(echo.HeaderContentType)); err != nil || mt != echo.MIMEApplicationForm {
 		return oauthErr(broker.Errorf(broker.EINVALID, "The token request must be application/x-www-form-urlencoded."))
@@ -65,9 +70,9 @@ func (s *Server) handleOAuthToken(c echo.Context) error {
 			return oauthErr(broker.Errorf(broker.EINVALID, "Parameter %q is repeated.", k))
 		}
 	}
-	if form.Has("client_secret") {
-		return oauthErr(broker.Errorf(broker.EINVALID, "Send the client secret with HTTP Basic (client_secret_basic); client_secret_post is not supported."))
-	}
+	// A client that tried no method may be told the one HTTP scheme.
+	challenge = basic || !form.Has("client_secret") && !form.Has("client_assertion") && !form.Has("client_assertion_type") &&
+		len(peerCertificates(req)) == 0
 	tr := broker.TokenRequest{
 		GrantType:           form.Get("grant_type"),
 		ClientAssertionType: form.Get("client_assertion_type"),
@@ -93,6 +98,13 @@ func (s *Server) handleOAuthToken(c echo.Context) error {
 			return oauthErr(broker.Errorf(broker.EUNAUTHORIZED, "The HTTP Basic credentials are malformed."))
 		}
 		tr.ClientID, tr.ClientSecret, tr.BasicAuth = id, secret, true
+	}
+	if form.Has("client_secret") {
+		// client_secret_post (RFC 6749 §2.3.1).
+		if basic {
+			return oauthErr(broker.Errorf(broker.EINVALID, "Use one client authentication method, not both HTTP Basic and client_secret in the body."))
+		}
+		tr.ClientID, tr.ClientSecret, tr.PostSecret = tr.FormClientID, form.Get("client_secret"), true
 	}
 	resp, err := s.OAuth.Token(req.Context(), tr)
 	if err != nil {
@@ -169,7 +181,14 @@ func (s *Server) writeOAuthError(c echo.Context, oe *oauthError) {
 	h.Set(echo.HeaderCacheControl, "no-store")
 	h.Set("Pragma", "no-cache")
 	if status == http.StatusUnauthorized {
-		h.Set(echo.HeaderWWWAuthenticate, `Basic realm="stint"`)
+		if !oe.basicChallenge {
+			// No HTTP authentication scheme was used: RFC 6749 §5.2's
+			// default status, and no challenge that would tell a client to
+			// retry with Basic and hide the error body.
+			status = http.StatusBadRequest
+		} else {
+			h.Set(echo.HeaderWWWAuthenticate, `Basic realm="stint", charset="UTF-8"`)
+		}
 	}
 	setRetryAfter(h, oe.err)
 	if err := c.JSON(status, oauthErrorResponse{Error: code, ErrorDescription: msg}); err != nil {

@@ -1,10 +1,12 @@
 package web
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Client certificate modes of the TLS listener.
@@ -32,7 +34,15 @@ type TLSConfig struct {
 	// certificates that do not (wrong CA, expired, not for client auth);
 	// the Authenticator then maps a verified chain to its agent.
 	ClientCAs *x509.CertPool
+	// CheckClientCert, if set, runs on every handshake that presented a
+	// verified client certificate, resumed sessions included, and refuses
+	// the connection when it returns an error: Stint's store says whether
+	// the certificate is revoked.
+	CheckClientCert func(ctx context.Context, chain []*x509.Certificate) error
 }
+
+// checkClientCertTimeout bounds the store lookup of one handshake.
+const checkClientCertTimeout = 5 * time.Second
 
 // tlsConfig builds the listener's crypto/tls configuration.
 func (c *TLSConfig) tlsConfig() (*tls.Config, error) {
@@ -56,6 +66,22 @@ func (c *TLSConfig) tlsConfig() (*tls.Config, error) {
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 		if c.ClientCerts == ClientCertsRequired {
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		if check := c.CheckClientCert; check != nil {
+			// VerifyConnection, unlike VerifyPeerCertificate, also runs
+			// when a session is resumed, so a revoked certificate cannot
+			// come back through a session ticket issued before.
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.VerifiedChains) == 0 {
+					return nil
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), checkClientCertTimeout)
+				defer cancel()
+				if err := check(ctx, cs.VerifiedChains[0]); err != nil {
+					return fmt.Errorf("client certificate refused: %w", err)
+				}
+				return nil
+			}
 		}
 	default:
 		return nil, fmt.Errorf("tls: client certificates must be off, optional or required, not %q", c.ClientCerts)

@@ -2,7 +2,8 @@
 // ephemeral API keys (stored only as SHA-256 hashes, expiring), client
 // certificates (Stint's enrolment CA or SPIFFE X.509-SVIDs), and OAuth 2.0
 // access tokens that Stint issues at its token endpoint (client_secret_basic,
-// private_key_jwt, tls_client_auth; RFC 8693 token exchange); admins with
+// client_secret_post, private_key_jwt, tls_client_auth; RFC 8693 token
+// exchange); admins with
 // tokens whose hashes come from configuration or the environment. It also
 // enforces per-agent request rates and counts failed authentications.
 package identity

@@ -127,6 +127,36 @@ func (s *Service) authenticateCert(ctx context.Context, certs []*x509.Certificat
 	return nil, "", broker.Errorf(broker.EUNAUTHORIZED, "The client certificate is not issued by a trusted CA.")
 }
 
+// CheckClientCertificate decides whether the TLS listener completes a
+// handshake with a client certificate chain (leaf first) that crypto/tls
+// verified: a certificate the enrolment CA signed must be one Stint
+// recorded and has not revoked, so that a revoked certificate opens no
+// connection at all. X.509-SVIDs pass; their agents are checked per
+// request. It returns EUNAUTHORIZED for a refused certificate, and an
+// error (which also refuses) when the store cannot answer.
+func (s *Service) CheckClientCertificate(ctx context.Context, chain []*x509.Certificate) error {
+	if len(chain) == 0 || s.CA == nil {
+		return nil
+	}
+	leaf := chain[0]
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(s.CA.Cert)
+	// The handshake verified the chain against every client root; this
+	// tells the enrolment CA's certificates from the SVIDs.
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: inter, CurrentTime: s.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return nil
+	}
+	_, _, err := s.stintCertAgent(ctx, leaf)
+	return err
+}
+
 // stintCertAgent maps a certificate the enrolment CA signed.
 func (s *Service) stintCertAgent(ctx context.Context, leaf *x509.Certificate) (*broker.Agent, string, error) {
 	if s.Identity == nil {

@@ -57,9 +57,9 @@ var assertionAlgs = []jose.SignatureAlgorithm{
 }
 
 // OAuth is Stint's token endpoint configuration: the issuer URL (token
-// endpoint Issuer+TokenPath, which is also the only accepted audience of
-// client assertions), the ES256 key that signs access tokens, their lifetime,
-// and the issuers whose user tokens a token exchange accepts.
+// endpoint Issuer+TokenPath; a client assertion's audience is one of the
+// two), the ES256 key that signs access tokens, their lifetime, and the
+// issuers whose user tokens a token exchange accepts.
 type OAuth struct {
 	Issuer   string
 	TokenTTL time.Duration
@@ -67,6 +67,9 @@ type OAuth struct {
 	KeyID    string
 	// TrustedIssuers are the identity providers of token exchange.
 	TrustedIssuers []*TrustedIssuer
+	// Delegations let agents exchange user tokens that carry no may_act
+	// claim naming them; without one that matches, such a token is refused.
+	Delegations []Delegation
 
 	signer jose.Signer
 }
@@ -136,12 +139,14 @@ func LoadOrCreateSigningKey(path string) (*ecdsa.PrivateKey, error) {
 }
 
 // accessClaims are the claims of a Stint access token (RFC 9068 shape):
-// sub is the agent, or the user it acts for when act is set (RFC 8693 §4.1);
-// cnf binds the token to a client certificate (RFC 8705 §3.1).
+// sub is the agent, or the user it acts for when act is set (RFC 8693 §4.1),
+// and then email is that user's verified email, if the identity provider
+// gave one; cnf binds the token to a client certificate (RFC 8705 §3.1).
 type accessClaims struct {
 	jwt.Claims
 	ClientID   string        `json:"client_id"`
 	AuthMethod string        `json:"auth_method"`
+	Email      string        `json:"email,omitempty"`
 	Cnf        *confirmation `json:"cnf,omitempty"`
 	Act        *actorClaim   `json:"act,omitempty"`
 }
@@ -185,17 +190,17 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 		return nil, err
 	}
 
-	subject, act, exp := agent.Name, (*actorClaim)(nil), now.Add(o.TokenTTL)
+	subject, email, act, exp := agent.Name, "", (*actorClaim)(nil), now.Add(o.TokenTTL)
 	issuedType := ""
 	if req.GrantType == broker.GrantTokenExchange {
-		user, userExp, err := s.verifySubjectToken(ctx, agent, req, now)
+		user, err := s.verifySubjectToken(ctx, agent, req, now)
 		if err != nil {
 			return nil, err
 		}
-		subject, act, issuedType = user, &actorClaim{Sub: agent.Name}, broker.TokenTypeAccessToken
+		subject, email, act, issuedType = user.ID, user.Email, &actorClaim{Sub: agent.Name}, broker.TokenTypeAccessToken
 		// The delegated token never outlives the user's.
-		if userExp.Before(exp) {
-			exp = userExp
+		if user.Expiry.Before(exp) {
+			exp = user.Expiry
 		}
 	}
 	claims := accessClaims{
@@ -204,7 +209,7 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp),
 			ID: uuid.Must(uuid.NewV7()).String(),
 		},
-		ClientID: agent.Name, AuthMethod: method, Act: act,
+		ClientID: agent.Name, AuthMethod: method, Email: email, Act: act,
 	}
 	if len(req.PeerCertificates) > 0 {
 		claims.Cnf = &confirmation{X5tS256: certThumbprint(req.PeerCertificates[0])}
@@ -221,8 +226,8 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 }
 
 // authenticateClient authenticates the token endpoint's client by exactly
-// one of client_secret_basic, private_key_jwt or its TLS client certificate
-// (tls_client_auth, RFC 8705 §2). Failures are counted.
+// one of client_secret_basic, client_secret_post, private_key_jwt or its TLS
+// client certificate (tls_client_auth, RFC 8705 §2). Failures are counted.
 func (s *Service) authenticateClient(ctx context.Context, req broker.TokenRequest, now time.Time) (*broker.Agent, string, error) {
 	agent, method, blame, err := s.clientAgent(ctx, req, now)
 	if err == nil {
@@ -244,10 +249,14 @@ func (s *Service) clientAgent(ctx context.Context, req broker.TokenRequest, now 
 	failed := broker.Errorf(broker.EUNAUTHORIZED, "Client authentication failed.")
 	assertion := req.ClientAssertion != "" || req.ClientAssertionType != ""
 	switch {
-	case req.BasicAuth && assertion:
-		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both HTTP Basic and a client assertion.")
-	case req.BasicAuth:
-		if req.FormClientID != "" && req.FormClientID != req.ClientID {
+	case req.BasicAuth && req.PostSecret:
+		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both HTTP Basic and client_secret in the body.")
+	case (req.BasicAuth || req.PostSecret) && assertion:
+		return nil, "", "", broker.Errorf(broker.EINVALID, "Use one client authentication method, not both a client secret and a client assertion.")
+	case req.PostSecret && req.ClientID == "":
+		return nil, "", "", broker.FieldErrorf("client_id", "client_secret_post needs client_id beside client_secret.")
+	case req.BasicAuth || req.PostSecret:
+		if req.BasicAuth && req.FormClientID != "" && req.FormClientID != req.ClientID {
 			return nil, "", "", broker.Errorf(broker.EINVALID, "client_id differs from the HTTP Basic user.")
 		}
 		a, err := s.Store.FindAgentByName(ctx, req.ClientID)
@@ -277,13 +286,13 @@ func (s *Service) clientAgent(ctx context.Context, req broker.TokenRequest, now 
 		return a, broker.AuthMTLS, "", nil
 	}
 	return nil, "", "", broker.Errorf(broker.EUNAUTHORIZED,
-		"Client authentication required: use HTTP Basic (client_secret_basic), a client assertion (private_key_jwt) or a client certificate.")
+		"Client authentication required: use HTTP Basic (client_secret_basic), client_id and client_secret in the body (client_secret_post), a client assertion (private_key_jwt) or a client certificate.")
 }
 
 // verifyClientAssertion checks an RFC 7523 §3 client assertion: signed by
-// the agent's registered key, iss = sub = client_id, aud the token endpoint,
-// exp and iat present and at most MaxAssertionLifetime apart, not expired,
-// and its jti never seen before.
+// the agent's registered key, iss = sub = client_id, aud Stint (see
+// assertionAudience), exp and iat present and at most MaxAssertionLifetime
+// apart, not expired, and its jti never seen before.
 func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenRequest, now time.Time) (*broker.Agent, string, error) {
 	bad := func(format string, args ...any) error {
 		return broker.Errorf(broker.EUNAUTHORIZED, "Invalid client assertion: "+format, args...)
@@ -331,8 +340,8 @@ func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenReq
 	switch {
 	case claims.Issuer != agent.Name || claims.Subject != agent.Name:
 		return nil, agent.ID, bad("iss and sub must both be the client_id %q.", agent.Name)
-	case !claims.Audience.Contains(s.OAuth.TokenEndpoint()):
-		return nil, agent.ID, bad("aud must be the token endpoint %s.", s.OAuth.TokenEndpoint())
+	case !s.OAuth.assertionAudience(claims.Audience):
+		return nil, agent.ID, bad("aud must be the issuer %s (or the token endpoint %s), as its only value.", s.OAuth.Issuer, s.OAuth.TokenEndpoint())
 	case claims.Expiry == nil || claims.IssuedAt == nil:
 		return nil, agent.ID, bad("exp and iat are required.")
 	case claims.Expiry.Time().Sub(claims.IssuedAt.Time()) > MaxAssertionLifetime:
@@ -355,6 +364,17 @@ func (s *Service) verifyClientAssertion(ctx context.Context, req broker.TokenReq
 		return nil, agent.ID, fmt.Errorf("record assertion id: %w", err)
 	}
 	return agent, "", nil
+}
+
+// assertionAudience reports whether a client assertion's aud names Stint
+// and nothing else: the issuer identifier, which the update of RFC 7523
+// (draft-ietf-oauth-rfc7523bis) makes the audience clients send and
+// standard clients such as openid-client do, or the token endpoint URL,
+// which RFC 7523 §3 suggests. Compared as exact strings (RFC 7523 §3). A
+// second audience is refused: an assertion also meant for another server
+// could have been replayed from it.
+func (o *OAuth) assertionAudience(aud jwt.Audience) bool {
+	return len(aud) == 1 && (aud[0] == o.Issuer || aud[0] == o.TokenEndpoint())
 }
 
 // verifyAccessToken checks a Stint access token presented as a bearer token
@@ -392,21 +412,38 @@ func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []
 		if len(certs) == 0 || subtle.ConstantTimeCompare([]byte(certThumbprint(certs[0])), []byte(c.Cnf.X5tS256)) != 1 {
 			return broker.Actor{}, agent.ID, broker.Errorf(broker.EUNAUTHORIZED, "The access token is bound to a client certificate; present that certificate over mutual TLS.")
 		}
+		// The certificate must still authenticate the agent: revoking it
+		// (or unmapping its SPIFFE ID) ends every token bound to it at
+		// once, on connections opened before too.
+		certAgent, _, err := s.authenticateCert(ctx, certs, now)
+		if err != nil {
+			if broker.ErrorCode(err) == broker.EUNAUTHORIZED {
+				return broker.Actor{}, agent.ID, broker.Errorf(broker.EUNAUTHORIZED, "The access token is bound to a client certificate that no longer authenticates: %s", broker.ErrorMessage(err))
+			}
+			return broker.Actor{}, agent.ID, err
+		}
+		if certAgent.ID != agent.ID {
+			return broker.Actor{}, agent.ID, bad
+		}
 	}
-	onBehalfOf := ""
+	onBehalfOf, verified := "", false
 	if c.Act != nil {
 		if c.Act.Sub != agent.Name {
 			return broker.Actor{}, agent.ID, bad
 		}
 		onBehalfOf = c.Subject
-	} else if c.Subject != agent.Name {
+		if c.Email != "" {
+			onBehalfOf, verified = c.Email, true
+		}
+	} else if c.Subject != agent.Name || c.Email != "" {
 		return broker.Actor{}, agent.ID, bad
 	}
 	if err := admit(agent, c.AuthMethod); err != nil {
 		return broker.Actor{}, agent.ID, err
 	}
 	s.touch(ctx, agent, now)
-	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod, OnBehalfOf: onBehalfOf, Agent: agent}, "", nil
+	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod,
+		OnBehalfOf: onBehalfOf, OnBehalfOfVerified: verified, Agent: agent}, "", nil
 }
 
 // looksLikeJWT reports whether a bearer value has the shape of a compact JWS.
@@ -427,7 +464,7 @@ func (s *Service) Metadata() map[string]any {
 		"jwks_uri":                              o.Issuer + JWKSPath,
 		"grant_types_supported":                 []string{broker.GrantClientCredentials, broker.GrantTokenExchange},
 		"response_types_supported":              []string{},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "private_key_jwt", "tls_client_auth"},
+		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth"},
 		"token_endpoint_auth_signing_alg_values_supported": algs,
 		"tls_client_certificate_bound_access_tokens":       true,
 	}

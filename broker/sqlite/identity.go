@@ -17,6 +17,8 @@ func init() {
 	conflictMessages["agents.spiffe_id"] = "Another agent already has this SPIFFE ID."
 	conflictMessages["agent_certificates.serial"] = "A certificate with this serial already exists."
 	conflictMessages["oauth_jtis.client_id"] = "The assertion id was already used."
+	// The primary key 0011_subject_token_uses.sql adds.
+	conflictMessages["subject_token_uses.issuer"] = "The user token was already exchanged."
 }
 
 // CreateCertificate implements broker.IdentityStore. It stamps CreatedAt
@@ -125,6 +127,34 @@ func (db *DB) UseJTI(ctx context.Context, clientID, jti string, expires, now tim
 			return broker.Errorf(broker.ECONFLICT, "The assertion id was already used.")
 		}
 		return fmt.Errorf("record assertion id: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// UseSubjectToken implements broker.IdentityStore. Expired entries are
+// purged in the same transaction, so the cache holds only user tokens that
+// could still be exchanged.
+func (db *DB) UseSubjectToken(ctx context.Context, issuer, jti string, expires, now time.Time) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+
+	if _, err := tx.ExecContext(ctx, `DELETE FROM subject_token_uses WHERE expires_at <= ?`, nanos(now)); err != nil {
+		return fmt.Errorf("purge exchanged user tokens: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO subject_token_uses (issuer, jti, expires_at) VALUES (?, ?, ?)`,
+		issuer, jti, nanos(expires),
+	); err != nil {
+		if err := formatError(err); broker.ErrorCode(err) == broker.ECONFLICT {
+			return broker.Errorf(broker.ECONFLICT, "The user token was already exchanged.")
+		}
+		return fmt.Errorf("record exchanged user token: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

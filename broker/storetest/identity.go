@@ -145,6 +145,33 @@ func testIdentity(t *testing.T, open func(tb testing.TB) Store) {
 			t.Fatalf("jti after expiry: %v", err)
 		}
 	})
+
+	t.Run("SubjectTokenReplayCache", func(t *testing.T) {
+		s := open(t)
+		is := identityStore(t, s)
+		const idp = "https://idp.example.com"
+		if err := is.UseSubjectToken(t.Context(), idp, "u1", at(5*time.Minute), at(0)); err != nil {
+			t.Fatal(err)
+		}
+		if err := is.UseSubjectToken(t.Context(), idp, "u1", at(5*time.Minute), at(time.Minute)); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Fatalf("replayed user token: %v, want ECONFLICT", err)
+		}
+		// The same jti from another issuer is another token; the client
+		// assertion cache is a separate namespace.
+		if err := is.UseSubjectToken(t.Context(), "https://other-idp.example.com", "u1", at(5*time.Minute), at(time.Minute)); err != nil {
+			t.Fatalf("same jti, other issuer: %v", err)
+		}
+		if err := is.UseJTI(t.Context(), idp, "u1", at(5*time.Minute), at(time.Minute)); err != nil {
+			t.Fatalf("assertion id equal to a user token's: %v", err)
+		}
+		// Still refused until it expires, then purged.
+		if err := is.UseSubjectToken(t.Context(), idp, "u1", at(5*time.Minute), at(5*time.Minute-time.Second)); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Fatalf("replay just before expiry: %v, want ECONFLICT", err)
+		}
+		if err := is.UseSubjectToken(t.Context(), idp, "u1", at(11*time.Minute), at(6*time.Minute)); err != nil {
+			t.Fatalf("user token id after expiry: %v", err)
+		}
+	})
 }
 
 // fmtCert renders every field of c for comparisons.

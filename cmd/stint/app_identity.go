@@ -67,6 +67,9 @@ func (m *Main) openIdentity() error {
 		if a.OAuth, err = identity.NewOAuth(oc.Issuer, key, oc.TokenTTL, trusted); err != nil {
 			return err
 		}
+		for _, d := range oc.Delegations {
+			a.OAuth.Delegations = append(a.OAuth.Delegations, d.delegation())
+		}
 		m.HTTP.OAuth = a
 	}
 
@@ -76,7 +79,8 @@ func (m *Main) openIdentity() error {
 	m.HTTP.Auth = a
 
 	if tc := m.Config.TLS; tc.Enabled() {
-		m.HTTP.TLS = &web.TLSConfig{CertFile: tc.CertFile, KeyFile: tc.KeyFile, ClientCerts: tc.ClientCerts, ClientCAs: a.ClientCAs()}
+		m.HTTP.TLS = &web.TLSConfig{CertFile: tc.CertFile, KeyFile: tc.KeyFile, ClientCerts: tc.ClientCerts, ClientCAs: a.ClientCAs(),
+			CheckClientCert: a.CheckClientCertificate}
 		if tc.ClientCerts != web.ClientCertsOff && a.CA == nil && len(a.SPIFFE) == 0 {
 			m.Logger.Warn("tls.client_certs is on but there is no enrolment CA (stint ca init) and no identity.spiffe bundle: every client certificate will be refused")
 		}

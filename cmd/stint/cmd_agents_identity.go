@@ -48,7 +48,7 @@ func newAgentsSetAuthCommand() *cobra.Command {
 		"Set how an agent may authenticate, and map a SPIFFE ID to it",
 		`Set the authentication methods an agent may use: api_key, mtls (a client
 certificate from the enrolment CA or a SPIFFE X.509-SVID), client_secret
-(OAuth client_secret_basic) and private_key_jwt (OAuth, RFC 7523). A new agent
+(OAuth client_secret_basic or client_secret_post) and private_key_jwt (OAuth, RFC 7523). A new agent
 may use api_key only. --spiffe-id maps an X.509-SVID's SPIFFE ID to the agent
 (its trust domain needs a bundle in identity.spiffe); --spiffe-id "" removes
 the mapping.`,
@@ -173,8 +173,8 @@ remove the agent's mapping (set-auth --spiffe-id "") or suspend the agent.`,
 func newAgentsClientSecretCommand() *cobra.Command {
 	return agentCommand("client-secret NAME|ID",
 		"Generate an agent's OAuth client secret (shown once; replaces the old one)",
-		`Generate a random OAuth client secret for client_secret_basic at POST
-/oauth/token (client_id is the agent's name). It replaces any previous secret.
+		`Generate a random OAuth client secret for client_secret_basic (or
+client_secret_post) at POST /oauth/token (client_id is the agent's name). It replaces any previous secret.
 Stint keeps only its SHA-256 hash: the secret has 256 random bits, so a slow
 password hash would add nothing. The agent must allow client_secret.`,
 		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,14 +41,14 @@ func (c *TLSConfig) Validate() error {
 }
 
 // OAuthConfig enables Stint's OAuth 2.0 token endpoint (POST /oauth/token):
-// client_credentials with client_secret_basic, private_key_jwt or the TLS
-// client certificate, and RFC 8693 token exchange.
+// client_credentials with client_secret_basic, client_secret_post,
+// private_key_jwt or the TLS client certificate, and RFC 8693 token exchange.
 type OAuthConfig struct {
 	// Enabled turns the token endpoint on.
 	Enabled bool `yaml:"enabled"`
 	// Issuer is Stint's base URL as agents reach it, such as
 	// https://stint.example.com. It is the iss and aud of access tokens;
-	// client assertions must name Issuer + "/oauth/token" as their aud.
+	// client assertions name it (or Issuer + "/oauth/token") as their aud.
 	Issuer string `yaml:"issuer"`
 	// SigningKeyFile holds the ES256 key that signs access tokens; it is
 	// created (mode 0600) if missing. Required when Enabled; no default.
@@ -57,6 +58,27 @@ type OAuthConfig struct {
 	// TrustedIssuers are the identity providers whose user tokens a token
 	// exchange accepts as subject_token.
 	TrustedIssuers []TrustedIssuerConfig `yaml:"trusted_issuers"`
+	// Delegations say which agents may act for which users when the
+	// user's token carries no may_act claim naming the agent. A token
+	// exchange needs one or the other.
+	Delegations []DelegationConfig `yaml:"delegations"`
+}
+
+// DelegationConfig lets one agent exchange the tokens of some users.
+type DelegationConfig struct {
+	// Agent is the agent's name.
+	Agent string `yaml:"agent"`
+	// Issuer, if set, limits it to the users of that trusted issuer.
+	Issuer string `yaml:"issuer"`
+	// Users are verified emails ("alice@example.com"), every verified
+	// email of a domain ("*@example.com"), values of the issuer's
+	// user_claim, or "*" for every user.
+	Users []string `yaml:"users"`
+}
+
+// delegation converts the entry for the identity service.
+func (d DelegationConfig) delegation() identity.Delegation {
+	return identity.Delegation{Agent: d.Agent, Issuer: d.Issuer, Users: d.Users}
 }
 
 // TrustedIssuerConfig is one identity provider for token exchange.
@@ -68,8 +90,11 @@ type TrustedIssuerConfig struct {
 	// JWKSFile or JWKSURL (https) give its public keys.
 	JWKSFile string `yaml:"jwks_file"`
 	JWKSURL  string `yaml:"jwks_url"`
-	// UserClaim names the claim identifying the user (default sub); it is
-	// recorded as the lease's on_behalf_of.
+	// UserClaim names the claim identifying the user (default sub). The
+	// lease's on_behalf_of is the token's email when email_verified is true
+	// (approvers are known by email, so the user cannot approve), else this
+	// claim's value (and then requests that need approval are refused).
+	// With user_claim email, a token whose email is not verified is refused.
 	UserClaim string `yaml:"user_claim"`
 }
 
@@ -94,6 +119,14 @@ func (c *OAuthConfig) Validate() error {
 			return fmt.Errorf("oauth.trusted_issuers[%d].issuer is required", i)
 		case (t.JWKSFile == "") == (t.JWKSURL == ""):
 			return fmt.Errorf("oauth.trusted_issuers[%d] needs exactly one of jwks_file and jwks_url", i)
+		}
+	}
+	for i, d := range c.Delegations {
+		if err := d.delegation().Validate(); err != nil {
+			return fmt.Errorf("oauth.delegations[%d]: %w", i, err)
+		}
+		if d.Issuer != "" && !slices.ContainsFunc(c.TrustedIssuers, func(t TrustedIssuerConfig) bool { return t.Issuer == d.Issuer }) {
+			return fmt.Errorf("oauth.delegations[%d]: issuer %q is not in oauth.trusted_issuers", i, d.Issuer)
 		}
 	}
 	return nil

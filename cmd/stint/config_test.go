@@ -70,3 +70,37 @@ func TestParseConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestOAuthDelegationsConfig checks the oauth.delegations section.
+func TestOAuthDelegationsConfig(t *testing.T) {
+	const oauth = `oauth:
+  enabled: true
+  issuer: https://stint.example.com
+  trusted_issuers:
+    - {issuer: https://idp.example.com, jwks_url: https://idp.example.com/jwks}
+  delegations:
+`
+	cfg, err := ParseConfig("stint.yaml", []byte(goodConfig+oauth+
+		"    - {agent: etl-bot, users: [\"*@example.com\", alice@partner.example, 00u1abcd]}\n"+
+		"    - {agent: support-bot, issuer: https://idp.example.com, users: [\"*\"]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cfg.OAuth.Delegations; len(d) != 2 || d[0].Agent != "etl-bot" || len(d[0].Users) != 3 || d[1].Issuer != "https://idp.example.com" {
+		t.Fatalf("delegations = %+v", d)
+	}
+	for name, entry := range map[string]string{
+		"NoAgent":         `{users: ["*"]}`,
+		"NoUsers":         `{agent: etl-bot}`,
+		"BadWildcard":     `{agent: etl-bot, users: ["alice*"]}`,
+		"WildcardDomain":  `{agent: etl-bot, users: ["*@*.example.com"]}`,
+		"UntrustedIssuer": `{agent: etl-bot, issuer: https://other.example.com, users: ["*"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := ParseConfig("stint.yaml", []byte(goodConfig+oauth+"    - "+entry+"\n"))
+			if err == nil || !strings.Contains(err.Error(), "oauth.delegations[0]") {
+				t.Fatalf("err = %v, want oauth.delegations[0] refused", err)
+			}
+		})
+	}
+}

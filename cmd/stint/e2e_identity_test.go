@@ -97,9 +97,11 @@ type idEnv struct {
 	*Main
 	base     string
 	serverCA *x509.CertPool
-	spiffeCA *testCA
-	idpKey   *ecdsa.PrivateKey
-	done     chan struct{}
+	// serverCAFile holds serverCA's certificate as PEM, for other clients.
+	serverCAFile string
+	spiffeCA     *testCA
+	idpKey       *ecdsa.PrivateKey
+	done         chan struct{}
 	// skew moves the identity service's clock (nanoseconds).
 	skew atomic.Int64
 }
@@ -122,6 +124,8 @@ func identityConfig(tb testing.TB, cfg Config, dir string) (Config, *idEnv) {
 	// The server's own certificate.
 	sca := newTestCA(tb, "server CA")
 	env.serverCA.AddCert(sca.cert)
+	env.serverCAFile = filepath.Join(dir, "server-ca.pem")
+	writePEM(tb, env.serverCAFile, "CERTIFICATE", sca.cert.Raw, 0o644)
 	srv := issueLeaf(tb, sca.cert, sca.key, func(c *x509.Certificate) {
 		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		c.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
@@ -331,12 +335,17 @@ func (env *idEnv) assertion(tb testing.TB, key *ecdsa.PrivateKey, client, aud st
 	return url.Values{"grant_type": {"client_credentials"}, "client_assertion_type": {broker.ClientAssertionJWT}, "client_assertion": {a}}
 }
 
-// userToken is a token of the trusted IdP for user, for Stint's audience.
+// userToken is a token of the trusted IdP for user, for Stint's audience,
+// with a verified email; extra adds claims, or removes those it sets to nil.
 func (env *idEnv) userToken(tb testing.TB, user string, extra map[string]any) string {
 	tb.Helper()
-	claims := map[string]any{"iss": testIdP, "sub": "u-" + user, "email": user, "aud": env.base,
+	claims := map[string]any{"iss": testIdP, "sub": "u-" + user, "email": user, "email_verified": true, "aud": env.base,
 		"iat": time.Now().Unix(), "exp": time.Now().Add(10 * time.Minute).Unix()}
 	for k, v := range extra {
+		if v == nil {
+			delete(claims, k)
+			continue
+		}
 		claims[k] = v
 	}
 	return signJWT(tb, env.idpKey, "idp-1", claims)
@@ -420,7 +429,7 @@ func TestIdentityEndToEnd(t *testing.T) {
 		key := env.registerJWK(t, agentID)
 		form := env.assertion(t, key, "etl", env.base+"/oauth/token", time.Now(), time.Minute, uuid.NewString())
 		form.Set("grant_type", broker.GrantTokenExchange)
-		form.Set("subject_token", env.userToken(t, "alice@example.com", nil))
+		form.Set("subject_token", env.userToken(t, "alice@example.com", map[string]any{"may_act": map[string]any{"sub": "etl"}}))
 		form.Set("subject_token_type", broker.TokenTypeJWT)
 		status, body, _ := env.token(t, plain, form, "", "")
 		if status != http.StatusOK || body["issued_token_type"] != broker.TokenTypeAccessToken {
@@ -503,8 +512,12 @@ func TestIdentityMTLS(t *testing.T) {
 		forged := issueLeaf(t, env.Agents.CA.Cert, env.Agents.CA.Key, func(c *x509.Certificate) {
 			c.URIs = []*url.URL{uri("spiffe://example.org/ns/etl/sa/loader")}
 		})
-		if status, msg := env.whoami(t, env.client(&forged), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "unknown") {
-			t.Fatalf("enrolment-CA cert with a SPIFFE ID = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&forged), ""); !handshakeRefused(status, msg) {
+			t.Fatalf("enrolment-CA cert with a SPIFFE ID = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{forged.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "unknown") {
+			t.Fatalf("AuthenticateRequest(enrolment-CA cert with a SPIFFE ID) = %v", err)
 		}
 	})
 
@@ -537,8 +550,14 @@ func TestIdentityMTLS(t *testing.T) {
 		cert := issueLeaf(t, env.Agents.CA.Cert, env.Agents.CA.Key, func(c *x509.Certificate) {
 			c.URIs = []*url.URL{uri("spiffe://stint.local/agent/etl")}
 		})
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "unknown") {
-			t.Fatalf("unrecorded certificate = %d %s", status, msg)
+		// The handshake refuses it (the store does not know it), and so
+		// would authentication.
+		if status, msg := env.whoami(t, env.client(&cert), ""); !handshakeRefused(status, msg) {
+			t.Fatalf("unrecorded certificate = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{cert.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "unknown") {
+			t.Fatalf("AuthenticateRequest(unrecorded) = %v", err)
 		}
 	})
 
@@ -551,8 +570,12 @@ func TestIdentityMTLS(t *testing.T) {
 		if _, err := env.Agents.RevokeCertificates(ctx, agentID, cert.Leaf.SerialNumber.Text(16), "test"); err != nil {
 			t.Fatal(err)
 		}
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "revoked") {
-			t.Fatalf("revoked certificate = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&cert), ""); !handshakeRefused(status, msg) {
+			t.Fatalf("revoked certificate = %d %s; want the handshake refused", status, msg)
+		}
+		_, err := env.Agents.AuthenticateRequest(context.Background(), broker.AuthRequest{PeerCertificates: []*x509.Certificate{cert.Leaf}})
+		if broker.ErrorCode(err) != broker.EUNAUTHORIZED || !strings.Contains(broker.ErrorMessage(err), "revoked") {
+			t.Fatalf("AuthenticateRequest(revoked) = %v", err)
 		}
 	})
 
@@ -583,8 +606,8 @@ func TestIdentityMTLS(t *testing.T) {
 			t.Fatalf("re-activating a disabled agent = %v; want ECONFLICT (disabling is final)", err)
 		}
 		// Disabling revoked the certificate for good.
-		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "revoked") {
-			t.Fatalf("disabled agent's certificate = %d %s", status, msg)
+		if status, msg := env.whoami(t, env.client(&cert), ""); !handshakeRefused(status, msg) {
+			t.Fatalf("disabled agent's certificate after re-activation = %d %s; want the handshake refused", status, msg)
 		}
 	})
 
@@ -637,7 +660,7 @@ func TestIdentityOAuth(t *testing.T) {
 			t.Fatalf("password grant = %d %v", status, body)
 		}
 		status, body, _ = env.token(t, plain, url.Values{"grant_type": {"client_credentials"}, "client_id": {"etl"}, "client_secret": {secret}}, "", "")
-		if status != http.StatusBadRequest || body["error"] != "invalid_request" {
+		if status != http.StatusOK {
 			t.Fatalf("client_secret_post = %d %v", status, body)
 		}
 	})
@@ -655,15 +678,15 @@ func TestIdentityOAuth(t *testing.T) {
 			want string
 		}{
 			{"ReplayedJTI", form, "jti replay"},
-			{"WrongAud", env.assertion(t, key, "etl", env.base, time.Now(), time.Minute, uuid.NewString()), "aud must be the token endpoint"},
+			{"WrongAud", env.assertion(t, key, "etl", env.base+"/oauth", time.Now(), time.Minute, uuid.NewString()), "aud must be the issuer"},
 			{"Expired", env.assertion(t, key, "etl", endpoint, time.Now().Add(-3*time.Minute), 2*time.Minute, uuid.NewString()), "expired"},
 			{"TooLong", env.assertion(t, key, "etl", endpoint, time.Now(), 10*time.Minute, uuid.NewString()), "at most 5m0s"},
 			{"OtherKey", env.assertion(t, mustECKey(), "etl", endpoint, time.Now(), time.Minute, uuid.NewString()), "does not verify"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				status, body, _ := env.token(t, plain, tc.form, "", "")
-				if status != http.StatusUnauthorized || body["error"] != "invalid_client" || !strings.Contains(fmtAny(body["error_description"]), tc.want) {
-					t.Fatalf("token = %d %v; want invalid_client mentioning %q", status, body, tc.want)
+				if status != http.StatusBadRequest || body["error"] != "invalid_client" || !strings.Contains(fmtAny(body["error_description"]), tc.want) {
+					t.Fatalf("token = %d %v; want 400 invalid_client mentioning %q", status, body, tc.want)
 				}
 			})
 		}
