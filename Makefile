@@ -3,7 +3,13 @@
 GO        ?= go
 BIN       := $(CURDIR)/bin
 PG_DSN    ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
-TEST_ENV  := STINT_TEST_VAULT_BIN=$(BIN)/vault STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
+# DEV_VAULT is the Vault server for development and tests: a `vault` on the PATH
+# at a supported version (1.21 or a later 1.x) if there is one, else bin/vault,
+# built from cmd/devvault. `make DEV_VAULT=$(CURDIR)/bin/vault …` forces the build.
+ifeq ($(origin DEV_VAULT),undefined)
+DEV_VAULT := $(shell cmd/devvault/find-vault.sh $(BIN)/vault)
+endif
+TEST_ENV  := STINT_TEST_VAULT_BIN=$(DEV_VAULT) STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
 
 .PHONY: all build devvault run test bench fuzz fuzz-smoke vet fmt clean distclean
 
@@ -13,16 +19,18 @@ all: build
 build:
 	$(GO) build -o $(BIN)/stint ./cmd/stint
 
-## devvault: build the development Vault server (cmd/devvault, Vault v1.21.0) to bin/vault
-devvault: $(BIN)/vault
+## devvault: build the development Vault server (cmd/devvault: Vault v1.21.0's core with KV, database/PostgreSQL and PKI) to bin/vault, unless a supported vault is on the PATH
+devvault: $(DEV_VAULT)
+ifneq ($(DEV_VAULT),$(BIN)/vault)
+	@echo "using $(DEV_VAULT) ($$($(DEV_VAULT) version | head -n 1)) as the development Vault"
+endif
 
-$(BIN)/vault: cmd/devvault/main.go cmd/devvault/go.mod cmd/devvault/go.sum
-	@echo "building the development Vault server (first build: several minutes)…"
-	cd cmd/devvault && $(GO) build -mod=mod -trimpath -ldflags='-s -w' -o $(BIN)/vault .
+$(BIN)/vault: $(wildcard cmd/devvault/*.go) cmd/devvault/go.mod cmd/devvault/go.sum cmd/devvault/build.sh
+	@GO='$(GO)' cmd/devvault/build.sh $@
 
 ## run: build everything, start the development Vault and Stint on SQLite, print how to request a lease
 run: build devvault
-	$(BIN)/stint dev --vault-bin $(BIN)/vault --pg-dsn '$(PG_DSN)'
+	$(BIN)/stint dev --vault-bin $(DEV_VAULT) --pg-dsn '$(PG_DSN)'
 
 ## test: run every test against the development Vault and the local PostgreSQL (fuzz seed corpora included), then fuzz-smoke
 test: devvault
