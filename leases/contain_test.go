@@ -338,7 +338,7 @@ func TestContainAgentRace(t *testing.T) {
 			f.svc.Decider = nil
 			var seed []*broker.Lease
 			for range 4 {
-				l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", TTL: "1s", Task: "x"})
+				l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", TTL: "15s", Task: "x"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -360,7 +360,7 @@ func TestContainAgentRace(t *testing.T) {
 				wg.Go(func() {
 					<-start
 					for range 5 {
-						l, cred, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", TTL: "1s", Task: "y"})
+						l, cred, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", TTL: "15s", Task: "y"})
 						if cred != nil {
 							mu.Lock()
 							grants = append(grants, l.ID)
@@ -378,7 +378,7 @@ func TestContainAgentRace(t *testing.T) {
 				})
 				wg.Go(func() {
 					<-start
-					f.svc.ExtendLease(ctx, l.ID, "1s")
+					f.svc.ExtendLease(ctx, l.ID, "15s")
 				})
 			}
 			wg.Go(func() {

@@ -147,13 +147,13 @@ var authzMatrix = map[string]matrixRow{
 	"POST /v1/leases/:id/approve": apiRow(sNoAuth, sForbidden, sOK, sForbidden, sForbidden, sForbidden),
 	"POST /v1/leases/:id/deny":    apiRow(sNoAuth, sForbidden, sOK, sForbidden, sForbidden, sForbidden),
 
-	// Reviews: the agent's owner and admins; another approver does not
-	// learn that the review exists.
+	// Reviews: the agent's owner and admins; another approver is told the
+	// review is not theirs (403), for viewing as for attesting.
 	"GET /v1/reviews":             apiRow(sNoAuth, sForbidden, sOK, sOK, sForbidden, sOK),
-	"GET /v1/reviews/:id":         apiRow(sNoAuth, sForbidden, sNotFound, sOK, sForbidden, sOK),
-	"POST /v1/reviews/:id/attest": apiRow(sNoAuth, sForbidden, sNotFound, sOK, sForbidden, sOK),
+	"GET /v1/reviews/:id":         apiRow(sNoAuth, sForbidden, sForbidden, sOK, sForbidden, sOK),
+	"POST /v1/reviews/:id/attest": apiRow(sNoAuth, sForbidden, sForbidden, sOK, sForbidden, sOK),
 	// An access review is closed by attesting, not by close (conflict).
-	"POST /v1/reviews/:id/close": apiRow(sNoAuth, sForbidden, sNotFound, sConflict, sForbidden, sConflict),
+	"POST /v1/reviews/:id/close": apiRow(sNoAuth, sForbidden, sForbidden, sConflict, sForbidden, sConflict),
 	"POST /v1/reviews/run":       apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 
 	"POST /v1/agents":                apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sCreated),

@@ -75,6 +75,7 @@ func TestParseConfig(t *testing.T) {
 func TestOAuthDelegationsConfig(t *testing.T) {
 	const oauth = `oauth:
   enabled: true
+  signing_key_file: /var/lib/stint/oauth-signing.key
   issuer: https://stint.example.com
   trusted_issuers:
     - {issuer: https://idp.example.com, jwks_url: https://idp.example.com/jwks}
