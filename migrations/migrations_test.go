@@ -14,7 +14,7 @@ import (
 // files, no gaps, an Up section and no Down section.
 func TestFiles(t *testing.T) {
 	name := regexp.MustCompile(`^(\d{4})_[a-z0-9_]+\.sql$`)
-	for _, dialect := range []string{"sqlite"} {
+	for _, dialect := range []string{"sqlite", "postgres"} {
 		t.Run(dialect, func(t *testing.T) {
 			entries, err := fs.ReadDir(migrations.FS, dialect)
 			if err != nil {
