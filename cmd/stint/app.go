@@ -18,7 +18,6 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/broker/identity"
-	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/leases"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/web"
@@ -44,7 +43,7 @@ type Main struct {
 	// use `stint approvals` exactly when Slack is not at hand.
 	SlackOptional bool
 
-	DB     *sqlite.DB
+	DB     Store
 	Issuer leases.Issuer
 	Leases *leases.Service
 	// Policy decides requests when policy.files is set (nil: roles'
@@ -89,7 +88,7 @@ func NewMain(cfg Config, logger *slog.Logger) *Main {
 // Open opens the store and Vault and builds the services. It starts nothing.
 func (m *Main) Open(ctx context.Context) error {
 	var err error
-	if m.DB, err = sqlite.Open(ctx, m.Config.Store.Path); err != nil {
+	if m.DB, err = openConfiguredStore(ctx, m.Config.Store, m.Getenv); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
 	if m.Issuer == nil {
@@ -108,7 +107,7 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 	}
 	m.Metrics = web.NewMetrics(m.DB, time.Now)
-	m.DB.OnCommit = m.Metrics.ObserveStoreCommit
+	observeCommits(m.DB, m.Metrics.ObserveStoreCommit)
 	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
 
 	admins, err := m.adminTokens()
@@ -187,7 +186,7 @@ func (m *Main) Run(ctx context.Context) error {
 	if err := m.Listen(); err != nil {
 		return err
 	}
-	m.Logger.Info("stint serving", "addr", m.HTTP.URL(), "roles", len(m.Config.Roles), "vault", m.Config.Vault.Address)
+	m.Logger.Info("stint serving", "addr", m.HTTP.URL(), "roles", len(m.Config.Roles), "vault", m.Config.Vault.Address, "store", m.Config.Store.Describe())
 	if err := m.runConsole(ctx); err != nil {
 		return err
 	}

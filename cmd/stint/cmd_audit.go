@@ -16,18 +16,17 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
-	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/web"
 )
 
 // openStore reads the config named by --config and opens only its store:
 // the audit and users commands need neither Vault nor the services.
-func openStore(cmd *cobra.Command) (*sqlite.DB, Config, error) {
+func openStore(cmd *cobra.Command) (Store, Config, error) {
 	cfg, _, err := readConfigFlag(cmd)
 	if err != nil {
 		return nil, cfg, err
 	}
-	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	db, err := openConfiguredStore(cmd.Context(), cfg.Store, os.Getenv)
 	if err != nil {
 		return nil, cfg, fmt.Errorf("open store: %w", err)
 	}
@@ -161,7 +160,7 @@ func verifyAudit(cmd *cobra.Command, anchors []string, checkpointsPath, publicKe
 	case publicKeyPath != "":
 		return nil, broker.FieldErrorf("checkpoints", "--public-key needs a checkpoint file: --checkpoints FILE, or audit.checkpoints.file in the configuration.")
 	}
-	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	db, err := openConfiguredStore(cmd.Context(), cfg.Store, os.Getenv)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

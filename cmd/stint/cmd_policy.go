@@ -26,7 +26,6 @@ import (
 
 	"github.com/stint-broker/stint/approvals"
 	"github.com/stint-broker/stint/broker"
-	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/leases"
 )
 
@@ -885,7 +884,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 // explainAgent describes the agent from flags, or finds it in the store,
 // which it then returns open (the caller closes it) for the governance
 // rules that read it: role removals by access reviews, live leases.
-func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []string) (*broker.Agent, *sqlite.DB, error) {
+func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []string) (*broker.Agent, Store, error) {
 	if owner != "" || len(labels) > 0 {
 		lbl, err := broker.ParseLabels(labels)
 		if err != nil {
@@ -896,10 +895,12 @@ func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []s
 		}
 		return &broker.Agent{ID: "explain:" + name, Name: name, Owner: owner, Labels: lbl, State: broker.AgentActive}, nil, nil
 	}
-	if _, err := os.Stat(cfg.Store.Path); err != nil {
-		return nil, nil, fmt.Errorf("store %s not found: describe agent %s with --owner and --label", cfg.Store.Path, name)
+	if cfg.Store.Driver != driverPostgres {
+		if _, err := os.Stat(cfg.Store.Path); err != nil {
+			return nil, nil, fmt.Errorf("store %s not found: describe agent %s with --owner and --label", cfg.Store.Path, name)
+		}
 	}
-	db, err := sqlite.Open(cmd.Context(), cfg.Store.Path)
+	db, err := openConfiguredStore(cmd.Context(), cfg.Store, os.Getenv)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open store: %w", err)
 	}
@@ -907,7 +908,7 @@ func explainAgent(cmd *cobra.Command, cfg Config, name, owner string, labels []s
 	if err != nil {
 		db.Close()
 		if broker.ErrorCode(err) == broker.ENOTFOUND {
-			return nil, nil, fmt.Errorf("agent %s is not registered in %s: describe it with --owner and --label", name, cfg.Store.Path)
+			return nil, nil, fmt.Errorf("agent %s is not registered in %s: describe it with --owner and --label", name, cfg.Store.Describe())
 		}
 		return nil, nil, err
 	}
@@ -943,7 +944,7 @@ type explainOutput struct {
 // wired as the server wires it: policy p, the privileged safeguards,
 // separation of duty, role removals by access reviews (db, when the agent
 // is registered) and risk containment at the configured threshold.
-func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db *sqlite.DB, agent *broker.Agent, req broker.DecisionRequest) (verdict, error) {
+func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store, agent *broker.Agent, req broker.DecisionRequest) (verdict, error) {
 	var store leases.Store
 	if db != nil {
 		store = db

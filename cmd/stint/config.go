@@ -79,10 +79,17 @@ type Config struct {
 
 // StoreConfig selects the store.
 type StoreConfig struct {
-	// Driver is "sqlite" (the embedded default).
+	// Driver is "sqlite" (the embedded default: one process, one file) or
+	// "postgres" (one database that several replicas share).
 	Driver string `yaml:"driver"`
 	// Path is the SQLite database file.
 	Path string `yaml:"path"`
+	// DSN is the PostgreSQL connection string, such as
+	// postgres://stint@db.example.com:5432/stint?sslmode=verify-full.
+	// Prefer DSNEnv when it holds a password.
+	DSN string `yaml:"dsn"`
+	// DSNEnv names an environment variable holding the DSN.
+	DSNEnv string `yaml:"dsn_env"`
 }
 
 // VaultConfig says how to reach Vault.
@@ -235,10 +242,16 @@ func (c *Config) Validate() error {
 	switch {
 	case c.Listen == "":
 		return errors.New("listen is required")
-	case c.Store.Driver != "sqlite":
-		return fmt.Errorf("store.driver must be sqlite, not %q", c.Store.Driver)
-	case c.Store.Path == "":
+	case c.Store.Driver != driverSQLite && c.Store.Driver != driverPostgres:
+		return fmt.Errorf("store.driver must be sqlite or postgres, not %q", c.Store.Driver)
+	case c.Store.Driver == driverSQLite && c.Store.Path == "":
 		return errors.New("store.path is required")
+	case c.Store.Driver == driverSQLite && (c.Store.DSN != "" || c.Store.DSNEnv != ""):
+		return errors.New("store.dsn and store.dsn_env are for driver postgres: set store.driver: postgres, or remove them")
+	case c.Store.Driver == driverPostgres && c.Store.DSN == "" && c.Store.DSNEnv == "":
+		return errors.New("store.driver postgres needs store.dsn or store.dsn_env (the variable holding the DSN)")
+	case c.Store.Driver == driverPostgres && c.Store.DSN != "" && c.Store.DSNEnv != "":
+		return errors.New("store.dsn and store.dsn_env are exclusive: keep one")
 	case c.Vault.Address == "":
 		return errors.New("vault.address is required")
 	case c.Vault.TokenEnv == "":
