@@ -221,8 +221,6 @@ func TestConfigStorePostgres(t *testing.T) {
 	}
 }
 
-
-
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)
