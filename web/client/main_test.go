@@ -208,4 +208,3 @@ func canLogIn(user, password string) error {
 	}
 	return conn.Close(ctx)
 }
-
