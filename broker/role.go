@@ -89,6 +89,33 @@ type Role struct {
 	// MaxTotalTTL caps a lease's whole window, extensions included; zero
 	// means MaxTTL.
 	MaxTotalTTL time.Duration `json:"max_total_ttl,omitempty" yaml:"max_total_ttl"`
+
+	// Env maps environment variable names to credential fields: how
+	// `stint exec` hands the credential to its command, besides (or
+	// instead of) the defaults for the role's kind (database: PGHOST,
+	// PGPORT, PGUSER, PGPASSWORD, PGDATABASE, DATABASE_URL; token:
+	// VAULT_TOKEN). Agents see it in GET /v1/roles; it holds no secret.
+	Env map[string]string `json:"env,omitempty" yaml:"env"`
+	// VaultAddr is the Vault address that token roles' tokens are used
+	// against, given to `stint exec`'s command as VAULT_ADDR. Optional.
+	VaultAddr string `json:"vault_addr,omitempty" yaml:"vault_addr"`
+}
+
+// ValidEnvName reports whether s is a portable environment variable name:
+// a letter or underscore, then letters, digits and underscores.
+func ValidEnvName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i, r := range s {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultMinTTL is the shortest window any role grants, and the min_ttl of
@@ -172,6 +199,21 @@ func (r *Role) Validate() error {
 		return fmt.Errorf("role %q: max_total_ttl (%s) must be at least max_ttl (%s)", r.Name, r.MaxTotalTTL, r.MaxTTL)
 	case r.Kind == KindToken && r.MaxExtensions > 0:
 		return fmt.Errorf("role %q: token roles cannot be extended (Stint mints non-renewable tokens whose max TTL is the window); set max_extensions to 0", r.Name)
+	case r.VaultAddr != "" && r.Kind != KindToken:
+		return fmt.Errorf("role %q: vault_addr is for token roles only", r.Name)
+	case r.VaultAddr != "" && !strings.HasPrefix(r.VaultAddr, "http://") && !strings.HasPrefix(r.VaultAddr, "https://"):
+		return fmt.Errorf("role %q: vault_addr %q must be an http:// or https:// URL", r.Name, r.VaultAddr)
+	}
+	for name, field := range r.Env {
+		if !ValidEnvName(name) {
+			return fmt.Errorf("role %q: env name %q must be letters, digits and underscores, not starting with a digit", r.Name, name)
+		}
+		if strings.HasPrefix(name, "STINT_") {
+			return fmt.Errorf("role %q: env name %q: STINT_ variables belong to Stint", r.Name, name)
+		}
+		if field == "" {
+			return fmt.Errorf("role %q: env %s names no credential field", r.Name, name)
+		}
 	}
 	return nil
 }

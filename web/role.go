@@ -32,6 +32,10 @@ func (s *Server) handleRoleIndex(c echo.Context) error {
 			MinTTL:      r.MinWindow().String(),
 			MaxTTL:      r.MaxTTL.String(),
 			AutoApprove: r.AutoApprove,
+
+			MaxExtensions: r.MaxExtensions,
+			Env:           r.Env,
+			VaultAddr:     r.VaultAddr,
 		})
 	}
 	return c.JSON(http.StatusOK, resp)
@@ -52,4 +56,10 @@ type roleResponse struct {
 	MinTTL      string `json:"min_ttl"`
 	MaxTTL      string `json:"max_ttl"`
 	AutoApprove bool   `json:"auto_approve"`
+	// MaxExtensions is how many times a lease's window may be extended.
+	MaxExtensions int `json:"max_extensions,omitempty"`
+	// Env maps environment variable names to credential fields for
+	// `stint exec`; VaultAddr is where a token role's token is used.
+	Env       map[string]string `json:"env,omitempty"`
+	VaultAddr string            `json:"vault_addr,omitempty"`
 }

@@ -30,7 +30,9 @@ func main() {
 	defer stop()
 	root := newRootCommand(os.Stdout, os.Stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "stint:", broker.EscapeControl(userMessage(err)))
+		if !errors.Is(err, errSilent) {
+			fmt.Fprintln(os.Stderr, "stint:", broker.EscapeControl(userMessage(err)))
+		}
 		os.Exit(exitCode(err))
 	}
 }
@@ -105,6 +107,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newUsersCommand(),
 		newReviewsCommand(),
 		newMigrateCommand(),
+		newExecCommand(),
 	)
 	return root
 }

@@ -291,6 +291,9 @@ type Role struct {
 	// `stint exec` hands this role's credential to a command, beside the
 	// defaults for its kind.
 	Env map[string]string `json:"env,omitempty"`
+	// VaultAddr is the Vault address a token role's token is used
+	// against, if the role names one.
+	VaultAddr string `json:"vault_addr,omitempty"`
 }
 
 // Roles lists the roles the caller may request.
