@@ -95,6 +95,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAuditCommand(),
 		newUsersCommand(),
 		newReviewsCommand(),
+		newMigrateCommand(),
 	)
 	return root
 }
