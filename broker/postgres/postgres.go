@@ -42,6 +42,10 @@ type DB struct {
 	// it was open. Set it before the DB is shared between goroutines.
 	OnCommit func(writes int, held time.Duration)
 
+	// clockSkew is how far the server's clock was ahead of this host's
+	// when Open connected (ClockSkew).
+	clockSkew time.Duration
+
 	// Group commit of lease writes (batch.go).
 	queue     groupQueue
 	closeOnce sync.Once
@@ -106,8 +110,22 @@ func connect(ctx context.Context, dsn string) (*DB, error) {
 		db.Close()
 		return nil, connectError(cfg, err)
 	}
+	var server time.Time
+	before := time.Now()
+	if err := pool.QueryRow(pctx, `SELECT clock_timestamp()`).Scan(&server); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open postgres: read the server's clock: %w", err)
+	}
+	after := time.Now()
+	db.clockSkew = server.Sub(before.Add(after.Sub(before) / 2))
 	return db, nil
 }
+
+// ClockSkew returns how far PostgreSQL's clock was ahead of this host's
+// (negative: behind) when the store was opened. Replicas decide expiry by
+// their own clocks, so a replica whose clock is off by minutes ends leases
+// that much early or late: callers warn when it exceeds a few seconds.
+func (db *DB) ClockSkew() time.Duration { return db.clockSkew }
 
 // connectError explains a failed first connection: what went wrong and
 // what to do about it.
