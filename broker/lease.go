@@ -147,9 +147,11 @@ type AgentLeaseCount struct {
 
 // LeaseFilter selects leases. Nil and empty fields do not filter.
 type LeaseFilter struct {
-	ID           *string
-	AgentID      *string
-	Role         *string
+	ID      *string
+	AgentID *string
+	Role    *string
+	// Task selects the leases of one task (exact match).
+	Task         *string
 	States       []LeaseState
 	VaultLeaseID *string
 	// ContainmentID selects the leases a containment ended.

@@ -59,6 +59,19 @@ type LeaseService interface {
 	// RevokeLease is ReleaseLease for admins, with a reason; the end state is
 	// revoked. Returns EFORBIDDEN for non-admins.
 	RevokeLease(ctx context.Context, id, reason string) (*Lease, error)
+	// ReleaseTask ends every live lease of a task that the caller holds (an
+	// admin: of every agent): active leases are released as ReleaseLease
+	// does, pending and approved ones canceled. It returns the task's live
+	// leases in their new states: ended, revoking while Vault has not
+	// confirmed, or issuing if a credential was being minted at that moment
+	// (call again). Returns EINVALID if task is empty; EFORBIDDEN for callers
+	// that are neither agents nor admins.
+	ReleaseTask(ctx context.Context, task string) ([]*Lease, error)
+	// RevokeTask is ReleaseTask for admins, with a reason, across every
+	// agent: the end state is revoked (canceled for leases not yet minted).
+	// Returns EFORBIDDEN unless the caller is an admin; EINVALID if task or
+	// reason is empty.
+	RevokeTask(ctx context.Context, task, reason string) ([]*Lease, error)
 	// ContainAgent is the kill switch: in one store transaction it suspends
 	// or disables the agent (or leaves its state alone) and marks every live
 	// lease of it (of req.Role, when set) to end; the revocation queue then

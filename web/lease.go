@@ -204,7 +204,7 @@ func (r *createLeaseRequest) validate() error {
 	)
 }
 
-// handleLeaseIndex handles "GET /v1/leases?state=&role=&agent=&limit=&offset=".
+// handleLeaseIndex handles "GET /v1/leases?state=&role=&task=&agent=&limit=&offset=".
 // state may repeat or hold a comma-separated list; agent is an agent's name
 // or id. Agents see only their own leases.
 func (s *Server) handleLeaseIndex(c echo.Context) error {
@@ -250,6 +250,12 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 	}
 	if role := c.QueryParam("role"); role != "" {
 		filter.Role = &role
+	}
+	if task := c.QueryParam("task"); task != "" {
+		if err := checkMaxLen("task", task, maxTaskLen); err != nil {
+			return filter, false, err
+		}
+		filter.Task = &task
 	}
 	if id := c.QueryParam("containment"); id != "" {
 		filter.ContainmentID = &id // agents see only their own leases anyway
