@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,6 +25,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
+	"github.com/stint-broker/stint/web/client"
 	mcptools "github.com/stint-broker/stint/web/mcp"
 )
 
@@ -156,17 +159,20 @@ func (e *mcpEnv) connectHTTP(t *testing.T, token string) *sdk.ClientSession {
 	return cs
 }
 
-// connectLocal serves the tools as `stint mcp` does beside the agent (file
-// delivery), in process, as the agent.
-func (e *mcpEnv) connectLocal(t *testing.T, files *mcptools.FileDelivery, progress func(*sdk.ProgressNotificationParams)) *sdk.ClientSession {
+// connectLocal serves the tools as `stint mcp` does beside the agent: over
+// the HTTP API with the agent's API key, credentials to files in a fresh
+// directory. The MCP transport is in memory instead of stdin and stdout.
+func (e *mcpEnv) connectLocal(t *testing.T, progress func(*sdk.ProgressNotificationParams)) (*sdk.ClientSession, *mcptools.FileDelivery, *mcptools.API) {
 	t.Helper()
-	agent := broker.Actor{Kind: broker.ActorAgent, Name: "llm-agent", AgentID: e.agentID, AuthMethod: broker.AuthAPIKey}
-	srv := mcptools.NewServer(mcptools.Config{
-		Leases: e.Leases, Transport: "stdio", Files: files, ProgressEvery: 500 * time.Millisecond,
-		Authorize: func(ctx context.Context, _ *sdk.CallToolRequest, _ string) (context.Context, error) {
-			return broker.NewContextWithActor(ctx, agent), nil
-		},
-	})
+	c, err := client.New(e.url, client.WithAPIKey(e.agentKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, files, api, err := newStdioMCP(c, filepath.Join(t.TempDir(), "creds"), 20*time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { files.Close() })
 	st, ct := sdk.NewInMemoryTransports()
 	ss, err := srv.Connect(t.Context(), st, nil)
 	if err != nil {
@@ -182,7 +188,7 @@ func (e *mcpEnv) connectLocal(t *testing.T, files *mcptools.FileDelivery, progre
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cs.Close() })
-	return cs
+	return cs, files, api
 }
 
 // callTool calls a tool and returns its result as JSON (the whole result,
@@ -263,11 +269,7 @@ func TestMCPEndToEnd(t *testing.T) {
 	e := startMCPEnv(t, dv)
 
 	t.Run("FileDeliveryPsqlRelease", func(t *testing.T) {
-		files, err := mcptools.NewFileDelivery(filepath.Join(t.TempDir(), "creds"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs := e.connectLocal(t, files, nil)
+		cs, _, _ := e.connectLocal(t, nil)
 		raw, out, isErr := callTool(t, cs, "request_access", map[string]any{
 			"role": "db-readonly", "ttl": "5m", "task": "count orders", "justification": "daily report", "idempotency_key": "k-file-1",
 		})
@@ -312,17 +314,55 @@ func TestMCPEndToEnd(t *testing.T) {
 		os.WriteFile(again2, []byte("[stint]\nhost=127.0.0.1\nport=5432\ndbname=postgres\nuser="+user+"\npassword="+password+"\n"), 0o600)
 		if u, err := psqlWith(again2); err == nil {
 			t.Fatalf("psql still logs in as %s after release_access", u)
+		} else if !strings.Contains(err.Error(), "password authentication failed") && !strings.Contains(err.Error(), "does not exist") {
+			t.Fatalf("psql failed for another reason than the dropped login: %v", err)
+		}
+		// The server's audit log has the calls, with the delivery used.
+		events, _, err := e.DB.FindAuditEvents(t.Context(), broker.AuditFilter{Kind: ptrTo("mcp.tool_call"), Subject: ptrTo(out["lease_id"].(string))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deliveries := map[string]bool{}
+		for _, ev := range events {
+			var d map[string]any
+			json.Unmarshal(ev.Details, &d)
+			if d["transport"] != "stdio" || d["client"] != "e2e-local-client 1.0" || d["session"] == "" || ev.Actor != "agent:llm-agent" {
+				t.Fatalf("stdio audit event = %s %s", ev.Actor, ev.Details)
+			}
+			deliveries[fmt.Sprint(d["tool"], ":", d["delivery"])] = true
+		}
+		if !deliveries["request_access:file"] || !deliveries["release_access:<nil>"] {
+			t.Fatalf("stdio audit events %v, want request_access with delivery file and release_access", deliveries)
+		}
+	})
+
+	t.Run("FileRemovedWhenRevoked", func(t *testing.T) {
+		cs, files, api := e.connectLocal(t, nil)
+		raw, out, isErr := callTool(t, cs, "request_access", map[string]any{
+			"role": "db-readonly", "ttl": "5m", "task": "kill switch", "justification": "test", "idempotency_key": "k-revoked-1",
+		})
+		if isErr || out["credential_file"] == nil {
+			t.Fatalf("request_access = %s", raw)
+		}
+		path := out["credential_file"].(string)
+		if status, body := e.call(t, "POST", "/v1/leases/"+out["lease_id"].(string)+"/revoke", testAdminToken, map[string]string{"reason": "security pulled it"}); status != http.StatusOK {
+			t.Fatalf("revoke = %d %v", status, body)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Fatalf("the file is gone before the sweep: %v", err)
+		}
+		if err := files.Sweep(t.Context(), api); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("credential file of a revoked lease after the sweep: %v", err)
 		}
 	})
 
 	t.Run("PendingThenApprovedOverHTTP", func(t *testing.T) {
-		files, err := mcptools.NewFileDelivery(filepath.Join(t.TempDir(), "creds"))
-		if err != nil {
-			t.Fatal(err)
-		}
 		var mu sync.Mutex
 		var progress []*sdk.ProgressNotificationParams
-		cs := e.connectLocal(t, files, func(p *sdk.ProgressNotificationParams) { mu.Lock(); progress = append(progress, p); mu.Unlock() })
+		cs, _, _ := e.connectLocal(t, func(p *sdk.ProgressNotificationParams) { mu.Lock(); progress = append(progress, p); mu.Unlock() })
 		p := &sdk.CallToolParams{Name: "request_access", Arguments: map[string]any{
 			"role": "db-approved", "ttl": "5m", "task": "fix a row", "justification": "ticket OPS-7", "idempotency_key": "k-approval-1", "wait_seconds": 2,
 		}}
@@ -367,7 +407,7 @@ func TestMCPEndToEnd(t *testing.T) {
 	})
 
 	t.Run("BadArguments", func(t *testing.T) {
-		cs := e.connectLocal(t, nil, nil)
+		cs, _, _ := e.connectLocal(t, nil)
 		for _, tc := range []struct {
 			name string
 			args map[string]any
