@@ -336,6 +336,44 @@ func TestMCPEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("StdioProcess", func(t *testing.T) {
+		// The real command over real stdin and stdout: this test binary
+		// runs `stint mcp` in a child process (TestMCPStdioHelper).
+		dir := filepath.Join(t.TempDir(), "creds")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMCPStdioHelper$")
+		cmd.Env = append(os.Environ(), "STINT_MCP_STDIO_HELPER=1", "STINT_ADDR="+e.url, "STINT_KEY="+e.agentKey, "STINT_MCP_HELPER_DIR="+dir)
+		cmd.Stderr = os.Stderr
+		cs, err := sdk.NewClient(&sdk.Implementation{Name: "e2e-stdio-client", Version: "1.0"}, nil).Connect(t.Context(),
+			&sdk.CommandTransport{Command: cmd, TerminateDuration: 10 * time.Second}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, out, isErr := callTool(t, cs, "request_access", map[string]any{
+			"role": "db-readonly", "ttl": "5m", "task": "stdio", "justification": "real process", "idempotency_key": "k-stdio-1",
+		})
+		if isErr || out["delivery"] != "file" || !strings.HasPrefix(out["credential_file"].(string), dir+"/") {
+			t.Fatalf("request_access over stdio = %s", raw)
+		}
+		path := out["credential_file"].(string)
+		if strings.Contains(raw, serviceField(t, path, "password")) {
+			t.Fatalf("the tool result contains the secret: %s", raw)
+		}
+		if user, err := psqlWith(path); err != nil || user != out["username"] {
+			t.Fatalf("psql with the stdio server's file: %q %v", user, err)
+		}
+		// Stopping stint mcp removes the files it wrote; the lease itself
+		// lives on until its window ends or it is released.
+		if err := cs.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("credential file after stint mcp stopped: %v", err)
+		}
+		if status, body := e.call(t, "DELETE", "/v1/leases/"+out["lease_id"].(string), e.agentKey, nil); status != http.StatusOK {
+			t.Fatalf("release = %d %v", status, body)
+		}
+	})
+
 	t.Run("FileRemovedWhenRevoked", func(t *testing.T) {
 		cs, files, api := e.connectLocal(t, nil)
 		raw, out, isErr := callTool(t, cs, "request_access", map[string]any{
@@ -637,6 +675,21 @@ func TestMCPEndToEnd(t *testing.T) {
 			t.Fatalf("suspended agent at /mcp = %d %q %s", resp.StatusCode, h, b)
 		}
 	})
+}
+
+// TestMCPStdioHelper is `stint mcp` in a child process for
+// TestMCPEndToEnd/StdioProcess; run by itself it does nothing.
+func TestMCPStdioHelper(t *testing.T) {
+	if os.Getenv("STINT_MCP_STDIO_HELPER") != "1" {
+		t.Skip("the child process of TestMCPEndToEnd/StdioProcess")
+	}
+	root := newRootCommand(os.Stdout, os.Stderr)
+	root.SetArgs([]string{"mcp", "--credential-dir", os.Getenv("STINT_MCP_HELPER_DIR")})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		fmt.Fprintln(os.Stderr, "stint mcp:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 func ptrTo[T any](v T) *T { return &v }
