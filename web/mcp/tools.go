@@ -17,6 +17,7 @@ const (
 	WouldAutoApprove   = "auto_approve"
 	WouldNeedApproval  = "needs_approval"
 	WouldDeny          = "deny"
+	WouldUnknown       = "unknown"
 	maxWaitSecondsText = "at most the server's bound"
 )
 
@@ -41,7 +42,7 @@ type RoleInfo struct {
 	MinTTL      string `json:"min_ttl"`
 	MaxTTL      string `json:"max_ttl"`
 	// Would is what a request with the default ttl would get now.
-	Would          string   `json:"would" jsonschema:"what a request would get now: auto_approve, needs_approval or deny"`
+	Would          string   `json:"would" jsonschema:"what a request would get now: auto_approve, needs_approval or deny (unknown if it could not be asked now)"`
 	Approvals      int      `json:"approvals,omitempty" jsonschema:"how many human approvals a request needs"`
 	ApproverGroup  string   `json:"approver_group,omitempty"`
 	Reasons        []string `json:"reasons,omitempty" jsonschema:"why policy decided so"`
@@ -72,6 +73,10 @@ func (t *tools) listRoles(ctx context.Context, _ *sdk.CallToolRequest, in ListRo
 			info.Approvals, info.ApproverGroup = p.Decision.Approvals, p.Decision.ApproverGroup
 		case code == broker.EINVALID:
 			info.Would, info.PreviewProblem = WouldDeny, modelMessage(err)
+		case code == broker.ETOOMANY || code == broker.EUNAVAILABLE:
+			// One preview per role can outrun the agent's rate limit:
+			// the roles are still worth listing.
+			info.Would, info.PreviewProblem = WouldUnknown, modelMessage(err)
 		default:
 			return ListRolesOut{}, err
 		}
