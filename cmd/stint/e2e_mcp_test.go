@@ -583,6 +583,34 @@ func TestMCPEndToEnd(t *testing.T) {
 			t.Fatalf("%d approved db-readonly leases after a retried request, want 1", n)
 		}
 
+		// Over HTTP too, waiting for approvers reports progress, then
+		// answers pending.
+		var mu sync.Mutex
+		progressed := 0
+		pc := sdk.NewClient(&sdk.Implementation{Name: "e2e-mcp-client", Version: "1.0"}, &sdk.ClientOptions{
+			ProgressNotificationHandler: func(context.Context, *sdk.ProgressNotificationClientRequest) { mu.Lock(); progressed++; mu.Unlock() },
+		})
+		pcs, err := pc.Connect(t.Context(), &sdk.StreamableClientTransport{
+			Endpoint: e.url + "/mcp", HTTPClient: &http.Client{Transport: bearer{e.mcpToken(t, ""), http.DefaultTransport}}, MaxRetries: -1,
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pcs.Close()
+		pp := &sdk.CallToolParams{Name: "request_access", Arguments: map[string]any{"role": "db-approved", "ttl": "5m", "task": "fix", "justification": "OPS-8",
+			"idempotency_key": "k-http-pending", "wait_seconds": 1}}
+		pp.SetProgressToken("http-progress")
+		raw, out, isErr = callToolMeta(t, pcs, pp)
+		mu.Lock()
+		n := progressed
+		mu.Unlock()
+		if isErr || out["state"] != "pending" || n == 0 {
+			t.Fatalf("request_access over HTTP for a role that needs approval = %s with %d progress notifications", raw, n)
+		}
+		if raw, out, _ := callTool(t, cs, "release_access", map[string]any{"lease_id": out["lease_id"]}); out["state"] != "canceled" {
+			t.Fatalf("withdraw = %s", raw)
+		}
+
 		// A role configured for inline secrets says so.
 		raw, out, isErr = callTool(t, cs, "request_access", map[string]any{"role": "vault-token", "ttl": "5m", "task": "read a secret", "justification": "config", "idempotency_key": "k-http-2"})
 		secret, _ := out["secret"].(map[string]any)
