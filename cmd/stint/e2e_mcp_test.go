@@ -523,6 +523,12 @@ func TestMCPEndToEnd(t *testing.T) {
 		if status, body := e.token(t, url.Values{"resource": {"https://elsewhere.example.com/mcp"}}); status != http.StatusBadRequest || body["error"] != "invalid_target" {
 			t.Fatalf("token for another resource = %d %v", status, body)
 		}
+		if status, body := e.token(t, url.Values{"resource": {e.url + "/mcp"}, "scope": {"leases:read leases:admin"}}); status != http.StatusBadRequest || body["error"] != "invalid_scope" {
+			t.Fatalf("token with a scope the resource lacks = %d %v", status, body)
+		}
+		if status, body := e.token(t, url.Values{"scope": {"leases:read"}}); status != http.StatusBadRequest || body["error"] != "invalid_scope" {
+			t.Fatalf("API token with a scope = %d %v", status, body)
+		}
 		full := e.mcpToken(t, "")
 		if status, body := e.call(t, "GET", "/v1/whoami", full, nil); status != http.StatusUnauthorized {
 			t.Fatalf("MCP token on the API = %d %v", status, body)
