@@ -28,6 +28,12 @@ type LeaseService struct {
 	ActivateLeaseFn    func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
 	CancelLeaseFn      func(ctx context.Context, id string) (*broker.Lease, error)
 	ExtendLeaseFn      func(ctx context.Context, id, ttl string) (*broker.Lease, error)
+	PreviewLeaseFn     func(ctx context.Context, req broker.LeaseRequest) (*broker.LeasePreview, error)
+}
+
+// PreviewLease implements broker.LeaseService by calling PreviewLeaseFn.
+func (s *LeaseService) PreviewLease(ctx context.Context, req broker.LeaseRequest) (*broker.LeasePreview, error) {
+	return s.PreviewLeaseFn(ctx, req)
 }
 
 // ExtendLease implements broker.LeaseService by calling ExtendLeaseFn.
