@@ -1,5 +1,4 @@
 -- +goose Up
--- A task's leases are listed, released and revoked together
--- (GET /v1/leases?task=, POST /v1/tasks/{task}/release|revoke), and the
--- risk score counts the roles live in one task.
+-- A task's leases are listed together (GET /v1/leases?task=) and released or
+-- revoked together (the lease service's ReleaseTask and RevokeTask).
 CREATE INDEX leases_task ON leases (task, created_at, id);
