@@ -18,12 +18,18 @@ var publicRoutes = map[string]bool{
 	"/healthz":    true,
 	"/readyz":     true,
 	"/robots.txt": true,
+	// The OpenAPI document (openapi.go) describes the API; it holds no secret.
+	"/openapi.json": true,
+	"/openapi.yaml": true,
 	// Slack signs its requests; approvals/slack verifies the signature.
 	"/slack/interactions": true,
 	// OAuth (oauth.go): the token endpoint authenticates its clients itself.
 	oauthTokenPath:    true,
 	oauthJWKSPath:     true,
 	oauthMetadataPath: true,
+	// MCP (mcp.go): the protected resource metadata.
+	mcpMetadataPath:    true,
+	mcpMetadataPathMCP: true,
 }
 
 // apiPrefix is where the API lives: every path under it, routed or not,

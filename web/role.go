@@ -32,6 +32,7 @@ func (s *Server) handleRoleIndex(c echo.Context) error {
 			MinTTL:      r.MinWindow().String(),
 			MaxTTL:      r.MaxTTL.String(),
 			AutoApprove: r.AutoApprove,
+			MCP:         roleMCPResponse{InlineSecret: r.MCP.InlineSecret},
 
 			MaxExtensions: r.MaxExtensions,
 			Env:           r.Env,
@@ -62,4 +63,12 @@ type roleResponse struct {
 	// `stint exec`; VaultAddr is where a token role's token is used.
 	Env       map[string]string `json:"env,omitempty"`
 	VaultAddr string            `json:"vault_addr,omitempty"`
+	// MCP says how the MCP tools hand the credential over.
+	MCP roleMCPResponse `json:"mcp"`
+}
+
+type roleMCPResponse struct {
+	// InlineSecret: the MCP tools return this role's secret in the tool
+	// result (configured per role), instead of keeping it out of the model.
+	InlineSecret bool `json:"inline_secret"`
 }

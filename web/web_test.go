@@ -18,6 +18,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/openapitest"
 )
 
 // Secrets the fixture hands out. None may ever reach the log, and each may
@@ -299,7 +300,8 @@ func (f *fixture) Do(tb testing.TB, method, url, body, token string, header ...s
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()
-	f.Server.Handler().ServeHTTP(rec, req)
+	// Every exchange is held to the OpenAPI document.
+	openapitest.Handler(tb, f.Server.Handler()).ServeHTTP(rec, req)
 	return rec
 }
 
@@ -476,7 +478,7 @@ func TestAPI(t *testing.T) {
 
 		// Roles.
 		{Name: "RoleIndex", Method: "GET", URL: "/v1/roles", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true}]}`},
+			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true,"mcp":{"inline_secret":false}}]}`},
 			WantNotContains: []string{"database/creds", "db.internal"}},
 
 		// Agents (admin).

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stint-broker/stint/broker/postgres"
 	"github.com/stint-broker/stint/broker/postgres/pgtest"
@@ -154,5 +155,14 @@ func TestMigrator(t *testing.T) {
 	}
 	if again, err := m.Up(ctx); err != nil || len(again) != 0 {
 		t.Fatalf("second up: %v, %v; want nothing to do", again, err)
+	}
+}
+
+// TestClockSkew: the server runs on this host here, so the measured skew
+// is within the round trip.
+func TestClockSkew(t *testing.T) {
+	db := MustOpenDB(t)
+	if skew := db.ClockSkew(); skew > time.Second || skew < -time.Second {
+		t.Fatalf("ClockSkew = %s against a server on this host", skew)
 	}
 }

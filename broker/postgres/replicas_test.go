@@ -260,3 +260,80 @@ func verifyChain(tb testing.TB, db *postgres.DB, want int64) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestReplicasUpdateOnce has eight writers on four replicas move the same
+// active lease to revoking at once: exactly one succeeds, the others are
+// told the lease is no longer active, and the history holds one move.
+func TestReplicasUpdateOnce(t *testing.T) {
+	dbs := replicas(t, 4)
+	ctx := t.Context()
+	a := mustAgent(t, dbs[0], "racer")
+	l := activeLease(a, time.Now().Add(time.Hour).UTC())
+	if err := dbs[0].CreateLease(ctx, l, "test", "seed"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	results := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			_, err := dbs[i%4].UpdateLease(ctx, l.ID, broker.LeaseUpdate{
+				From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking),
+				EndState: ptr(broker.LeaseRevoked), Actor: fmt.Sprintf("replica:%d", i%4), Reason: "race"})
+			results <- err
+		})
+	}
+	wg.Wait()
+	close(results)
+	won := 0
+	for err := range results {
+		switch {
+		case err == nil:
+			won++
+		case broker.ErrorCode(err) != broker.ECONFLICT:
+			t.Fatalf("loser's error = %v, want ECONFLICT", err)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d writers moved the lease, want 1", won)
+	}
+	evs, err := dbs[0].FindLeaseEvents(ctx, l.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 {
+		t.Fatalf("history has %d events, want creation and one move", len(evs))
+	}
+}
+
+// TestReplicasSeparationOfDuty requests two conflicting roles for one agent
+// through two replicas at once, many times: never both live.
+func TestReplicasSeparationOfDuty(t *testing.T) {
+	dbs := replicas(t, 2)
+	ctx := t.Context()
+	for round := range 10 {
+		a := mustAgent(t, dbs[0], fmt.Sprintf("sod-%d", round))
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, role := range []string{"payments-write", "payments-approve"} {
+			other := []string{"payments-approve", "payments-write"}[i]
+			wg.Go(func() {
+				l := activeLease(a, time.Now().Add(time.Hour).UTC())
+				l.Role = role
+				errs[i] = dbs[i].CreateLeaseExclusive(ctx, l, "test", "sod", []string{other})
+			})
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case broker.ErrorCode(err) != broker.ECONFLICT:
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("round %d: %d conflicting leases granted, want 1 (errors %v)", round, ok, errs)
+		}
+	}
+}

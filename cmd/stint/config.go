@@ -59,6 +59,8 @@ type Config struct {
 	// Limits caps each agent's request rate and live leases
 	// (config_identity.go).
 	Limits LimitsConfig `yaml:"limits"`
+	// MCP serves the streamable HTTP MCP endpoint /mcp (config_mcp.go).
+	MCP MCPConfig `yaml:"mcp"`
 	// Governance caps privileged roles (config_governance.go).
 	Governance GovernanceConfig `yaml:"governance"`
 	// Risk sets the live risk score and its revoke threshold
@@ -188,6 +190,7 @@ func DefaultConfig() Config {
 
 		TLS:      defaultTLSConfig(),
 		OAuth:    defaultOAuthConfig(),
+		MCP:      defaultMCPConfig(),
 		Identity: defaultIdentityConfig(),
 		Limits:   defaultLimitsConfig(),
 
@@ -284,6 +287,9 @@ func (c *Config) Validate() error {
 		if t.Name == "" {
 			return errors.New("admin.tokens: every token needs a name")
 		}
+	}
+	if err := c.validateMCPConfig(); err != nil {
+		return err
 	}
 	if err := c.validateIdentityConfig(); err != nil {
 		return err

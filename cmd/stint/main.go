@@ -98,6 +98,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAgentsCommand(),
 		newCACommand(),
 		newLeasesCommand(),
+		newMCPCommand(),
 		newTokenCommand(),
 		newReconcileCommand(),
 		newApprovalsCommand(),
