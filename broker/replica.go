@@ -105,3 +105,28 @@ func GCRA(tat, now time.Time, perSecond float64, burst int) (next time.Time, wai
 	}
 	return next, 0
 }
+
+// OutstandingLeaseStates are the states a per-agent cap on live leases
+// counts: every lease that holds, or may come to hold, a live credential.
+var OutstandingLeaseStates = []LeaseState{LeasePending, LeaseApproved, LeaseIssuing, LeaseActive, LeaseRevoking}
+
+// LeaseCapStore creates leases under a per-agent cap that every replica on
+// the store honours: the count and the insert are one transaction, with the
+// agent's row locked, so that requests racing on several replicas cannot
+// all take the last slot.
+type LeaseCapStore interface {
+	// CreateLeaseCapped is CreateLeaseExclusive that also counts, in the
+	// same transaction, the agent's outstanding leases
+	// (OutstandingLeaseStates): with maxOutstanding or more, and l itself
+	// outstanding, it creates nothing and returns ETOOMANY. maxOutstanding
+	// ≤ 0 means no cap.
+	CreateLeaseCapped(ctx context.Context, l *Lease, actor, reason string, conflicts []string, maxOutstanding int) error
+}
+
+// LeaseCapReached is the ETOOMANY of a request over an agent's cap on live
+// leases, with a Retry-After of 30 s.
+func LeaseCapReached(agent string, held int) *Error {
+	e := Errorf(ETOOMANY, "Agent %s already holds %d live or pending leases, the most allowed (limits.max_live_leases); release one first.", agent, held)
+	e.RetryAfter = 30 * time.Second
+	return e
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/stint-broker/stint/broker"
@@ -189,4 +190,44 @@ func (db *DB) PruneAuthFailures(ctx context.Context, before time.Time) (int, err
 		return 0, fmt.Errorf("prune auth failures: %w", err)
 	}
 	return n, nil
+}
+
+var _ broker.LeaseCapStore = (*DB)(nil)
+
+// CreateLeaseCapped implements broker.LeaseCapStore.
+func (db *DB) CreateLeaseCapped(ctx context.Context, l *broker.Lease, actor, reason string, conflicts []string, maxOutstanding int) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+
+	if maxOutstanding > 0 && slices.Contains(broker.OutstandingLeaseStates, l.State) {
+		if _, err := tx.ExecContext(ctx, `SELECT 1 FROM agents WHERE id = ? FOR UPDATE`, l.AgentID); err != nil {
+			return fmt.Errorf("lock agent: %w", err)
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM leases WHERE agent_id = ? AND state IN ('pending', 'approved', 'issuing', 'active', 'revoking')`,
+			l.AgentID).Scan(&n); err != nil {
+			return fmt.Errorf("count outstanding leases: %w", err)
+		}
+		if n >= maxOutstanding {
+			return broker.LeaseCapReached(l.Agent, n)
+		}
+	}
+	if l.State.Live() {
+		if err := checkConflicts(ctx, tx, l.AgentID, l.Agent, l.ID, l.Role, conflicts); err != nil {
+			return err
+		}
+	}
+	if err := createLease(ctx, tx, l); err != nil {
+		return err
+	}
+	insertLeaseEvent(tx, &broker.LeaseEvent{
+		LeaseID: l.ID, At: l.CreatedAt, To: l.State, Actor: actor, Reason: reason,
+	})
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
 }

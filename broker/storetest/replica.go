@@ -11,6 +11,8 @@ import (
 // SharedStore is what a store implements to run the replica suite: the
 // state several replicas on one database share.
 type SharedStore interface {
+	Store
+	broker.LeaseCapStore
 	broker.JobStore
 	broker.RateStore
 	broker.AuthFailureStore
@@ -26,6 +28,70 @@ func RunSharedTests(t *testing.T, open func(tb testing.TB) (SharedStore, SharedS
 	t.Run("JobDeadReplica", func(t *testing.T) { testJobDeadReplica(t, open) })
 	t.Run("RateShared", func(t *testing.T) { testRateShared(t, open) })
 	t.Run("AuthFailuresShared", func(t *testing.T) { testAuthFailuresShared(t, open) })
+	t.Run("LeaseCapShared", func(t *testing.T) { testLeaseCapShared(t, open) })
+}
+
+func testLeaseCapShared(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
+	a, b := open(t)
+	ctx := t.Context()
+	agent := mustCreateAgent(t, a, "etl-bot")
+	// An ended lease does not count.
+	denied := newLease(agent, at(0))
+	denied.State, denied.EndedAt = broker.LeaseDenied, ptr(at(0))
+	if err := a.CreateLeaseCapped(ctx, denied, "agent:etl-bot", "denied", nil, 3); err != nil {
+		t.Fatalf("denied lease: %v", err)
+	}
+	// Ten requests race on two replicas for three slots.
+	var mu sync.Mutex
+	var ok, refused int
+	var wg sync.WaitGroup
+	for i := range 10 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		l := newLease(agent, at(time.Duration(i+1)*time.Second))
+		if i%3 == 0 {
+			l.State = broker.LeaseIssuing
+		}
+		wg.Go(func() {
+			err := s.CreateLeaseCapped(ctx, l, "agent:etl-bot", "requested", nil, 3)
+			mu.Lock()
+			defer mu.Unlock()
+			switch broker.ErrorCode(err) {
+			case "":
+				ok++
+			case broker.ETOOMANY:
+				refused++
+			default:
+				t.Errorf("CreateLeaseCapped: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 3 || refused != 7 {
+		t.Fatalf("%d created and %d refused of 10 racing for 3 slots; want 3 and 7", ok, refused)
+	}
+	_, n, err := b.FindLeases(ctx, broker.LeaseFilter{AgentID: &agent.ID, States: broker.OutstandingLeaseStates})
+	if err != nil || n != 3 {
+		t.Fatalf("outstanding leases = %d, %v; want 3", n, err)
+	}
+	// At the cap a denied lease is still recorded.
+	denied2 := newLease(agent, at(time.Minute))
+	denied2.State, denied2.EndedAt = broker.LeaseDenied, ptr(at(time.Minute))
+	if err := b.CreateLeaseCapped(ctx, denied2, "agent:etl-bot", "denied", nil, 3); err != nil {
+		t.Errorf("denied lease at the cap: %v", err)
+	}
+	// Without a cap, separation of duty still holds.
+	held := newActiveLease(agent, at(time.Hour))
+	held.Role = "db-admin"
+	mustCreateLease(t, a, held)
+	l := newLease(agent, at(2*time.Minute))
+	l.State = broker.LeaseIssuing
+	err = b.CreateLeaseCapped(ctx, l, "agent:etl-bot", "requested", []string{"db-admin"}, 0)
+	if broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("conflicting role = %v, want ECONFLICT", err)
+	}
 }
 
 func testJobOncePerTick(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {

@@ -33,7 +33,8 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 		return nil, err
 	}
 	if m.Checkpoints != nil {
-		if err := m.addExclusive(ctx, c, "audit_checkpoint", m.Config.Audit.Checkpoints.Schedule, m.checkpoint); err != nil {
+		// Every replica signs checkpoints into its own file: not exclusive.
+		if _, err := c.AddFunc(m.Config.Audit.Checkpoints.Schedule, func() { m.checkpoint(ctx) }); err != nil {
 			return nil, fmt.Errorf("audit.checkpoints.schedule %q: %w", m.Config.Audit.Checkpoints.Schedule, err)
 		}
 	}

@@ -167,3 +167,45 @@ func TestReplicasShareAuthFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasShareLeaseCap has one agent request leases through two
+// replicas of one store at once: together they grant no more than
+// limits.max_live_leases.
+func TestReplicasShareLeaseCap(t *testing.T) {
+	for name, store := range replicaStores(t) {
+		t.Run(name, func(t *testing.T) {
+			sc := store(t)
+			limits := func(c *Config) { c.Limits.MaxLiveLeases = 3 }
+			a, _ := openReplica(t, sc, "replica-a", limits)
+			b, _ := openReplica(t, sc, "replica-b", limits)
+			ag, _, _, err := a.Agents.CreateAgent(adminContext(t.Context()), broker.NewAgent{Name: "etl-bot", Owner: "o@example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			actx := broker.NewContextWithActor(t.Context(), broker.Actor{Kind: broker.ActorAgent, Name: ag.Name, AgentID: ag.ID, AuthMethod: broker.AuthAPIKey})
+			var mu sync.Mutex
+			var granted, refused int
+			var wg sync.WaitGroup
+			for i := range 10 {
+				m := []*Main{a, b}[i%2]
+				wg.Go(func() {
+					_, _, err := m.Leases.RequestLease(actx, broker.LeaseRequest{Role: "db-readonly", TTL: "30m", Task: "report"})
+					mu.Lock()
+					defer mu.Unlock()
+					switch broker.ErrorCode(err) {
+					case "":
+						granted++
+					case broker.ETOOMANY:
+						refused++
+					default:
+						t.Errorf("RequestLease: %v", err)
+					}
+				})
+			}
+			wg.Wait()
+			if granted != 3 || refused != 7 {
+				t.Fatalf("granted %d, refused %d of 10 requests on two replicas; want 3 and 7 (max_live_leases 3)", granted, refused)
+			}
+		})
+	}
+}
