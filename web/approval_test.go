@@ -181,7 +181,8 @@ func TestSlackRoute(t *testing.T) {
 		w.WriteHeader(http.StatusOK)
 	})
 	// No bearer token: Slack authenticates by signature, checked by the handler.
-	rec := f.Do(t, "POST", "/slack/interactions", "payload=x", "", "X-Slack-Signature", "v0=abc")
+	rec := f.Do(t, "POST", "/slack/interactions", "payload=x", "", "X-Slack-Signature", "v0=abc",
+		"Content-Type", "application/x-www-form-urlencoded")
 	if rec.Code != http.StatusOK || got != "v0=abc payload=x" {
 		t.Fatalf("status %d, handler saw %q; want the raw request passed through", rec.Code, got)
 	}

@@ -18,6 +18,9 @@ var publicRoutes = map[string]bool{
 	"/healthz":    true,
 	"/readyz":     true,
 	"/robots.txt": true,
+	// The OpenAPI document (openapi.go) describes the API; it holds no secret.
+	"/openapi.json": true,
+	"/openapi.yaml": true,
 	// Slack signs its requests; approvals/slack verifies the signature.
 	"/slack/interactions": true,
 	// OAuth (oauth.go): the token endpoint authenticates its clients itself.

@@ -75,6 +75,11 @@ type Server struct {
 	// signed button clicks); approvals/slack builds it (slack.go).
 	SlackInteractions http.Handler
 
+	// Wrap, when set, wraps the handler that Open serves. Tests use it to
+	// check every exchange against the OpenAPI document
+	// (openapitest.Wrap); Handler is never wrapped.
+	Wrap func(http.Handler) http.Handler
+
 	// RequestTimeout bounds each request's context; handlers and the services
 	// they call must honour it.
 	RequestTimeout time.Duration
@@ -168,6 +173,7 @@ func (s *Server) build() {
 	e.Use(s.authenticate)
 
 	s.registerHealthRoutes(e)
+	s.registerOpenAPIRoutes(e)
 
 	v1 := e.Group("/v1")
 	s.registerLeaseRoutes(v1)
@@ -229,8 +235,12 @@ func (s *Server) Open(addr string) error {
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
+	handler := s.Handler()
+	if s.Wrap != nil {
+		handler = s.Wrap(handler)
+	}
 	s.server = &http.Server{
-		Handler:           s.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		WriteTimeout:      s.WriteTimeout,

@@ -13,6 +13,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/openapitest"
 )
 
 // loginFrom posts the console login form to h as if from addr and returns
@@ -39,7 +40,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 	var mu sync.Mutex
 	f.Server.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	h := f.Server.Handler()
+	h := openapitest.Handler(t, f.Server.Handler())
 	rules := broker.DefaultLoginThrottleRules
 
 	for i := range rules.PairFree {
@@ -99,7 +100,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 // the check before any is counted; only the free failures cost a hash.
 func TestConsoleLoginThrottleParallel(t *testing.T) {
 	f := newConsoleFixture(t)
-	h := f.Server.Handler()
+	h := openapitest.Handler(t, f.Server.Handler())
 	before := web.PasswordChecks.Load()
 	var wg sync.WaitGroup
 	codes := make(chan int, 40)
@@ -177,7 +178,7 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 // cores); once a slot frees, logins go through.
 func TestConsoleLoginBusy(t *testing.T) {
 	f := newConsoleFixture(t)
-	h := f.Server.Handler()
+	h := openapitest.Handler(t, f.Server.Handler())
 	release := web.HoldPasswordSlots(f.Server, 10*time.Millisecond)
 	before := web.PasswordChecks.Load()
 	rec := loginFrom(h, "203.0.113.20", "rita", consolePassword)

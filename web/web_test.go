@@ -18,6 +18,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/openapitest"
 )
 
 // Secrets the fixture hands out. None may ever reach the log, and each may
@@ -299,7 +300,8 @@ func (f *fixture) Do(tb testing.TB, method, url, body, token string, header ...s
 		req.Header.Set(header[i], header[i+1])
 	}
 	rec := httptest.NewRecorder()
-	f.Server.Handler().ServeHTTP(rec, req)
+	// Every exchange is held to the OpenAPI document.
+	openapitest.Handler(tb, f.Server.Handler()).ServeHTTP(rec, req)
 	return rec
 }
 

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,9 +38,20 @@ type DB struct {
 	Now func() time.Time
 
 	// OnCommit, if set, is told of every committed write transaction: how
-	// many writes it held (always 1 here) and how long it was open. Set it
-	// before the DB is shared between goroutines.
+	// many writes it held (more than one for a group commit) and how long
+	// it was open. Set it before the DB is shared between goroutines.
 	OnCommit func(writes int, held time.Duration)
+
+	// clockSkew is how far the server's clock was ahead of this host's
+	// when Open connected (ClockSkew).
+	clockSkew time.Duration
+
+	// Group commit of lease writes (batch.go).
+	queue     groupQueue
+	closeOnce sync.Once
+	// groups and groupedWrites count group commits and the writes they
+	// held.
+	groups, groupedWrites atomic.Int64
 }
 
 // Open connects to the PostgreSQL database named by dsn (a URL such as
@@ -91,14 +103,29 @@ func connect(ctx context.Context, dsn string) (*DB, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	db := &DB{pool: pool, sql: stdlib.OpenDBFromPool(pool), Now: time.Now}
+	db.queue.idle = sync.NewCond(&db.queue.mu)
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		db.Close()
 		return nil, connectError(cfg, err)
 	}
+	var server time.Time
+	before := time.Now()
+	if err := pool.QueryRow(pctx, `SELECT clock_timestamp()`).Scan(&server); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open postgres: read the server's clock: %w", err)
+	}
+	after := time.Now()
+	db.clockSkew = server.Sub(before.Add(after.Sub(before) / 2))
 	return db, nil
 }
+
+// ClockSkew returns how far PostgreSQL's clock was ahead of this host's
+// (negative: behind) when the store was opened. Replicas decide expiry by
+// their own clocks, so a replica whose clock is off by minutes ends leases
+// that much early or late: callers warn when it exceeds a few seconds.
+func (db *DB) ClockSkew() time.Duration { return db.clockSkew }
 
 // connectError explains a failed first connection: what went wrong and
 // what to do about it.
@@ -121,8 +148,11 @@ func connectError(cfg *pgxpool.Config, err error) error {
 	return fmt.Errorf("open postgres: cannot reach PostgreSQL at %s: check the host and port in the DSN and that the server is running: %w", where, err)
 }
 
-// Close closes the pool.
+// Close refuses new writes, waits for the queued ones and closes the pool.
 func (db *DB) Close() error {
+	if db.queue.idle != nil {
+		db.closeOnce.Do(db.closeGroups)
+	}
 	var err error
 	if db.sql != nil {
 		err = db.sql.Close()
@@ -166,6 +196,7 @@ type tx struct {
 	audits      []*broker.AuditEvent
 	leaseEvents []*broker.LeaseEvent
 	began       time.Time
+	writes      int
 	onCommit    func(writes int, held time.Duration)
 }
 
@@ -175,7 +206,7 @@ func (db *DB) begin(ctx context.Context) (*tx, error) {
 	if err != nil {
 		return nil, fmt.Errorf("begin write: %w", err)
 	}
-	return &tx{Tx: t, pool: db.sql, now: normTime(db.Now()), ctx: ctx, write: true, began: time.Now(), onCommit: db.OnCommit}, nil
+	return &tx{Tx: t, pool: db.sql, now: normTime(db.Now()), ctx: ctx, write: true, began: time.Now(), writes: 1, onCommit: db.OnCommit}, nil
 }
 
 // beginRead starts a read-only transaction: one consistent snapshot, so that
@@ -192,34 +223,6 @@ func (db *DB) beginRead(ctx context.Context) (*tx, error) {
 // Rollback does nothing.
 func (db *DB) readOne(ctx context.Context) *tx {
 	return &tx{pool: db.sql, now: normTime(db.Now()), ctx: ctx}
-}
-
-// grouped runs fn in a write transaction and commits it. A transaction
-// that PostgreSQL aborts to break a deadlock or a serialization conflict
-// runs again, in a new transaction, a few times: fn must leave nothing
-// behind but its writes.
-func (db *DB) grouped(ctx context.Context, fn func(ctx context.Context, tx *tx) error) error {
-	for attempt := 0; ; attempt++ {
-		err := db.runWrite(ctx, fn)
-		if err == nil || attempt >= 4 || !retryable(err) || ctx.Err() != nil {
-			return err
-		}
-	}
-}
-
-func (db *DB) runWrite(ctx context.Context, fn func(ctx context.Context, tx *tx) error) error {
-	tx, err := db.begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := fn(ctx, tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	return nil
 }
 
 // retryable reports whether err is PostgreSQL aborting a transaction that
@@ -310,8 +313,8 @@ func (t *tx) Commit() error {
 	if err := t.Tx.Commit(); err != nil {
 		return err
 	}
-	if t.onCommit != nil {
-		t.onCommit(1, time.Since(t.began))
+	if t.onCommit != nil && t.writes > 0 {
+		t.onCommit(t.writes, time.Since(t.began))
 	}
 	return nil
 }

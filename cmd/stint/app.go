@@ -99,6 +99,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.DB, err = openConfiguredStore(ctx, m.Config.Store, m.Getenv); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
+	warnClockSkew(m.DB, m.Logger)
 	if m.Issuer == nil {
 		token := m.Getenv(m.Config.Vault.TokenEnv)
 		switch {

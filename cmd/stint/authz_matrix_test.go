@@ -22,6 +22,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/openapitest"
 )
 
 // The caller kinds of the authorization matrix. API callers send a bearer
@@ -112,6 +113,9 @@ var authzMatrix = map[string]matrixRow{
 	"GET /readyz":  everyoneRow(sOK),
 	// Crawlers are told to stay out; no credential is asked for.
 	"GET /robots.txt": everyoneRow(sOK),
+	// The OpenAPI document is public.
+	"GET /openapi.json": everyoneRow(sOK),
+	"GET /openapi.yaml": everyoneRow(sOK),
 
 	// /metrics checks its own token, which no caller here holds.
 	"GET /metrics": everyoneRow(sNoAuth),
@@ -306,7 +310,7 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.Close() })
-	w := &matrixWorld{m: m, handler: m.HTTP.Handler(),
+	w := &matrixWorld{m: m, handler: openapitest.Handler(t, m.HTTP.Handler()),
 		secrets: map[string]string{callAdmin: testAdminToken, callApprover: matrixDanaToken, callOwner: matrixOwnerToken},
 		cookies: map[string]string{}, csrf: map[string]string{},
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/web/client"
 )
 
 // openDevMain opens the development setup's Main on dir as `stint dev`
@@ -295,12 +296,12 @@ func TestDevStepsWork(t *testing.T) {
 			t.Fatalf("stint token %s: %v\n%s", auth[0], err, out)
 		}
 		token := strings.TrimSpace(out)
-		out, err = runCLI(t, "", "leases", "--addr", base, "--cacert", caFile, "--key", token, "roles")
+		out, err = runCLI(t, "", "leases", "--addr", base, "--cacert", caFile, "--key", token, "roles", "-o", "json")
 		if err != nil || !strings.Contains(out, `"db-readonly"`) {
 			t.Fatalf("leases roles with the %s token = %q, %v", auth[0], out, err)
 		}
 	}
-	if out, err := runCLI(t, "", "leases", "--addr", base, "--cacert", caFile, "--key", st.AgentKey, "list"); err != nil || !strings.Contains(out, `"total": 0`) {
+	if out, err := runCLI(t, "", "leases", "--addr", base, "--cacert", caFile, "--key", st.AgentKey, "list", "-o", "json"); err != nil || !strings.Contains(out, `"total": 0`) {
 		t.Fatalf("leases list with the kept API key = %q, %v", out, err)
 	}
 
@@ -309,6 +310,28 @@ func TestDevStepsWork(t *testing.T) {
 	status, body := httpsGet(t, base+"/v1/whoami", caFile, certFile, keyFile)
 	if status != 200 || !strings.Contains(body, `"auth_method":"mtls"`) || !strings.Contains(body, devAgent) {
 		t.Fatalf("whoami over mTLS = %d %s", status, body)
+	}
+
+	// The CLI's client (web/client) authenticates every way the server
+	// accepts.
+	t.Setenv("STINT_KEY", "")
+	for _, c := range []struct {
+		method string
+		auth   []string
+	}{
+		{"api_key", []string{"--key", st.AgentKey}},
+		{"mtls", []string{"--cert", certFile, "--cert-key", keyFile}},
+		{"client_secret", []string{"--client-id", devAgent, "--client-secret-file", filepath.Join(dir, devClientSecretFile)}},
+		{"private_key_jwt", []string{"--client-id", devAgent, "--private-key", filepath.Join(dir, devJWTKeyFile)}},
+	} {
+		args := append(append([]string{"leases", "--addr", base, "--cacert", caFile}, c.auth...), "whoami", "-o", "json")
+		out, err := runCLI(t, "", args...)
+		if err != nil || !strings.Contains(out, `"auth_method": "`+c.method+`"`) || !strings.Contains(out, `"name": "`+devAgent+`"`) {
+			t.Errorf("leases whoami with %s = %q, %v", c.method, out, err)
+		}
+	}
+	if _, err := runCLI(t, "", "leases", "--addr", base, "--cacert", caFile, "--key", "stint_ak_wrong", "whoami"); !client.IsCode(err, client.CodeUnauthorized) {
+		t.Errorf("leases whoami with a wrong key = %v, want unauthorized", err)
 	}
 
 	status, body = httpsGet(t, "http://"+metrics+"/metrics", "", "", "")

@@ -57,7 +57,7 @@ func TestLeasesExtend(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := func(extra ...string) []string {
-		return append([]string{"leases", "--addr", srv.URL, "--key", key, "--cacert", caFile, "extend", "lease-1"}, extra...)
+		return append([]string{"leases", "--addr", srv.URL, "--key", key, "--cacert", caFile, "extend", "lease-1", "-o", "json"}, extra...)
 	}
 
 	out, err := runCLI(t, "", args("--ttl", "10m")...)

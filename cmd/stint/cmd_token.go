@@ -1,24 +1,13 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/spf13/cobra"
 
-	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/web/client"
 )
-
-// clientAssertionType is the client_assertion_type of RFC 7523 §2.2.
-const clientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 func newTokenCommand() *cobra.Command {
 	var addr, caFile, clientID, secretFile, keyFile string
@@ -41,63 +30,43 @@ one minute.`,
 			if (secretFile == "") == (keyFile == "") {
 				return fmt.Errorf("give exactly one of --client-secret-file and --private-key")
 			}
-			hc, base, err := newHTTPClient(addr, caFile)
+			jsonOut, err := outputJSON(cmd)
 			if err != nil {
 				return err
 			}
-			endpoint, err := tokenEndpoint(cmd, hc, base)
-			if err != nil {
-				return err
-			}
-			form := url.Values{"grant_type": {"client_credentials"}}
-			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, endpoint, nil)
-			if err != nil {
-				return err
+			opts := []client.Option{client.WithUserAgent("stint-cli/" + Version)}
+			if caFile != "" {
+				opts = append(opts, client.WithCAFile(caFile))
 			}
 			if secretFile != "" {
 				secret, err := readSecretFile(secretFile)
 				if err != nil || secret == "" {
 					return fmt.Errorf("read --client-secret-file %s: %v", secretFile, orEmpty(err))
 				}
-				req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+				opts = append(opts, client.WithClientSecret(clientID, secret))
 			} else {
-				assertion, err := signClientAssertion(keyFile, clientID, endpoint, time.Now())
+				signer, err := client.ReadPrivateKey(keyFile)
 				if err != nil {
-					return err
+					return fmt.Errorf("read --private-key: %w", err)
 				}
-				form.Set("client_assertion_type", clientAssertionType)
-				form.Set("client_assertion", assertion)
-				form.Set("client_id", clientID)
+				opts = append(opts, client.WithPrivateKeyJWT(clientID, signer))
 			}
-			req.Body, req.ContentLength = newStringBody(form.Encode())
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.Header.Set("Accept", "application/json")
-			resp, err := hc.Do(req)
-			if err != nil {
-				return fmt.Errorf("reach %s: %w", endpoint, err)
-			}
-			defer resp.Body.Close()
-			var body struct {
-				AccessToken      string `json:"access_token"`
-				TokenType        string `json:"token_type"`
-				ExpiresIn        int    `json:"expires_in"`
-				Error            string `json:"error"`
-				ErrorDescription string `json:"error_description"`
-			}
-			raw, err := readAllLimited(resp.Body)
+			c, err := client.New(addr, opts...)
 			if err != nil {
 				return err
 			}
-			if err := json.Unmarshal(raw, &body); err != nil || resp.StatusCode != http.StatusOK || body.AccessToken == "" {
-				if body.ErrorDescription != "" || body.Error != "" {
-					return broker.Errorf(broker.EUNAUTHORIZED, "Token endpoint answered %s: %s %s", resp.Status, body.Error, body.ErrorDescription)
-				}
-				return fmt.Errorf("token endpoint answered %s: %s", resp.Status, strings.TrimSpace(string(raw)))
+			token, expires, err := c.Token(cmd.Context())
+			if err != nil {
+				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), raw)
+			if asJSON || jsonOut {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{
+					"access_token": token,
+					"token_type":   "Bearer",
+					"expires_in":   int64(time.Until(expires).Round(time.Second) / time.Second),
+				})
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), body.AccessToken)
+			fmt.Fprintln(cmd.OutOrStdout(), token)
 			return nil
 		},
 	}
@@ -107,6 +76,7 @@ one minute.`,
 	cmd.Flags().StringVar(&secretFile, "client-secret-file", "", "file holding the agent's client secret (client_secret_basic)")
 	cmd.Flags().StringVar(&keyFile, "private-key", "", "the agent's PEM ECDSA P-256 private key (private_key_jwt)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the whole token response instead of the access token alone")
+	addOutputFlag(cmd)
 	cmd.MarkFlagRequired("client-id")
 	return cmd
 }
@@ -116,58 +86,4 @@ func orEmpty(err error) string {
 		return "the file is empty"
 	}
 	return err.Error()
-}
-
-// tokenEndpoint reads the token endpoint from the server's authorization
-// server metadata (RFC 8414).
-func tokenEndpoint(cmd *cobra.Command, hc *http.Client, base string) (string, error) {
-	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, base+"/.well-known/oauth-authorization-server", nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("reach stint at %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s answers %s for its OAuth metadata: is oauth.enabled set?", base, resp.Status)
-	}
-	var md struct {
-		TokenEndpoint string `json:"token_endpoint"`
-	}
-	raw, err := readAllLimited(resp.Body)
-	if err != nil {
-		return "", err
-	}
-	if err := json.Unmarshal(raw, &md); err != nil || md.TokenEndpoint == "" {
-		return "", fmt.Errorf("%s: OAuth metadata without a token_endpoint", base)
-	}
-	return md.TokenEndpoint, nil
-}
-
-// signClientAssertion returns an RFC 7523 client assertion for clientID and
-// the token endpoint aud, signed ES256 with the key in keyFile and naming
-// the key's RFC 7638 thumbprint as kid.
-func signClientAssertion(keyFile, clientID, aud string, now time.Time) (string, error) {
-	key, err := readECKey(keyFile)
-	if err != nil {
-		return "", fmt.Errorf("read --private-key: %w", err)
-	}
-	kid, err := jwkKeyID(key)
-	if err != nil {
-		return "", err
-	}
-	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: kid}}, (&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return "", err
-	}
-	var jti [16]byte
-	if _, err := rand.Read(jti[:]); err != nil {
-		return "", err
-	}
-	return jwt.Signed(sig).Claims(jwt.Claims{
-		Issuer: clientID, Subject: clientID, Audience: jwt.Audience{aud}, ID: hex.EncodeToString(jti[:]),
-		IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(time.Minute)),
-	}).Serialize()
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/stint-broker/stint/leases"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
+	"github.com/stint-broker/stint/web/openapitest"
 )
 
 const testAdminToken = "e2e-admin-token"
@@ -91,6 +92,8 @@ func startStintWith(tb testing.TB, dv *vault.DevServer, cfg Config, o stintOptio
 	if o.Now != nil {
 		m.Leases.Now = o.Now
 	}
+	// Every exchange of the end-to-end tests is held to the OpenAPI document.
+	m.HTTP.Wrap = openapitest.Wrap(tb)
 	if err := m.Listen(); err != nil {
 		tb.Fatal(err)
 	}

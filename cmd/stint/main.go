@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/web/client"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=…".
@@ -64,6 +65,14 @@ func userMessage(err error) string {
 		}
 		return e.Message
 	}
+	// The server's answer: its message, with the field at fault.
+	var ce *client.Error
+	if errors.As(err, &ce) {
+		if ce.Field != "" {
+			return fmt.Sprintf("%s (%s)", ce.Message, ce.Field)
+		}
+		return ce.Message
+	}
 	return err.Error()
 }
 
@@ -71,7 +80,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "stint",
 		Short:         "Just-in-time privileged access broker for AI agents",
-		Long:          "Stint gives agents time-boxed, task-scoped credentials minted by HashiCorp Vault and revokes them when the task window closes.",
+		Long:          "Stint gives agents time-boxed, task-scoped credentials minted by HashiCorp Vault and revokes them when the task window closes.\n\n" + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       Version,
@@ -95,6 +104,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAuditCommand(),
 		newUsersCommand(),
 		newReviewsCommand(),
+		newMigrateCommand(),
 	)
 	return root
 }
@@ -138,3 +148,6 @@ func newLogger(cfg LogConfig, w io.Writer) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log.format %q: use json or text", cfg.Format)
 }
+
+// usageError marks err as a usage mistake (a bad flag value): exit status 2.
+func usageError(err error) error { return &exitStatus{code: exitUsage, err: err} }

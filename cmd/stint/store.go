@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -101,6 +102,24 @@ func (c StoreConfig) Describe() string {
 		return "PostgreSQL"
 	}
 	return "SQLite " + c.Path
+}
+
+// maxClockSkew is how far this host's clock may differ from PostgreSQL's
+// before Stint warns: expiry, approval deadlines and claim timeouts run by
+// each replica's clock.
+const maxClockSkew = 5 * time.Second
+
+// warnClockSkew logs a warning when this host's clock and the PostgreSQL
+// server's differ by more than maxClockSkew.
+func warnClockSkew(db Store, logger *slog.Logger) {
+	pg, ok := db.(*postgres.DB)
+	if !ok {
+		return
+	}
+	if skew := pg.ClockSkew(); skew > maxClockSkew || skew < -maxClockSkew {
+		logger.Warn("this host's clock differs from the PostgreSQL server's: replicas end leases by their own clocks, so this one ends them early or late by as much; synchronise the clocks (NTP)",
+			"skew", skew.Round(time.Millisecond).String(), "server_ahead", skew > 0)
+	}
 }
 
 // observeCommits tells metrics of every committed write transaction.

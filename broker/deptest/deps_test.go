@@ -1,0 +1,102 @@
+package deptest_test
+
+import (
+	"testing"
+
+	"github.com/stint-broker/stint/broker/deptest"
+)
+
+// Reasons shared by several rules.
+const (
+	whyDictionary = "broker is the dictionary every package shares; it imports nothing of ours and nothing outside the standard library (README § Architecture)"
+	whyMeet       = "leases and approvals never import each other: they meet through broker's interfaces, wired in cmd/stint"
+	whyNoStore    = "services reach a store only through broker's interfaces; only cmd/stint picks the store"
+	whyNoWeb      = "the HTTP layer calls the services, never the other way round"
+	whyNoCmd      = "cmd/stint is the composition root: it imports everything and nothing imports it"
+	whyNoAdapter  = "a service reaches an SDK only through its port; the adapter below it is wired in cmd/stint"
+	whyWebDomain  = "web serves the services through broker's interfaces; it never runs the domain itself"
+	whyMockTests  = "broker/mock is for tests; production code must not link it"
+)
+
+// rules is every layering rule of the module, with its reason. A new
+// package or SDK gets its rows here.
+var rules = []deptest.Rule{
+	// The dictionary.
+	{Pkgs: []string{"broker"}, Kind: deptest.StdOnly, Why: whyDictionary},
+	{Pkgs: []string{"broker/mock"}, Kind: deptest.StdOnly, Allow: []string{"broker"}, Why: "the fn-field mocks implement broker's interfaces and nothing else"},
+
+	// The lease lifecycle.
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "approvals", Why: whyMeet},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "leases/vault", Why: whyNoAdapter + " (leases.Issuer is the port)"},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
+	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+
+	// Approvals.
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "leases", Why: whyMeet},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "approvals/slack", Why: whyNoAdapter + " (approvals.Notifier is the port)"},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+
+	// The HTTP layer.
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "leases", Why: whyWebDomain},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "approvals", Why: whyWebDomain + " (approvals/slack hands it an http.Handler)"},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+
+	// Adapters sit below their parent and beside nothing else.
+	{Pkgs: []string{"leases/vault/..."}, Kind: deptest.NoDep, Dep: "approvals", Why: "the Vault adapter serves leases only"},
+	{Pkgs: []string{"leases/vault/..."}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"approvals/slack"}, Kind: deptest.NoDep, Dep: "leases", Why: "the Slack adapter serves approvals only; lease state changes go through approvals"},
+	{Pkgs: []string{"approvals/slack"}, Kind: deptest.NoDep, Dep: "web", Why: "the Slack adapter hands web an http.Handler; web does not hand it anything"},
+	{Pkgs: []string{"broker/sqlite", "broker/postgres/..."}, Kind: deptest.NoDep, Dep: "leases", Why: "stores are dumb: the lifecycle's rules live in leases, not in SQL"},
+	{Pkgs: []string{"broker/sqlite", "broker/postgres/..."}, Kind: deptest.NoDep, Dep: "approvals", Why: "stores are dumb: approval rules live in approvals, not in SQL"},
+	{Pkgs: []string{"broker/sqlite", "broker/postgres/..."}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"broker/sqlite"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: "each store stands alone; storetest holds what they share"},
+	{Pkgs: []string{"broker/postgres/..."}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: "each store stands alone; storetest holds what they share"},
+	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "leases", Why: "identity and checkpoints serve every service through broker's interfaces"},
+	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "approvals", Why: "identity and checkpoints serve every service through broker's interfaces"},
+	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+
+	// Each SDK has one seam.
+	{Pkgs: []string{"leases/vault"}, Kind: deptest.SoleImporter, Dep: "github.com/hashicorp/vault/api",
+		Why: "only the Vault adapter speaks to Vault; the rest of Stint sees leases.Issuer"},
+	{Pkgs: []string{"approvals/slack"}, Kind: deptest.SoleImporter, Dep: "github.com/slack-go/slack",
+		Why: "only the Slack adapter speaks to Slack; approvals sees its Notifier port"},
+	{Pkgs: []string{"broker/sqlite"}, Kind: deptest.SoleImporter, Dep: "modernc.org/sqlite",
+		Why: "only the SQLite store opens SQLite"},
+	{Pkgs: []string{"broker/postgres/...", "leases/vault/vaulttest"}, Kind: deptest.SoleImporter, Dep: "github.com/jackc/pgx",
+		Why: "only the PostgreSQL store opens PostgreSQL (vaulttest logs in with minted credentials to prove they work)"},
+	{Pkgs: []string{"broker/sqlite", "broker/postgres", "cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/pressly/goose",
+		Why: "the stores apply their own migrations when they open; only \"stint migrate\" reads their status besides"},
+	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/labstack/echo",
+		Why: "echo stays in the HTTP layer; handlers call services that know nothing of HTTP"},
+	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/coreos/go-oidc",
+		Why: "single sign-on is the console's, an HTTP concern"},
+	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/prometheus/client_golang",
+		Why: "metrics are served over HTTP; services count through broker's interfaces"},
+	{Pkgs: []string{"approvals"}, Kind: deptest.SoleImporter, Dep: "github.com/cedar-policy/cedar-go",
+		Why: "policy evaluation has one home; the rest of Stint sees broker.Decider"},
+	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/robfig/cron",
+		Why: "schedules are wiring: jobs are plain methods, cmd/stint decides when they run"},
+	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/spf13/cobra",
+		Why: "the command line is the composition root's"},
+	{Pkgs: []string{"cmd/stint", "web"}, Kind: deptest.SoleImporter, Dep: "go.yaml.in/yaml",
+		Why: "only the composition root reads configuration (web reads its own OpenAPI document, to serve it as JSON)"},
+	{Pkgs: []string{"web/openapitest"}, Kind: deptest.SoleImporter, Dep: "github.com/getkin/kin-openapi",
+		Why: "the OpenAPI validator is for tests: the server serves its document and never validates with it"},
+}
+
+// TestDeps checks every rule against the module's import graph.
+func TestDeps(t *testing.T) {
+	deptest.Load(t).Check(t, rules)
+}
