@@ -33,6 +33,9 @@ type Actor struct {
 	// can keep the user from approving requests made on their behalf.
 	// Without it, a delegated request that needs approval is refused.
 	OnBehalfOfVerified bool
+	// Scopes are the scopes of the access token the actor presented for a
+	// protected resource (AuthRequest.Resource); empty otherwise.
+	Scopes []string
 	// Agent is the agent's record as authentication read it, found active,
 	// so that the request need not read it again; nil when unknown.
 	Agent *Agent

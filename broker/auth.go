@@ -110,6 +110,12 @@ type AuthRequest struct {
 	PeerCertificates []*x509.Certificate
 	// SourceIP is the caller's address.
 	SourceIP string
+	// Resource, when set, is the protected resource the request is for
+	// (such as Stint's MCP endpoint): only a Stint access token whose
+	// audience is exactly Resource authenticates (RFC 8707); API keys,
+	// admin tokens, client certificates alone and access tokens for any
+	// other audience are refused.
+	Resource string
 }
 
 // Authenticator resolves a request's credentials to an actor.
@@ -149,6 +155,9 @@ type TokenRequest struct {
 	// FormClientID is the client_id form parameter, if sent.
 	FormClientID string
 	Scope        string
+	// Resource is the RFC 8707 resource indicator: the protected resource
+	// the token is for. Empty asks for a token for Stint's API.
+	Resource string
 	// SubjectToken and SubjectTokenType carry a token exchange's user token;
 	// ActorToken is refused (the authenticated client is the actor).
 	SubjectToken       string

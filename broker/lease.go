@@ -147,9 +147,11 @@ type AgentLeaseCount struct {
 
 // LeaseFilter selects leases. Nil and empty fields do not filter.
 type LeaseFilter struct {
-	ID           *string
-	AgentID      *string
-	Role         *string
+	ID      *string
+	AgentID *string
+	Role    *string
+	// Task selects the leases of one task (exact match).
+	Task         *string
 	States       []LeaseState
 	VaultLeaseID *string
 	// ContainmentID selects the leases a containment ended.
@@ -298,3 +300,28 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // String returns the duration as time.Duration formats it.
 func (d Duration) String() string { return time.Duration(d).String() }
+
+// IdempotencyKey records that an agent's lease request sent with Key
+// creates the lease LeaseID (of Role). See LeaseRequest.IdempotencyKey.
+type IdempotencyKey struct {
+	AgentID   string
+	Key       string
+	LeaseID   string
+	Role      string
+	CreatedAt time.Time
+}
+
+// IdempotencyStore persists idempotency keys. Every replica sharing the
+// store sees the same keys, so a request is applied once whichever replica
+// receives each copy.
+type IdempotencyStore interface {
+	// ClaimIdempotencyKey records k unless the agent already used k.Key,
+	// and returns the record that holds: k itself when it was recorded,
+	// else the earlier one. If the earlier one names the lease replace
+	// (not empty), it is replaced by k (a claim whose lease was never
+	// created).
+	ClaimIdempotencyKey(ctx context.Context, k IdempotencyKey, replace string) (*IdempotencyKey, error)
+	// ReleaseIdempotencyKey forgets the agent's key if it still names
+	// leaseID: the request created nothing, so a copy of it may try again.
+	ReleaseIdempotencyKey(ctx context.Context, agentID, key, leaseID string) error
+}

@@ -83,6 +83,8 @@ type Role struct {
 	// a mandatory reason and a short window; security is alerted and the
 	// owner must close a post-review (governance).
 	Breakglass Breakglass `json:"breakglass" yaml:"breakglass"`
+	// MCP says how the MCP tools hand this role's credential over.
+	MCP RoleMCP `json:"mcp" yaml:"mcp"`
 	// MaxExtensions is how many times a lease's window may be extended
 	// (POST /v1/leases/{id}/extend); zero forbids extensions.
 	MaxExtensions int `json:"max_extensions,omitempty" yaml:"max_extensions"`
@@ -115,6 +117,16 @@ func (r *Role) TotalTTL() time.Duration {
 		return r.MaxTotalTTL
 	}
 	return r.MaxTTL
+}
+
+// RoleMCP configures the MCP tools for a role. By default an MCP tool
+// result never carries the secret: the credential goes to a file beside the
+// agent (stdio) or to `stint exec --lease` (HTTP).
+type RoleMCP struct {
+	// InlineSecret lets the MCP tools return the credential in the tool
+	// result itself, where the model reads it. The result then says it
+	// contains a secret.
+	InlineSecret bool `json:"inline_secret" yaml:"inline_secret"`
 }
 
 // RoleVault names the Vault call that mints a role's credential.

@@ -16,6 +16,29 @@ type LeaseRequest struct {
 	// that allow it; BreakglassReason is then required.
 	Breakglass       bool
 	BreakglassReason string
+	// IdempotencyKey, when set, makes the request safe to send again: the
+	// first request with a key creates the lease, and every later one by
+	// the same agent with the same key returns that lease (without a
+	// credential) instead of creating another. Keys are per agent.
+	IdempotencyKey string
+	// Deferred asks that a request granted at once wait in state approved
+	// for ActivateLease, as after a human approval, instead of minting now:
+	// for callers that hand the credential to another process (stint exec
+	// --lease). Policy decides exactly as without it.
+	Deferred bool
+}
+
+// MaxIdempotencyKeyLen caps LeaseRequest.IdempotencyKey.
+const MaxIdempotencyKeyLen = 200
+
+// LeasePreview is what a lease request would get now, decided without
+// recording, scoring into the history or minting anything.
+type LeasePreview struct {
+	Role *Role
+	// Window is the window the request would get.
+	Window time.Duration
+	// Decision is policy's answer with the governance rules applied.
+	Decision Decision
 }
 
 // LeaseService runs the lease lifecycle for callers identified by the Actor in
@@ -59,6 +82,19 @@ type LeaseService interface {
 	// RevokeLease is ReleaseLease for admins, with a reason; the end state is
 	// revoked. Returns EFORBIDDEN for non-admins.
 	RevokeLease(ctx context.Context, id, reason string) (*Lease, error)
+	// ReleaseTask ends every live lease of a task that the caller holds (an
+	// admin: of every agent): active leases are released as ReleaseLease
+	// does, pending and approved ones canceled. It returns the task's live
+	// leases in their new states: ended, revoking while Vault has not
+	// confirmed, or issuing if a credential was being minted at that moment
+	// (call again). Returns EINVALID if task is empty; EFORBIDDEN for callers
+	// that are neither agents nor admins.
+	ReleaseTask(ctx context.Context, task string) ([]*Lease, error)
+	// RevokeTask is ReleaseTask for admins, with a reason, across every
+	// agent: the end state is revoked (canceled for leases not yet minted).
+	// Returns EFORBIDDEN unless the caller is an admin; EINVALID if task or
+	// reason is empty.
+	RevokeTask(ctx context.Context, task, reason string) ([]*Lease, error)
 	// ContainAgent is the kill switch: in one store transaction it suspends
 	// or disables the agent (or leaves its state alone) and marks every live
 	// lease of it (of req.Role, when set) to end; the revocation queue then
@@ -85,6 +121,12 @@ type LeaseService interface {
 	ExtendLease(ctx context.Context, id, ttl string) (*Lease, error)
 	// Roles returns the roles the caller may request, by name.
 	Roles(ctx context.Context) ([]*Role, error)
+	// PreviewLease answers what RequestLease would decide for the calling
+	// agent's request now (a dry run): the resolved window and policy's
+	// decision, with the governance rules applied. Nothing is recorded or
+	// minted. Returns EFORBIDDEN for a non-agent or an agent that is not
+	// active, and EINVALID naming role or ttl as RequestLease does.
+	PreviewLease(ctx context.Context, req LeaseRequest) (*LeasePreview, error)
 	// Ready returns an error if the store or Vault cannot be reached.
 	Ready(ctx context.Context) error
 }

@@ -20,6 +20,7 @@ type Store interface {
 	broker.LeaseStore
 	broker.AgentStore
 	broker.ContainmentStore
+	broker.IdempotencyStore
 	// Ping returns an error if the store cannot be reached.
 	Ping(ctx context.Context) error
 }
@@ -42,6 +43,9 @@ type Service struct {
 	// PendingTimeout is how long a lease may wait for approvals before it
 	// ends timed_out (DecideBy).
 	PendingTimeout time.Duration
+	// ActivateWithin is how long a deferred grant (LeaseRequest.Deferred)
+	// waits in state approved for its agent to activate it (ActivateBy).
+	ActivateWithin time.Duration
 	// OnChange, if set, is called with a lease's id after this service moves
 	// it to a new state, so that approvals can notify (it must not block).
 	OnChange func(leaseID string)
@@ -130,6 +134,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		IssuingTimeout: time.Minute,
 		OrphanGrace:    time.Minute,
 		PendingTimeout: time.Hour,
+		ActivateWithin: 15 * time.Minute,
 		wake:           make(chan struct{}, 1),
 		changed:        make(chan struct{}),
 	}
@@ -207,6 +212,9 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 			return nil, nil, err
 		}
 	}
+	if err := checkIdempotencyKey(req); err != nil {
+		return nil, nil, err
+	}
 	agent := actor.Agent
 	if agent == nil || agent.ID != actor.AgentID {
 		if agent, err = s.Store.FindAgentByID(ctx, actor.AgentID); err != nil {
@@ -217,6 +225,21 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	if err != nil {
 		return nil, nil, err
 	}
+	id := uuid.Must(uuid.NewV7()).String()
+	created := false // whether the lease row exists; a held key is let go otherwise
+	if req.IdempotencyKey != "" {
+		// A copy of a request already seen returns its lease; a new key
+		// is held for this request until the lease exists (idempotency.go).
+		prior, claimed, err := s.claimIdempotencyKey(ctx, agent, req, id)
+		if err != nil || !claimed {
+			return prior, nil, err
+		}
+		defer func() {
+			if !created {
+				s.forgetIdempotencyKey(ctx, agent.ID, req.IdempotencyKey, id)
+			}
+		}()
+	}
 	release, err := s.reserveLeaseSlot(ctx, agent)
 	if err != nil {
 		return nil, nil, err
@@ -225,7 +248,7 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 
 	now := s.Now().UTC()
 	l := &broker.Lease{
-		ID:            uuid.Must(uuid.NewV7()).String(),
+		ID:            id,
 		AgentID:       agent.ID,
 		Agent:         agent.Name,
 		Role:          role.Name,
@@ -251,10 +274,15 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	l.PolicyDecision, l.RiskScore, l.RiskFactors = &decision, risk.Score, risk.Factors
 	l.Breakglass = req.Breakglass && decision.Outcome == broker.OutcomeApprove
 	l.Decision = decisionText(decision)
-	switch decision.Outcome {
-	case broker.OutcomeApprove:
+	switch {
+	case decision.Outcome == broker.OutcomeApprove && req.Deferred:
+		// Granted, but the credential is minted when the agent activates
+		// the lease (from the process that will use it).
+		l.State = broker.LeaseApproved
+		l.ActivateBy = ptr(now.Add(s.ActivateWithin))
+	case decision.Outcome == broker.OutcomeApprove:
 		l.State = broker.LeaseIssuing
-	case broker.OutcomeApprovals:
+	case decision.Outcome == broker.OutcomeApprovals:
 		l.State = broker.LeasePending
 		l.DecideBy = ptr(now.Add(s.PendingTimeout))
 	default:
@@ -266,6 +294,7 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
 			return nil, nil, fmt.Errorf("record denied lease: %w", err)
 		}
+		created = true
 		s.Logger.Info("lease denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", l.Decision)
 		return l, nil, broker.Errorf(broker.EDENIED, "Request denied: %s.", l.Decision)
 	case broker.LeasePending:
@@ -274,8 +303,17 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		} else if err != nil {
 			return nil, nil, fmt.Errorf("record pending lease: %w", err)
 		}
+		created = true
 		s.Logger.Info("lease pending approval", "lease_id", l.ID, "agent", l.Agent, "role", l.Role,
 			"approvals", decision.Approvals, "group", decision.ApproverGroup, "decide_by", l.DecideBy)
+		s.LeaseChanged(l.ID)
+		return l, nil, nil
+	case broker.LeaseApproved:
+		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision+"; the credential is minted when the agent activates the lease"); err != nil {
+			return nil, nil, fmt.Errorf("record approved lease: %w", err)
+		}
+		created = true
+		s.Logger.Info("lease approved for later activation", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "activate_by", l.ActivateBy)
 		s.LeaseChanged(l.ID)
 		return l, nil, nil
 	}
@@ -283,11 +321,17 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	// Write ahead: the lease exists before Vault is asked to mint. With
 	// conflicting roles, separation of duty is checked in the same
 	// transaction (governance.go).
-	if err := s.createLive(ctx, l, actor.String(), l.Decision); broker.ErrorCode(err) == broker.EDENIED || broker.ErrorCode(err) == broker.ETOOMANY {
+	err = s.createLive(ctx, l, actor.String(), l.Decision)
+	if broker.ErrorCode(err) == broker.ETOOMANY {
+		return nil, nil, err
+	}
+	if broker.ErrorCode(err) == broker.EDENIED {
+		created = true // recorded denied
 		return l, nil, err
 	} else if err != nil {
 		return nil, nil, fmt.Errorf("record lease intent: %w", err)
 	}
+	created = true
 	release() // the lease counts against the cap now; minting needs no lock
 	return s.activate(ctx, l, role, actor)
 }

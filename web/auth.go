@@ -27,6 +27,9 @@ var publicRoutes = map[string]bool{
 	oauthTokenPath:    true,
 	oauthJWKSPath:     true,
 	oauthMetadataPath: true,
+	// MCP (mcp.go): the protected resource metadata.
+	mcpMetadataPath:    true,
+	mcpMetadataPathMCP: true,
 }
 
 // apiPrefix is where the API lives: every path under it, routed or not,

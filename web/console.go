@@ -122,7 +122,8 @@ const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img
 // ownAuthRoute reports whether the route authenticates on its own rather
 // than by bearer API key: the console (sessions) and /metrics (its token).
 func ownAuthRoute(path string) bool {
-	return path == "/" || path == "/metrics" || path == consoleBasePath || strings.HasPrefix(path, consoleBasePath+"/")
+	// /mcp takes only access tokens issued for it (mcp.go).
+	return path == "/" || path == mcpPath || path == "/metrics" || path == consoleBasePath || strings.HasPrefix(path, consoleBasePath+"/")
 }
 
 // registerConsoleRoutes adds the console when s.Console is set.

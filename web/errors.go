@@ -51,6 +51,12 @@ func (s *Server) handleError(err error, c echo.Context) {
 		s.writeOAuthError(c, oe)
 		return
 	}
+	var me *mcpAuthError
+	if errors.As(err, &me) {
+		// The MCP endpoint challenges as an OAuth protected resource (mcp.go).
+		s.writeMCPAuthError(c, me)
+		return
+	}
 	e, status := classifyError(err)
 	if e.Code == broker.EINTERNAL {
 		s.Logger.ErrorContext(c.Request().Context(), "request failed",

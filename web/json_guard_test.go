@@ -18,6 +18,7 @@ func TestOneJSONDecoder(t *testing.T) {
 	allowed := map[string]string{
 		"json.go":         "decodeJSON itself",
 		"console_oidc.go": "the OIDC flow cookie, HMAC-verified before it is decoded",
+		"mcp.go":          "a peek at JSON-RPC tool names to check scopes; the MCP SDK decodes the body",
 	}
 	files, err := filepath.Glob("*.go")
 	if err != nil {

@@ -26,6 +26,7 @@ const (
 // release their own leases; admins see every lease and revoke any.
 func (s *Server) registerLeaseRoutes(g *echo.Group) {
 	g.POST("/leases", s.handleLeaseCreate)
+	g.POST("/leases/preview", s.handleLeasePreview)
 	g.GET("/leases", s.handleLeaseIndex)
 	g.GET("/leases/:id", s.handleLeaseView)
 	g.GET("/leases/:id/events", s.handleLeaseEvents)
@@ -159,6 +160,7 @@ func (s *Server) handleLeaseCreate(c echo.Context) error {
 		Justification:    req.Justification,
 		Breakglass:       req.Breakglass,
 		BreakglassReason: req.BreakglassReason,
+		IdempotencyKey:   req.IdempotencyKey,
 	})
 	if err != nil {
 		return err
@@ -169,6 +171,10 @@ func (s *Server) handleLeaseCreate(c echo.Context) error {
 	resp := newLeaseResponse(lease, actorOf(c), s.Now())
 	c.Response().Header().Set(echo.HeaderLocation, "/v1/leases/"+url.PathEscape(lease.ID))
 	if cred == nil {
+		if lease.State != broker.LeasePending && req.IdempotencyKey != "" {
+			// A repeated request: the lease as it is now, no credential.
+			return c.JSON(http.StatusOK, resp)
+		}
 		return c.JSON(http.StatusAccepted, resp)
 	}
 	resp.Credential = cred.Reveal()
@@ -187,6 +193,9 @@ type createLeaseRequest struct {
 	// breakglass.allowed); BreakglassReason is then required.
 	Breakglass       bool   `json:"breakglass"`
 	BreakglassReason string `json:"breakglass_reason"`
+	// IdempotencyKey makes the request safe to send again: a repeat with
+	// the same key returns the first request's lease (200, no credential).
+	IdempotencyKey string `json:"idempotency_key"`
 }
 
 func (r *createLeaseRequest) validate() error {
@@ -201,10 +210,59 @@ func (r *createLeaseRequest) validate() error {
 		checkMaxLen("justification", r.Justification, maxJustificationLen),
 		reason,
 		checkMaxLen("breakglass_reason", r.BreakglassReason, maxJustificationLen),
+		checkMaxLen("idempotency_key", r.IdempotencyKey, broker.MaxIdempotencyKeyLen),
 	)
 }
 
-// handleLeaseIndex handles "GET /v1/leases?state=&role=&agent=&limit=&offset=".
+// handleLeasePreview handles "POST /v1/leases/preview": what a lease
+// request with this body would get now (a dry run of policy), without
+// creating a lease. It answers 200 with the decision.
+func (s *Server) handleLeasePreview(c echo.Context) error {
+	var req previewLeaseRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return err
+	} else if err := firstError(
+		checkRequired("role", req.Role),
+		checkMaxLen("task", req.Task, maxTaskLen),
+		checkMaxLen("justification", req.Justification, maxJustificationLen),
+	); err != nil {
+		return err
+	}
+	p, err := s.Leases.PreviewLease(c.Request().Context(), broker.LeaseRequest{
+		Role: req.Role, TTL: req.TTL, Task: req.Task, Justification: req.Justification, Breakglass: req.Breakglass,
+	})
+	if err != nil {
+		return err
+	}
+	d := p.Decision
+	return c.JSON(http.StatusOK, previewLeaseResponse{Role: p.Role.Name, TTL: p.Window.String(), Outcome: d.Outcome,
+		Approvals: d.Approvals, ApproverGroup: d.ApproverGroup, PolicyIDs: d.PolicyIDs, Reasons: d.Reasons})
+}
+
+// previewLeaseRequest is the body of "POST /v1/leases/preview": the fields
+// of a lease request that policy reads.
+type previewLeaseRequest struct {
+	Role          string `json:"role"`
+	TTL           string `json:"ttl"`
+	Task          string `json:"task"`
+	Justification string `json:"justification"`
+	Breakglass    bool   `json:"breakglass"`
+}
+
+// previewLeaseResponse is the answer of "POST /v1/leases/preview".
+// Outcome is approve (granted at once), approvals (needs Approvals from
+// ApproverGroup) or deny.
+type previewLeaseResponse struct {
+	Role          string         `json:"role"`
+	TTL           string         `json:"ttl"`
+	Outcome       broker.Outcome `json:"outcome"`
+	Approvals     int            `json:"approvals,omitempty"`
+	ApproverGroup string         `json:"approver_group,omitempty"`
+	PolicyIDs     []string       `json:"policy_ids,omitempty"`
+	Reasons       []string       `json:"reasons,omitempty"`
+}
+
+// handleLeaseIndex handles "GET /v1/leases?state=&role=&task=&agent=&limit=&offset=".
 // state may repeat or hold a comma-separated list; agent is an agent's name
 // or id. Agents see only their own leases.
 func (s *Server) handleLeaseIndex(c echo.Context) error {
@@ -250,6 +308,12 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 	}
 	if role := c.QueryParam("role"); role != "" {
 		filter.Role = &role
+	}
+	if task := c.QueryParam("task"); task != "" {
+		if err := checkMaxLen("task", task, maxTaskLen); err != nil {
+			return filter, false, err
+		}
+		filter.Task = &task
 	}
 	if id := c.QueryParam("containment"); id != "" {
 		filter.ContainmentID = &id // agents see only their own leases anyway

@@ -79,6 +79,7 @@ func (s *Server) handleOAuthToken(c echo.Context) error {
 		ClientAssertion:     form.Get("client_assertion"),
 		FormClientID:        form.Get("client_id"),
 		Scope:               form.Get("scope"),
+		Resource:            form.Get("resource"),
 		SubjectToken:        form.Get("subject_token"),
 		SubjectTokenType:    form.Get("subject_token_type"),
 		ActorToken:          form.Get("actor_token"),

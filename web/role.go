@@ -32,6 +32,7 @@ func (s *Server) handleRoleIndex(c echo.Context) error {
 			MinTTL:      r.MinWindow().String(),
 			MaxTTL:      r.MaxTTL.String(),
 			AutoApprove: r.AutoApprove,
+			MCP:         roleMCPResponse{InlineSecret: r.MCP.InlineSecret},
 		})
 	}
 	return c.JSON(http.StatusOK, resp)
@@ -52,4 +53,12 @@ type roleResponse struct {
 	MinTTL      string `json:"min_ttl"`
 	MaxTTL      string `json:"max_ttl"`
 	AutoApprove bool   `json:"auto_approve"`
+	// MCP says how the MCP tools hand the credential over.
+	MCP roleMCPResponse `json:"mcp"`
+}
+
+type roleMCPResponse struct {
+	// InlineSecret: the MCP tools return this role's secret in the tool
+	// result (configured per role), instead of keeping it out of the model.
+	InlineSecret bool `json:"inline_secret"`
 }

@@ -71,6 +71,9 @@ type Server struct {
 	// Reviews runs access reviews and break-glass post-reviews
 	// (governance.go); nil answers 404 on those routes.
 	Reviews broker.ReviewService
+	// MCP, when set, serves the streamable HTTP MCP endpoint /mcp and its
+	// protected resource metadata (mcp.go).
+	MCP *MCPEndpoint
 	// SlackInteractions, when set, serves POST /slack/interactions (Slack's
 	// signed button clicks); approvals/slack builds it (slack.go).
 	SlackInteractions http.Handler
@@ -165,7 +168,10 @@ func (s *Server) build() {
 	}))
 	e.Use(middleware.BodyLimit(bodyLimit))
 	// The long poll of GET /v1/leases/:id?wait= sets its own deadline.
-	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: s.RequestTimeout, Skipper: isLongPoll}))
+	// So does /mcp, whose tools may wait for a human approval.
+	e.Use(middleware.ContextTimeoutWithConfig(middleware.ContextTimeoutConfig{Timeout: s.RequestTimeout, Skipper: func(c echo.Context) bool {
+		return isLongPoll(c) || c.Path() == mcpPath
+	}}))
 	// Every route but the public ones needs a bearer API key or admin token;
 	// so do unknown paths under /v1 and wrong methods, so that a stranger
 	// learns nothing about the API. Unknown paths elsewhere are not API
@@ -181,9 +187,11 @@ func (s *Server) build() {
 	s.registerAgentRoutes(v1)
 	s.registerApprovalRoutes(v1)
 	s.registerGovernanceRoutes(v1)
+	s.registerMCPCallRoutes(v1)
 	s.registerSlackRoutes(e)
 
 	s.registerOAuthRoutes(e)
+	s.registerMCPRoutes(e)
 	s.registerMetricsRoutes(e)
 	s.registerConsoleRoutes(e)
 	checkRouteAuth(e.Routes())

@@ -478,7 +478,7 @@ func TestAPI(t *testing.T) {
 
 		// Roles.
 		{Name: "RoleIndex", Method: "GET", URL: "/v1/roles", Token: agentKey, WantStatus: 200,
-			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true}]}`},
+			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true,"mcp":{"inline_secret":false}}]}`},
 			WantNotContains: []string{"database/creds", "db.internal"}},
 
 		// Agents (admin).

@@ -28,8 +28,12 @@ func (s *Service) AuthenticateRequest(ctx context.Context, req broker.AuthReques
 		err   error
 	)
 	switch {
+	case req.Resource != "" && (req.Bearer == "" || s.OAuth == nil || !looksLikeJWT(req.Bearer)):
+		// A protected resource takes only access tokens issued for it.
+		return broker.Actor{}, broker.Errorf(broker.EUNAUTHORIZED,
+			"Send \"Authorization: Bearer <access token>\" with a Stint access token issued for %s (token endpoint parameter resource).", req.Resource)
 	case req.Bearer != "" && s.OAuth != nil && looksLikeJWT(req.Bearer):
-		actor, blame, err = s.verifyAccessToken(ctx, req.Bearer, req.PeerCertificates, now)
+		actor, blame, err = s.verifyAccessToken(ctx, req.Bearer, req.PeerCertificates, req.Resource, now)
 	case req.Bearer != "":
 		actor, blame, err = s.authenticateSecret(ctx, req.Bearer, now)
 	case len(req.PeerCertificates) > 0:

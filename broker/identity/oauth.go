@@ -70,6 +70,12 @@ type OAuth struct {
 	// Delegations let agents exchange user tokens that carry no may_act
 	// claim naming them; without one that matches, such a token is refused.
 	Delegations []Delegation
+	// Resources are the protected resources a client may ask a token for
+	// with the RFC 8707 resource parameter (such as Stint's MCP endpoint),
+	// each with the scopes it defines. Such a token's audience is the
+	// resource alone: it is refused by the API, and the API's tokens are
+	// refused by the resource.
+	Resources map[string][]string
 
 	signer jose.Signer
 }
@@ -149,6 +155,8 @@ type accessClaims struct {
 	Email      string        `json:"email,omitempty"`
 	Cnf        *confirmation `json:"cnf,omitempty"`
 	Act        *actorClaim   `json:"act,omitempty"`
+	// Scope is the space-separated scopes of a token for a resource.
+	Scope string `json:"scope,omitempty"`
 }
 
 type confirmation struct {
@@ -178,8 +186,9 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 	default:
 		return nil, broker.FieldErrorf("grant_type", "Unsupported grant_type %q: use client_credentials or %s.", req.GrantType, broker.GrantTokenExchange)
 	}
-	if req.Scope != "" {
-		return nil, broker.FieldErrorf("scope", "Stint access tokens carry no scopes; omit scope.")
+	audience, scope, err := o.tokenTarget(req)
+	if err != nil {
+		return nil, err
 	}
 	now := s.Now().UTC()
 	agent, method, err := s.authenticateClient(ctx, req, now)
@@ -205,11 +214,11 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 	}
 	claims := accessClaims{
 		Claims: jwt.Claims{
-			Issuer: o.Issuer, Subject: subject, Audience: jwt.Audience{o.Issuer},
+			Issuer: o.Issuer, Subject: subject, Audience: jwt.Audience{audience},
 			IssuedAt: jwt.NewNumericDate(now), NotBefore: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp),
 			ID: uuid.Must(uuid.NewV7()).String(),
 		},
-		ClientID: agent.Name, AuthMethod: method, Email: email, Act: act,
+		ClientID: agent.Name, AuthMethod: method, Email: email, Act: act, Scope: scope,
 	}
 	if len(req.PeerCertificates) > 0 {
 		claims.Cnf = &confirmation{X5tS256: certThumbprint(req.PeerCertificates[0])}
@@ -221,8 +230,45 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 	s.touch(ctx, agent, now)
 	return &broker.TokenResponse{
 		AccessToken: token, IssuedTokenType: issuedType, TokenType: "Bearer",
-		ExpiresIn: int(exp.Sub(now).Round(time.Second) / time.Second),
+		ExpiresIn: int(exp.Sub(now).Round(time.Second) / time.Second), Scope: scope,
 	}, nil
+}
+
+// tokenTarget resolves a token request's resource and scope parameters to
+// the token's audience and scope. Without a resource the token is for the
+// API: its audience is the issuer and it carries no scopes. With one, the
+// resource must be among o.Resources, and scope (default: all the
+// resource's scopes) must name only scopes it defines.
+func (o *OAuth) tokenTarget(req broker.TokenRequest) (audience, scope string, err error) {
+	if req.Resource == "" {
+		if req.Scope != "" {
+			return "", "", broker.FieldErrorf("scope", "Stint access tokens for the API carry no scopes; omit scope, or name a resource.")
+		}
+		return o.Issuer, "", nil
+	}
+	offered, ok := o.Resources[req.Resource]
+	if !ok {
+		known := make([]string, 0, len(o.Resources))
+		for r := range o.Resources {
+			known = append(known, r)
+		}
+		slices.Sort(known)
+		if len(known) == 0 {
+			return "", "", broker.FieldErrorf("audience", "This server issues tokens for no resource but its API; omit resource.")
+		}
+		return "", "", broker.FieldErrorf("audience", "Unknown resource %q; this server issues tokens for %s.", req.Resource, strings.Join(known, ", "))
+	}
+	asked := strings.Fields(req.Scope)
+	if len(asked) == 0 {
+		return req.Resource, strings.Join(offered, " "), nil
+	}
+	for _, sc := range asked {
+		if !slices.Contains(offered, sc) {
+			return "", "", broker.FieldErrorf("scope", "Scope %q is not offered for %s; use any of: %s.", sc, req.Resource, strings.Join(offered, " "))
+		}
+	}
+	slices.Sort(asked)
+	return req.Resource, strings.Join(slices.Compact(asked), " "), nil
 }
 
 // authenticateClient authenticates the token endpoint's client by exactly
@@ -379,7 +425,7 @@ func (o *OAuth) assertionAudience(aud jwt.Audience) bool {
 
 // verifyAccessToken checks a Stint access token presented as a bearer token
 // and returns its agent and the actor it stands for.
-func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []*x509.Certificate, now time.Time) (broker.Actor, string, error) {
+func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []*x509.Certificate, resource string, now time.Time) (broker.Actor, string, error) {
 	bad := broker.Errorf(broker.EUNAUTHORIZED, "The access token is invalid.")
 	o := s.OAuth
 	tok, err := jwt.ParseSigned(bearer, []jose.SignatureAlgorithm{jose.ES256})
@@ -390,11 +436,23 @@ func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []
 	if err := tok.Claims(&o.Key.PublicKey, &c); err != nil {
 		return broker.Actor{}, "", bad
 	}
-	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: o.Issuer, AnyAudience: jwt.Audience{o.Issuer}, Time: now}, 0); err != nil {
+	audience := o.Issuer
+	if resource != "" {
+		audience = resource
+	}
+	if err := c.ValidateWithLeeway(jwt.Expected{Issuer: o.Issuer, Time: now}, 0); err != nil {
 		if errors.Is(err, jwt.ErrExpired) {
 			return broker.Actor{}, "", broker.Errorf(broker.EUNAUTHORIZED, "The access token has expired; get a new one from %s.", o.TokenEndpoint())
 		}
 		return broker.Actor{}, "", bad
+	}
+	// The audience is exactly one: a token for a resource (RFC 8707) is
+	// refused by the API, and the API's tokens by the resource.
+	if len(c.Audience) != 1 || c.Audience[0] != audience {
+		if resource != "" {
+			return broker.Actor{}, "", broker.Errorf(broker.EUNAUTHORIZED, "The access token was not issued for %s; ask %s for one with resource=%s.", resource, o.TokenEndpoint(), resource)
+		}
+		return broker.Actor{}, "", broker.Errorf(broker.EUNAUTHORIZED, "The access token was issued for another resource, not for Stint's API.")
 	}
 	if c.Expiry == nil || c.IssuedAt == nil || c.ClientID == "" {
 		return broker.Actor{}, "", bad
@@ -443,7 +501,7 @@ func (s *Service) verifyAccessToken(ctx context.Context, bearer string, certs []
 	}
 	s.touch(ctx, agent, now)
 	return broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID, AuthMethod: c.AuthMethod,
-		OnBehalfOf: onBehalfOf, OnBehalfOfVerified: verified, Agent: agent}, "", nil
+		OnBehalfOf: onBehalfOf, OnBehalfOfVerified: verified, Agent: agent, Scopes: strings.Fields(c.Scope)}, "", nil
 }
 
 // looksLikeJWT reports whether a bearer value has the shape of a compact JWS.
@@ -458,7 +516,7 @@ func (s *Service) Metadata() map[string]any {
 	for i, a := range assertionAlgs {
 		algs[i] = string(a)
 	}
-	return map[string]any{
+	md := map[string]any{
 		"issuer":                                o.Issuer,
 		"token_endpoint":                        o.TokenEndpoint(),
 		"jwks_uri":                              o.Issuer + JWKSPath,
@@ -468,6 +526,16 @@ func (s *Service) Metadata() map[string]any {
 		"token_endpoint_auth_signing_alg_values_supported": algs,
 		"tls_client_certificate_bound_access_tokens":       true,
 	}
+	if len(o.Resources) > 0 {
+		// Scopes exist only on tokens for a resource (RFC 8707).
+		var scopes []string
+		for _, sc := range o.Resources {
+			scopes = append(scopes, sc...)
+		}
+		slices.Sort(scopes)
+		md["scopes_supported"] = slices.Compact(scopes)
+	}
+	return md
 }
 
 // JWKS implements broker.TokenService.

@@ -16,6 +16,8 @@ type LeaseService struct {
 	FindLeasesFn       func(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error)
 	FindLeaseEventsFn  func(ctx context.Context, id string) ([]*broker.LeaseEvent, error)
 	ReleaseLeaseFn     func(ctx context.Context, id string) (*broker.Lease, error)
+	ReleaseTaskFn      func(ctx context.Context, task string) ([]*broker.Lease, error)
+	RevokeTaskFn       func(ctx context.Context, task, reason string) ([]*broker.Lease, error)
 	RevokeLeaseFn      func(ctx context.Context, id, reason string) (*broker.Lease, error)
 	ContainAgentFn     func(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error)
 	WaitContainmentFn  func(ctx context.Context, id string, wait time.Duration) (*broker.Containment, error)
@@ -26,6 +28,12 @@ type LeaseService struct {
 	ActivateLeaseFn    func(ctx context.Context, id string) (*broker.Lease, *broker.Credential, error)
 	CancelLeaseFn      func(ctx context.Context, id string) (*broker.Lease, error)
 	ExtendLeaseFn      func(ctx context.Context, id, ttl string) (*broker.Lease, error)
+	PreviewLeaseFn     func(ctx context.Context, req broker.LeaseRequest) (*broker.LeasePreview, error)
+}
+
+// PreviewLease implements broker.LeaseService by calling PreviewLeaseFn.
+func (s *LeaseService) PreviewLease(ctx context.Context, req broker.LeaseRequest) (*broker.LeasePreview, error) {
+	return s.PreviewLeaseFn(ctx, req)
 }
 
 // ExtendLease implements broker.LeaseService by calling ExtendLeaseFn.
@@ -101,4 +109,14 @@ func (s *LeaseService) Roles(ctx context.Context) ([]*broker.Role, error) {
 // Ready implements broker.LeaseService by calling ReadyFn.
 func (s *LeaseService) Ready(ctx context.Context) error {
 	return s.ReadyFn(ctx)
+}
+
+// ReleaseTask implements broker.LeaseService by calling ReleaseTaskFn.
+func (s *LeaseService) ReleaseTask(ctx context.Context, task string) ([]*broker.Lease, error) {
+	return s.ReleaseTaskFn(ctx, task)
+}
+
+// RevokeTask implements broker.LeaseService by calling RevokeTaskFn.
+func (s *LeaseService) RevokeTask(ctx context.Context, task, reason string) ([]*broker.Lease, error) {
+	return s.RevokeTaskFn(ctx, task, reason)
 }

@@ -19,7 +19,7 @@ import (
 var copyTables = []string{
 	"audit_events",
 	"agents", "api_keys", "agent_certificates", "containments",
-	"leases", "lease_events",
+	"leases", "lease_events", "lease_idempotency_keys",
 	"approvals", "approval_messages", "approval_notices",
 	"oauth_jtis", "subject_token_uses",
 	"console_users", "console_sessions",

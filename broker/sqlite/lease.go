@@ -501,6 +501,9 @@ func findLeases(ctx context.Context, tx *tx, filter broker.LeaseFilter) ([]*brok
 	if v := filter.Role; v != nil {
 		where, args = append(where, "role = ?"), append(args, *v)
 	}
+	if v := filter.Task; v != nil {
+		where, args = append(where, "task = ?"), append(args, *v)
+	}
 	if len(filter.States) > 0 {
 		marks := strings.TrimSuffix(strings.Repeat("?, ", len(filter.States)), ", ")
 		where = append(where, "state IN ("+marks+")")

@@ -171,6 +171,7 @@ func testFindLeases(t *testing.T, open func(tb testing.TB) Store) {
 	active.CreatedAt, active.UpdatedAt = at(5*time.Minute), at(5*time.Minute)
 	opsActive := newActiveLease(ops, at(3*time.Hour))
 	opsActive.Role = "vault-token"
+	opsActive.Task = "incident 7 / rollback"
 	opsActive.CreatedAt, opsActive.UpdatedAt = at(1*time.Minute), at(1*time.Minute)
 	denied := newLease(ops, at(4*time.Minute))
 	denied.State, denied.EndedAt = broker.LeaseDenied, ptr(at(4*time.Minute))
@@ -209,6 +210,9 @@ func testFindLeases(t *testing.T, open func(tb testing.TB) Store) {
 		{"NoTotalNone", broker.LeaseFilter{Role: ptr("nope"), NoTotal: true}, []string{}, 0},
 		{"AgentID", broker.LeaseFilter{AgentID: &ops.ID}, []string{denied.ID, opsActive.ID}, 2},
 		{"Role", broker.LeaseFilter{Role: ptr("vault-token")}, []string{opsActive.ID}, 1},
+		{"Task", broker.LeaseFilter{Task: ptr("incident 7 / rollback")}, []string{opsActive.ID}, 1},
+		{"TaskOfSeveral", broker.LeaseFilter{Task: ptr("nightly report"), States: []broker.LeaseState{broker.LeasePending, broker.LeaseActive}}, []string{active.ID, pending.ID}, 2},
+		{"TaskExactMatch", broker.LeaseFilter{Task: ptr("incident 7")}, nil, 0},
 		{"State", broker.LeaseFilter{States: []broker.LeaseState{broker.LeaseActive}}, []string{active.ID, opsActive.ID}, 2},
 		{"States", broker.LeaseFilter{States: []broker.LeaseState{broker.LeaseRevoking, broker.LeasePending}}, []string{pending.ID, revoking.ID}, 2},
 		{"VaultLeaseID", broker.LeaseFilter{VaultLeaseID: &active.VaultLeaseID}, []string{active.ID}, 1},

@@ -30,6 +30,7 @@ type Store interface {
 	broker.ReviewStore
 	broker.ContainmentStore
 	broker.LoginThrottleStore
+	broker.IdempotencyStore
 }
 
 // RunStoreTests runs the conformance suite against stores made by open. Each
@@ -49,6 +50,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Governance", func(t *testing.T) { testGovernance(t, open) })
 	t.Run("Containment", func(t *testing.T) { testContainments(t, open) })
 	t.Run("LoginThrottle", func(t *testing.T) { testLoginThrottle(t, open) })
+	t.Run("IdempotencyKey", func(t *testing.T) { testIdempotencyKeys(t, open) })
 }
 
 // t0 is the suite's reference time. It lies in the past, so that a store

@@ -148,6 +148,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := m.openIdentity(); err != nil {
 		return err
 	}
+	m.openMCP()
 	if err := m.openApprovals(); err != nil {
 		return err
 	}

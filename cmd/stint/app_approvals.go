@@ -19,7 +19,7 @@ func (m *Main) openApprovals() error {
 	}
 	ac := m.Config.Approval
 	svc.ActivateWithin, svc.RetryBase, svc.RetryMax = ac.ActivateWithin, ac.RetryBase, ac.RetryMax
-	m.Leases.PendingTimeout = ac.PendingTimeout
+	m.Leases.PendingTimeout, m.Leases.ActivateWithin = ac.PendingTimeout, ac.ActivateWithin
 	m.Leases.OnChange = svc.LeaseChanged
 	svc.OnChange = m.Leases.LeaseChanged
 	m.Approvals = svc
@@ -115,9 +115,10 @@ type approverAuthenticator struct {
 
 // AuthenticateRequest implements broker.Authenticator: a bearer secret that
 // is an approver token makes an approver; anything else goes to the
-// identity service.
+// identity service. A request for a protected resource (the MCP endpoint)
+// takes only access tokens issued for it, never an approver token.
 func (a approverAuthenticator) AuthenticateRequest(ctx context.Context, req broker.AuthRequest) (broker.Actor, error) {
-	if req.Bearer != "" {
+	if req.Bearer != "" && req.Resource == "" {
 		if actor, ok := a.approvals.AuthenticateApprover(req.Bearer); ok {
 			actor.SourceIP = req.SourceIP
 			return actor, nil

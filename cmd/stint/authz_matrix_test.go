@@ -58,6 +58,7 @@ const (
 	sNotFound  = http.StatusNotFound
 	sConflict  = http.StatusConflict
 	sInvalid   = http.StatusBadRequest
+	sNoContent = http.StatusNoContent
 )
 
 // matrixRow is one route's expected status for each caller kind.
@@ -127,12 +128,24 @@ var authzMatrix = map[string]matrixRow{
 	"GET /.well-known/oauth-authorization-server": everyoneRow(sOK),
 	"POST /slack/interactions":                    everyoneRow(sNoAuth), // unsigned
 
+	// MCP: the endpoint takes only access tokens issued for it, which no
+	// caller here holds; its metadata is public.
+	"POST /mcp":   everyoneRow(sNoAuth),
+	"GET /mcp":    everyoneRow(sNoAuth),
+	"DELETE /mcp": everyoneRow(sNoAuth),
+	"GET /.well-known/oauth-protected-resource":     everyoneRow(sOK),
+	"GET /.well-known/oauth-protected-resource/mcp": everyoneRow(sOK),
+
 	//                                  anonymous other-agent approver owner own-agent admin
 	"GET /v1/whoami": apiRow(sNoAuth, sOK, sOK, sOK, sOK, sOK),
 	// Roles are what an agent may request: other actors have none.
 	"GET /v1/roles": apiRow(sNoAuth, sOK, sNotFound, sNotFound, sOK, sOK),
 
 	"POST /v1/leases": apiRow(sNoAuth, sCreated, sForbidden, sForbidden, sCreated, sForbidden),
+	// A dry run answers for the calling agent; humans request nothing.
+	"POST /v1/leases/preview": apiRow(sNoAuth, sOK, sForbidden, sForbidden, sOK, sForbidden),
+	// stint mcp records its tool calls; only agents have any.
+	"POST /v1/mcp/calls": apiRow(sNoAuth, sNoContent, sForbidden, sForbidden, sNoContent, sForbidden),
 	// Lists are cut to the caller's own leases (none for humans' tokens;
 	// TestAuthorizationMatrix checks they come back empty).
 	"GET /v1/leases":             apiRow(sNoAuth, sOK, sOK, sOK, sOK, sOK),
@@ -274,6 +287,7 @@ func newMatrixWorld(t *testing.T) *matrixWorld {
 	cfg.Policy.Files = []string{policy}
 	cfg.Metrics.TokenSHA256 = matrixSHA256(matrixMetricsToken)
 	cfg.OAuth = OAuthConfig{Enabled: true, Issuer: "http://stint.test", SigningKeyFile: filepath.Join(dir, "oauth.pem"), TokenTTL: 5 * time.Minute}
+	cfg.MCP.Enabled = true
 	cfg.Approvers = []*broker.Approver{
 		{Email: "dana@example.com", Name: "Dana", Groups: []string{"security"}, TokenSHA256: matrixSHA256(matrixDanaToken)},
 		{Email: "owner@example.com", Name: "Owner", Groups: []string{"security"}, TokenSHA256: matrixSHA256(matrixOwnerToken)},
@@ -479,6 +493,12 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 	switch route.Method + " " + route.Path {
 	case "POST /v1/leases":
 		body = `{"role":"db-readonly","ttl":"5m","task":"matrix"}`
+	case "POST /v1/leases/preview":
+		body = `{"role":"db-readonly","task":"matrix"}`
+	case "POST /v1/mcp/calls":
+		body = `{"tool":"list_roles","client":"matrix","session":"s1"}`
+	case "POST /mcp":
+		body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
 	case "POST /v1/leases/:id/revoke":
 		body = `{"reason":"matrix"}`
 	case "POST /v1/agents/:id/suspend", "POST /v1/agents/:id/disable", "POST /v1/agents/:id/revoke-all":

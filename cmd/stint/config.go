@@ -61,6 +61,8 @@ type Config struct {
 	// Limits caps each agent's request rate and live leases
 	// (config_identity.go).
 	Limits LimitsConfig `yaml:"limits"`
+	// MCP serves the streamable HTTP MCP endpoint /mcp (config_mcp.go).
+	MCP MCPConfig `yaml:"mcp"`
 	// Governance caps privileged roles (config_governance.go).
 	Governance GovernanceConfig `yaml:"governance"`
 	// Risk sets the live risk score and its revoke threshold
@@ -191,6 +193,7 @@ func DefaultConfig() Config {
 
 		TLS:      defaultTLSConfig(),
 		OAuth:    defaultOAuthConfig(),
+		MCP:      defaultMCPConfig(),
 		Identity: defaultIdentityConfig(),
 		Limits:   defaultLimitsConfig(),
 
@@ -289,6 +292,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Replica.Validate(); err != nil {
+		return err
+	}
+	if err := c.validateMCPConfig(); err != nil {
 		return err
 	}
 	if err := c.validateIdentityConfig(); err != nil {

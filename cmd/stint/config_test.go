@@ -32,8 +32,18 @@ func TestParseConfig(t *testing.T) {
 		if cfg.Listen != "127.0.0.1:7171" || cfg.Vault.TokenEnv != "VAULT_TOKEN" || cfg.Keys.DefaultTTL != 24*time.Hour {
 			t.Fatalf("config = %+v", cfg)
 		}
-		if r := cfg.Roles[0]; r.MaxTTL != time.Hour || r.Connection.Port != 5432 || !r.AutoApprove {
+		if r := cfg.Roles[0]; r.MaxTTL != time.Hour || r.Connection.Port != 5432 || !r.AutoApprove || r.MCP.InlineSecret {
 			t.Fatalf("role = %+v", r)
+		}
+	})
+	t.Run("MCP", func(t *testing.T) {
+		cfg, err := ParseConfig("stint.yaml", []byte(strings.Replace(goodConfig, "    auto_approve: true", "    auto_approve: true\n    mcp: {inline_secret: true}", 1)+
+			"mcp: {enabled: true, max_wait: 20s}\noauth: {enabled: true, issuer: https://s.example.com, signing_key_file: /tmp/k}\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.MCP.Enabled || cfg.MCP.MaxWait != 20*time.Second || !cfg.Roles[0].MCP.InlineSecret {
+			t.Fatalf("mcp = %+v, role mcp = %+v", cfg.MCP, cfg.Roles[0].MCP)
 		}
 	})
 	t.Run("Empty", func(t *testing.T) {
@@ -56,6 +66,9 @@ func TestParseConfig(t *testing.T) {
 		{"DatabaseWithoutConnection", strings.Replace(goodConfig, "    connection: {host: 127.0.0.1, port: 5432, database: postgres}\n", "", 1), []string{"need connection"}},
 		{"DuplicateRole", goodConfig + strings.SplitN(goodConfig, "roles:\n", 2)[1], []string{`role "db-readonly" is defined twice`}},
 		{"NegativeNoticeRetention", goodConfig + "approval: {notice_retention: -1h}\n", []string{"approval.notice_retention must not be negative"}},
+		{"MCPWithoutOAuth", goodConfig + "mcp: {enabled: true}\n", []string{"mcp.enabled needs oauth.enabled"}},
+		{"MCPLongWait", goodConfig + "mcp: {enabled: true, max_wait: 10m}\noauth: {enabled: true, issuer: https://s.example.com, signing_key_file: /tmp/k}\n", []string{"mcp.max_wait 10m0s must be positive and at most 5m"}},
+		{"MCPRoleUnknownKey", strings.Replace(goodConfig, "    auto_approve: true", "    auto_approve: true\n    mcp: {inline: true}", 1), []string{`unknown key "inline"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig("stint.yaml", []byte(tc.yaml))

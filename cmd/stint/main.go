@@ -96,6 +96,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAgentsCommand(),
 		newCACommand(),
 		newLeasesCommand(),
+		newMCPCommand(),
 		newTokenCommand(),
 		newReconcileCommand(),
 		newApprovalsCommand(),

@@ -24,6 +24,7 @@ type Store interface {
 	broker.LeaseGuard
 	broker.ReviewStore
 	broker.ContainmentStore
+	broker.IdempotencyStore
 	broker.LoginThrottleStore
 	broker.IdentityStore
 	broker.UserStore

@@ -101,6 +101,9 @@ type LeaseRequest struct {
 	// BreakglassReason (roles that allow it).
 	Breakglass       bool   `json:"breakglass,omitempty"`
 	BreakglassReason string `json:"breakglass_reason,omitempty"`
+	// IdempotencyKey makes the request safe to send again: a repeat with
+	// the same key returns the first request's lease, without a credential.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
 // RequestLease asks for a lease. An auto-approved request comes back active,
@@ -291,6 +294,61 @@ type Role struct {
 	// `stint exec` hands this role's credential to a command, beside the
 	// defaults for its kind.
 	Env map[string]string `json:"env,omitempty"`
+	// MCP says how the MCP tools hand the credential over.
+	MCP RoleMCP `json:"mcp"`
+}
+
+// RoleMCP configures the MCP tools for a role.
+type RoleMCP struct {
+	// InlineSecret: the MCP tools return the secret in the tool result.
+	InlineSecret bool `json:"inline_secret"`
+}
+
+// Preview is what a lease request would get now (PreviewLease).
+type Preview struct {
+	Role string `json:"role"`
+	TTL  string `json:"ttl"`
+	// Outcome is approve (granted at once), approvals (needs Approvals
+	// from ApproverGroup) or deny.
+	Outcome       string   `json:"outcome"`
+	Approvals     int      `json:"approvals,omitempty"`
+	ApproverGroup string   `json:"approver_group,omitempty"`
+	PolicyIDs     []string `json:"policy_ids,omitempty"`
+	Reasons       []string `json:"reasons,omitempty"`
+}
+
+// PreviewLease asks what req would get now, a dry run of policy: nothing
+// is created. Only Role, TTL, Task, Justification and Breakglass count.
+func (c *Client) PreviewLease(ctx context.Context, req LeaseRequest) (*Preview, error) {
+	body := struct {
+		Role          string `json:"role"`
+		TTL           string `json:"ttl,omitempty"`
+		Task          string `json:"task,omitempty"`
+		Justification string `json:"justification,omitempty"`
+		Breakglass    bool   `json:"breakglass,omitempty"`
+	}{req.Role, req.TTL, req.Task, req.Justification, req.Breakglass}
+	var p Preview
+	if _, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/leases/preview", body: body}, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// MCPCall is one tool call of an MCP server running beside the agent, for
+// the audit log (RecordMCPCall).
+type MCPCall struct {
+	Tool     string `json:"tool"`
+	Client   string `json:"client,omitempty"`
+	Session  string `json:"session,omitempty"`
+	LeaseID  string `json:"lease_id,omitempty"`
+	Delivery string `json:"delivery,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// RecordMCPCall records a tool call in the server's audit log.
+func (c *Client) RecordMCPCall(ctx context.Context, call MCPCall) error {
+	_, err := c.do(ctx, request{method: http.MethodPost, path: "/v1/mcp/calls", body: call}, nil)
+	return err
 }
 
 // Roles lists the roles the caller may request.

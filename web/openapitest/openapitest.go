@@ -56,6 +56,8 @@ type loaded struct {
 }
 
 var load = sync.OnceValues(func() (*loaded, error) {
+	// The MCP endpoint answers with server-sent events: a text body.
+	openapi3filter.RegisterBodyDecoder("text/event-stream", openapi3filter.PlainBodyDecoder)
 	doc, err := Load(web.OpenAPIDocument())
 	if err != nil {
 		return nil, err
