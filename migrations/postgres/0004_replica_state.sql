@@ -1,7 +1,7 @@
 -- State that several Stint replicas on one store must share
 -- (broker/replica.go): claims of scheduled jobs, agents' request-rate
 -- buckets and windows of failed authentications. The twin of
--- sqlite/0016_replica_state.sql.
+-- sqlite/0018_replica_state.sql.
 
 -- +goose Up
 
