@@ -91,7 +91,7 @@ type Risk struct {
 	// Failures that name no agent are not counted against any, even from
 	// the agent's address: anyone can make them (a browser's favicon, a
 	// scanner, a neighbour behind the same NAT).
-	AuthFailures func(agentID string) int
+	AuthFailures func(ctx context.Context, agentID string) (int, error)
 	// RevokeThreshold contains an agent whose score reaches it: its live
 	// leases are revoked and it is suspended, with an alert. Zero or more
 	// than 100 never contains.
@@ -349,7 +349,11 @@ func (r *Risk) ambientFactors(ctx context.Context, agentID string, now time.Time
 	}
 	add(broker.RiskDenials, min(10*denied, 30), "%d denied or rejected requests in the last hour", denied)
 	if r.AuthFailures != nil {
-		if n := r.AuthFailures(agentID); n > 0 {
+		n, err := r.AuthFailures(ctx, agentID)
+		if err != nil {
+			return fmt.Errorf("count failed authentications: %w", err)
+		}
+		if n > 0 {
 			add(broker.RiskAuthFailures, min(5*n, 25), "%d failed authentications naming the agent in the last hour", n)
 		}
 	}

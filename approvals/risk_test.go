@@ -200,11 +200,11 @@ func TestRiskFactors(t *testing.T) {
 	}
 	r := approvals.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
-	r.AuthFailures = func(agentID string) int {
+	r.AuthFailures = func(_ context.Context, agentID string) (int, error) {
 		if agentID == a.ID {
-			return 3
+			return 3, nil
 		}
-		return 0
+		return 0, nil
 	}
 	got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a,
 		Role: &broker.Role{Name: "txn-approve", Sensitivity: broker.SensitivityLow}, TTL: 50 * time.Minute, Time: now, SourceIP: "10.0.0.9"})

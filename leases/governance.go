@@ -160,6 +160,13 @@ func (s *Service) checkActivation(ctx context.Context, l *broker.Lease, agent *b
 // EDENIED.
 func (s *Service) createLive(ctx context.Context, l *broker.Lease, actor, reason string) error {
 	conflicts := s.conflictsWith(l.Role)
+	if s.capInStore() {
+		err := s.createCapped(ctx, l, actor, reason, conflicts)
+		if isDutyConflict(err) {
+			return s.denyConflict(ctx, l, actor, strings.TrimSuffix(broker.ErrorMessage(err), "."))
+		}
+		return err
+	}
 	if len(conflicts) == 0 {
 		return s.Store.CreateLease(ctx, l, actor, reason)
 	}

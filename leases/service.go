@@ -91,6 +91,11 @@ type Service struct {
 	// with Retry-After (limits.go). Zero means no cap.
 	MaxLiveLeases int
 	slotLocks     sync.Map // agent id → *sync.Mutex
+	// Cap enforces MaxLiveLeases in the store, in the transaction that
+	// creates the lease, so that replicas on one store cannot together
+	// exceed it; NewService sets it when the store implements it. Without
+	// it, the cap holds within this process only.
+	Cap broker.LeaseCapStore
 
 	// Governance (governance.go, breakglass.go, extend.go). Risk scores
 	// every request (nil: 0). Guard makes leases live under separation of
@@ -137,6 +142,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 	if g, ok := store.(broker.LeaseGuard); ok {
 		s.Guard = g
 	}
+	s.Cap, _ = store.(broker.LeaseCapStore)
 	return s
 }
 
@@ -292,7 +298,9 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		s.Logger.Info("lease denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", l.Decision)
 		return l, nil, broker.Errorf(broker.EDENIED, "Request denied: %s.", l.Decision)
 	case broker.LeasePending:
-		if err := s.Store.CreateLease(ctx, l, actor.String(), l.Decision); err != nil {
+		if err := s.createCapped(ctx, l, actor.String(), l.Decision, nil); broker.ErrorCode(err) == broker.ETOOMANY {
+			return nil, nil, err
+		} else if err != nil {
 			return nil, nil, fmt.Errorf("record pending lease: %w", err)
 		}
 		created = true
@@ -313,7 +321,11 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 	// Write ahead: the lease exists before Vault is asked to mint. With
 	// conflicting roles, separation of duty is checked in the same
 	// transaction (governance.go).
-	if err := s.createLive(ctx, l, actor.String(), l.Decision); broker.ErrorCode(err) == broker.EDENIED {
+	err = s.createLive(ctx, l, actor.String(), l.Decision)
+	if broker.ErrorCode(err) == broker.ETOOMANY {
+		return nil, nil, err
+	}
+	if broker.ErrorCode(err) == broker.EDENIED {
 		created = true // recorded denied
 		return l, nil, err
 	} else if err != nil {

@@ -50,7 +50,26 @@ type Metrics struct {
 // NewMetrics returns the metrics with the Go and process collectors and the
 // scrape-time gauges read from src, with now as the clock.
 func NewMetrics(src MetricsSource, now func() time.Time) *Metrics {
+	return NewReplicaMetrics(src, now, "")
+}
+
+// NewReplicaMetrics is NewMetrics for one of several replicas: every series
+// carries the label replica="<replica>", and stint_replica_info names it.
+// The store's gauges (leases by state, the revocation queue) are the same
+// on every replica: aggregate them with max, not sum. An empty replica adds
+// no label.
+func NewReplicaMetrics(src MetricsSource, now func() time.Time, replica string) *Metrics {
 	reg := prometheus.NewRegistry()
+	var to prometheus.Registerer = reg
+	if replica != "" {
+		to = prometheus.WrapRegistererWith(prometheus.Labels{"replica": replica}, reg)
+		info := prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stint_replica_info",
+			Help: "Always 1; its replica label names this replica (replica.id, --replica-id).",
+		})
+		info.Set(1)
+		to.MustRegister(info)
+	}
 	m := &Metrics{
 		Registry: reg,
 		grantLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -87,7 +106,7 @@ func NewMetrics(src MetricsSource, now func() time.Time) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 		}),
 	}
-	reg.MustRegister(
+	to.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.grantLatency, m.decisions, m.vaultLatency, m.vaultErrors, m.authFailures,

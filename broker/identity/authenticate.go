@@ -44,13 +44,13 @@ func (s *Service) AuthenticateRequest(ctx context.Context, req broker.AuthReques
 	}
 	if err != nil {
 		if broker.ErrorCode(err) == broker.EUNAUTHORIZED {
-			s.Failures.Record(blame, req.SourceIP, now)
+			s.recordFailure(ctx, blame, req.SourceIP, now)
 		}
 		return broker.Actor{}, err
 	}
 	actor.SourceIP = req.SourceIP
 	if actor.Kind == broker.ActorAgent {
-		if err := s.Limits.Allow(actor.AgentID, actor.Name, now); err != nil {
+		if err := s.Limits.Allow(ctx, actor.AgentID, actor.Name, now); err != nil {
 			return broker.Actor{}, err
 		}
 	}
@@ -72,13 +72,25 @@ func (s *Service) authenticateCertActor(ctx context.Context, certs []*x509.Certi
 // AuthFailures returns the failed authentications in the last hour blamed
 // on the agent, and those from the source address; either key may be empty.
 // It is a risk input.
-func (s *Service) AuthFailures(agentID, sourceIP string) (byAgent, bySource int) {
+func (s *Service) AuthFailures(ctx context.Context, agentID, sourceIP string) (byAgent, bySource int, err error) {
 	now := s.Now().UTC()
 	if agentID != "" {
-		byAgent = s.Failures.Agent(agentID, now)
+		if byAgent, err = s.Failures.Agent(ctx, agentID, now); err != nil {
+			return 0, 0, err
+		}
 	}
 	if sourceIP != "" {
-		bySource = s.Failures.Source(sourceIP, now)
+		if bySource, err = s.Failures.Source(ctx, sourceIP, now); err != nil {
+			return 0, 0, err
+		}
 	}
-	return byAgent, bySource
+	return byAgent, bySource, nil
+}
+
+// recordFailure counts a failed authentication. Failing to count it does
+// not change the answer (the request fails anyway); it is logged.
+func (s *Service) recordFailure(ctx context.Context, agentID, source string, now time.Time) {
+	if err := s.Failures.Record(context.WithoutCancel(ctx), agentID, source, now); err != nil {
+		s.Logger.Warn("failed authentication not counted", "agent_id", agentID, "source", source, "err", err)
+	}
 }

@@ -96,6 +96,9 @@ func NewService(store broker.AgentStore, admins []AdminToken) *Service {
 		Failures: NewFailureCounter(), Logger: slog.New(slog.DiscardHandler),
 	}
 	s.Identity, _ = store.(broker.IdentityStore)
+	// Failed authentications are counted in the store when it can, so
+	// that every replica sees them.
+	s.Failures.Store, _ = store.(broker.AuthFailureStore)
 	return s
 }
 

@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -11,10 +13,15 @@ import (
 )
 
 // RateLimiter holds one token bucket per agent: RPS requests per second with
-// bursts of Burst. A zero RPS disables it.
+// bursts of Burst. A zero RPS disables it. With a Store, the buckets live
+// there and every replica on the store draws from the same one; without,
+// they live in this process (exact for a single process).
 type RateLimiter struct {
 	RPS   float64
 	Burst int
+	// Store keeps the buckets that several replicas share; nil keeps them
+	// in memory.
+	Store broker.RateStore
 
 	mu      sync.Mutex
 	buckets map[string]*rate.Limiter
@@ -27,8 +34,19 @@ func NewRateLimiter(rps float64, burst int) *RateLimiter {
 
 // Allow takes one request from the agent's bucket at now. Otherwise it
 // returns ETOOMANY with how long to wait (whole seconds, at least one).
-func (r *RateLimiter) Allow(agentID, agentName string, now time.Time) error {
+// A store that cannot be reached refuses the request (fail closed).
+func (r *RateLimiter) Allow(ctx context.Context, agentID, agentName string, now time.Time) error {
 	if r == nil || r.RPS <= 0 {
+		return nil
+	}
+	if r.Store != nil {
+		wait, err := r.Store.TakeToken(ctx, "agent:"+agentID, r.RPS, r.Burst, now)
+		if err != nil {
+			return fmt.Errorf("rate limit: %w", err)
+		}
+		if wait > 0 {
+			return tooMany(agentName, wait)
+		}
 		return nil
 	}
 	r.mu.Lock()
@@ -68,9 +86,14 @@ const maxFailureSources = 10000
 
 // FailureCounter counts failed authentications over the last hour, per
 // agent (when the failure names a registered agent) and per source address.
-// It lives in memory: counts restart with the process. It is a risk input,
+// With a Store the counts live there, shared by every replica; without,
+// they live in memory and restart with the process. It is a risk input,
 // read through Service.AuthFailures.
 type FailureCounter struct {
+	// Store keeps the counts that several replicas share; nil keeps them
+	// in memory.
+	Store broker.AuthFailureStore
+
 	mu       sync.Mutex
 	byAgent  map[string]*failureWindow
 	bySource map[string]*failureWindow
@@ -110,8 +133,17 @@ func NewFailureCounter() *FailureCounter {
 	return &FailureCounter{byAgent: map[string]*failureWindow{}, bySource: map[string]*failureWindow{}}
 }
 
+// failureWindowLength is how far back Agent and Source count.
+const failureWindowLength = failureBuckets * time.Minute
+
 // Record counts one failure at now; either key may be empty.
-func (f *FailureCounter) Record(agentID, source string, now time.Time) {
+func (f *FailureCounter) Record(ctx context.Context, agentID, source string, now time.Time) error {
+	if f.Store != nil {
+		if err := f.Store.RecordAuthFailure(ctx, agentID, source, now); err != nil {
+			return fmt.Errorf("record auth failure: %w", err)
+		}
+		return nil
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if agentID != "" {
@@ -133,6 +165,7 @@ func (f *FailureCounter) Record(agentID, source string, now time.Time) {
 		}
 		w.add(now)
 	}
+	return nil
 }
 
 func (f *FailureCounter) evictOldestSource() {
@@ -147,15 +180,21 @@ func (f *FailureCounter) evictOldestSource() {
 }
 
 // Agent returns the agent's failures in the hour before now.
-func (f *FailureCounter) Agent(agentID string, now time.Time) int {
+func (f *FailureCounter) Agent(ctx context.Context, agentID string, now time.Time) (int, error) {
+	if f.Store != nil {
+		return f.Store.CountAuthFailures(ctx, broker.AuthFailureAgent, agentID, now.Add(-failureWindowLength+time.Minute))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.byAgent[agentID].total(now)
+	return f.byAgent[agentID].total(now), nil
 }
 
 // Source returns the source address's failures in the hour before now.
-func (f *FailureCounter) Source(ip string, now time.Time) int {
+func (f *FailureCounter) Source(ctx context.Context, ip string, now time.Time) (int, error) {
+	if f.Store != nil {
+		return f.Store.CountAuthFailures(ctx, broker.AuthFailureSource, ip, now.Add(-failureWindowLength+time.Minute))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.bySource[ip].total(now)
+	return f.bySource[ip].total(now), nil
 }

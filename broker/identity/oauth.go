@@ -195,7 +195,7 @@ func (s *Service) Token(ctx context.Context, req broker.TokenRequest) (*broker.T
 	if err != nil {
 		return nil, err
 	}
-	if err := s.Limits.Allow(agent.ID, agent.Name, now); err != nil {
+	if err := s.Limits.Allow(ctx, agent.ID, agent.Name, now); err != nil {
 		return nil, err
 	}
 
@@ -284,7 +284,7 @@ func (s *Service) authenticateClient(ctx context.Context, req broker.TokenReques
 			if agent != nil {
 				blame = agent.ID
 			}
-			s.Failures.Record(blame, req.SourceIP, now)
+			s.recordFailure(ctx, blame, req.SourceIP, now)
 		}
 		return nil, "", err
 	}

@@ -80,22 +80,22 @@ func TestRateLimiter(t *testing.T) {
 	r := identity.NewRateLimiter(1, 2)
 	now := time.Unix(1000, 0)
 	for i := range 2 {
-		if err := r.Allow("a", "a", now); err != nil {
+		if err := r.Allow(t.Context(), "a", "a", now); err != nil {
 			t.Fatalf("request %d within burst: %v", i+1, err)
 		}
 	}
-	err := r.Allow("a", "a", now)
+	err := r.Allow(t.Context(), "a", "a", now)
 	var be *broker.Error
 	if broker.ErrorCode(err) != broker.ETOOMANY || !asError(err, &be) || be.RetryAfter != time.Second {
 		t.Fatalf("over the rate: %v; want ETOOMANY retrying after 1s", err)
 	}
-	if err := r.Allow("b", "b", now); err != nil {
+	if err := r.Allow(t.Context(), "b", "b", now); err != nil {
 		t.Fatalf("another agent: %v", err)
 	}
-	if err := r.Allow("a", "a", now.Add(time.Second)); err != nil {
+	if err := r.Allow(t.Context(), "a", "a", now.Add(time.Second)); err != nil {
 		t.Fatalf("after refill: %v", err)
 	}
-	if err := identity.NewRateLimiter(0, 0).Allow("a", "a", now); err != nil {
+	if err := identity.NewRateLimiter(0, 0).Allow(t.Context(), "a", "a", now); err != nil {
 		t.Fatalf("disabled limiter: %v", err)
 	}
 }
@@ -109,20 +109,32 @@ func asError(err error, target **broker.Error) bool {
 func TestFailureCounter(t *testing.T) {
 	f := identity.NewFailureCounter()
 	now := time.Unix(1_000_000, 0)
-	f.Record("agent-1", "10.0.0.1", now)
-	f.Record("", "10.0.0.1", now.Add(30*time.Minute))
-	f.Record("agent-1", "", now.Add(59*time.Minute))
-	if got := f.Agent("agent-1", now.Add(59*time.Minute)); got != 2 {
+	f.Record(t.Context(), "agent-1", "10.0.0.1", now)
+	f.Record(t.Context(), "", "10.0.0.1", now.Add(30*time.Minute))
+	f.Record(t.Context(), "agent-1", "", now.Add(59*time.Minute))
+	count := func(kind, key string, at time.Time) int {
+		t.Helper()
+		fn := f.Agent
+		if kind == "source" {
+			fn = f.Source
+		}
+		n, err := fn(t.Context(), key, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := count("agent", "agent-1", now.Add(59*time.Minute)); got != 2 {
 		t.Fatalf("agent failures = %d, want 2", got)
 	}
-	if got := f.Source("10.0.0.1", now.Add(59*time.Minute)); got != 2 {
+	if got := count("source", "10.0.0.1", now.Add(59*time.Minute)); got != 2 {
 		t.Fatalf("source failures = %d, want 2", got)
 	}
 	// An hour later the first failures have left the window.
-	if got := f.Agent("agent-1", now.Add(61*time.Minute)); got != 1 {
+	if got := count("agent", "agent-1", now.Add(61*time.Minute)); got != 1 {
 		t.Fatalf("agent failures an hour on = %d, want 1", got)
 	}
-	if got := f.Source("10.9.9.9", now); got != 0 {
+	if got := count("source", "10.9.9.9", now); got != 0 {
 		t.Fatalf("unknown source = %d", got)
 	}
 }

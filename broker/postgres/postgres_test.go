@@ -44,3 +44,12 @@ func MustOpenDSN(tb testing.TB, dsn string) *postgres.DB {
 	})
 	return db
 }
+
+// TestShared runs the replica suite on two stores (two pools) on one
+// schema.
+func TestShared(t *testing.T) {
+	storetest.RunSharedTests(t, func(tb testing.TB) (storetest.SharedStore, storetest.SharedStore) {
+		_, dsn := pgtest.NewSchema(tb)
+		return MustOpenDSN(tb, dsn), MustOpenDSN(tb, dsn)
+	})
+}

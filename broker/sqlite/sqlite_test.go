@@ -373,3 +373,11 @@ func TestLegacyLeaseEvents(t *testing.T) {
 		}
 	}
 }
+
+// TestShared runs the replica suite on two handles on one database file.
+func TestShared(t *testing.T) {
+	storetest.RunSharedTests(t, func(tb testing.TB) (storetest.SharedStore, storetest.SharedStore) {
+		a, path := MustOpenDB(tb)
+		return a, MustOpenPath(tb, path)
+	})
+}

@@ -37,6 +37,9 @@ type Main struct {
 	VaultOptional bool
 	// vaultMissing is set when Open went on without Vault (VaultOptional).
 	vaultMissing bool
+	// ReplicaID names this replica in logs, metrics and the claims it
+	// holds; Open fills it in (replica.go) unless set.
+	ReplicaID string
 	// SlackOptional lets Open proceed without Slack when slack.enabled but
 	// its tokens are not in the environment, for operator commands: they
 	// record to the store, and the server's outbox tells Slack. Approvers
@@ -88,6 +91,11 @@ func NewMain(cfg Config, logger *slog.Logger) *Main {
 // Open opens the store and Vault and builds the services. It starts nothing.
 func (m *Main) Open(ctx context.Context) error {
 	var err error
+	m.ReplicaID = m.replicaID()
+	if err := checkReplicaID(m.ReplicaID); err != nil {
+		return fmt.Errorf("replica id: %w", err)
+	}
+	m.Logger = m.Logger.With("replica", m.ReplicaID)
 	if m.DB, err = openConfiguredStore(ctx, m.Config.Store, m.Getenv); err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -107,7 +115,7 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Issuer = iss
 		}
 	}
-	m.Metrics = web.NewMetrics(m.DB, time.Now)
+	m.Metrics = web.NewReplicaMetrics(m.DB, time.Now, m.ReplicaID)
 	observeCommits(m.DB, m.Metrics.ObserveStoreCommit)
 	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
 
@@ -225,6 +233,7 @@ func (m *Main) Close() error {
 		<-m.Cron.Stop().Done()
 	}
 	m.wg.Wait()
+	m.releaseClaims()
 	m.finalCheckpoint()
 	errs = append(errs, m.closeApprovals())
 	if c, ok := m.Issuer.(interface{ Close() error }); ok {

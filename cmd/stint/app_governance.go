@@ -35,9 +35,9 @@ func (m *Main) openGovernance() error {
 		}
 		r := approvals.NewRisk(m.DB, m.Logger)
 		r.RevokeThreshold, r.Location = rc.RevokeThreshold, loc
-		r.AuthFailures = func(agentID string) int {
-			n, _ := m.Agents.AuthFailures(agentID, "")
-			return n
+		r.AuthFailures = func(ctx context.Context, agentID string) (int, error) {
+			n, _, err := m.Agents.AuthFailures(ctx, agentID, "")
+			return n, err
 		}
 		r.Control, r.Alerts = control, alerts
 		m.Risk = r
@@ -77,7 +77,7 @@ func setDecisionRules(svc *leases.Service, cfg Config) {
 func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 	rc := m.Config.Reviews
 	if rc.Schedule != "" {
-		if _, err := c.AddFunc(rc.Schedule, func() {
+		if err := m.addExclusive(ctx, c, "review_campaign", rc.Schedule, func(ctx context.Context) {
 			if _, err := m.Reviews.Campaign(ctx); err != nil {
 				m.Logger.Error("access review run failed", "err", err)
 			}
@@ -85,7 +85,7 @@ func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 			return fmt.Errorf("reviews.schedule %q: %w", rc.Schedule, err)
 		}
 	}
-	if _, err := c.AddFunc(rc.EnforceSchedule, func() {
+	if err := m.addExclusive(ctx, c, "review_enforce", rc.EnforceSchedule, func(ctx context.Context) {
 		if err := m.Reviews.Enforce(ctx); err != nil {
 			m.Logger.Error("access review deadlines failed", "err", err)
 		}
@@ -93,7 +93,8 @@ func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 		return fmt.Errorf("reviews.enforce_schedule %q: %w", rc.EnforceSchedule, err)
 	}
 	if m.Risk != nil {
-		c.Schedule(cron.Every(m.Config.Risk.MonitorInterval), cron.FuncJob(func() {
+		every := cron.Every(m.Config.Risk.MonitorInterval)
+		c.Schedule(every, m.exclusiveJob(ctx, "risk_monitor", every, func(ctx context.Context) {
 			if err := m.Risk.Monitor(ctx); err != nil {
 				m.Logger.Error("risk monitor failed", "err", err)
 			}

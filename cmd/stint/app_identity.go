@@ -75,6 +75,13 @@ func (m *Main) openIdentity() error {
 
 	lim := m.Config.Limits
 	a.Limits = identity.NewRateLimiter(lim.RequestsPerSecond, lim.Burst)
+	if m.Config.Store.Driver == driverPostgres {
+		// Several replicas may share this store: the buckets live in it,
+		// so an agent gets one rate however many replicas it talks to.
+		// With SQLite, one process, they stay in memory (exact, and no
+		// write per request).
+		a.Limits.Store = m.DB
+	}
 	m.Leases.MaxLiveLeases = lim.MaxLiveLeases
 	m.HTTP.Auth = a
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +29,9 @@ func openMain(cmd *cobra.Command) (*Main, error) {
 		return nil, err
 	}
 	m := NewMain(cfg, logger)
+	if f := cmd.Flags().Lookup("replica-id"); f != nil {
+		m.ReplicaID = f.Value.String()
+	}
 	// Only the server and the reconciler cannot work without Vault.
 	m.VaultOptional = cmd.Name() != "serve" && cmd.Name() != "reconcile"
 	m.SlackOptional = cmd.Name() != "serve"
@@ -39,14 +43,21 @@ func openMain(cmd *cobra.Command) (*Main, error) {
 }
 
 func newServeCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the Stint server: HTTP API, expiry loop and reconciler",
 		Long: `Run the Stint server. It serves the HTTP API on the configured address,
 revokes leases when their windows close (overdue ones at once on start),
 retries failed revocations until Vault confirms them, and reconciles Vault
 with the lease store on the configured schedule. SIGINT or SIGTERM stops it
-gracefully.`,
+gracefully: it stops accepting connections, finishes the requests in
+flight (up to 20 s), lets running jobs end and releases its claims of
+scheduled jobs, so that another replica on the same store takes them at
+once.
+
+Several replicas may serve one PostgreSQL store (store.driver postgres);
+--replica-id (or STINT_REPLICA_ID, or replica.id) names this one in logs,
+metrics and its claims; the default is the host name and process id.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			m, err := openMain(cmd)
@@ -57,6 +68,8 @@ gracefully.`,
 			return m.Run(cmd.Context())
 		},
 	}
+	cmd.Flags().String("replica-id", os.Getenv("STINT_REPLICA_ID"), "name of this replica in logs, metrics and job claims (env STINT_REPLICA_ID; default replica.id, else host name and process id)")
+	return cmd
 }
 
 func newReconcileCommand() *cobra.Command {

@@ -22,6 +22,8 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Store says where leases and agents are kept.
 	Store StoreConfig `yaml:"store"`
+	// Replica names this replica among several on one store (replica.go).
+	Replica ReplicaConfig `yaml:"replica"`
 	// Vault says how to reach the Vault that mints credentials.
 	Vault VaultConfig `yaml:"vault"`
 	// Admin lists how admins authenticate.
@@ -171,11 +173,12 @@ type LogConfig struct {
 // DefaultConfig returns the configuration used where the file is silent.
 func DefaultConfig() Config {
 	return Config{
-		Listen: "127.0.0.1:7070",
-		Store:  StoreConfig{Driver: "sqlite", Path: "stint.db"},
-		Vault:  VaultConfig{Address: "http://127.0.0.1:8200", TokenEnv: "VAULT_TOKEN", Timeout: 15 * time.Second},
-		Admin:  AdminConfig{TokenEnv: "STINT_ADMIN_TOKEN"},
-		Keys:   KeysConfig{DefaultTTL: 24 * time.Hour, MaxTTL: 30 * 24 * time.Hour},
+		Listen:  "127.0.0.1:7070",
+		Store:   StoreConfig{Driver: "sqlite", Path: "stint.db"},
+		Replica: defaultReplicaConfig(),
+		Vault:   VaultConfig{Address: "http://127.0.0.1:8200", TokenEnv: "VAULT_TOKEN", Timeout: 15 * time.Second},
+		Admin:   AdminConfig{TokenEnv: "STINT_ADMIN_TOKEN"},
+		Keys:    KeysConfig{DefaultTTL: 24 * time.Hour, MaxTTL: 30 * 24 * time.Hour},
 		Leases: LeasesConfig{
 			RetryBase: 2 * time.Second, RetryMax: 30 * time.Second, ClaimTimeout: 30 * time.Second, ReconcileSchedule: "@every 1m",
 			IssuingTimeout: time.Minute, OrphanGrace: time.Minute,
@@ -287,6 +290,9 @@ func (c *Config) Validate() error {
 		if t.Name == "" {
 			return errors.New("admin.tokens: every token needs a name")
 		}
+	}
+	if err := c.Replica.Validate(); err != nil {
+		return err
 	}
 	if err := c.validateMCPConfig(); err != nil {
 		return err

@@ -612,7 +612,10 @@ func TestIdentityMTLS(t *testing.T) {
 	})
 
 	t.Run("FailuresCounted", func(t *testing.T) {
-		byAgent, bySource := env.Agents.AuthFailures(agentID, "127.0.0.1")
+		byAgent, bySource, err := env.Agents.AuthFailures(t.Context(), agentID, "127.0.0.1")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if byAgent < 2 || bySource < 4 {
 			t.Fatalf("AuthFailures = %d by agent, %d by source; want the refusals above counted", byAgent, bySource)
 		}

@@ -49,6 +49,13 @@ func TestMetrics(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("scrape = %d %s", status, body)
 	}
+	// Every series carries the replica's id; the checks below leave it out.
+	if !regexp.MustCompile(`(?m)^stint_replica_info\{replica="[^"]+"\} 1$`).MatchString(body) {
+		t.Errorf("no stint_replica_info naming the replica in:\n%s", body)
+	}
+	body = regexp.MustCompile(`\{replica="[^"]*"\}`).ReplaceAllString(body, "")
+	body = regexp.MustCompile(`,replica="[^"]*"`).ReplaceAllString(body, "")
+	body = regexp.MustCompile(`\{replica="[^"]*",`).ReplaceAllString(body, "{")
 	value := func(series string) float64 {
 		t.Helper()
 		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)

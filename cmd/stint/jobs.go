@@ -23,21 +23,28 @@ func (m *Main) schedule(ctx context.Context) (*cron.Cron, error) {
 		// lose its token and skip the job forever (robfig/cron#366).
 		cron.WithChain(cron.SkipIfStillRunning(l), cron.Recover(l)),
 	)
-	if _, err := c.AddFunc(m.Config.Leases.ReconcileSchedule, func() { m.reconcile(ctx) }); err != nil {
+	// Housekeeping runs on one replica a tick (addExclusive); the expiry
+	// loop, the revocation queue and the approval outbox claim each due
+	// item instead, so every replica works on them.
+	if err := m.addExclusive(ctx, c, "reconcile", m.Config.Leases.ReconcileSchedule, m.reconcile); err != nil {
 		return nil, fmt.Errorf("leases.reconcile_schedule %q: %w", m.Config.Leases.ReconcileSchedule, err)
 	}
 	if err := m.scheduleGovernance(ctx, c); err != nil { // app_governance.go
 		return nil, err
 	}
 	if m.Checkpoints != nil {
+		// Every replica signs checkpoints into its own file: not exclusive.
 		if _, err := c.AddFunc(m.Config.Audit.Checkpoints.Schedule, func() { m.checkpoint(ctx) }); err != nil {
 			return nil, fmt.Errorf("audit.checkpoints.schedule %q: %w", m.Config.Audit.Checkpoints.Schedule, err)
 		}
 	}
 	if m.Config.Approval.NoticeRetention > 0 {
-		if _, err := c.AddFunc("@hourly", func() { m.pruneNotices(ctx) }); err != nil {
+		if err := m.addExclusive(ctx, c, "prune_notices", "@hourly", m.pruneNotices); err != nil {
 			return nil, fmt.Errorf("schedule the outbox prune: %w", err)
 		}
+	}
+	if err := m.addExclusive(ctx, c, "prune_counters", "@every 10m", m.pruneReplicaState); err != nil {
+		return nil, fmt.Errorf("schedule the counters' prune: %w", err)
 	}
 	return c, nil
 }

@@ -30,6 +30,9 @@ type Store interface {
 	broker.UserStore
 	broker.AuditLog
 	broker.AuditStore
+	broker.JobStore
+	broker.RateStore
+	broker.AuthFailureStore
 	web.MetricsSource
 
 	// EndOverdueLeases ends pending and approved leases whose approval
