@@ -209,10 +209,18 @@ func (certAuth) authorize(context.Context, *http.Request) error { return nil }
 func (certAuth) refresh() bool                                  { return false }
 func (certAuth) describe() string                               { return "client certificate" }
 
+// publicKeyPrefixes are the prefixes Stint puts before a key's secret part:
+// an API key and an OAuth client secret.
+var publicKeyPrefixes = []string{"stint_ak_", "stint_cs_"}
+
 // redactKey shows a key's public prefix (such as "stint_ak_") and no more.
+// The secret part is random and may itself contain "_", so the prefix is
+// matched, not searched for.
 func redactKey(key string) string {
-	if i := strings.LastIndex(key, "_"); i > 0 && i < 16 {
-		return key[:i+1] + "[redacted]"
+	for _, p := range publicKeyPrefixes {
+		if strings.HasPrefix(key, p) {
+			return p + "[redacted]"
+		}
 	}
 	return "[redacted]"
 }
