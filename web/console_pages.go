@@ -404,19 +404,19 @@ func backTo(c echo.Context, def string) string {
 // (admin): the kill switch for one agent, with a reason. The containment is
 // written at once; the page that follows shows its progress.
 func (s *Server) handleConsoleAgentRevokeAll(c echo.Context) error {
-	return s.consoleContain(c, "", "")
+	return s.consoleContain(c, "")
 }
 
 // handleConsoleAgentDisable handles "POST /console/agents/:id/disable"
 // (admin): the agent can no longer authenticate, and its live leases are
 // revoked.
 func (s *Server) handleConsoleAgentDisable(c echo.Context) error {
-	return s.consoleContain(c, broker.AgentDisabled, "agent disabled: ")
+	return s.consoleContain(c, broker.AgentDisabled)
 }
 
 // consoleContain contains the agent through the lease service, as the API
 // does, and shows the containment's progress.
-func (s *Server) consoleContain(c echo.Context, state broker.AgentState, prefix string) error {
+func (s *Server) consoleContain(c echo.Context, state broker.AgentState) error {
 	reason := strings.TrimSpace(c.FormValue("reason"))
 	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
 		return err
@@ -426,7 +426,7 @@ func (s *Server) consoleContain(c echo.Context, state broker.AgentState, prefix 
 	if err != nil {
 		return err
 	}
-	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: prefix + reason})
+	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: reason})
 	if err != nil {
 		return err
 	}
