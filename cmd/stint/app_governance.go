@@ -101,4 +101,3 @@ func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 	}
 	return nil
 }
-
