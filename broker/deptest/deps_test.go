@@ -16,6 +16,9 @@ const (
 	whyNoAdapter  = "a service reaches an SDK only through its port; the adapter below it is wired in cmd/stint"
 	whyWebDomain  = "web serves the services through broker's interfaces; it never runs the domain itself"
 	whyMockTests  = "broker/mock is for tests; production code must not link it"
+	// The console's other half is TestReadOnly in web/console: Reader has
+	// no method that writes, and Console holds no store that does.
+	whyConsoleReads = "the console reads through console.Reader and changes state only through the services the API uses; it never holds a store"
 )
 
 // rules is every layering rule of the module, with its reason. A new
@@ -50,6 +53,11 @@ var rules = []deptest.Rule{
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyConsoleReads},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyConsoleReads},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/identity",
+		Why: "the console's people log in through broker.UserService; agents' credentials are not the console's to check"},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "web/client", Why: "the console calls the services in process, not the API over HTTP"},
 
 	// Adapters sit below their parent and beside nothing else.
 	{Pkgs: []string{"leases/vault/..."}, Kind: deptest.NoDep, Dep: "approvals", Why: "the Vault adapter serves leases only"},
@@ -87,8 +95,10 @@ var rules = []deptest.Rule{
 		Why: "the stores apply their own migrations when they open; only \"stint migrate\" reads their status besides"},
 	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/labstack/echo",
 		Why: "echo stays in the HTTP layer; handlers call services that know nothing of HTTP"},
-	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/coreos/go-oidc",
+	{Pkgs: []string{"web/console"}, Kind: deptest.SoleImporter, Dep: "github.com/coreos/go-oidc",
 		Why: "single sign-on is the console's, an HTTP concern"},
+	{Pkgs: []string{"web/console"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/oauth2",
+		Why: "the console is an OAuth client of the identity provider; Stint's own OAuth server (web, broker/identity) builds its tokens itself"},
 	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/prometheus/client_golang",
 		Why: "metrics are served over HTTP; services count through broker's interfaces"},
 	{Pkgs: []string{"broker/users"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/crypto/bcrypt",
