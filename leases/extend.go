@@ -109,7 +109,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionExtend, agent, role, add, actor, now, false)
+	risk, err := s.scoreRisk(ctx, broker.ActionExtend, agent, role, add, l.Task, actor, now, false)
 	if err != nil {
 		return nil, err
 	}

@@ -10,14 +10,12 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -50,13 +48,11 @@ type Console struct {
 	// Store is read directly for the console's views; every change goes
 	// through the Server's services with the user as the actor.
 	Store ConsoleStore
+	// Users logs people in and keeps their sessions (broker/users).
+	Users broker.UserService
 	// Approvals, when set, lets approvers decide pending leases here; without
 	// it the approvals page lists pending leases read-only.
 	Approvals broker.ApprovalService
-	// SessionTTL is a session's absolute lifetime; IdleTimeout ends it
-	// earlier when unused.
-	SessionTTL  time.Duration
-	IdleTimeout time.Duration
 	// SecureCookies marks cookies Secure even on plain HTTP requests, for a
 	// console behind a TLS-terminating proxy. Requests that arrive over TLS
 	// always get Secure cookies.
@@ -69,34 +65,20 @@ type Console struct {
 	// events or was rewritten (broker.VerifyAudit).
 	Checkpoints   broker.AuditCheckpointSource
 	CheckpointKey ed25519.PublicKey
-	// LoginThrottle limits password logins per account and address, per
-	// account and per address (broker/throttle.go); the zero value means
-	// broker.DefaultLoginThrottleRules. Its counters live in Store, so
-	// every replica throttles alike.
-	LoginThrottle broker.LoginThrottleRules
 
-	once          sync.Once
-	passwordSlots chan struct{} // see acquirePasswordSlot
-	pages         map[string]*template.Template
-	verifyMu      sync.Mutex
-	lastCheck     *broker.AuditVerification
+	once      sync.Once
+	pages     map[string]*template.Template
+	verifyMu  sync.Mutex
+	lastCheck *broker.AuditVerification
 }
 
-// ConsoleStore is what the console reads: leases, agents, the audit chain,
-// and its own users, sessions and login throttle.
+// ConsoleStore is what the console reads: leases, agents and the audit
+// chain.
 type ConsoleStore interface {
 	broker.LeaseStore
 	broker.AgentStore
 	broker.AuditStore
-	broker.UserStore
-	broker.LoginThrottleStore
 }
-
-// Console defaults.
-const (
-	DefaultSessionTTL  = 12 * time.Hour
-	DefaultIdleTimeout = 30 * time.Minute
-)
 
 // Cookie names. The session cookie holds a random token whose SHA-256 is the
 // stored session id; the login cookie holds the double-submit token of the
@@ -169,16 +151,6 @@ func (s *Server) registerConsoleRoutes(e *echo.Echo) {
 // init parses the templates and sets defaults.
 func (con *Console) init() {
 	con.once.Do(func() {
-		if con.SessionTTL <= 0 {
-			con.SessionTTL = DefaultSessionTTL
-		}
-		if con.IdleTimeout <= 0 {
-			con.IdleTimeout = DefaultIdleTimeout
-		}
-		if con.LoginThrottle == (broker.LoginThrottleRules{}) {
-			con.LoginThrottle = broker.DefaultLoginThrottleRules
-		}
-		con.passwordSlots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))
 		con.pages = map[string]*template.Template{}
 		pages, err := fs.Glob(consoleFS, "templates/*.html")
 		if err != nil {
@@ -270,12 +242,6 @@ func randomToken() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// sessionID is the stored id of a session token.
-func sessionID(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
 // setCookie sets an HttpOnly, SameSite=Lax cookie on path; maxAge < 0
 // deletes it, 0 makes it last for the browser session.
 func (s *Server) setCookie(c echo.Context, name, value, path string, maxAge int) {
@@ -311,25 +277,14 @@ func (s *Server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 // consoleSession returns the request's user, or nil without a valid session.
 func (s *Server) consoleSession(c echo.Context) (*broker.User, string, error) {
 	ck, err := c.Cookie(sessionCookie)
-	if err != nil || ck.Value == "" || len(ck.Value) > 64 {
+	if err != nil || ck.Value == "" {
 		return nil, "", nil
 	}
-	ctx := c.Request().Context()
-	now := s.Now().UTC()
-	sess, err := s.Console.Store.FindSession(ctx, sessionID(ck.Value), now, now.Add(s.Console.IdleTimeout))
+	u, err := s.Console.Users.Session(c.Request().Context(), ck.Value)
 	if broker.ErrorCode(err) == broker.ENOTFOUND {
 		return nil, "", nil
 	} else if err != nil {
 		return nil, "", err
-	}
-	u, err := s.Console.Store.FindUserByID(ctx, sess.UserID)
-	if broker.ErrorCode(err) == broker.ENOTFOUND {
-		return nil, "", nil
-	} else if err != nil {
-		return nil, "", err
-	}
-	if u.State != broker.UserActive {
-		return nil, "", nil
 	}
 	return u, ck.Value, nil
 }
@@ -501,85 +456,43 @@ func safeNext(next string) string {
 
 // handleConsoleLogin handles "POST /console/login": name and password. A
 // wrong name and a wrong password look the same, and take the same time.
-// Each attempt is counted by the login throttle before the password is
-// checked; a throttled attempt gets 429 with Retry-After and costs no
-// password hash, whatever it sends. At most half the cores hash passwords
-// at once (acquirePasswordSlot).
+// The users service counts each attempt in the login throttle before the
+// password is checked; a throttled attempt gets 429 with Retry-After and
+// costs no password hash, whatever it sends.
 func (s *Server) handleConsoleLogin(c echo.Context) error {
 	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
 	next := safeNext(c.FormValue("next"))
-	ctx := c.Request().Context()
 	page := loginPage{Next: next, Name: name, SSO: s.Console.OIDC != nil}
-	fail := func(reason string) error {
-		s.recordAuthFailureAs(c, "console", "anonymous", "", reason, map[string]any{"user": limitText(name, 64)})
-		page.Error = "Wrong name or password, or the account is disabled."
+	u, err := s.Console.Users.Login(c.Request().Context(), name, password, c.RealIP())
+	var failed *broker.LoginFailure
+	var e *broker.Error
+	switch {
+	case errors.As(err, &failed):
+		s.recordAuthFailureAs(c, "console", "anonymous", "", failed.Reason, map[string]any{"user": limitText(name, 64)})
+		page.Error = broker.ErrorMessage(err)
 		return s.render(c, http.StatusUnauthorized, "login", "", page)
-	}
-	if name == "" || password == "" || len(name) > 64 || len(password) > maxPasswordLen {
-		return fail("malformed login")
-	}
-	now, ip, rules := s.Now().UTC(), c.RealIP(), s.Console.LoginThrottle
-	if err := s.Console.Store.BeginLogin(ctx, name, ip, now, rules); err != nil {
-		var e *broker.Error
-		if !errors.As(err, &e) || e.Code != broker.ETOOMANY {
-			return err
-		}
+	case errors.As(err, &e) && e.Code == broker.ETOOMANY:
 		s.recordAuthFailureAs(c, "console", "anonymous", "", "throttled", map[string]any{"user": limitText(name, 64)})
 		setRetryAfter(c.Response().Header(), err)
 		page.Error = e.Message
 		return s.render(c, http.StatusTooManyRequests, "login", "", page)
-	}
-	// The attempt stays counted if the console is too busy to check it.
-	release, err := s.Console.acquirePasswordSlot(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	u, err := s.Console.Store.FindUserByName(ctx, name)
-	switch broker.ErrorCode(err) {
-	case "":
-	case broker.ENOTFOUND:
-		passwordMatches("", password)
-		return fail("unknown user")
-	default:
-		return err
-	}
-	if !passwordMatches(u.PasswordHash, password) {
-		return fail("wrong password")
-	}
-	if u.State != broker.UserActive {
-		return fail("user disabled")
-	}
-	if err := s.Console.Store.LoginSucceeded(ctx, name, ip, now, rules); err != nil {
+	case err != nil:
 		return err
 	}
 	return s.startSession(c, u, "password", next)
 }
 
-// startSession logs u in: it creates the server-side session, records the
-// login (method "password" or "oidc") and redirects to next, which the
-// caller made safe.
+// startSession logs u in through the users service (method "password" or
+// "oidc"), sets the session cookie and redirects to next, which the caller
+// made safe.
 func (s *Server) startSession(c echo.Context, u *broker.User, method, next string) error {
 	ctx := c.Request().Context()
-	token := randomToken()
-	now := s.Now().UTC()
-	sess := &broker.Session{
-		ID: sessionID(token), UserID: u.ID, CreatedAt: now,
-		ExpiresAt: now.Add(s.Console.SessionTTL), IdleExpiresAt: now.Add(s.Console.IdleTimeout),
-		SourceIP: c.RealIP(), UserAgent: limitText(c.Request().UserAgent(), 256),
-	}
-	if err := s.Console.Store.CreateSession(ctx, sess); err != nil {
+	token, sess, err := s.Console.Users.StartSession(ctx, u, broker.SessionStart{
+		Method: method, SourceIP: c.RealIP(), UserAgent: limitText(c.Request().UserAgent(), 256)})
+	if err != nil {
 		return err
 	}
-	if _, err := s.Console.Store.UpdateUser(ctx, u.ID, broker.UserUpdate{LastLoginAt: &now}); err != nil {
-		return err
-	}
-	actorCtx := broker.NewContextWithActor(ctx, u.Actor(c.RealIP()))
-	if err := s.Console.Store.Record(actorCtx, broker.AuditEvent{Kind: broker.AuditUserLogin, Actor: "user:" + u.Name, Subject: u.Name,
-		Details: broker.AuditDetails(map[string]any{"role": u.Role, "source_ip": c.RealIP(), "method": method})}); err != nil {
-		return err
-	}
-	s.setCookie(c, sessionCookie, token, consoleBasePath, int(s.Console.SessionTTL/time.Second))
+	s.setCookie(c, sessionCookie, token, consoleBasePath, int(sess.ExpiresAt.Sub(sess.CreatedAt)/time.Second))
 	s.setCookie(c, loginCSRFCookie, "", consoleLoginPath, -1)
 	s.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "method", method, "remote_ip", c.RealIP())
 	return c.Redirect(http.StatusSeeOther, next)
@@ -587,14 +500,8 @@ func (s *Server) startSession(c echo.Context, u *broker.User, method, next strin
 
 // handleConsoleLogout handles "POST /console/logout".
 func (s *Server) handleConsoleLogout(c echo.Context) error {
-	u := consoleUser(c)
 	token, _ := c.Get(consoleTokenKey).(string)
-	ctx := c.Request().Context()
-	if err := s.Console.Store.DeleteSession(ctx, sessionID(token)); err != nil {
-		return err
-	}
-	if err := s.Console.Store.Record(ctx, broker.AuditEvent{Kind: broker.AuditUserLogout, Actor: "user:" + u.Name, Subject: u.Name,
-		Details: broker.AuditDetails(map[string]any{"source_ip": c.RealIP()})}); err != nil {
+	if err := s.Console.Users.Logout(c.Request().Context(), token, consoleUser(c), c.RealIP()); err != nil {
 		return err
 	}
 	s.setCookie(c, sessionCookie, "", consoleBasePath, -1)

@@ -231,12 +231,12 @@ func (s *Server) handleConsoleOIDCCallback(c echo.Context) error {
 	if !cl.verified() {
 		return s.oidcFail(c, flow.Next, "email not verified", email, "Your email address is not verified with the identity provider.")
 	}
-	u, reason, err := s.userByEmail(ctx, email)
-	if err != nil {
+	u, err := s.Console.Users.UserByEmail(ctx, email)
+	var failed *broker.LoginFailure
+	if errors.As(err, &failed) {
+		return s.oidcFail(c, flow.Next, failed.Reason, email, "No active console user has your email address: ask an admin to add you with \"stint users add\".")
+	} else if err != nil {
 		return err
-	}
-	if u == nil {
-		return s.oidcFail(c, flow.Next, reason, email, "No active console user has your email address: ask an admin to add you with \"stint users add\".")
 	}
 	return s.startSession(c, u, "oidc", flow.Next)
 }
@@ -254,31 +254,6 @@ func exchangeError(err error) string {
 		}
 	}
 	return err.Error()
-}
-
-// userByEmail returns the one active console user with the address (case
-// does not matter), or nil and why not.
-func (s *Server) userByEmail(ctx context.Context, email string) (*broker.User, string, error) {
-	users, err := s.Console.Store.FindUsers(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	var found *broker.User
-	for _, u := range users {
-		if u.Email != "" && strings.EqualFold(u.Email, email) {
-			if found != nil {
-				return nil, "email matches more than one user", nil
-			}
-			found = u
-		}
-	}
-	switch {
-	case found == nil:
-		return nil, "unknown email", nil
-	case found.State != broker.UserActive:
-		return nil, "user disabled", nil
-	}
-	return found, "", nil
 }
 
 // oidcFail records a failed SSO login and shows the login page with msg.

@@ -25,6 +25,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
 )
 
@@ -163,7 +164,7 @@ func newOIDCConsole(t *testing.T, p *testProvider) (string, *sqlite.DB) {
 	s.Audit = db
 	s.Metrics = web.NewMetrics(db, time.Now)
 	oidcCfg := &web.OIDC{Issuer: p.URL, ClientID: p.ClientID, ClientSecret: "s3cret"}
-	s.Console = &web.Console{Store: db, OIDC: oidcCfg}
+	s.Console = &web.Console{Store: db, Users: users.NewService(db), OIDC: oidcCfg}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

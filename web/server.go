@@ -183,6 +183,7 @@ func (s *Server) build() {
 
 	v1 := e.Group("/v1")
 	s.registerLeaseRoutes(v1)
+	s.registerTaskRoutes(v1)
 	s.registerRoleRoutes(v1)
 	s.registerAgentRoutes(v1)
 	s.registerApprovalRoutes(v1)

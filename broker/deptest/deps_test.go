@@ -66,6 +66,13 @@ var rules = []deptest.Rule{
 	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
 	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
 	{Pkgs: []string{"broker/identity", "broker/checkpoint"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "leases", Why: "console users are people, not leases: the console reaches leases through broker.LeaseService"},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "approvals", Why: "console users are people who log in; what they may decide is the approvals service's"},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.NoDep, Dep: "broker/identity", Why: "console users and agents are separate identities with separate credentials"},
+	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/users", Why: "the console logs people in through broker.UserService; passwords and sessions stay in the service"},
 
 	// Each SDK has one seam.
 	{Pkgs: []string{"leases/vault"}, Kind: deptest.SoleImporter, Dep: "github.com/hashicorp/vault/api",
@@ -84,6 +91,8 @@ var rules = []deptest.Rule{
 		Why: "single sign-on is the console's, an HTTP concern"},
 	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/prometheus/client_golang",
 		Why: "metrics are served over HTTP; services count through broker's interfaces"},
+	{Pkgs: []string{"broker/users"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/crypto/bcrypt",
+		Why: "console passwords are hashed and checked in one place, the users service, under its throttle and its bound on concurrent hashes"},
 	{Pkgs: []string{"approvals"}, Kind: deptest.SoleImporter, Dep: "github.com/cedar-policy/cedar-go",
 		Why: "policy evaluation has one home; the rest of Stint sees broker.Decider"},
 	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/robfig/cron",

@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
 )
 
@@ -29,11 +30,12 @@ func (m *Main) openConsole() {
 		copy(sum[:], b)
 		m.Metrics.TokenHash = &sum
 	}
+	m.Users = users.NewService(m.DB)
 	if c := m.Config.Console; c.Enabled {
+		m.Users.SessionTTL, m.Users.IdleTimeout = c.SessionTTL, c.IdleTimeout
 		m.HTTP.Console = &web.Console{
 			Store:         m.DB,
-			SessionTTL:    c.SessionTTL,
-			IdleTimeout:   c.IdleTimeout,
+			Users:         m.Users,
 			SecureCookies: c.SecureCookies,
 		}
 		if m.checkpointFile != nil {
@@ -87,7 +89,7 @@ func (m *Main) runConsole(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if n, err := m.DB.DeleteExpiredSessions(ctx, time.Now()); err != nil {
+				if n, err := m.Users.DeleteExpiredSessions(ctx); err != nil {
 					m.Logger.Error("sweep console sessions", "err", err)
 				} else if n > 0 {
 					m.Logger.Debug("swept console sessions", "sessions", n)
