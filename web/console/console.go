@@ -110,25 +110,29 @@ type Host struct {
 	LoginFailed func(c echo.Context, reason string, details map[string]any)
 }
 
-// Cookie names. The session cookie holds a random token whose SHA-256 is the
-// stored session id; the login cookie holds the double-submit token of the
-// login form, the only form shown without a session.
+const (
+	// BasePath is where the console is served.
+	BasePath = "/console"
+	// ActorKey is the echo context key under which the request log finds
+	// the actor's name; the console puts "user:<name>" there.
+	ActorKey = "stint.actor"
+)
+
+// Cookie names and context keys. The session cookie holds a random token
+// whose SHA-256 is the stored session id; the login cookie holds the
+// double-submit token of the login form, the only form shown without a
+// session.
 const (
 	sessionCookie    = "stint_session"
 	loginCSRFCookie  = "stint_login_csrf"
 	csrfField        = "_csrf"
 	csrfHeader       = "X-CSRF-Token"
 	consoleKey       = "stint.console"
-	// BasePath is where the console is served.
-	BasePath = "/console"
-	// ActorKey is the echo context key under which the request log finds
-	// the actor's name; the console puts "user:<name>" there.
-	ActorKey = "stint.actor"
 	consoleUserKey   = "stint.console.user"
 	consoleCSRFKey   = "stint.console.csrf"
 	consoleTokenKey  = "stint.console.session"
 	consoleBasePath  = BasePath
-	consoleLoginPath = "/console/login"
+	consoleLoginPath = BasePath + "/login"
 )
 
 // consoleCSP allows the console's own scripts and styles and nothing else.
