@@ -11,7 +11,7 @@ DEV_VAULT := $(shell cmd/devvault/find-vault.sh $(BIN)/vault)
 endif
 TEST_ENV  := STINT_TEST_VAULT_BIN=$(DEV_VAULT) STINT_TEST_PG_DSN='$(PG_DSN)' STINT_TEST_ARTIFACTS=$(CURDIR)/test-artifacts
 
-.PHONY: all build devvault run test bench fuzz fuzz-smoke vet fmt clean distclean
+.PHONY: all build devvault run test chaos bench fuzz fuzz-smoke vet fmt clean distclean
 
 all: build
 
@@ -54,6 +54,24 @@ fuzz:
 ## fuzz-smoke: run each fuzz target for SMOKETIME (default 5s), as make test does
 fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZTIME=$(SMOKETIME)
+
+# The fault-injection suite (cmd/stint/chaos_test.go). make test runs it
+# with CHAOS_FAULTS=20 and Vault outages of seconds; make chaos runs the
+# full version. Override any of these: make chaos CHAOS_SEED=7 CHAOS_RUNS=3.
+CHAOS_RUNS       ?= 1
+CHAOS_FAULTS     ?= 200
+CHAOS_VAULT_DOWN ?= 60s
+CHAOS_SEED       ?=
+CHAOS_LOG        := $(CURDIR)/test-artifacts/chaos.log
+
+## chaos: the fault-injection suite in full: 3 replicas on a PostgreSQL cluster of its own, CHAOS_FAULTS (200) faults; prints the chaos: summary line last
+chaos: build devvault
+	@mkdir -p $(dir $(CHAOS_LOG))
+	@status=0; CHAOS_RUNS=$(CHAOS_RUNS) CHAOS_FAULTS=$(CHAOS_FAULTS) CHAOS_VAULT_DOWN=$(CHAOS_VAULT_DOWN) CHAOS_SEED=$(CHAOS_SEED) \
+		CHAOS_STINT_BIN=$(BIN)/stint $(TEST_ENV) $(GO) test -run '^TestChaos$$' -count=1 -v -timeout 12h ./cmd/stint \
+		> $(CHAOS_LOG) 2>&1 || status=$$?; \
+	grep -v '^chaos: ' $(CHAOS_LOG) | tail -n 40; echo "(full log: $(CHAOS_LOG))"; \
+	grep '^chaos: ' $(CHAOS_LOG) | tail -n 1; exit $$status
 
 ## bench: run the benchmarks (grant overhead, pipeline throughput, expiry precision)
 bench: devvault

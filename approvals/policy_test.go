@@ -663,3 +663,38 @@ func TestExampleSchemaValidatesExamples(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyTask: policy reads the lease's task as context.task, so a role
+// can be kept to one kind of task; the forbid names itself in the denial.
+func TestPolicyTask(t *testing.T) {
+	p, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "tasks.cedar", Text: []byte(`
+@id("allow-all")
+permit (principal is Agent, action == Action::"request", resource is Role);
+
+@id("admin-for-migrations")
+forbid (principal is Agent, action == Action::"request", resource == Role::"db-admin")
+unless { context.task like "migrate *" };
+`)}}, nil, approvals.PolicyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := func(s string) func(*broker.DecisionRequest) { return func(r *broker.DecisionRequest) { r.Task = s } }
+	for _, tt := range []struct {
+		name    string
+		req     broker.DecisionRequest
+		outcome broker.Outcome
+		policy  string
+	}{
+		{"InPattern", request(highRole, task("migrate orders/v2")), broker.OutcomeApprove, "allow-all"},
+		{"OutsidePattern", request(highRole, task("nightly report")), broker.OutcomeDeny, "admin-for-migrations"},
+		{"PatternIsAnchored", request(highRole, task("not a migrate job")), broker.OutcomeDeny, "admin-for-migrations"},
+		{"OtherRoleAnyTask", request(lowRole, task("nightly report")), broker.OutcomeApprove, "allow-all"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := decide(t, p, tt.req)
+			if d.Outcome != tt.outcome || !slices.Equal(d.PolicyIDs, []string{tt.policy}) {
+				t.Errorf("decision %+v, want %s by %s", d, tt.outcome, tt.policy)
+			}
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,7 +75,11 @@ type AgentControl interface {
 //   - auth_failures (up to 25): 5 per failed authentication in the last hour
 //     blamed on the agent or coming from the request's address;
 //   - ttl (up to 15): with 5 or more past requests, the window asked is at
-//     least twice (8) or four times (15) the agent's median.
+//     least twice (8) or four times (15) the agent's median;
+//   - task_roles (up to 15): the agent's live leases (pending to active) of
+//     the request's task hold other roles: 2 add 5, 3 add 10, 4 or more
+//     add 15. One task gathering many privileges is a sign of a task
+//     stretched beyond what it was started for.
 //
 // The per-agent patterns live in memory. Stint rebuilds an agent's pattern
 // from the last 14 days of its lease history the first time it scores it,
@@ -317,6 +322,14 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 			add(broker.RiskTTL, steps(ratio, []float64{2, 4}, []int{8, 15}), "asks %s, %.1f× the agent's median of %s", req.TTL, ratio, median)
 		}
 	}
+	if req.Action == broker.ActionRequest && req.Task != "" {
+		others, err := r.taskRoles(ctx, req)
+		if err != nil {
+			return broker.RiskAssessment{}, err
+		}
+		add(broker.RiskTaskRoles, steps(float64(len(others)), []float64{2, 3, 4}, []int{5, 10, 15}),
+			"task %q already holds live leases of %d other roles (%s)", req.Task, len(others), strings.Join(others, ", "))
+	}
 	if pastTotal >= riskPatternMin && hourShare < 0.02 {
 		add(broker.RiskUnusualHour, 10, "%.1f%% of the agent's %d past requests came at %02d:00", hourShare*100, pastTotal, hour)
 	}
@@ -330,6 +343,27 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 		r.contain(ctx, req.Agent, a, fmt.Sprintf("request for role %s", req.Role.Name))
 	}
 	return a, nil
+}
+
+// riskTaskLive are the lease states task_roles counts: granted or about to
+// be.
+var riskTaskLive = []broker.LeaseState{broker.LeasePending, broker.LeaseApproved, broker.LeaseIssuing, broker.LeaseActive}
+
+// taskRoles returns the sorted roles other than the requested one that the
+// agent's live leases of the request's task hold.
+func (r *Risk) taskRoles(ctx context.Context, req broker.DecisionRequest) ([]string, error) {
+	live, _, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Task: &req.Task, States: riskTaskLive, Limit: 100, NoTotal: true})
+	if err != nil {
+		return nil, fmt.Errorf("find the task's live leases: %w", err)
+	}
+	var others []string
+	for _, l := range live {
+		if l.Role != req.Role.Name && !slices.Contains(others, l.Role) {
+			others = append(others, l.Role)
+		}
+	}
+	slices.Sort(others)
+	return others, nil
 }
 
 // Crosses reports whether score reaches RevokeThreshold, which contains the

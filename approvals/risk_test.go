@@ -225,3 +225,59 @@ func TestRiskFactors(t *testing.T) {
 		t.Errorf("score = %d, want 55: %s", got.Score, got.Summary())
 	}
 }
+
+// TestRiskTaskRoles: a request adds task_roles points for the other roles
+// the agent's live leases of the same task hold; ended leases, other tasks
+// and the requested role itself do not count.
+func TestRiskTaskRoles(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 3, 4, 11, 0, 0, 0, time.UTC)
+	a := createAgent(t, db, "etl", now.Add(-30*24*time.Hour))
+	taskLease := func(role, task string, state broker.LeaseState) {
+		t.Helper()
+		created := now.Add(-time.Minute)
+		l := &broker.Lease{ID: uuid.NewString(), AgentID: a.ID, Agent: a.Name, Role: role, Task: task, TTL: broker.Duration(10 * time.Minute),
+			State: state, CreatedAt: created, UpdatedAt: created}
+		if err := db.CreateLease(context.Background(), l, "agent:"+a.Name, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	score := func(role, task string) (int, string) {
+		t.Helper()
+		r := approvals.NewRisk(db, nil)
+		r.Now = func() time.Time { return now }
+		got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a,
+			Role: &broker.Role{Name: role, Sensitivity: broker.SensitivityLow}, TTL: 10 * time.Minute, Task: task, Time: now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range got.Factors {
+			if f.Name == broker.RiskTaskRoles {
+				return f.Points, f.Detail
+			}
+		}
+		return 0, ""
+	}
+	taskLease("db-readonly", "migrate", broker.LeaseActive)
+	taskLease("vault-token", "migrate", broker.LeasePending)
+	taskLease("db-readonly", "migrate", broker.LeaseActive) // the same role twice counts once
+	taskLease("db-admin", "migrate", broker.LeaseReleased)  // ended
+	taskLease("s3-write", "report", broker.LeaseActive)     // another task
+	if pts, detail := score("db-admin", "migrate"); pts != 5 || !strings.Contains(detail, "2 other roles (db-readonly, vault-token)") {
+		t.Fatalf("two other live roles: %d %q, want 5", pts, detail)
+	}
+	taskLease("kafka-read", "migrate", broker.LeaseApproved)
+	if pts, _ := score("db-admin", "migrate"); pts != 10 {
+		t.Fatalf("three other live roles: %d, want 10", pts)
+	}
+	if pts, _ := score("vault-token", "migrate"); pts != 5 {
+		t.Fatalf("the requested role's own lease counted: %d, want 5", pts)
+	}
+	taskLease("s3-write", "migrate", broker.LeaseActive)
+	if pts, _ := score("db-admin", "migrate"); pts != 15 {
+		t.Fatalf("four other live roles: %d, want 15", pts)
+	}
+	if pts, _ := score("db-admin", "report"); pts != 0 {
+		t.Fatalf("a task with one other role: %d, want 0", pts)
+	}
+}

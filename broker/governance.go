@@ -33,6 +33,9 @@ const (
 	RiskAuthFailures = "auth_failures"
 	// RiskTTL is a requested window much longer than the agent usually asks.
 	RiskTTL = "ttl"
+	// RiskTaskRoles is a task under which the agent already holds live
+	// leases of several other roles: privileges gathering under one task.
+	RiskTaskRoles = "task_roles"
 )
 
 // RiskFactor is one part of a risk score: what was seen and how many points

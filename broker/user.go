@@ -146,3 +146,57 @@ type UserStore interface {
 	// many.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 }
+
+// UserService runs the console's people: password logins under the login
+// throttle, single sign-on matches, and server-side sessions. The web
+// console calls it; it never reads users or sessions from a store itself.
+type UserService interface {
+	// Login checks a password login for name from sourceIP. The attempt is
+	// counted by the login throttle before the password is checked, and
+	// given back when it succeeds. Returns the active user, or: a
+	// *LoginFailure (EUNAUTHORIZED) for a malformed login, an unknown name,
+	// a wrong password or a disabled account, which callers must not tell
+	// apart; ETOOMANY with RetryAfter while the throttle locks (no password
+	// is checked); EUNAVAILABLE with RetryAfter when too many passwords are
+	// being checked at once.
+	Login(ctx context.Context, name, password, sourceIP string) (*User, error)
+	// UserByEmail returns the one active user with the address (case does
+	// not matter), for single sign-on. Returns a *LoginFailure
+	// (EUNAUTHORIZED) if no user, several users or only a disabled user has
+	// it.
+	UserByEmail(ctx context.Context, email string) (*User, error)
+	// StartSession logs u in: it stores a new session, stamps the user's
+	// last login and records the login in the audit log. It returns the
+	// session token, which only the caller's cookie holds (the store keeps
+	// its SHA-256), and the session.
+	StartSession(ctx context.Context, u *User, start SessionStart) (token string, s *Session, err error)
+	// Session returns the active user whose unexpired session token is
+	// token, and moves the session's idle expiry on. Returns ENOTFOUND if
+	// there is no such session, or its user is gone or disabled.
+	Session(ctx context.Context, token string) (*User, error)
+	// Logout ends the session of token and records the logout of u.
+	Logout(ctx context.Context, token string, u *User, sourceIP string) error
+}
+
+// SessionStart describes a login that starts a session.
+type SessionStart struct {
+	// Method is how the user proved who they are: "password" or "oidc".
+	Method    string
+	SourceIP  string
+	UserAgent string
+}
+
+// LoginFailure is a refused login. Its message is the same whatever the
+// reason, so that a caller cannot learn whether a name exists; Reason says
+// why, for the audit log only.
+type LoginFailure struct {
+	Reason string
+}
+
+// Error implements error.
+func (f *LoginFailure) Error() string { return "login refused: " + f.Reason }
+
+// Unwrap makes a LoginFailure an EUNAUTHORIZED *Error.
+func (f *LoginFailure) Unwrap() error {
+	return Errorf(EUNAUTHORIZED, "Wrong name or password, or the account is disabled.")
+}

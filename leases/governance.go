@@ -44,12 +44,12 @@ func (s *Service) conflictsWith(role string) []string {
 // scoreRisk asks the RiskScorer about a request. Without one the score is
 // 0; an error from it denies the request (fail closed), which the caller
 // sees as a contained assessment with the reason.
-func (s *Service) scoreRisk(ctx context.Context, action broker.Action, agent *broker.Agent, role *broker.Role, window time.Duration, actor broker.Actor, now time.Time, breakglass bool) (broker.RiskAssessment, error) {
+func (s *Service) scoreRisk(ctx context.Context, action broker.Action, agent *broker.Agent, role *broker.Role, window time.Duration, task string, actor broker.Actor, now time.Time, breakglass bool) (broker.RiskAssessment, error) {
 	if s.Risk == nil {
 		return broker.RiskAssessment{}, nil
 	}
 	r, err := s.Risk.ScoreRequest(ctx, broker.DecisionRequest{
-		Action: action, Agent: agent, Role: role, TTL: window, AuthMethod: actor.AuthMethod,
+		Action: action, Agent: agent, Role: role, TTL: window, Task: task, AuthMethod: actor.AuthMethod,
 		OnBehalfOf: actor.OnBehalfOf, SourceIP: actor.SourceIP, Time: now, Breakglass: breakglass,
 	})
 	if err != nil {

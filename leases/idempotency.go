@@ -101,7 +101,7 @@ func (s *Service) PreviewLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return nil, err
 	}
 	now := s.Now().UTC()
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
 	if err != nil {
 		return nil, err
 	}

@@ -272,7 +272,7 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		UpdatedAt:     now,
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
 	if err != nil {
 		return nil, nil, err
 	}

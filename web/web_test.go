@@ -236,6 +236,23 @@ func newFixture(tb testing.TB) *fixture {
 			}
 			return ended(activeLease(), broker.LeaseRevoked), nil
 		},
+		ReleaseTaskFn: func(ctx context.Context, task string) ([]*broker.Lease, error) {
+			actor, _ := broker.ActorFromContext(ctx)
+			f.record("ReleaseTask %q by %s", task, actor)
+			switch task {
+			case "nightly export":
+				return []*broker.Lease{ended(activeLease(), broker.LeaseReleased)}, nil
+			case "stuck/task":
+				l := activeLease()
+				l.State, l.EndState = broker.LeaseRevoking, broker.LeaseReleased
+				return []*broker.Lease{l}, nil
+			}
+			return []*broker.Lease{}, nil
+		},
+		RevokeTaskFn: func(ctx context.Context, task, reason string) ([]*broker.Lease, error) {
+			f.record("RevokeTask %q %q", task, reason)
+			return []*broker.Lease{ended(activeLease(), broker.LeaseRevoked), ended(pendingLease(), broker.LeaseCanceled)}, nil
+		},
 		ContainAgentFn: func(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error) {
 			f.record("ContainAgent %s %s %q", req.AgentID, req.State, req.Reason)
 			return &broker.Containment{ID: "cnt-1", AgentID: req.AgentID, Agent: "etl-bot", AgentState: req.State,
@@ -476,6 +493,25 @@ func TestAPI(t *testing.T) {
 		{Name: "ErrLeaseRevokeNotAdmin", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: agentKey,
 			Body: `{"reason":"mine"}`, WantStatus: 403, WantContains: []string{`"code":"forbidden"`}},
 
+		// Ending a task's leases.
+		{Name: "TaskRelease", Method: "POST", URL: "/v1/tasks/nightly%20export/release", Token: agentKey, WantStatus: 200,
+			WantContains: []string{`{"task":"nightly export","leases":[{"id":"lease-1","state":"released"`}},
+		{Name: "TaskReleaseNothingLive", Method: "POST", URL: "/v1/tasks/other/release", Token: agentKey, WantStatus: 200,
+			WantContains: []string{`{"task":"other","leases":[]}`}},
+		{Name: "TaskReleaseRevokingEscapedSlash", Method: "POST", URL: "/v1/tasks/stuck%2Ftask/release", Token: agentKey, WantStatus: 202,
+			WantContains: []string{`"task":"stuck/task"`, `"state":"revoking"`}},
+		{Name: "ErrTaskReleaseBlank", Method: "POST", URL: "/v1/tasks/%20/release", Token: agentKey, WantStatus: 400,
+			WantContains: []string{`"field":"task"`}},
+		{Name: "ErrTaskReleaseTooLong", Method: "POST", URL: "/v1/tasks/" + strings.Repeat("t", 501) + "/release", Token: agentKey, WantStatus: 400,
+			WantContains: []string{`"field":"task"`}},
+		{Name: "ErrTaskReleaseNoKey", Method: "POST", URL: "/v1/tasks/nightly%20export/release", WantStatus: 401},
+		{Name: "TaskRevoke", Method: "POST", URL: "/v1/tasks/nightly%20export/revoke", Token: adminToken, Body: `{"reason":"incident 42"}`, WantStatus: 200,
+			WantContains: []string{`"state":"revoked"`, `"state":"canceled"`, `"vault_lease_id":"database/creds/ro/abc123"`}},
+		{Name: "ErrTaskRevokeNoReason", Method: "POST", URL: "/v1/tasks/nightly%20export/revoke", Token: adminToken, Body: `{}`, WantStatus: 400,
+			WantContains: []string{`"field":"reason"`}},
+		{Name: "ErrTaskRevokeNotAdmin", Method: "POST", URL: "/v1/tasks/nightly%20export/revoke", Token: agentKey, Body: `{"reason":"mine"}`, WantStatus: 403,
+			WantContains: []string{`"code":"forbidden"`}},
+
 		// Roles.
 		{Name: "RoleIndex", Method: "GET", URL: "/v1/roles", Token: agentKey, WantStatus: 200,
 			WantContains:    []string{`{"roles":[{"name":"pg-readonly","description":"Read-only access to the warehouse.","kind":"database","sensitivity":"medium","default_ttl":"15m0s","min_ttl":"15s","max_ttl":"1h0m0s","auto_approve":true,"mcp":{"inline_secret":false}}]}`},
@@ -647,6 +683,11 @@ func TestCalls(t *testing.T) {
 		{Name: "Revoke", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: adminToken, Body: `{"reason":"incident 42"}`,
 			WantCalls: []string{`RevokeLease lease-1 "incident 42"`}},
 		{Name: "RevokeNotAdmin", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: agentKey, Body: `{"reason":"x"}`},
+		{Name: "ReleaseTaskCarriesActor", Method: "POST", URL: "/v1/tasks/migrate%20orders%2Fv2/release", Token: agentKey,
+			WantCalls: []string{`ReleaseTask "migrate orders/v2" by agent:etl-bot`}},
+		{Name: "RevokeTask", Method: "POST", URL: "/v1/tasks/migrate%20orders/revoke", Token: adminToken, Body: `{"reason":"incident 42"}`,
+			WantCalls: []string{`RevokeTask "migrate orders" "incident 42"`}},
+		{Name: "RevokeTaskNotAdmin", Method: "POST", URL: "/v1/tasks/migrate%20orders/revoke", Token: agentKey, Body: `{"reason":"x"}`},
 		{Name: "Disable", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken,
 			WantCalls: []string{`ContainAgent agent-1 disabled "agent disabled"`, "WaitContainment cnt-1 5s"}},
 		{Name: "DisableWithReason", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken, Body: `{"reason":"key leaked"}`,

@@ -18,6 +18,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/leases"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/web"
@@ -53,8 +54,11 @@ type Main struct {
 	// auto_approve decides); SIGHUP reloads it.
 	Policy *approvals.Policy
 	Agents *identity.Service
-	HTTP   *web.Server
-	Cron   *cron.Cron
+	// Users logs console users in and keeps their sessions
+	// (app_console.go).
+	Users *users.Service
+	HTTP  *web.Server
+	Cron  *cron.Cron
 
 	// Metrics are the Prometheus metrics; the Vault issuer and the HTTP
 	// lease service are instrumented with them (app_console.go).

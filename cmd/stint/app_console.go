@@ -14,7 +14,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stint-broker/stint/broker"
-	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/broker/users"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // openConsole wires the audit log, the metrics and the console into the
@@ -29,11 +30,12 @@ func (m *Main) openConsole() {
 		copy(sum[:], b)
 		m.Metrics.TokenHash = &sum
 	}
+	m.Users = users.NewService(m.DB)
 	if c := m.Config.Console; c.Enabled {
-		m.HTTP.Console = &web.Console{
-			Store:         m.DB,
-			SessionTTL:    c.SessionTTL,
-			IdleTimeout:   c.IdleTimeout,
+		m.Users.SessionTTL, m.Users.IdleTimeout = c.SessionTTL, c.IdleTimeout
+		m.HTTP.Console = &console.Console{
+			Reader:        m.DB,
+			Users:         m.Users,
 			SecureCookies: c.SecureCookies,
 		}
 		if m.checkpointFile != nil {
@@ -41,7 +43,7 @@ func (m *Main) openConsole() {
 			m.HTTP.Console.Checkpoints, m.HTTP.Console.CheckpointKey = m.checkpointFile, m.checkpointKey
 		}
 		if o := c.OIDC; o != nil {
-			m.HTTP.Console.OIDC = &web.OIDC{
+			m.HTTP.Console.OIDC = &console.OIDC{
 				Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: os.Getenv(o.ClientSecretEnv),
 				RedirectURL: o.RedirectURL, Scopes: o.Scopes,
 			}
@@ -87,7 +89,7 @@ func (m *Main) runConsole(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if n, err := m.DB.DeleteExpiredSessions(ctx, time.Now()); err != nil {
+				if n, err := m.Users.DeleteExpiredSessions(ctx); err != nil {
 					m.Logger.Error("sweep console sessions", "err", err)
 				} else if n > 0 {
 					m.Logger.Debug("swept console sessions", "sessions", n)

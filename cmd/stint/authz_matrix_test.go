@@ -153,6 +153,11 @@ var authzMatrix = map[string]matrixRow{
 	"GET /v1/leases/:id/events":  apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
 	"DELETE /v1/leases/:id":      apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
 	"POST /v1/leases/:id/revoke": apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
+	// A task's leases: an agent releases its own (none for another agent),
+	// an admin every agent's; approvers hold no leases. Revoking is admin
+	// work.
+	"POST /v1/tasks/:task/release": apiRow(sNoAuth, sOK, sForbidden, sForbidden, sOK, sOK),
+	"POST /v1/tasks/:task/revoke":  apiRow(sNoAuth, sForbidden, sForbidden, sForbidden, sForbidden, sOK),
 	// The lease is pending (conflict: authorized, nothing to activate yet).
 	"POST /v1/leases/:id/activate": apiRow(sNoAuth, sNotFound, sForbidden, sForbidden, sConflict, sForbidden),
 	"POST /v1/leases/:id/cancel":   apiRow(sNoAuth, sNotFound, sNotFound, sNotFound, sOK, sOK),
@@ -479,6 +484,8 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 	switch {
 	case strings.HasPrefix(path, "/v1/agents/:id"), strings.HasPrefix(path, "/console/agents/:id"):
 		path = strings.Replace(path, ":id", w.ownAgent.ID, 1)
+	case strings.HasPrefix(path, "/v1/tasks/:task"):
+		path = strings.Replace(path, ":task", "matrix", 1)
 	case strings.HasPrefix(path, "/v1/reviews/:id"):
 		path = strings.Replace(path, ":id", w.reviewID, 1)
 	case strings.HasPrefix(path, "/v1/containments/:id"), strings.HasPrefix(path, "/console/containments/:id"):
@@ -499,7 +506,7 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 		body = `{"tool":"list_roles","client":"matrix","session":"s1"}`
 	case "POST /mcp":
 		body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
-	case "POST /v1/leases/:id/revoke":
+	case "POST /v1/leases/:id/revoke", "POST /v1/tasks/:task/revoke":
 		body = `{"reason":"matrix"}`
 	case "POST /v1/agents/:id/suspend", "POST /v1/agents/:id/disable", "POST /v1/agents/:id/revoke-all":
 		path += "?wait=0"

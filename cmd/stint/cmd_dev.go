@@ -20,6 +20,7 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
 	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/web"
 )
@@ -476,15 +477,15 @@ func devConsoleLogin(ctx context.Context, m *Main, path string) (string, error) 
 	u, err := m.DB.FindUserByName(ctx, devConsoleUser)
 	switch {
 	case broker.ErrorCode(err) == broker.ENOTFOUND:
-		hash, err := web.HashPassword(password)
+		hash, err := users.HashPassword(password)
 		if err != nil {
 			return "", err
 		}
 		return password, m.DB.CreateUser(ctx, &broker.User{Name: devConsoleUser, Role: broker.RoleAdmin, State: broker.UserActive, PasswordHash: hash})
 	case err != nil:
 		return "", err
-	case !passwordHashMatches(u.PasswordHash, password):
-		hash, err := web.HashPassword(password)
+	case !users.PasswordMatches(u.PasswordHash, password):
+		hash, err := users.HashPassword(password)
 		if err != nil {
 			return "", err
 		}

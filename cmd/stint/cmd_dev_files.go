@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"golang.org/x/crypto/bcrypt"
 
 	"github.com/stint-broker/stint/leases/vault"
 )
@@ -219,10 +218,6 @@ func sameJWKS(stored string, want []byte) bool {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
-}
-
-func passwordHashMatches(hash, password string) bool {
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(password)) == nil
 }
 
 // devBanner is what `stint dev` prints once it serves. It follows the

@@ -23,6 +23,7 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web/client"
 )
 
@@ -106,7 +107,7 @@ func TestDevStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("the kept client secret is not the agent's (%v)", err)
 	}
 	u, err := m.DB.FindUserByName(context.Background(), devConsoleUser)
-	if err != nil || !passwordHashMatches(u.PasswordHash, second.ConsolePassword) || u.Role != broker.RoleAdmin {
+	if err != nil || !users.PasswordMatches(u.PasswordHash, second.ConsolePassword) || u.Role != broker.RoleAdmin {
 		t.Fatalf("console user %+v, %v: the kept password does not log in", u, err)
 	}
 	// A key that no longer works (rotated elsewhere) is replaced, not reused.

@@ -97,25 +97,7 @@ with -o json.`,
 	}
 	addClientFlags(cmd.PersistentFlags())
 
-	// run wraps a subcommand: it builds the client and prints what the call
-	// returns, as a table or as JSON.
-	run := func(call func(ctx context.Context, c *client.Client, args []string) (any, error)) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			asJSON, err := outputJSON(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := newClient(cmd)
-			if err != nil {
-				return err
-			}
-			v, err := call(cmd.Context(), c, args)
-			if err != nil {
-				return err
-			}
-			return printResult(cmd.OutOrStdout(), v, asJSON)
-		}
-	}
+	run := runClient
 
 	var req client.LeaseRequest
 	request := &cobra.Command{
@@ -214,6 +196,26 @@ ttl. A denial leaves the lease to expire as planned.`
 	return cmd
 }
 
+// runClient wraps a subcommand of an API command: it builds the client and
+// prints what the call returns, as a table or as JSON.
+func runClient(call func(ctx context.Context, c *client.Client, args []string) (any, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		asJSON, err := outputJSON(cmd)
+		if err != nil {
+			return err
+		}
+		c, err := newClient(cmd)
+		if err != nil {
+			return err
+		}
+		v, err := call(cmd.Context(), c, args)
+		if err != nil {
+			return err
+		}
+		return printResult(cmd.OutOrStdout(), v, asJSON)
+	}
+}
+
 // printResult prints what a client call returned, as JSON or as a table.
 // A lease's credential is revealed here: the command was asked for it.
 func printResult(out io.Writer, v any, asJSON bool) error {
@@ -227,15 +229,32 @@ func printResult(out io.Writer, v any, asJSON bool) error {
 	case *client.Lease:
 		return printLease(out, v)
 	case *client.LeasePage:
-		t := newTable(out, "ID", "STATE", "ROLE", "AGENT", "TASK", "TTL", "CREATED", "EXPIRES")
-		for _, l := range v.Leases {
-			t.row(l.ID, l.State, l.Role, l.Agent, l.Task, l.TTL, fmtTime(&l.CreatedAt), fmtTime(l.ExpiresAt))
-		}
-		if err := t.flush(); err != nil {
+		if err := printLeaseTable(out, v.Leases); err != nil {
 			return err
 		}
 		_, err := fmt.Fprintf(out, "%d of %d\n", len(v.Leases), v.Total)
 		return err
+	case *client.TaskLeases:
+		if err := printLeaseTable(out, v.Leases); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(out, "%d leases of task %q ended\n", len(v.Leases), v.Task)
+		return err
+	case taskList:
+		t := newTable(out, "TASK", "LIVE", "LEASES", "AGENTS", "ROLES", "LATEST")
+		for _, k := range v.Tasks {
+			t.row(k.Name, fmt.Sprint(k.Live), fmt.Sprint(k.Leases), strings.Join(k.Agents, ","), strings.Join(k.Roles, ","), fmtTime(&k.Latest))
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+		if v.Truncated {
+			_, err := fmt.Fprintln(out, "(only the newest leases were read; narrow with --state or --agent)")
+			return err
+		}
+		return nil
+	case taskShow:
+		return printLeaseTable(out, v.Leases)
 	case []*client.LeaseEvent:
 		t := newTable(out, "AT", "FROM", "TO", "ACTOR", "REASON")
 		for _, e := range v {
@@ -258,6 +277,15 @@ func printResult(out io.Writer, v any, asJSON bool) error {
 		return t.flush()
 	}
 	return writeJSON(out, v)
+}
+
+// printLeaseTable prints leases one a line.
+func printLeaseTable(out io.Writer, leases []*client.Lease) error {
+	t := newTable(out, "ID", "STATE", "ROLE", "AGENT", "TASK", "TTL", "CREATED", "EXPIRES")
+	for _, l := range leases {
+		t.row(l.ID, l.State, l.Role, l.Agent, l.Task, l.TTL, fmtTime(&l.CreatedAt), fmtTime(l.ExpiresAt))
+	}
+	return t.flush()
 }
 
 // revealedLease is a lease with its credential in clear, for -o json.

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/stint-broker/stint/broker"
-	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/broker/users"
 )
 
 func newUsersCommand() *cobra.Command {
@@ -49,15 +49,12 @@ func newUsersAddCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if u.PasswordHash, err = web.HashPassword(password); err != nil {
-				return err
-			}
 			db, _, err := openStore(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			if err := db.CreateUser(adminContext(cmd.Context()), u); err != nil {
+			if err := users.NewService(db).AddUser(adminContext(cmd.Context()), u, password); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s) added\n", u.Name, u.Role)
@@ -106,7 +103,7 @@ func readPassword(cmd *cobra.Command, fromStdin bool) (string, error) {
 }
 
 func checkPassword(p string) (string, error) {
-	if err := web.CheckPasswordPolicy(p); err != nil {
+	if err := users.CheckPasswordPolicy(p); err != nil {
 		return "", err
 	}
 	return p, nil
@@ -123,13 +120,13 @@ func newUsersListCommand() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			users, err := db.FindUsers(cmd.Context())
+			all, err := users.NewService(db).FindUsers(cmd.Context())
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAME\tROLE\tEMAIL\tSTATE\tLAST LOGIN")
-			for _, u := range users {
+			for _, u := range all {
 				last := "never"
 				if u.LastLoginAt != nil {
 					last = u.LastLoginAt.Format(time.RFC3339)
@@ -137,7 +134,7 @@ func newUsersListCommand() *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Email, u.State, last)
 			}
 			tw.Flush()
-			fmt.Fprintf(cmd.OutOrStdout(), "%d users\n", len(users))
+			fmt.Fprintf(cmd.OutOrStdout(), "%d users\n", len(all))
 			return nil
 		},
 	}
@@ -154,13 +151,8 @@ func newUsersDisableCommand() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			ctx := adminContext(cmd.Context())
-			u, err := db.FindUserByName(ctx, args[0])
+			u, err := users.NewService(db).DisableUser(adminContext(cmd.Context()), args[0])
 			if err != nil {
-				return err
-			}
-			state := broker.UserDisabled
-			if u, err = db.UpdateUser(ctx, u.ID, broker.UserUpdate{State: &state}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "user %s is disabled; their sessions are ended\n", u.Name)
@@ -180,21 +172,13 @@ func newUsersPasswordCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hash, err := web.HashPassword(password)
-			if err != nil {
-				return err
-			}
 			db, _, err := openStore(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			ctx := adminContext(cmd.Context())
-			u, err := db.FindUserByName(ctx, args[0])
+			u, err := users.NewService(db).SetPassword(adminContext(cmd.Context()), args[0], password)
 			if err != nil {
-				return err
-			}
-			if _, err := db.UpdateUser(ctx, u.ID, broker.UserUpdate{PasswordHash: &hash}); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", u.Name)

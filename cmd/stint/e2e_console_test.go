@@ -18,9 +18,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
-	"github.com/stint-broker/stint/web"
 )
 
 // chromiumPath is where Debian's chromium package puts the browser.
@@ -391,7 +391,7 @@ func addUser(t *testing.T, s *stint, name string, role broker.UserRole, password
 // addUserEmail adds a console user with an email (approvers are matched by it).
 func addUserEmail(t *testing.T, s *stint, name string, role broker.UserRole, password, email string) {
 	t.Helper()
-	hash, err := web.HashPassword(password)
+	hash, err := users.HashPassword(password)
 	if err != nil {
 		t.Fatal(err)
 	}

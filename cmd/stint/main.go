@@ -98,6 +98,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 		newAgentsCommand(),
 		newCACommand(),
 		newLeasesCommand(),
+		newTasksCommand(),
 		newMCPCommand(),
 		newTokenCommand(),
 		newReconcileCommand(),

@@ -244,3 +244,64 @@ func TestWhoamiAndRoles(t *testing.T) {
 		t.Fatalf("Roles = %s", got)
 	}
 }
+
+// TestTasks: Tasks groups the agent's live leases by task, TaskLeaseList
+// reads every lease of one task across pages of the API, and ReleaseTask
+// ends only that task's leases.
+func TestTasks(t *testing.T) {
+	ctx := context.Background()
+	c := newAgentClient(t)
+	const task, other = "tasks test: migrate orders/v2", "tasks test: other"
+	var ids []string
+	for _, r := range []struct{ role, task string }{{"db-readonly", task}, {"vault-token", task}, {"db-readonly", other}} {
+		l, err := c.RequestLease(ctx, client.LeaseRequest{Role: r.role, TTL: "5m", Task: r.task})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, l.ID)
+	}
+	tasks, truncated, err := c.Tasks(ctx, client.TaskFilter{})
+	if err != nil || truncated {
+		t.Fatalf("Tasks = %v, %v, truncated %v", tasks, err, truncated)
+	}
+	byName := map[string]*client.Task{}
+	for _, k := range tasks {
+		byName[k.Name] = k
+	}
+	if k := byName[task]; k == nil || k.Live != 2 || k.Leases != 2 || strings.Join(k.Roles, ",") != "db-readonly,vault-token" || strings.Join(k.Agents, ",") != "report-bot" {
+		t.Fatalf("task %q = %+v, want 2 live leases of db-readonly and vault-token by report-bot", task, k)
+	}
+	if k := byName[other]; k == nil || k.Live != 1 {
+		t.Fatalf("task %q = %+v, want 1 live lease", other, k)
+	}
+
+	ended, err := c.ReleaseTask(ctx, task)
+	if err != nil || len(ended.Leases) != 2 || !ended.Done() || ended.Task != task {
+		t.Fatalf("ReleaseTask = %+v, %v; want both leases ended", ended, err)
+	}
+	list, err := c.TaskLeaseList(ctx, task)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("TaskLeaseList = %d leases, %v; want 2", len(list), err)
+	}
+	for _, l := range list {
+		if l.Task != task || !l.Ended() {
+			t.Errorf("lease %s of %q is %s after the release", l.ID, l.Task, l.State)
+		}
+	}
+	if l, err := c.Lease(ctx, ids[2]); err != nil || l.State != client.StateActive {
+		t.Fatalf("the other task's lease = %+v, %v; want active", l, err)
+	}
+	tasks, _, _ = c.Tasks(ctx, client.TaskFilter{})
+	for _, k := range tasks {
+		if k.Name == task {
+			t.Errorf("Tasks still lists %q with live leases: %+v", task, k)
+		}
+	}
+	// Nothing live left: an empty answer, not an error.
+	if again, err := c.ReleaseTask(ctx, task); err != nil || len(again.Leases) != 0 {
+		t.Fatalf("second ReleaseTask = %+v, %v; want no lease", again, err)
+	}
+	if _, err := c.ReleaseLease(ctx, ids[2]); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -126,3 +126,39 @@ func ExampleError() {
 	// 400 invalid role
 	// true
 }
+
+// Every lease of one task ends in one call when the task is done: the
+// active lease's credential is revoked, the one still waiting for an
+// approver is withdrawn.
+func ExampleClient_ReleaseTask() {
+	ctx := context.Background()
+	c, err := client.New(serverURL, client.WithAPIKey(agentKey))
+	if err != nil {
+		log.Fatal(err)
+	}
+	const task = "ticket REP-9/backfill"
+	db, err := c.RequestLease(ctx, client.LeaseRequest{Role: "db-readonly", TTL: "5m", Task: task})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.RequestLease(ctx, client.LeaseRequest{Role: "vault-token", TTL: "5m", Task: task}); err != nil {
+		log.Fatal(err)
+	}
+	user, _ := db.Credential.Field("username")
+	password, _ := db.Credential.Field("password")
+
+	ended, err := c.ReleaseTask(ctx, task)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, l := range ended.Leases {
+		fmt.Println(l.Role, l.State)
+	}
+	fmt.Println("done:", ended.Done())
+	fmt.Println("can log in:", canLogIn(user, password) == nil)
+	// Unordered output:
+	// db-readonly released
+	// vault-token canceled
+	// done: true
+	// can log in: false
+}

@@ -1,4 +1,4 @@
-package web_test
+package console_test
 
 import (
 	"context"
@@ -20,7 +20,9 @@ import (
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 )
 
 const consolePassword = "correct horse battery"
@@ -32,6 +34,7 @@ type consoleFixture struct {
 	DB      *sqlite.DB
 	Path    string // the database file
 	Server  *web.Server
+	Users   *users.Service
 	Revoked []string // "id reason actor"
 	Lease   *broker.Lease
 }
@@ -66,7 +69,7 @@ func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture 
 		role  broker.UserRole
 		email string
 	}{{"alice", broker.RoleAdmin, ""}, {"rita", broker.RoleReviewer, ""}, {"otto", broker.RoleApprover, "owner@example.com"}} {
-		hash, err := web.HashPassword(consolePassword)
+		hash, err := users.HashPassword(consolePassword)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +91,8 @@ func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture 
 	}}
 	s.Audit = db
 	s.Metrics = web.NewMetrics(db, time.Now)
-	s.Console = &web.Console{Store: db}
+	f.Users = users.NewService(db)
+	s.Console = &console.Console{Reader: db, Users: f.Users}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, o := range opts {
 		o(s)
@@ -462,3 +466,5 @@ func TestConsoleAssets(t *testing.T) {
 		t.Fatalf("static/htmx.min.js sha256 = %s, want %s (htmx.org 2.0.11)", got, want)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

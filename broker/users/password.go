@@ -1,10 +1,9 @@
-package web
+package users
 
 import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -20,8 +19,8 @@ const passwordCost = 12
 // Password limits. bcrypt reads at most 72 bytes; longer passwords are
 // refused rather than silently cut.
 const (
-	minPasswordLen = 12
-	maxPasswordLen = 72
+	MinPasswordLen = 12
+	MaxPasswordLen = 72
 )
 
 // CheckPasswordPolicy returns EINVALID naming "password" unless p is 12 to
@@ -30,10 +29,10 @@ func CheckPasswordPolicy(p string) error {
 	switch {
 	case !utf8.ValidString(p):
 		return broker.FieldErrorf("password", "The password must be valid UTF-8.")
-	case len(p) < minPasswordLen:
-		return broker.FieldErrorf("password", "The password must be at least %d characters.", minPasswordLen)
-	case len(p) > maxPasswordLen:
-		return broker.FieldErrorf("password", "The password must be at most %d bytes.", maxPasswordLen)
+	case len(p) < MinPasswordLen:
+		return broker.FieldErrorf("password", "The password must be at least %d characters.", MinPasswordLen)
+	case len(p) > MaxPasswordLen:
+		return broker.FieldErrorf("password", "The password must be at most %d bytes.", MaxPasswordLen)
 	}
 	return nil
 }
@@ -51,6 +50,11 @@ func HashPassword(p string) (string, error) {
 	return string(h), nil
 }
 
+// PasswordMatches reports whether p is the password hashed as hash.
+func PasswordMatches(hash, p string) bool {
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(p)) == nil
+}
+
 // dummyHash is compared against when the user does not exist, so that a
 // login for an unknown name takes as long as one for a known name.
 var dummyHash = sync.OnceValue(func() []byte {
@@ -58,21 +62,20 @@ var dummyHash = sync.OnceValue(func() []byte {
 	return h
 })
 
-// passwordWait is how long a login waits for a free password-check slot
-// (Console.passwordSlots) before it is refused as busy.
-var passwordWait = 5 * time.Second
-
-// acquirePasswordSlot takes one of the console's password-check slots,
-// waiting at most passwordWait. The slots bound how many bcrypt hashes run
-// at once (half the cores), so that a flood of logins from many addresses,
-// each under the login throttle's limits, slows logins down but never takes
-// the CPU the API needs. Returns EUNAVAILABLE when no slot frees in time.
-func (con *Console) acquirePasswordSlot(ctx context.Context) (release func(), err error) {
-	t := time.NewTimer(passwordWait)
+// AcquirePasswordSlot takes one of the service's password-check slots,
+// waiting at most PasswordWait; Login takes one for each password it
+// checks. The slots bound how many bcrypt hashes run at once
+// (PasswordSlots), so that a flood of logins from many addresses, each
+// under the login throttle's limits, slows logins down but never takes the
+// CPU the API needs. Returns EUNAVAILABLE with RetryAfter when no slot
+// frees in time.
+func (s *Service) AcquirePasswordSlot(ctx context.Context) (release func(), err error) {
+	s.init()
+	t := time.NewTimer(s.PasswordWait)
 	defer t.Stop()
 	select {
-	case con.passwordSlots <- struct{}{}:
-		return func() { <-con.passwordSlots }, nil
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
 	case <-t.C:
 	case <-ctx.Done():
 	}
@@ -81,16 +84,20 @@ func (con *Console) acquirePasswordSlot(ctx context.Context) (release func(), er
 	return nil, e
 }
 
-// passwordChecks counts calls of passwordMatches (tests read it).
-var passwordChecks atomic.Int64
+// PasswordChecks returns how many passwords Login has compared with a hash
+// (unknown names included), so that tests can show that a throttled
+// attempt costs none.
+func (s *Service) PasswordChecks() int64 {
+	return s.checks.Load()
+}
 
 // passwordMatches reports whether p is the password hashed as hash; an empty
 // hash (unknown user) is compared against dummyHash and never matches.
-func passwordMatches(hash, p string) bool {
-	passwordChecks.Add(1)
+func (s *Service) passwordMatches(hash, p string) bool {
+	s.checks.Add(1)
 	if hash == "" {
 		bcrypt.CompareHashAndPassword(dummyHash(), []byte(p))
 		return false
 	}
-	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(p)) == nil
+	return PasswordMatches(hash, p)
 }

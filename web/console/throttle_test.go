@@ -1,4 +1,4 @@
-package web_test
+package console_test
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/mock"
+	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 	"github.com/stint-broker/stint/web/openapitest"
 )
 
@@ -39,6 +41,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 	clock := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	f.Server.Now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	f.Users.Now = f.Server.Now
 	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
 	h := openapitest.Handler(t, f.Server.Handler())
 	rules := broker.DefaultLoginThrottleRules
@@ -48,7 +51,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 			t.Fatalf("wrong password %d = %d, want 401", i+1, rec.Code)
 		}
 	}
-	before := web.PasswordChecks.Load()
+	before := f.Users.PasswordChecks()
 	for _, password := range []string{"wrong password!", consolePassword} {
 		rec := loginFrom(h, "203.0.113.5", "rita", password)
 		if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") != "1" ||
@@ -60,7 +63,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 			t.Fatal("a throttled attempt got a session")
 		}
 	}
-	if n := web.PasswordChecks.Load() - before; n != 0 {
+	if n := f.Users.PasswordChecks() - before; n != 0 {
 		t.Fatalf("%d password hashes computed for throttled attempts, want none", n)
 	}
 	// Another address is not held by this account-and-address lock.
@@ -101,7 +104,7 @@ func TestConsoleLoginThrottle(t *testing.T) {
 func TestConsoleLoginThrottleParallel(t *testing.T) {
 	f := newConsoleFixture(t)
 	h := openapitest.Handler(t, f.Server.Handler())
-	before := web.PasswordChecks.Load()
+	before := f.Users.PasswordChecks()
 	var wg sync.WaitGroup
 	codes := make(chan int, 40)
 	for range 40 {
@@ -116,7 +119,7 @@ func TestConsoleLoginThrottleParallel(t *testing.T) {
 		}
 	}
 	free := broker.DefaultLoginThrottleRules.PairFree
-	if n := web.PasswordChecks.Load() - before; n > int64(free) || refused != 40-free {
+	if n := f.Users.PasswordChecks() - before; n > int64(free) || refused != 40-free {
 		t.Fatalf("40 parallel guesses: %d password hashes, %d refused; want at most %d hashes and %d refused", n, refused, free, 40-free)
 	}
 }
@@ -138,7 +141,7 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 	f := newConsoleFixture(t)
 	s := web.NewServer()
 	s.Agents, s.Leases, s.Audit = &mock.AgentService{}, &mock.LeaseService{}, f.DB
-	s.Console = &web.Console{Store: f.DB}
+	s.Console = &console.Console{Reader: f.DB, Users: users.NewService(f.DB)}
 	s.OAuth = refusingTokens{}
 	h := s.Handler()
 	for range 40 {
@@ -179,17 +182,39 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 func TestConsoleLoginBusy(t *testing.T) {
 	f := newConsoleFixture(t)
 	h := openapitest.Handler(t, f.Server.Handler())
-	release := web.HoldPasswordSlots(f.Server, 10*time.Millisecond)
-	before := web.PasswordChecks.Load()
+	release := holdPasswordSlots(t, f.Users, 10*time.Millisecond)
+	before := f.Users.PasswordChecks()
 	rec := loginFrom(h, "203.0.113.20", "rita", consolePassword)
 	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("login with every slot taken = %d (Retry-After %q), want 503 with Retry-After", rec.Code, rec.Header().Get("Retry-After"))
 	}
-	if n := web.PasswordChecks.Load() - before; n != 0 {
+	if n := f.Users.PasswordChecks() - before; n != 0 {
 		t.Fatalf("%d passwords hashed without a slot", n)
 	}
 	release()
 	if rec := loginFrom(h, "203.0.113.20", "rita", consolePassword); rec.Code != http.StatusSeeOther {
 		t.Fatalf("login with a free slot = %d, want 303", rec.Code)
+	}
+}
+
+// holdPasswordSlots takes every password-check slot of svc, and makes a
+// login wait at most wait for one, until release.
+func holdPasswordSlots(t *testing.T, svc *users.Service, wait time.Duration) (release func()) {
+	t.Helper()
+	old := svc.PasswordWait
+	svc.PasswordWait = wait
+	var held []func()
+	for range svc.PasswordSlots {
+		r, err := svc.AcquirePasswordSlot(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	return func() {
+		for _, r := range held {
+			r()
+		}
+		svc.PasswordWait = old
 	}
 }
