@@ -23,10 +23,10 @@ import (
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
 )
 
-// vaultProxy stands between one replica and the real Vault: it passes
+// holdingVault stands between one replica and the real Vault: it passes
 // every call through, except that it can hold revocations (a Vault that
 // stopped answering them) and slow mints down.
-type vaultProxy struct {
+type holdingVault struct {
 	*httptest.Server
 	holdRevokes atomic.Bool
 	mintDelay   atomic.Int64 // nanoseconds
@@ -35,12 +35,12 @@ type vaultProxy struct {
 	closed      chan struct{}
 }
 
-func newVaultProxy(tb testing.TB, vaultAddr string) *vaultProxy {
+func newHoldingVault(tb testing.TB, vaultAddr string) *holdingVault {
 	target, err := url.Parse(vaultAddr)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	p := &vaultProxy{minting: make(chan struct{}, 16), closed: make(chan struct{})}
+	p := &holdingVault{minting: make(chan struct{}, 16), closed: make(chan struct{})}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
@@ -120,7 +120,7 @@ func TestReplicaStopReleasesClaims(t *testing.T) {
 	dv := vaulttest.Start(t)
 	bin := buildStint(t)
 	dir := t.TempDir()
-	proxy := newVaultProxy(t, dv.Addr)
+	proxy := newHoldingVault(t, dv.Addr)
 
 	cfg := e2eConfig(t, dv, "unused.db")
 	cfg.Store = StoreConfig{Driver: driverPostgres, DSN: dsn}
