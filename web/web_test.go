@@ -226,6 +226,8 @@ func newFixture(tb testing.TB) *fixture {
 				return l, nil
 			case "lease-old":
 				return nil, broker.Errorf(broker.ECONFLICT, "Lease lease-old has already ended (expired).")
+			case "lease-illegal":
+				return nil, fmt.Errorf("record release: %w", broker.CheckLeaseTransition(broker.LeaseExpired, broker.LeaseRevoking))
 			}
 			return nil, notFound
 		},
@@ -485,6 +487,8 @@ func TestAPI(t *testing.T) {
 			WantContains: []string{`"state":"revoking"`, `"end_state":"released"`}},
 		{Name: "ErrLeaseReleaseEnded", Method: "DELETE", URL: "/v1/leases/lease-old", Token: agentKey, WantStatus: 409,
 			WantContains: []string{`"code":"conflict"`}},
+		{Name: "ErrLeaseReleaseIllegalTransition", Method: "DELETE", URL: "/v1/leases/lease-illegal", Token: agentKey, WantStatus: 409,
+			WantContains: []string{`"code":"illegal_transition"`, `"message":"Lease is expired; it cannot become revoking."`}},
 		{Name: "ErrLeaseReleaseNotFound", Method: "DELETE", URL: "/v1/leases/lease-404", Token: agentKey, WantStatus: 404},
 		{Name: "LeaseRevoke", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: adminToken,
 			Body: `{"reason":"incident 42"}`, WantStatus: 200, WantContains: []string{`"state":"revoked"`}},
