@@ -397,19 +397,19 @@ func backTo(c echo.Context, def string) string {
 // (admin): the kill switch for one agent, with a reason. The containment is
 // written at once; the page that follows shows its progress.
 func (con *Console) handleConsoleAgentRevokeAll(c echo.Context) error {
-	return con.consoleContain(c, "", "")
+	return con.consoleContain(c, "")
 }
 
 // handleConsoleAgentDisable handles "POST /console/agents/:id/disable"
 // (admin): the agent can no longer authenticate, and its live leases are
 // revoked.
 func (con *Console) handleConsoleAgentDisable(c echo.Context) error {
-	return con.consoleContain(c, broker.AgentDisabled, "agent disabled: ")
+	return con.consoleContain(c, broker.AgentDisabled)
 }
 
 // consoleContain contains the agent through the lease service, as the API
 // does, and shows the containment's progress.
-func (con *Console) consoleContain(c echo.Context, state broker.AgentState, prefix string) error {
+func (con *Console) consoleContain(c echo.Context, state broker.AgentState) error {
 	reason := strings.TrimSpace(c.FormValue("reason"))
 	if err := checkFormText("reason", reason, true, broker.MaxReasonLen); err != nil {
 		return err
@@ -419,7 +419,7 @@ func (con *Console) consoleContain(c echo.Context, state broker.AgentState, pref
 	if err != nil {
 		return err
 	}
-	cnt, err := con.host.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: prefix + reason})
+	cnt, err := con.host.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: reason})
 	if err != nil {
 		return err
 	}
