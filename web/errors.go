@@ -20,6 +20,7 @@ var statusByCode = map[string]int{
 	broker.EDENIED:       http.StatusForbidden,
 	broker.ENOTFOUND:     http.StatusNotFound,
 	broker.ECONFLICT:     http.StatusConflict,
+	broker.ETRANSITION:   http.StatusConflict,
 	broker.ETOOMANY:      http.StatusTooManyRequests,
 	broker.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	broker.EINTERNAL:     http.StatusInternalServerError,
