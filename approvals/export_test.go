@@ -50,4 +50,6 @@ func NewPolicyTrustingSchema(docs []PolicyDocument, schemaText []byte, cfg Polic
 type RiskFacts = riskFacts
 
 // ScoreFacts exposes the pure scoring function.
-func ScoreFacts(f RiskFacts, revokeThreshold int) broker.RiskAssessment { return score(f, revokeThreshold) }
+func ScoreFacts(f RiskFacts, revokeThreshold int) broker.RiskAssessment {
+	return score(f, revokeThreshold)
+}
