@@ -116,6 +116,14 @@ type Service struct {
 	// Alerts tells security about risk containments (risk.go); nil only
 	// logs them.
 	Alerts Alerter
+
+	// Claims hands the revocations this service claimed back to the store
+	// when it stops (ReleaseClaims, claims.go); NewService sets it when the
+	// store implements it. claims maps a lease id to the NextRevokeAt of
+	// this service's claim of it.
+	Claims   broker.RevocationClaimStore
+	claimsMu sync.Mutex
+	claims   map[string]time.Time
 }
 
 // NewService returns a service with default settings for the given roles.
@@ -146,6 +154,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		s.Guard = g
 	}
 	s.Cap, _ = store.(broker.LeaseCapStore)
+	s.Claims, _ = store.(broker.RevocationClaimStore)
 	return s
 }
 
@@ -501,10 +510,15 @@ func (s *Service) end(ctx context.Context, l *broker.Lease, endState broker.Leas
 	if err != nil {
 		return nil, err
 	}
+	s.holdClaims(l)
 	// Revocation must finish even if the caller goes away.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	return s.attemptRevoke(rctx, l, actor)
+	done, err := s.attemptRevoke(rctx, l, actor)
+	if err == nil {
+		s.dropClaims(l.ID)
+	}
+	return done, err
 }
 
 // attemptRevoke revokes a revoking lease's credential once. On success the
