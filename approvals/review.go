@@ -43,10 +43,10 @@ type ReviewsStore interface {
 // once. Closing a review late does not re-activate a suspended agent: an
 // admin does, on purpose (a disabled agent stays disabled: that is final).
 type Reviews struct {
-	Store   ReviewsStore
-	Control AgentControl
-	Alerts  *Alerts
-	Logger  *slog.Logger
+	Store      ReviewsStore
+	KillSwitch KillSwitch
+	Alerts     *Alerts
+	Logger     *slog.Logger
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 
@@ -363,18 +363,13 @@ func (rv *Reviews) enforce(ctx context.Context, r *broker.Review, now time.Time)
 	return nil
 }
 
-// control suspends or disables r's agent through Control.
+// control suspends or disables r's agent through the kill switch.
 func (rv *Reviews) control(ctx context.Context, r *broker.Review, disable bool, reason string) error {
-	if rv.Control == nil {
-		return fmt.Errorf("review %s is overdue but no agent control is wired", r.ID)
-	}
-	var err error
+	state := broker.AgentSuspended
 	if disable {
-		err = rv.Control.DisableAgent(ctx, r.AgentID, reason)
-	} else {
-		err = rv.Control.SuspendAgent(ctx, r.AgentID, reason)
+		state = broker.AgentDisabled
 	}
-	if err != nil {
+	if err := contain(ctx, rv.KillSwitch, broker.ContainRequest{AgentID: r.AgentID, State: state, Reason: reason, KeepDisabled: true}); err != nil {
 		return fmt.Errorf("enforce review %s: %w", r.ID, err)
 	}
 	return nil
@@ -478,8 +473,9 @@ func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.R
 		if err := rv.Store.ExcludeRole(ctx, &broker.RoleExclusion{AgentID: r.AgentID, Role: role, ReviewID: r.ID, By: by, At: now}); err != nil {
 			return nil, fmt.Errorf("record role removal: %w", err)
 		}
-		if rv.Control != nil {
-			if err := rv.Control.RevokeRoleLeases(ctx, r.AgentID, role, fmt.Sprintf("access review %s removed role %s", r.ID, role)); err != nil {
+		if rv.KillSwitch != nil {
+			req := broker.ContainRequest{AgentID: r.AgentID, Role: role, Reason: fmt.Sprintf("access review %s removed role %s", r.ID, role)}
+			if err := contain(ctx, rv.KillSwitch, req); err != nil {
 				return nil, fmt.Errorf("revoke leases of removed role: %w", err)
 			}
 		}

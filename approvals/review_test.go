@@ -37,7 +37,7 @@ func TestReviewJob(t *testing.T) {
 	ctrl, rec := &fakeControl{}, &alertRecorder{}
 	rv := approvals.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.Control, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+	rv.KillSwitch, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	opened, err := rv.Campaign(context.Background())
 	if err != nil {
@@ -160,7 +160,7 @@ func TestBreakglassPostReview(t *testing.T) {
 	rec := &alertRecorder{}
 	rv := approvals.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.Control, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+	rv.KillSwitch, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	grant := func() *broker.Lease {
 		l := recordLease(t, db, a, "db-admin", broker.LeaseActive, now, 15*time.Minute)
@@ -256,7 +256,7 @@ func TestAttestationsKeepEveryAttester(t *testing.T) {
 	roles := append(slices.Clone(reviewRoles), &broker.Role{Name: "logs-ro", Sensitivity: broker.SensitivityLow, Eligible: map[string]string{"team": "*"}})
 	rv := approvals.NewReviews(db, roles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.Control, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	rv.KillSwitch, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
 	opened, err := rv.Campaign(context.Background())
 	if err != nil || len(opened) != 1 || len(opened[0].Items) != 3 {
 		t.Fatalf("Campaign = %+v, %v; want one review with three roles", opened, err)
@@ -319,7 +319,7 @@ func TestAttestKeepAfterRemove(t *testing.T) {
 	a := createAgent(t, db, "busy", now.Add(-24*time.Hour))
 	rv := approvals.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.Control, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	rv.KillSwitch, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
 	opened, err := rv.Campaign(context.Background())
 	if err != nil || len(opened) != 1 {
 		t.Fatalf("Campaign = %+v, %v", opened, err)

@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -44,17 +45,23 @@ type RiskStore interface {
 	broker.AgentStore
 }
 
-// AgentControl suspends and disables agents and pulls their leases on
-// governance's behalf. cmd implements it with the agent and lease services,
-// so that suspending revokes keys' use, access tokens and live leases the
-// same way an admin's suspension does.
-type AgentControl interface {
-	// SuspendAgent suspends the agent and revokes its live leases.
-	SuspendAgent(ctx context.Context, agentID, reason string) error
-	// DisableAgent disables the agent and revokes its live leases.
-	DisableAgent(ctx context.Context, agentID, reason string) error
-	// RevokeRoleLeases revokes the agent's live leases on role.
-	RevokeRoleLeases(ctx context.Context, agentID, role, reason string) error
+// KillSwitch is the lease service's one kill switch
+// (broker.LeaseService.ContainAgent): governance contains an agent exactly
+// as an admin does, so its tokens stop working at once and every live
+// lease is marked to end in the same transaction.
+type KillSwitch interface {
+	ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error)
+}
+
+// contain pulls ks as governance (broker.GovernanceActor).
+func contain(ctx context.Context, ks KillSwitch, req broker.ContainRequest) error {
+	if ks == nil {
+		return errors.New("no kill switch is wired")
+	}
+	if _, err := ks.ContainAgent(broker.NewContextWithActor(ctx, broker.GovernanceActor()), req); err != nil {
+		return fmt.Errorf("contain agent: %w", err)
+	}
+	return nil
 }
 
 // Risk computes the live risk score of requests (0–100) and contains
@@ -101,8 +108,8 @@ type Risk struct {
 	// leases are revoked and it is suspended, with an alert. Zero or more
 	// than 100 never contains.
 	RevokeThreshold int
-	// Control suspends agents; nil leaves containment to the alert alone.
-	Control AgentControl
+	// KillSwitch suspends agents; nil leaves containment to the alert alone.
+	KillSwitch KillSwitch
 	// Alerts tells security about containments.
 	Alerts *Alerts
 
@@ -477,7 +484,7 @@ func (r *Risk) AgentScore(ctx context.Context, agentID, sourceIP string, now tim
 }
 
 // contain suspends the agent and revokes its live leases (through
-// Control), and alerts security. One containment per agent runs at a
+// KillSwitch), and alerts security. One containment per agent runs at a
 // time; the others only alert.
 func (r *Risk) contain(ctx context.Context, agent *broker.Agent, a broker.RiskAssessment, trigger string) {
 	r.mu.Lock()
@@ -496,9 +503,9 @@ func (r *Risk) contain(ctx context.Context, agent *broker.Agent, a broker.RiskAs
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
 	action := "agent suspended and its live leases revoked"
-	if r.Control == nil {
-		action = "no agent control is wired: suspend the agent by hand"
-	} else if err := r.Control.SuspendAgent(cctx, agent.ID, reason); err != nil {
+	if r.KillSwitch == nil {
+		action = "no kill switch is wired: suspend the agent by hand"
+	} else if err := contain(cctx, r.KillSwitch, broker.ContainRequest{AgentID: agent.ID, State: broker.AgentSuspended, Reason: reason, KeepDisabled: true}); err != nil {
 		action = "suspending the agent failed: " + err.Error()
 		r.Logger.Error("risk containment failed", "agent", agent.Name, "agent_id", agent.ID, "err", err)
 	}

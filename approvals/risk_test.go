@@ -16,7 +16,8 @@ import (
 	"github.com/stint-broker/stint/broker/sqlite"
 )
 
-// fakeControl records what governance asked of agents.
+// fakeControl is a kill switch that records what governance asked of
+// agents, and refuses any caller but broker.GovernanceActor.
 type fakeControl struct {
 	mu        sync.Mutex
 	suspended []string
@@ -24,25 +25,21 @@ type fakeControl struct {
 	revoked   []string // agent/role
 }
 
-func (c *fakeControl) SuspendAgent(_ context.Context, id, _ string) error {
+func (c *fakeControl) ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error) {
+	if a, _ := broker.ActorFromContext(ctx); a.String() != broker.GovernanceActor().String() || !a.IsAdmin() {
+		return nil, broker.Errorf(broker.EFORBIDDEN, "contained by %s, not governance", a)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.suspended = append(c.suspended, id)
-	return nil
-}
-
-func (c *fakeControl) DisableAgent(_ context.Context, id, _ string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.disabled = append(c.disabled, id)
-	return nil
-}
-
-func (c *fakeControl) RevokeRoleLeases(_ context.Context, id, role, _ string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.revoked = append(c.revoked, id+"/"+role)
-	return nil
+	switch req.State {
+	case broker.AgentSuspended:
+		c.suspended = append(c.suspended, req.AgentID)
+	case broker.AgentDisabled:
+		c.disabled = append(c.disabled, req.AgentID)
+	default:
+		c.revoked = append(c.revoked, req.AgentID+"/"+req.Role)
+	}
+	return &broker.Containment{ID: "cnt", AgentID: req.AgentID, AgentState: req.State, Role: req.Role, Reason: req.Reason}, nil
 }
 
 // alertRecorder is a broker.Alerter that keeps what it is sent.
@@ -123,7 +120,7 @@ func TestRiskBurst(t *testing.T) {
 	ctrl, rec := &fakeControl{}, &alertRecorder{}
 	r := approvals.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
-	r.Control, r.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+	r.KillSwitch, r.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	score := func(ttl time.Duration) broker.RiskAssessment {
 		t.Helper()

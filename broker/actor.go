@@ -62,3 +62,12 @@ func ActorFromContext(ctx context.Context) (a Actor, ok bool) {
 
 // SystemActor is the actor recorded for work done by Stint's own jobs.
 func SystemActor(job string) Actor { return Actor{Kind: ActorSystem, Name: job} }
+
+// GovernanceActor is the actor of the containments Stint's governance
+// starts on its own (a risk score over the revoke threshold, an access
+// review past its deadline): an admin named "governance", since only admins
+// pull the kill switch. Lease history and the audit log record it as
+// "admin:governance".
+func GovernanceActor() Actor {
+	return Actor{Kind: ActorAdmin, Name: "governance", AuthMethod: "local"}
+}

@@ -244,6 +244,11 @@ type AuditFilter struct {
 // AuditStore keeps the audit chain.
 type AuditStore interface {
 	AuditLog
+	AuditReader
+}
+
+// AuditReader reads the audit chain; it cannot append to it.
+type AuditReader interface {
 	// FindAuditEvents returns one page of matching events, newest first, and
 	// the total number of matches ignoring Offset and Limit.
 	FindAuditEvents(ctx context.Context, filter AuditFilter) ([]*AuditEvent, int, error)
@@ -347,7 +352,7 @@ type AuditVerifyOptions struct {
 // recorded earlier). progress, if not nil, is called with the number of events
 // checked every 10,000 events. It returns an error only if the store cannot
 // be read. VerifyAudit also checks signed checkpoints.
-func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]string, progress func(checked int64)) (*AuditVerification, error) {
+func VerifyAuditChain(ctx context.Context, s AuditReader, anchors map[int64]string, progress func(checked int64)) (*AuditVerification, error) {
 	return VerifyAudit(ctx, s, AuditVerifyOptions{Anchors: anchors, Progress: progress})
 }
 
@@ -362,7 +367,7 @@ func VerifyAuditChain(ctx context.Context, s AuditStore, anchors map[int64]strin
 // walk cannot be mistaken for a truncation. Breaks of the chain itself are
 // reported first. It returns an error only if the store cannot be read; a
 // checkpoint source that cannot be read gives AuditCheckpointUnavailable.
-func VerifyAudit(ctx context.Context, s AuditStore, opts AuditVerifyOptions) (*AuditVerification, error) {
+func VerifyAudit(ctx context.Context, s AuditReader, opts AuditVerifyOptions) (*AuditVerification, error) {
 	v := &AuditVerification{OK: true}
 	var cps *checkpointSet
 	var cpFault *AuditVerification // a checkpoint problem found before the walk

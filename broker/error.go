@@ -9,15 +9,16 @@ import (
 // Error codes. Each maps to one HTTP status in web/errors.go; nothing else
 // chooses a status.
 const (
-	ECONFLICT     = "conflict"     // the object is not in a state that allows the action
-	EINTERNAL     = "internal"     // a bug or an unexpected failure; details are logged, never shown
-	EINVALID      = "invalid"      // the request is malformed; Field names the offending input
-	ENOTFOUND     = "not_found"    // no such object, or the caller may not know it exists
-	EUNAUTHORIZED = "unauthorized" // missing, unknown, expired or revoked credentials
-	EFORBIDDEN    = "forbidden"    // authenticated, but not allowed to do this
-	EDENIED       = "denied"       // the policy decided against the request
-	EUNAVAILABLE  = "unavailable"  // a dependency (Vault, the store) cannot be reached; retry later
-	ETOOMANY      = "too_many"     // a rate limit or a cap on live leases was hit
+	ECONFLICT     = "conflict"           // the object is not in a state that allows the action
+	EINTERNAL     = "internal"           // a bug or an unexpected failure; details are logged, never shown
+	EINVALID      = "invalid"            // the request is malformed; Field names the offending input
+	ENOTFOUND     = "not_found"          // no such object, or the caller may not know it exists
+	EUNAUTHORIZED = "unauthorized"       // missing, unknown, expired or revoked credentials
+	EFORBIDDEN    = "forbidden"          // authenticated, but not allowed to do this
+	EDENIED       = "denied"             // the policy decided against the request
+	EUNAVAILABLE  = "unavailable"        // a dependency (Vault, the store) cannot be reached; retry later
+	ETOOMANY      = "too_many"           // a rate limit or a cap on live leases was hit
+	ETRANSITION   = "illegal_transition" // the lease state machine does not allow the change (transition.go)
 )
 
 // Error is an error whose message is safe to show to the caller. Any error that
@@ -33,6 +34,10 @@ type Error struct {
 	// RetryAfter, for ETOOMANY, is how long the caller should wait before
 	// trying again; the web layer sends it as Retry-After.
 	RetryAfter time.Duration
+	// Err is the sentinel or cause the error carries, for errors.Is and
+	// errors.As (such as ErrLeaseTransition or ErrDutyConflict). It never
+	// reaches the caller: only Code, Message and Field do.
+	Err error
 }
 
 // Error implements the error interface. It never includes wrapped detail.
@@ -42,6 +47,9 @@ func (e *Error) Error() string {
 	}
 	return fmt.Sprintf("stint error: code=%s message=%s", e.Code, e.Message)
 }
+
+// Unwrap returns the wrapped sentinel or cause, if any.
+func (e *Error) Unwrap() error { return e.Err }
 
 // Errorf returns an *Error with the given code and a formatted message.
 func Errorf(code string, format string, args ...any) *Error {

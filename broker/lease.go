@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,21 @@ var LeaseStates = []LeaseState{
 	LeasePending, LeaseApproved, LeaseIssuing, LeaseActive, LeaseRevoking,
 	LeaseDenied, LeaseRejected, LeaseTimedOut, LeaseLapsed, LeaseCanceled,
 	LeaseExpired, LeaseReleased, LeaseRevoked, LeaseFailed,
+}
+
+// ParseLeaseState returns the lease state named s, or EINVALID naming
+// "state" with the states there are.
+func ParseLeaseState(s string) (LeaseState, error) {
+	for _, state := range LeaseStates {
+		if string(state) == s {
+			return state, nil
+		}
+	}
+	names := make([]string, len(LeaseStates))
+	for i, state := range LeaseStates {
+		names[i] = string(state)
+	}
+	return "", FieldErrorf("state", "Unknown lease state %q; use one of %s.", s, strings.Join(names, ", "))
 }
 
 // Lease is one grant's whole life, from request to end. The credential itself

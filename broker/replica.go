@@ -130,3 +130,22 @@ func LeaseCapReached(agent string, held int) *Error {
 	e.RetryAfter = 30 * time.Second
 	return e
 }
+
+// RevocationClaim is a replica's claim of one revoking lease: the lease's
+// NextRevokeAt pushed to Until while the replica revokes it, which hides
+// it from other replicas until then.
+type RevocationClaim struct {
+	LeaseID string
+	Until   time.Time
+}
+
+// RevocationClaimStore hands a stopping replica's revocation claims back to
+// the others, so that a revocation it began is taken at once rather than
+// when its claim runs out (leases.claim_timeout).
+type RevocationClaimStore interface {
+	// ReleaseRevocations makes each claimed lease due at now, if it is
+	// still revoking and still claimed until the claim's Until (a lease
+	// claimed again since, by this replica or another, is left alone). It
+	// records no event and returns how many it released.
+	ReleaseRevocations(ctx context.Context, claims []RevocationClaim, now time.Time) (int, error)
+}

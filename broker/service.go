@@ -140,8 +140,14 @@ type ContainRequest struct {
 	// Role, if set, limits the containment to the agent's leases on it
 	// (with an empty State).
 	Role string
-	// Reason is recorded on the containment and on every lease it ends.
+	// Reason is why, recorded on the containment and on every lease it
+	// ends after what was done ("agent suspended: " + Reason). Required
+	// when State is empty.
 	Reason string
+	// KeepDisabled makes suspending a disabled agent end its live leases
+	// and leave it disabled, rather than fail with ECONFLICT (disabling is
+	// final): governance suspends agents whatever an admin did before.
+	KeepDisabled bool
 }
 
 // NewAgent is what an operator gives to register an agent.
@@ -166,11 +172,12 @@ type AgentService interface {
 	// means the configured default. Returns ENOTFOUND or ECONFLICT (disabled,
 	// or its auth methods leave out api_key).
 	RotateKey(ctx context.Context, agentID string, ttl time.Duration) (string, *APIKey, error)
-	// SetAgentState suspends, disables or re-activates an agent. Suspending or
-	// disabling revokes its keys' use at once; the caller revokes its leases.
-	// Only a suspended agent can be re-activated: returns ECONFLICT for a
-	// disabled agent (disabling is final), ENOTFOUND or EINVALID.
-	SetAgentState(ctx context.Context, agentID string, state AgentState) (*Agent, error)
+	// ActivateAgent re-activates a suspended agent. There is no way to
+	// suspend or disable an agent here: that is the kill switch,
+	// LeaseService.ContainAgent, which ends its live leases in the same
+	// transaction. Returns ECONFLICT for a disabled agent (disabling is
+	// final), ENOTFOUND.
+	ActivateAgent(ctx context.Context, agentID string) (*Agent, error)
 	// FindAgent looks an agent up by id or by name. Returns ENOTFOUND.
 	FindAgent(ctx context.Context, idOrName string) (*Agent, error)
 	// FindAgents lists agents.

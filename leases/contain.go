@@ -29,6 +29,13 @@ type AgentCredentials interface {
 // from then on no lease of the agent can become active and the revocation
 // queue owns the rest, with retries that never give up and survive
 // restarts. It returns at once, with the progress so far.
+//
+// Every caller (the API, the console, the CLI, risk containment, access
+// review deadlines) comes here with the actor in ctx and its own reason;
+// the recorded reason says what was done to the agent ("agent suspended:
+// " and the caller's reason), so callers never phrase it themselves.
+// Suspending a disabled agent fails (disabling is final) unless
+// req.KeepDisabled: then it stays disabled and every live lease still ends.
 func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error) {
 	actor, err := actorFrom(ctx)
 	if err != nil {
@@ -37,17 +44,31 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 	if !actor.IsAdmin() {
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins contain an agent.")
 	}
-	reason := strings.TrimSpace(req.Reason)
-	if err := broker.CheckText("reason", reason); err != nil {
+	why := strings.TrimSpace(req.Reason)
+	if err := broker.CheckText("reason", why); err != nil {
 		return nil, err
 	}
 	switch {
-	case reason == "":
+	case why == "" && req.State == "":
 		return nil, broker.FieldErrorf("reason", "A reason is required to revoke leases.")
 	case req.State != "" && req.State != broker.AgentSuspended && req.State != broker.AgentDisabled:
 		return nil, broker.FieldErrorf("state", "A containment suspends or disables the agent, or leaves its state alone.")
 	case req.State != "" && req.Role != "":
 		return nil, broker.FieldErrorf("role", "A containment that changes the agent's state covers all its roles.")
+	}
+	if req.State == broker.AgentSuspended && req.KeepDisabled {
+		a, err := s.Store.FindAgentByID(ctx, req.AgentID)
+		if err != nil {
+			return nil, err
+		}
+		if a.State == broker.AgentDisabled {
+			req.State = ""
+			why = joinReason("agent disabled; suspending it ends its live leases", why)
+		}
+	}
+	reason := why
+	if req.State != "" {
+		reason = joinReason("agent "+string(req.State), why)
 	}
 	now := s.Now().UTC()
 	opts := broker.ContainOptions{MintGraceUntil: now.Add(s.IssuingTimeout)}
@@ -80,6 +101,14 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 		}
 	}
 	return c, nil
+}
+
+// joinReason records what was done, then the caller's reason if any.
+func joinReason(what, why string) string {
+	if why == "" {
+		return what
+	}
+	return what + ": " + why
 }
 
 // WaitContainment implements broker.LeaseService. wait is capped at

@@ -117,7 +117,7 @@ func TestContainAgent(t *testing.T) {
 			t.Fatalf("a lease already ending kept end state %s, want released", l.EndState)
 		}
 		evs, _ := f.db.FindLeaseEvents(context.Background(), active.ID)
-		if last := evs[len(evs)-1]; last.To != broker.LeaseRevoking || last.Actor != "admin:sec" || last.Reason != "incident 7" {
+		if last := evs[len(evs)-1]; last.To != broker.LeaseRevoking || last.Actor != "admin:sec" || last.Reason != "agent suspended: incident 7" {
 			t.Fatalf("last event = %+v, want revoking by admin:sec for the reason", last)
 		}
 		// Nothing can become active again, and nothing new is granted.
@@ -137,7 +137,7 @@ func TestContainAgent(t *testing.T) {
 			t.Fatal("a credential is still live")
 		}
 		got, _ := f.svc.FindContainments(adminCtx(), id, 0)
-		if len(got) != 1 || got[0].ID != c.ID || got[0].Reason != "incident 7" {
+		if len(got) != 1 || got[0].ID != c.ID || got[0].Reason != "agent suspended: incident 7" {
 			t.Fatalf("containments = %+v", got)
 		}
 	})

@@ -81,6 +81,7 @@ func (s *Service) ExpireDue(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("claim expired leases: %w", err)
 		}
+		s.holdClaims(due...)
 		s.revokeAll(ctx, due, "system:expiry")
 		if len(due) < s.BatchSize {
 			return nil
@@ -96,6 +97,7 @@ func (s *Service) RetryRevocations(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("claim due revocations: %w", err)
 		}
+		s.holdClaims(due...)
 		s.revokeAll(ctx, due, "system:revocation-queue")
 		if len(due) < s.BatchSize {
 			return nil
@@ -145,6 +147,11 @@ func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor stri
 					mu.Unlock()
 					continue
 				}
+				if ctx.Err() != nil {
+					// Stopping: the call was cut short, not refused. The
+					// claim stays held, and ReleaseClaims hands it on.
+					continue
+				}
 				if errors.Is(err, ErrUnavailable) {
 					mu.Lock()
 					if down == nil {
@@ -154,6 +161,8 @@ func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor stri
 				}
 				if _, err := s.queueRetry(ctx, l, err); err != nil {
 					s.Logger.Error("revocation bookkeeping failed", "lease_id", l.ID, "err", err)
+				} else {
+					s.dropClaims(l.ID)
 				}
 			}
 		})
@@ -164,12 +173,18 @@ func (s *Service) revokeAll(ctx context.Context, due []*broker.Lease, actor stri
 	close(work)
 	wg.Wait()
 
-	ended, err := s.Store.EndRevocations(ctx, done, actor, "revocation confirmed by Vault")
+	// What Vault confirmed is recorded even when the service is stopping.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	ended, err := s.Store.EndRevocations(rctx, done, actor, "revocation confirmed by Vault")
 	if err != nil {
 		// The credentials are gone; the leases stay revoking and the queue
 		// confirms them again (revoking a revoked lease succeeds).
 		s.Logger.Error("record confirmed revocations", "leases", len(done), "err", err)
 		return
+	}
+	for _, d := range done {
+		s.dropClaims(d.LeaseID)
 	}
 	for _, l := range ended {
 		s.Logger.Info("lease ended", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "state", l.State)

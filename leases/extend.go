@@ -19,7 +19,8 @@ type Renewer interface {
 	// returns how long from now the credential now lives, which Vault may
 	// cap below Window (the Vault role's max TTL). Errors wrapping
 	// ErrNotRenewable mean the credential cannot be renewed at all; errors
-	// wrapping ErrUnavailable mean Vault could not be reached.
+	// wrapping ErrUnavailable mean Vault could not be reached; errors
+	// wrapping ErrCredentialEnded mean Vault no longer holds the credential.
 	Renew(ctx context.Context, req RenewRequest) (time.Duration, error)
 }
 
@@ -34,6 +35,11 @@ type RenewRequest struct {
 // ErrNotRenewable is wrapped by Renew errors for credentials that cannot
 // be renewed, such as Stint's non-renewable Vault tokens.
 var ErrNotRenewable = errors.New("the credential is not renewable")
+
+// ErrCredentialEnded is wrapped by Renew errors for credentials that Vault
+// no longer holds: revoked, or expired in Vault (for instance while Stint
+// could not reach it). Renewing again cannot succeed.
+var ErrCredentialEnded = errors.New("the credential has already ended in Vault")
 
 // ExtendLease implements broker.LeaseService.
 //
@@ -166,6 +172,9 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 			return nil, err
 		case errors.Is(err, ErrNotRenewable):
 			return nil, broker.Errorf(broker.ECONFLICT, "The credential of role %q cannot be renewed; request a new lease.", role.Name)
+		case errors.Is(err, ErrCredentialEnded):
+			return nil, broker.Errorf(broker.ECONFLICT, "The credential has already ended in Vault and cannot be extended; the lease ends as planned at %s. Request a new lease.",
+				end.UTC().Format(time.RFC3339))
 		}
 		return nil, fmt.Errorf("renew lease %s: %w", l.ID, err)
 	}

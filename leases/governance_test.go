@@ -370,6 +370,30 @@ func TestExtendLease(t *testing.T) {
 	}
 }
 
+// TestExtendLeaseCredentialEnded extends a lease whose credential Vault no
+// longer holds (it expired there while Stint could not reach Vault): a
+// conflict, the window put back, and no internal error to retry.
+func TestExtendLeaseCredentialEnded(t *testing.T) {
+	f := govFixture(t)
+	now := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	f.svc.Now = func() time.Time { return now }
+	f.svc.Renewer = &fakeRenewer{err: fmt.Errorf("renew vault lease x: %w", leases.ErrCredentialEnded)}
+	ctx, _ := f.agentAs(t, "etl", broker.AuthAPIKey)
+	l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "etl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(11 * time.Minute)
+	_, err = f.svc.ExtendLease(ctx, l.ID, "10m")
+	if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "already ended in Vault") {
+		t.Fatalf("extension of an ended credential: %v, want a conflict", err)
+	}
+	got, err := f.db.FindLeaseByID(context.Background(), l.ID)
+	if err != nil || !got.ExpiresAt.Equal(*l.ExpiresAt) || got.Extensions != 0 {
+		t.Fatalf("lease after the refused extension: expires %s after %d extensions, %v; want %s after 0", got.ExpiresAt, got.Extensions, err, l.ExpiresAt)
+	}
+}
+
 func TestExtendLeaseDenied(t *testing.T) {
 	f := govFixture(t)
 	now := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)

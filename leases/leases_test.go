@@ -415,3 +415,71 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("stuck lease state = %s, want failed", got.State)
 	}
 }
+
+// listingIssuer counts revocations per credential and runs during while it
+// lists, after taking its snapshot: as if the lease ended on another
+// replica while the reconciler listed Vault.
+type listingIssuer struct {
+	*fakeIssuer
+	during  func()
+	mu      sync.Mutex
+	revokes map[string]int
+}
+
+func (l *listingIssuer) ListIssued(ctx context.Context, roles []*broker.Role) ([]leases.Issued, error) {
+	out, err := l.fakeIssuer.ListIssued(ctx, roles)
+	if l.during != nil {
+		l.during()
+	}
+	return out, err
+}
+
+func (l *listingIssuer) Revoke(ctx context.Context, id string) error {
+	l.mu.Lock()
+	l.revokes[id]++
+	l.mu.Unlock()
+	return l.fakeIssuer.Revoke(ctx, id)
+}
+
+// TestReconcileSkipsLeasesEndedWhileListing ends a lease while the
+// reconciler lists Vault: the stale listing still shows its credential,
+// and the reconciler must not revoke it a second time.
+func TestReconcileSkipsLeasesEndedWhileListing(t *testing.T) {
+	f := newFixture(t)
+	iss := &listingIssuer{fakeIssuer: f.issuer, revokes: map[string]int{}}
+	f.svc.Issuer = iss
+	ctx := f.agent(t, "etl", map[string]string{"team": "data"})
+	l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss.during = func() {
+		if _, err := f.svc.ReleaseLease(ctx, l.ID); err != nil {
+			t.Error(err)
+		}
+	}
+	rep, err := f.svc.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := iss.revokes[l.VaultLeaseID], 1; got != want {
+		t.Fatalf("credential revoked %d times, want %d (reconcile report %+v)", got, want, rep)
+	}
+	if len(rep.Stale) != 0 {
+		t.Fatalf("stale = %v, want none", rep.Stale)
+	}
+
+	// A lease that ended before the listing and is still live in Vault is
+	// stale, and revoked again.
+	iss.during = nil
+	f.issuer.mu.Lock()
+	f.issuer.live[l.VaultLeaseID] = time.Now()
+	f.issuer.mu.Unlock()
+	rep, err = f.svc.Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Stale) != 1 || rep.Stale[0] != l.ID {
+		t.Fatalf("stale = %v, want [%s]", rep.Stale, l.ID)
+	}
+}

@@ -28,8 +28,14 @@ type ReconcileReport struct {
 // in flight is left alone; revokes credentials of leases that already ended;
 // and fails leases stuck in issuing for longer than IssuingTimeout. It is
 // idempotent; cmd schedules it with cron.
+//
+// A lease that ended after the listing started is left alone: its
+// revocation was confirmed by Vault meanwhile (on this replica or another),
+// and the listing, older than that, may still show the credential.
+// Revoking it again would be a second revocation of one lease.
 func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 	rep := &ReconcileReport{}
+	listed := s.Now().UTC()
 	issued, err := s.Issuer.ListIssued(ctx, s.allRoles())
 	if err != nil {
 		return rep, fmt.Errorf("list issued credentials: %w", err)
@@ -44,6 +50,8 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 		switch {
 		case len(known) == 1 && known[0].State.Live():
 			continue // the expiry loop and the queue own it
+		case len(known) == 1 && known[0].EndedAt != nil && !known[0].EndedAt.Before(listed):
+			continue // revoked while the listing ran; the listing is stale
 		case len(known) == 1:
 			rep.Stale = append(rep.Stale, known[0].ID)
 		case now.Sub(c.IssuedAt) < s.OrphanGrace:

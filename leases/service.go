@@ -113,6 +113,14 @@ type Service struct {
 	// Credentials ends a disabled agent's keys and certificates
 	// (contain.go); nil leaves them to expire.
 	Credentials AgentCredentials
+
+	// Claims hands the revocations this service claimed back to the store
+	// when it stops (ReleaseClaims, claims.go); NewService sets it when the
+	// store implements it. claims maps a lease id to the NextRevokeAt of
+	// this service's claim of it.
+	Claims   broker.RevocationClaimStore
+	claimsMu sync.Mutex
+	claims   map[string]time.Time
 }
 
 // NewService returns a service with default settings for the given roles.
@@ -143,6 +151,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 		s.Guard = g
 	}
 	s.Cap, _ = store.(broker.LeaseCapStore)
+	s.Claims, _ = store.(broker.RevocationClaimStore)
 	return s
 }
 
@@ -493,10 +502,15 @@ func (s *Service) end(ctx context.Context, l *broker.Lease, endState broker.Leas
 	if err != nil {
 		return nil, err
 	}
+	s.holdClaims(l)
 	// Revocation must finish even if the caller goes away.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	return s.attemptRevoke(rctx, l, actor)
+	done, err := s.attemptRevoke(rctx, l, actor)
+	if err == nil {
+		s.dropClaims(l.ID)
+	}
+	return done, err
 }
 
 // attemptRevoke revokes a revoking lease's credential once. On success the

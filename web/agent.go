@@ -262,28 +262,29 @@ type rotateKeyResponse struct {
 
 // handleAgentSuspend handles "POST /v1/agents/:id/suspend" (admin).
 func (s *Server) handleAgentSuspend(c echo.Context) error {
-	return s.setAgentState(c, broker.AgentSuspended, "agent suspended")
+	return s.setAgentState(c, broker.AgentSuspended)
 }
 
 // handleAgentDisable handles "POST /v1/agents/:id/disable" (admin).
 func (s *Server) handleAgentDisable(c echo.Context) error {
-	return s.setAgentState(c, broker.AgentDisabled, "agent disabled")
+	return s.setAgentState(c, broker.AgentDisabled)
 }
 
 // handleAgentActivate handles "POST /v1/agents/:id/activate" (admin): a
 // suspended agent is active again; a disabled one stays disabled (409).
 func (s *Server) handleAgentActivate(c echo.Context) error {
-	return s.setAgentState(c, broker.AgentActive, "")
+	return s.setAgentState(c, broker.AgentActive)
 }
 
 // setAgentState moves the agent to state. Suspending or disabling is a
-// containment (the kill switch): in one store transaction the agent changes
-// state and every live lease of it is marked to end with revokeReason (plus
-// the optional reason from the body); the revocation queue ends them. The
+// containment (the kill switch, LeaseService.ContainAgent): in one store
+// transaction the agent changes state and every live lease of it is marked
+// to end, for the optional reason from the body; the revocation queue ends
+// them. The
 // answer waits up to ?wait (default 5s) for Vault to confirm every
 // revocation: 200 if it did, 202 with the progress and a Location to follow
 // if not. Re-activating answers 200 with the agent.
-func (s *Server) setAgentState(c echo.Context, state broker.AgentState, revokeReason string) error {
+func (s *Server) setAgentState(c echo.Context, state broker.AgentState) error {
 	var req agentStateRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -300,15 +301,12 @@ func (s *Server) setAgentState(c echo.Context, state broker.AgentState, revokeRe
 		return err
 	}
 	if state == broker.AgentActive {
-		if agent, err = s.Agents.SetAgentState(ctx, agent.ID, state); err != nil {
+		if agent, err = s.Agents.ActivateAgent(ctx, agent.ID); err != nil {
 			return err
 		}
 		return c.JSON(http.StatusOK, agentStateResponse{Agent: newAgentResponse(agent)})
 	}
-	if req.Reason != "" {
-		revokeReason += ": " + req.Reason
-	}
-	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: agent.ID, State: state, Reason: revokeReason})
+	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: agent.ID, State: state, Reason: req.Reason})
 	if err != nil {
 		return err
 	}

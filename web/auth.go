@@ -7,11 +7,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // actorKey is the echo context key under which authenticate stores the
 // actor's String form, for the request log.
-const actorKey = "stint.actor"
+const actorKey = console.ActorKey
 
 // publicRoutes are the routes that need no authentication, by route path.
 var publicRoutes = map[string]bool{
@@ -138,4 +139,11 @@ func checkRouteAuth(routes []*echo.Route) {
 		}
 		panic(fmt.Sprintf("web: route %s %s is outside %s but neither in publicRoutes nor ownAuthRoute", r.Method, r.Path, apiPrefix))
 	}
+}
+
+// ownAuthRoute reports whether the route authenticates on its own rather
+// than by bearer API key: the console (sessions) and /metrics (its token).
+func ownAuthRoute(path string) bool {
+	// /mcp takes only access tokens issued for it (mcp.go).
+	return path == "/" || path == mcpPath || path == "/metrics" || path == console.BasePath || strings.HasPrefix(path, console.BasePath+"/")
 }

@@ -79,7 +79,8 @@
 //
 //	GET    /metrics                     Prometheus text format
 //
-// The web console (console.go) is HTML for humans, with server-side sessions
+// The web console (package web/console, which the server mounts) is HTML
+// for humans, with server-side sessions
 // (cookie stint_session, HttpOnly, SameSite=Lax, Secure over TLS) instead of
 // bearer tokens; a request without a session gets the login page. Every POST
 // carries a CSRF token (form field _csrf or header X-CSRF-Token) derived from

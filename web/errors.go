@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // statusByCode is the only place where broker error codes become HTTP status
@@ -19,6 +20,7 @@ var statusByCode = map[string]int{
 	broker.EDENIED:       http.StatusForbidden,
 	broker.ENOTFOUND:     http.StatusNotFound,
 	broker.ECONFLICT:     http.StatusConflict,
+	broker.ETRANSITION:   http.StatusConflict,
 	broker.ETOOMANY:      http.StatusTooManyRequests,
 	broker.EUNAVAILABLE:  http.StatusServiceUnavailable,
 	broker.EINTERNAL:     http.StatusInternalServerError,
@@ -68,11 +70,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		)
 	}
 
-	if c.Get(consoleKey) != nil && c.Request().Method != http.MethodHead {
-		// The console's people get an HTML page (console.go), told when
+	if s.Console != nil && console.Serves(c) && c.Request().Method != http.MethodHead {
+		// The console's people get an HTML page (web/console), told when
 		// to come back as an API caller would be.
 		setRetryAfter(c.Response().Header(), err)
-		s.renderConsoleError(c, status, e)
+		s.Console.RenderError(c, status, console.ErrorBody{Code: e.Code, Message: e.Message}, requestID(c))
 		return
 	}
 

@@ -16,7 +16,7 @@ import (
 const (
 	maxTaskLen          = 500
 	maxJustificationLen = 2000
-	maxReasonLen        = 500
+	maxReasonLen        = broker.MaxReasonLen
 
 	defaultLeaseLimit = 50
 	maxLeaseLimit     = 500
@@ -299,7 +299,7 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 			if name = strings.TrimSpace(name); name == "" {
 				continue // "?state=" filters nothing
 			}
-			state, err := parseLeaseState(name)
+			state, err := broker.ParseLeaseState(name)
 			if err != nil {
 				return filter, false, err
 			}
@@ -344,20 +344,6 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 	}
 	filter.AgentID = &a.ID
 	return filter, true, nil
-}
-
-// parseLeaseState returns EINVALID naming "state" unless s is a lease state.
-func parseLeaseState(s string) (broker.LeaseState, error) {
-	for _, state := range broker.LeaseStates {
-		if string(state) == s {
-			return state, nil
-		}
-	}
-	names := make([]string, len(broker.LeaseStates))
-	for i, state := range broker.LeaseStates {
-		names[i] = string(state)
-	}
-	return "", broker.FieldErrorf("state", "Unknown lease state %q; use one of %s.", s, strings.Join(names, ", "))
 }
 
 // handleLeaseView handles "GET /v1/leases/:id". It never returns the

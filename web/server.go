@@ -18,6 +18,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // Defaults applied by NewServer.
@@ -63,8 +64,9 @@ type Server struct {
 	// hash, serves GET /metrics (metrics.go).
 	Metrics *Metrics
 	// Console, when set, serves the web console under /console
-	// (console.go).
-	Console *Console
+	// (web/console), with this server's lease service, audit log and
+	// failed-login accounting.
+	Console *console.Console
 	// Approvals lets approvers list and decide pending leases (approval.go);
 	// nil answers 404 on those routes.
 	Approvals broker.ApprovalService
@@ -194,7 +196,14 @@ func (s *Server) build() {
 	s.registerOAuthRoutes(e)
 	s.registerMCPRoutes(e)
 	s.registerMetricsRoutes(e)
-	s.registerConsoleRoutes(e)
+	if s.Console != nil {
+		s.Console.Mount(e, console.Host{
+			Leases: s.Leases, Audit: s.Audit, Logger: s.Logger, Now: s.Now,
+			LoginFailed: func(c echo.Context, reason string, details map[string]any) {
+				s.recordAuthFailureAs(c, "console", "anonymous", "", reason, details)
+			},
+		})
+	}
 	checkRouteAuth(e.Routes())
 
 	s.echo = e

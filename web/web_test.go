@@ -152,10 +152,10 @@ func newFixture(tb testing.TB) *fixture {
 			f.record("RotateKey %s %s", agentID, ttl)
 			return rotatedKey, &broker.APIKey{ID: "key-10", AgentID: agentID, Prefix: "stk_rota", CreatedAt: now, ExpiresAt: now.Add(24 * time.Hour)}, nil
 		},
-		SetAgentStateFn: func(ctx context.Context, agentID string, state broker.AgentState) (*broker.Agent, error) {
-			f.record("SetAgentState %s %s", agentID, state)
+		ActivateAgentFn: func(ctx context.Context, agentID string) (*broker.Agent, error) {
+			f.record("ActivateAgent %s", agentID)
 			a := etlBot()
-			a.State = state
+			a.State = broker.AgentActive
 			return a, nil
 		},
 	}
@@ -226,6 +226,8 @@ func newFixture(tb testing.TB) *fixture {
 				return l, nil
 			case "lease-old":
 				return nil, broker.Errorf(broker.ECONFLICT, "Lease lease-old has already ended (expired).")
+			case "lease-illegal":
+				return nil, fmt.Errorf("record release: %w", broker.CheckLeaseTransition(broker.LeaseExpired, broker.LeaseRevoking))
 			}
 			return nil, notFound
 		},
@@ -485,6 +487,8 @@ func TestAPI(t *testing.T) {
 			WantContains: []string{`"state":"revoking"`, `"end_state":"released"`}},
 		{Name: "ErrLeaseReleaseEnded", Method: "DELETE", URL: "/v1/leases/lease-old", Token: agentKey, WantStatus: 409,
 			WantContains: []string{`"code":"conflict"`}},
+		{Name: "ErrLeaseReleaseIllegalTransition", Method: "DELETE", URL: "/v1/leases/lease-illegal", Token: agentKey, WantStatus: 409,
+			WantContains: []string{`"code":"illegal_transition"`, `"message":"Lease is expired; it cannot become revoking."`}},
 		{Name: "ErrLeaseReleaseNotFound", Method: "DELETE", URL: "/v1/leases/lease-404", Token: agentKey, WantStatus: 404},
 		{Name: "LeaseRevoke", Method: "POST", URL: "/v1/leases/lease-1/revoke", Token: adminToken,
 			Body: `{"reason":"incident 42"}`, WantStatus: 200, WantContains: []string{`"state":"revoked"`}},
@@ -689,13 +693,13 @@ func TestCalls(t *testing.T) {
 			WantCalls: []string{`RevokeTask "migrate orders" "incident 42"`}},
 		{Name: "RevokeTaskNotAdmin", Method: "POST", URL: "/v1/tasks/migrate%20orders/revoke", Token: agentKey, Body: `{"reason":"x"}`},
 		{Name: "Disable", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken,
-			WantCalls: []string{`ContainAgent agent-1 disabled "agent disabled"`, "WaitContainment cnt-1 5s"}},
+			WantCalls: []string{`ContainAgent agent-1 disabled ""`, "WaitContainment cnt-1 5s"}},
 		{Name: "DisableWithReason", Method: "POST", URL: "/v1/agents/etl-bot/disable", Token: adminToken, Body: `{"reason":"key leaked"}`,
-			WantCalls: []string{`ContainAgent agent-1 disabled "agent disabled: key leaked"`, "WaitContainment cnt-1 5s"}},
+			WantCalls: []string{`ContainAgent agent-1 disabled "key leaked"`, "WaitContainment cnt-1 5s"}},
 		{Name: "Suspend", Method: "POST", URL: "/v1/agents/agent-1/suspend?wait=0s", Token: adminToken,
-			WantCalls: []string{`ContainAgent agent-1 suspended "agent suspended"`, "WaitContainment cnt-1 0s"}},
+			WantCalls: []string{`ContainAgent agent-1 suspended ""`, "WaitContainment cnt-1 0s"}},
 		{Name: "Activate", Method: "POST", URL: "/v1/agents/etl-bot/activate", Token: adminToken,
-			WantCalls: []string{"SetAgentState agent-1 active"}},
+			WantCalls: []string{"ActivateAgent agent-1"}},
 		{Name: "RevokeAll", Method: "POST", URL: "/v1/agents/etl-bot/revoke-all", Token: adminToken, Body: `{"reason":"incident 42"}`,
 			WantCalls: []string{`ContainAgent agent-1  "incident 42"`, "WaitContainment cnt-1 5s"}},
 		{Name: "CreateAgent", Method: "POST", URL: "/v1/agents", Token: adminToken,

@@ -561,7 +561,7 @@ func TestRequestChangedAfterPosting(t *testing.T) {
 	// the request that would be approved.
 	d := *l.PolicyDecision
 	d.Approvals, d.Reasons = 2, []string{"risk went up"}
-	if _, err := f.db.UpdateLease(context.Background(), l.ID, broker.LeaseUpdate{PolicyDecision: &d, Actor: "system:policy", Reason: "re-decided"}); err != nil {
+	if _, err := f.db.UpdateLease(context.Background(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, PolicyDecision: &d, Actor: "system:policy", Reason: "re-decided"}); err != nil {
 		t.Fatal(err)
 	}
 	f.click(t, userDana, "stint_approve", value)

@@ -1,6 +1,9 @@
 package deptest_test
 
 import (
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stint-broker/stint/broker/deptest"
@@ -16,6 +19,9 @@ const (
 	whyNoAdapter  = "a service reaches an SDK only through its port; the adapter below it is wired in cmd/stint"
 	whyWebDomain  = "web serves the services through broker's interfaces; it never runs the domain itself"
 	whyMockTests  = "broker/mock is for tests; production code must not link it"
+	// The console's other half is TestReadOnly in web/console: Reader has
+	// no method that writes, and Console holds no store that does.
+	whyConsoleReads = "the console reads through console.Reader and changes state only through the services the API uses; it never holds a store"
 )
 
 // rules is every layering rule of the module, with its reason. A new
@@ -50,6 +56,11 @@ var rules = []deptest.Rule{
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyConsoleReads},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyConsoleReads},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "broker/identity",
+		Why: "the console's people log in through broker.UserService; agents' credentials are not the console's to check"},
+	{Pkgs: []string{"web/console"}, Kind: deptest.NoDep, Dep: "web/client", Why: "the console calls the services in process, not the API over HTTP"},
 
 	// Adapters sit below their parent and beside nothing else.
 	{Pkgs: []string{"leases/vault/..."}, Kind: deptest.NoDep, Dep: "approvals", Why: "the Vault adapter serves leases only"},
@@ -87,8 +98,10 @@ var rules = []deptest.Rule{
 		Why: "the stores apply their own migrations when they open; only \"stint migrate\" reads their status besides"},
 	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/labstack/echo",
 		Why: "echo stays in the HTTP layer; handlers call services that know nothing of HTTP"},
-	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/coreos/go-oidc",
+	{Pkgs: []string{"web/console"}, Kind: deptest.SoleImporter, Dep: "github.com/coreos/go-oidc",
 		Why: "single sign-on is the console's, an HTTP concern"},
+	{Pkgs: []string{"web/console"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/oauth2",
+		Why: "the console is an OAuth client of the identity provider; Stint's own OAuth server (web, broker/identity) builds its tokens itself"},
 	{Pkgs: []string{"web/..."}, Kind: deptest.SoleImporter, Dep: "github.com/prometheus/client_golang",
 		Why: "metrics are served over HTTP; services count through broker's interfaces"},
 	{Pkgs: []string{"broker/users"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/crypto/bcrypt",
@@ -99,6 +112,18 @@ var rules = []deptest.Rule{
 		Why: "schedules are wiring: jobs are plain methods, cmd/stint decides when they run"},
 	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/spf13/cobra",
 		Why: "the command line is the composition root's"},
+	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/spf13/pflag",
+		Why: "flags are the command line's, which is the composition root's"},
+	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/term",
+		Why: "only the CLI talks to a terminal (password prompts, progress)"},
+	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/sys",
+		Why: "process groups and signals of \"stint exec\" are the CLI's; the services stay portable"},
+	{Pkgs: []string{"broker/identity", "web/client", "cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/go-jose/go-jose",
+		Why: "JOSE is identity's: broker/identity signs and checks tokens and assertions; the client signs its private_key_jwt; cmd/stint writes the development JWKS"},
+	{Pkgs: []string{"broker/identity"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/time/rate",
+		Why: "request limits are identity's (broker/identity/limits.go); a second limiter elsewhere would count apart from it"},
+	{Pkgs: []string{"web", "web/mcp", "cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/modelcontextprotocol/go-sdk",
+		Why: "MCP is a protocol edge: web/mcp holds the tools, web serves them over HTTP, cmd/stint over stdio; the services never see it"},
 	{Pkgs: []string{"cmd/stint", "web"}, Kind: deptest.SoleImporter, Dep: "go.yaml.in/yaml",
 		Why: "only the composition root reads configuration (web reads its own OpenAPI document, to serve it as JSON)"},
 	{Pkgs: []string{"web/openapitest"}, Kind: deptest.SoleImporter, Dep: "github.com/getkin/kin-openapi",
@@ -108,4 +133,62 @@ var rules = []deptest.Rule{
 // TestDeps checks every rule against the module's import graph.
 func TestDeps(t *testing.T) {
 	deptest.Load(t).Check(t, rules)
+}
+
+// TestDepsCatch: the module's own rules, on its own graph with one banned
+// import added, report that import with its reason; and the graph as it is
+// breaks none of them.
+func TestDepsCatch(t *testing.T) {
+	g := deptest.Load(t)
+	if v := g.Violations(rules); len(v) != 0 {
+		t.Fatalf("the module breaks its rules: %q", v)
+	}
+	for _, tt := range []struct{ Pkg, Dep, Why string }{
+		{"web/console", "broker/sqlite", whyConsoleReads},
+		{"web/console", "broker/postgres", whyConsoleReads},
+		{"web", "broker/users", "passwords and sessions stay in the service"},
+		{"leases", "approvals", whyMeet},
+		{"approvals", "github.com/hashicorp/vault/api", "only the Vault adapter speaks to Vault"},
+		{"leases", "github.com/slack-go/slack", "only the Slack adapter speaks to Slack"},
+		{"broker/identity", "modernc.org/sqlite", "only the SQLite store opens SQLite"},
+		{"web", "github.com/jackc/pgx/v5", "only the PostgreSQL store opens PostgreSQL"},
+		{"web/console", "golang.org/x/crypto/bcrypt", "hashed and checked in one place"},
+		{"broker", "github.com/labstack/echo/v4", whyDictionary},
+	} {
+		t.Run(tt.Pkg+"→"+tt.Dep, func(t *testing.T) {
+			got := withImport(t, g, tt.Pkg, tt.Dep).Violations(rules)
+			found := false
+			for _, v := range got {
+				if strings.HasPrefix(v, tt.Pkg+" ") && strings.Contains(v, tt.Dep) && strings.Contains(v, tt.Why) {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("with %s importing %s, violations = %q; want one naming both and the reason %q", tt.Pkg, tt.Dep, got, tt.Why)
+			}
+		})
+	}
+}
+
+// withImport returns a copy of g in which pkg imports dep directly.
+func withImport(t *testing.T, g *deptest.Graph, pkg, dep string) *deptest.Graph {
+	t.Helper()
+	full := func(p string) string {
+		if first, _, _ := strings.Cut(p, "/"); strings.Contains(first, ".") {
+			return p
+		}
+		return g.Module + "/" + p
+	}
+	p := g.Pkgs[full(pkg)]
+	if p == nil {
+		t.Fatalf("no package %s", pkg)
+	}
+	c := *g
+	c.Pkgs = maps.Clone(g.Pkgs)
+	c.Pkgs[p.ImportPath] = &deptest.Package{
+		ImportPath: p.ImportPath,
+		Imports:    append(slices.Clone(p.Imports), full(dep)),
+		Deps:       append(slices.Clone(p.Deps), full(dep)),
+	}
+	return &c
 }

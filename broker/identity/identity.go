@@ -229,38 +229,17 @@ func (s *Service) RevokeAgentCredentials(ctx context.Context, agentID, reason st
 	return nil
 }
 
-// SetAgentState implements broker.AgentService.
-func (s *Service) SetAgentState(ctx context.Context, agentID string, state broker.AgentState) (*broker.Agent, error) {
+// ActivateAgent implements broker.AgentService. It only re-activates:
+// suspending and disabling are containments (leases.Service.ContainAgent),
+// which end the agent's live leases in the same transaction, so that no
+// caller can take an agent out of service and leave its credentials alive.
+func (s *Service) ActivateAgent(ctx context.Context, agentID string) (*broker.Agent, error) {
 	if err := requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	switch state {
-	case broker.AgentActive, broker.AgentSuspended, broker.AgentDisabled:
-	default:
-		return nil, broker.FieldErrorf("state", "State must be active, suspended or disabled.")
-	}
-	now := s.Now().UTC()
-	upd := broker.AgentUpdate{State: &state}
-	if state != broker.AgentActive {
-		// Access tokens issued so far stop working, even after re-activation.
-		upd.TokensNotBefore = &now
-	}
-	if state == broker.AgentDisabled {
-		// A disabled agent's OAuth credentials are dropped for good.
-		upd.ClientSecretHash, upd.PublicJWKS = new(string), new(string)
-	}
 	// The store refuses, in the same transaction, to move a disabled agent
 	// to any other state: disabling is final.
-	a, err := s.Store.UpdateAgent(ctx, agentID, upd)
-	if err != nil {
-		return nil, err
-	}
-	if state == broker.AgentDisabled {
-		if err := s.RevokeAgentCredentials(ctx, a.ID, "agent disabled"); err != nil {
-			return nil, err
-		}
-	}
-	return a, nil
+	return s.Store.UpdateAgent(ctx, agentID, broker.AgentUpdate{State: new(broker.AgentActive)})
 }
 
 // FindAgent implements broker.AgentService.

@@ -142,28 +142,34 @@ func TestAuthenticate(t *testing.T) {
 		}
 	})
 	t.Run("SuspendedAndDisabled", func(t *testing.T) {
-		s, _, _ := newService(t)
+		s, db, now := newService(t)
 		a, key, _, _ := s.CreateAgent(admin, broker.NewAgent{Name: "bot", Owner: "a@b.c"})
-		if _, err := s.SetAgentState(admin, a.ID, broker.AgentSuspended); err != nil {
-			t.Fatal(err)
+		// What the kill switch (leases.Service.ContainAgent) does to the
+		// agent; identity only re-activates.
+		contain := func(state broker.AgentState) {
+			t.Helper()
+			if _, err := db.UpdateAgent(admin, a.ID, broker.AgentUpdate{State: &state, TokensNotBefore: now}); err != nil {
+				t.Fatal(err)
+			}
+			if state == broker.AgentDisabled {
+				if err := s.RevokeAgentCredentials(admin, a.ID, "agent disabled"); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
+		contain(broker.AgentSuspended)
 		unauthorized(t, s, key, "suspended agent")
-		if _, err := s.SetAgentState(admin, a.ID, broker.AgentActive); err != nil {
+		if _, err := s.ActivateAgent(admin, a.ID); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Authenticate(context.Background(), key); err != nil {
 			t.Fatalf("re-activated agent: %v", err)
 		}
-		if _, err := s.SetAgentState(admin, a.ID, broker.AgentDisabled); err != nil {
-			t.Fatal(err)
-		}
+		contain(broker.AgentDisabled)
 		unauthorized(t, s, key, "key of a disabled agent")
-		// Disabling is final: neither activate nor suspend moves the agent.
-		for _, state := range []broker.AgentState{broker.AgentActive, broker.AgentSuspended} {
-			_, err := s.SetAgentState(admin, a.ID, state)
-			if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "disabled for good") {
-				t.Fatalf("SetAgentState(%s) of a disabled agent = %v; want ECONFLICT saying it is disabled for good", state, err)
-			}
+		// Disabling is final: activating does not move the agent.
+		if _, err := s.ActivateAgent(admin, a.ID); broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "disabled for good") {
+			t.Fatalf("ActivateAgent of a disabled agent = %v; want ECONFLICT saying it is disabled for good", err)
 		}
 		if got, err := s.FindAgent(admin, a.ID); err != nil || got.State != broker.AgentDisabled {
 			t.Fatalf("agent after refused re-activation: %+v, %v; want disabled", got, err)

@@ -13,7 +13,7 @@ var _ broker.AgentService = (*AgentService)(nil)
 type AgentService struct {
 	CreateAgentFn   func(ctx context.Context, na broker.NewAgent) (*broker.Agent, string, *broker.APIKey, error)
 	RotateKeyFn     func(ctx context.Context, agentID string, ttl time.Duration) (string, *broker.APIKey, error)
-	SetAgentStateFn func(ctx context.Context, agentID string, state broker.AgentState) (*broker.Agent, error)
+	ActivateAgentFn func(ctx context.Context, agentID string) (*broker.Agent, error)
 	FindAgentFn     func(ctx context.Context, idOrName string) (*broker.Agent, error)
 	FindAgentsFn    func(ctx context.Context, filter broker.AgentFilter) ([]*broker.Agent, int, error)
 	AuthenticateFn  func(ctx context.Context, secret string) (broker.Actor, error)
@@ -29,9 +29,9 @@ func (s *AgentService) RotateKey(ctx context.Context, agentID string, ttl time.D
 	return s.RotateKeyFn(ctx, agentID, ttl)
 }
 
-// SetAgentState implements broker.AgentService by calling SetAgentStateFn.
-func (s *AgentService) SetAgentState(ctx context.Context, agentID string, state broker.AgentState) (*broker.Agent, error) {
-	return s.SetAgentStateFn(ctx, agentID, state)
+// ActivateAgent implements broker.AgentService by calling ActivateAgentFn.
+func (s *AgentService) ActivateAgent(ctx context.Context, agentID string) (*broker.Agent, error) {
+	return s.ActivateAgentFn(ctx, agentID)
 }
 
 // FindAgent implements broker.AgentService by calling FindAgentFn.

@@ -123,7 +123,7 @@ func TestAuditTamper(t *testing.T) {
 		if err := db.CreateLease(t.Context(), l, "agent:etl", "granted"); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{State: ptr(broker.LeaseRevoked), Actor: "admin:alice", Reason: "incident"}); err != nil {
+		if _, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking), EndState: ptr(broker.LeaseRevoked), Actor: "admin:alice", Reason: "incident"}); err != nil {
 			t.Fatal(err)
 		}
 		wantChain(t, db, true, 0, "")

@@ -159,7 +159,7 @@ func TestChainCache(t *testing.T) {
 	}
 	// Writes through this handle keep it current, without reading it.
 	before := misses(db)
-	if _, err := db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{State: new(broker.LeaseActive), Actor: "agent:etl-bot", Reason: "minted"}); err != nil {
+	if _, err := db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseIssuing}, State: new(broker.LeaseActive), Actor: "agent:etl-bot", Reason: "minted"}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, seq := cached(db); !ok || seq != head() {

@@ -618,16 +618,20 @@ func scanLease(row rowScanner) (*broker.Lease, error) {
 	return &l, nil
 }
 
-// updateLease checks the From guard, applies upd, writes the lease and
-// appends its event. With upd.Base it first tries the update on the base,
-// guarded by its version; if the lease changed since, it reads it.
+// updateLease checks the From guard and the lease state machine
+// (broker.CheckLeaseUpdate), applies upd, writes the lease and appends its
+// event. With upd.Base it first tries the update on the base, guarded by
+// its version; if the lease changed since, it reads it.
 func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	if len(upd.From) == 0 {
+		return nil, fmt.Errorf("update lease %s: %w", id, broker.ErrUnguardedLeaseUpdate)
+	}
 	if upd.AgentActive {
 		if err := checkAgentActive(ctx, tx, id); err != nil {
 			return nil, err
 		}
 	}
-	if b := upd.Base; b != nil && b.ID == id && (len(upd.From) == 0 || slices.Contains(upd.From, b.State)) {
+	if b := upd.Base; b != nil && b.ID == id && broker.CheckLeaseUpdate(b.State, &upd) == nil {
 		base := *b
 		l, err := applyLeaseUpdate(ctx, tx, &base, upd, true)
 		if err == nil || !errors.Is(err, errStaleBase) {
@@ -638,8 +642,8 @@ func updateLease(ctx context.Context, tx *tx, id string, upd broker.LeaseUpdate)
 	if err != nil {
 		return nil, err
 	}
-	if len(upd.From) > 0 && !slices.Contains(upd.From, l.State) {
-		return nil, broker.Errorf(broker.ECONFLICT, "Lease is %s.", l.State)
+	if err := broker.CheckLeaseUpdate(l.State, &upd); err != nil {
+		return nil, err
 	}
 	return applyLeaseUpdate(ctx, tx, l, upd, false)
 }

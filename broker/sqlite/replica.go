@@ -12,9 +12,10 @@ import (
 )
 
 var (
-	_ broker.JobStore         = (*DB)(nil)
-	_ broker.RateStore        = (*DB)(nil)
-	_ broker.AuthFailureStore = (*DB)(nil)
+	_ broker.JobStore             = (*DB)(nil)
+	_ broker.RateStore            = (*DB)(nil)
+	_ broker.AuthFailureStore     = (*DB)(nil)
+	_ broker.RevocationClaimStore = (*DB)(nil)
 )
 
 // ClaimJob implements broker.JobStore.
@@ -229,4 +230,38 @@ func (db *DB) CreateLeaseCapped(ctx context.Context, l *broker.Lease, actor, rea
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
+}
+
+// ReleaseRevocations implements broker.RevocationClaimStore, in one
+// transaction.
+func (db *DB) ReleaseRevocations(ctx context.Context, claims []broker.RevocationClaim, now time.Time) (int, error) {
+	if len(claims) == 0 {
+		return 0, nil
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	released := 0
+	for _, c := range claims {
+		// The claim's time is its fencing token: a lease claimed again
+		// since holds another.
+		res, err := tx.ExecContext(ctx, `
+			UPDATE leases SET next_revoke_at = ?, updated_at = ?, version = version + 1
+			WHERE id = ? AND state = 'revoking' AND next_revoke_at = ?`,
+			nanos(now), nanos(now), c.LeaseID, nanos(c.Until))
+		if err != nil {
+			return 0, fmt.Errorf("release revocation claim: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("release revocation claim: %w", err)
+		}
+		released += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return released, nil
 }

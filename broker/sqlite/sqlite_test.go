@@ -288,7 +288,7 @@ func TestNow(t *testing.T) {
 	if !l.CreatedAt.Equal(fixed) || l.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt = %v, want %v in UTC", l.CreatedAt, fixed)
 	}
-	got, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{Actor: "test", Reason: "note"})
+	got, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, Actor: "test", Reason: "note"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -194,7 +194,7 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 			mustCreateLease(t, s, auto)
 			wantNotices(t, s, auto.ID)
 			l := mustCreateLease(t, s, newLease(a, at(0)))
-			if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{State: ptr(broker.LeaseCanceled), Actor: "agent:etl-bot"}); err != nil {
+			if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: ptr(broker.LeaseCanceled), Actor: "agent:etl-bot"}); err != nil {
 				t.Fatal(err)
 			}
 			wantNotices(t, s, l.ID,
@@ -210,7 +210,7 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 			a := mustCreateAgent(t, s, "etl-bot")
 			l1 := mustCreateLease(t, s, newLease(a, at(0)))
 			l2 := mustCreateLease(t, s, newLease(a, at(time.Minute)))
-			if _, err := s.UpdateLease(t.Context(), l1.ID, broker.LeaseUpdate{State: ptr(broker.LeaseTimedOut), Actor: "system:approval-timeout"}); err != nil {
+			if _, err := s.UpdateLease(t.Context(), l1.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: ptr(broker.LeaseTimedOut), Actor: "system:approval-timeout"}); err != nil {
 				t.Fatal(err)
 			}
 			now := time.Now().UTC()

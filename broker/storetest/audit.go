@@ -88,7 +88,7 @@ func testAudit(t *testing.T, open func(tb testing.TB) Store) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{Actor: "system:note", Reason: "a note"}); err != nil {
+		if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseApproved}, Actor: "system:note", Reason: "a note"}); err != nil {
 			t.Fatal(err)
 		}
 		// A refused update (wrong From) records nothing.

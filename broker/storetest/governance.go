@@ -52,8 +52,13 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 			t.Fatal(err)
 		}
 		// Once the held lease ends, the conflicting role may go live.
-		if _, err := s.UpdateLease(t.Context(), held.ID, broker.LeaseUpdate{State: ptr(broker.LeaseExpired), Actor: "system:expiry"}); err != nil {
-			t.Fatal(err)
+		for _, upd := range []broker.LeaseUpdate{
+			{From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking), EndState: ptr(broker.LeaseExpired), Actor: "system:expiry"},
+			{From: []broker.LeaseState{broker.LeaseRevoking}, State: ptr(broker.LeaseExpired), Actor: "system:expiry"},
+		} {
+			if _, err := s.UpdateLease(t.Context(), held.ID, upd); err != nil {
+				t.Fatal(err)
+			}
 		}
 		l3 := newLease(a, at(3*time.Minute))
 		l3.Role, l3.State = "txn-approve", broker.LeaseIssuing
@@ -77,7 +82,7 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 		if got := mustFindLease(t, s, l.ID); got.State != broker.LeaseApproved {
 			t.Fatalf("state = %s, want approved", got.State)
 		}
-		if _, err := s.UpdateLease(t.Context(), held.ID, broker.LeaseUpdate{State: ptr(broker.LeaseReleased), Actor: "system:expiry"}); err != nil {
+		if _, err := s.UpdateLease(t.Context(), held.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseRevoking}, State: ptr(broker.LeaseReleased), Actor: "system:expiry"}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := s.UpdateLeaseExclusive(t.Context(), l.ID, upd, []string{"finance-report"})

@@ -289,7 +289,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 
 		// A stale base whose state still passes the guard: the store reads
 		// the lease, and the result keeps what changed since the base.
-		if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{RevokeError: ptr("vault down"), Actor: "system:test", Reason: "note"}); err != nil {
+		if _, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, RevokeError: ptr("vault down"), Actor: "system:test", Reason: "note"}); err != nil {
 			t.Fatal(err)
 		}
 		stale := *stored // active, without the revoke error
@@ -349,6 +349,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 		s := open(t)
 		l := mustCreateLease(t, s, newActiveLease(mustCreateAgent(t, s, "etl-bot"), at(time.Hour)))
 		upd := broker.LeaseUpdate{
+			From:           []broker.LeaseState{broker.LeaseActive},
 			State:          ptr(broker.LeaseRevoking),
 			EndState:       ptr(broker.LeaseRevoked),
 			Decision:       ptr("pulled by security"),
@@ -417,7 +418,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("ErrNotFound", func(t *testing.T) {
 		s := open(t)
 		mustCreateLease(t, s, newLease(mustCreateAgent(t, s, "etl-bot"), at(0)))
-		_, err := s.UpdateLease(t.Context(), newID(), broker.LeaseUpdate{State: ptr(broker.LeaseRevoked), Actor: "admin:ada"})
+		_, err := s.UpdateLease(t.Context(), newID(), broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking), Actor: "admin:ada"})
 		wantError(t, err, broker.ENOTFOUND, "Lease not found.")
 	})
 
@@ -449,6 +450,7 @@ func testUpdateLease(t *testing.T, open func(tb testing.TB) Store) {
 		l.EndedAt = ptr(at(time.Hour))
 		mustCreateLease(t, s, l)
 		got, err := s.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{
+			From:         []broker.LeaseState{broker.LeaseRevoking},
 			State:        ptr(broker.LeaseReleased),
 			NextRevokeAt: &time.Time{},
 			EndedAt:      &time.Time{},

@@ -16,6 +16,7 @@ type SharedStore interface {
 	broker.JobStore
 	broker.RateStore
 	broker.AuthFailureStore
+	broker.RevocationClaimStore
 }
 
 // RunSharedTests runs the replica suite: each test opens two handles on one
@@ -29,6 +30,7 @@ func RunSharedTests(t *testing.T, open func(tb testing.TB) (SharedStore, SharedS
 	t.Run("RateShared", func(t *testing.T) { testRateShared(t, open) })
 	t.Run("AuthFailuresShared", func(t *testing.T) { testAuthFailuresShared(t, open) })
 	t.Run("LeaseCapShared", func(t *testing.T) { testLeaseCapShared(t, open) })
+	t.Run("RevocationClaimRelease", func(t *testing.T) { testRevocationClaimRelease(t, open) })
 }
 
 func testLeaseCapShared(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
@@ -293,5 +295,62 @@ func testAuthFailuresShared(t *testing.T, open func(tb testing.TB) (SharedStore,
 	}
 	if got, _ := a.CountAuthFailures(ctx, broker.AuthFailureSource, "192.0.2.7", now.Add(-time.Hour)); got != 1 {
 		t.Errorf("after pruning, %d failures, want 1", got)
+	}
+}
+
+// testRevocationClaimRelease: a revocation claimed by replica a is hidden
+// from b until a releases it (a stops), then b takes it at once; a release
+// leaves alone a lease claimed again since or no longer revoking.
+func testRevocationClaimRelease(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
+	a, b := open(t)
+	ctx := t.Context()
+	agent := mustCreateAgent(t, a, "etl-bot")
+	now := at(time.Hour)
+	held := mustCreateLease(t, a, newRevokingLease(agent, now.Add(-time.Second)))
+	reclaimed := mustCreateLease(t, a, newRevokingLease(agent, now.Add(-time.Second)))
+	ended := mustCreateLease(t, a, newRevokingLease(agent, now.Add(-time.Second)))
+
+	until := now.Add(10 * time.Minute)
+	got, err := a.ClaimDueRevocations(ctx, now, until, 10)
+	if err != nil || len(got) != 3 {
+		t.Fatalf("a claims %d due revocations (%v), want 3", len(got), err)
+	}
+	if got, err := b.ClaimDueRevocations(ctx, now.Add(time.Second), now.Add(time.Minute), 10); err != nil || len(got) != 0 {
+		t.Fatalf("b claims %d revocations a holds (%v), want 0", len(got), err)
+	}
+	// One claim ran out and b took the lease (its claim holds another
+	// time); another lease ended.
+	bUntil := until.Add(time.Minute)
+	if _, err := b.UpdateLease(ctx, reclaimed.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseRevoking}, NextRevokeAt: &bUntil}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.EndRevocations(ctx, []broker.RevocationDone{{LeaseID: ended.ID, At: now}}, "system:expiry", "revocation confirmed by Vault"); err != nil {
+		t.Fatal(err)
+	}
+
+	var claims []broker.RevocationClaim
+	for _, l := range got {
+		claims = append(claims, broker.RevocationClaim{LeaseID: l.ID, Until: until})
+	}
+	release := now.Add(2 * time.Minute)
+	n, err := a.ReleaseRevocations(ctx, claims, release)
+	if err != nil || n != 1 {
+		t.Fatalf("ReleaseRevocations = %d, %v; want 1 (the lease still held)", n, err)
+	}
+	if l := mustFindLease(t, b, held.ID); fmtTime(l.NextRevokeAt) != fmtTime(&release) {
+		t.Errorf("released lease due at %s, want %s", fmtTime(l.NextRevokeAt), fmtTime(&release))
+	}
+	if l := mustFindLease(t, b, reclaimed.ID); fmtTime(l.NextRevokeAt) != fmtTime(&bUntil) {
+		t.Errorf("lease b claimed since due at %s, want b's claim %s", fmtTime(l.NextRevokeAt), fmtTime(&bUntil))
+	}
+	if l := mustFindLease(t, b, ended.ID); l.State == broker.LeaseRevoking {
+		t.Errorf("ended lease back to %s", l.State)
+	}
+	due, err := b.ClaimDueRevocations(ctx, release, release.Add(time.Minute), 10)
+	if err != nil || len(due) != 1 || due[0].ID != held.ID {
+		t.Fatalf("b claims %v (%v) after the release, want the released lease", due, err)
+	}
+	if n, err := a.ReleaseRevocations(ctx, nil, release); err != nil || n != 0 {
+		t.Errorf("ReleaseRevocations(none) = %d, %v", n, err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/users"
-	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // openConsole wires the audit log, the metrics and the console into the
@@ -33,8 +33,8 @@ func (m *Main) openConsole() {
 	m.Users = users.NewService(m.DB)
 	if c := m.Config.Console; c.Enabled {
 		m.Users.SessionTTL, m.Users.IdleTimeout = c.SessionTTL, c.IdleTimeout
-		m.HTTP.Console = &web.Console{
-			Store:         m.DB,
+		m.HTTP.Console = &console.Console{
+			Reader:        m.DB,
 			Users:         m.Users,
 			SecureCookies: c.SecureCookies,
 		}
@@ -43,7 +43,7 @@ func (m *Main) openConsole() {
 			m.HTTP.Console.Checkpoints, m.HTTP.Console.CheckpointKey = m.checkpointFile, m.checkpointKey
 		}
 		if o := c.OIDC; o != nil {
-			m.HTTP.Console.OIDC = &web.OIDC{
+			m.HTTP.Console.OIDC = &console.OIDC{
 				Issuer: o.Issuer, ClientID: o.ClientID, ClientSecret: os.Getenv(o.ClientSecretEnv),
 				RedirectURL: o.RedirectURL, Scopes: o.Scopes,
 			}

@@ -26,7 +26,6 @@ func (m *Main) openGovernance() error {
 		}
 	}
 	m.Alerts = alerts
-	control := agentControl{leases: m.Leases}
 
 	if rc := m.Config.Risk; !rc.Disabled {
 		loc, err := time.LoadLocation(m.Config.Policy.Timezone)
@@ -39,7 +38,7 @@ func (m *Main) openGovernance() error {
 			n, _, err := m.Agents.AuthFailures(ctx, agentID, "")
 			return n, err
 		}
-		r.Control, r.Alerts = control, alerts
+		r.KillSwitch, r.Alerts = m.Leases, alerts
 		m.Risk = r
 		m.Leases.Risk = r
 	}
@@ -56,7 +55,7 @@ func (m *Main) openGovernance() error {
 	rc := m.Config.Reviews
 	rv := approvals.NewReviews(m.DB, m.Config.Roles, m.Logger)
 	rv.Deadline, rv.Grace, rv.InactiveDays, rv.BreakglassDue = rc.Deadline, rc.Grace, rc.InactiveDays, rc.BreakglassDue
-	rv.Control, rv.Alerts = control, alerts
+	rv.KillSwitch, rv.Alerts = m.Leases, alerts
 	m.Reviews = rv
 	m.Leases.Grants = rv
 	m.HTTP.Reviews = rv
@@ -99,51 +98,6 @@ func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 				m.Logger.Error("risk monitor failed", "err", err)
 			}
 		}))
-	}
-	return nil
-}
-
-// governanceContext is the context in which governance suspends agents
-// and revokes leases: an admin actor named "governance", which lease
-// history and the audit log record as "admin:governance".
-func governanceContext(ctx context.Context) context.Context {
-	return broker.NewContextWithActor(ctx, broker.Actor{Kind: broker.ActorAdmin, Name: "governance", AuthMethod: "local"})
-}
-
-// agentControl implements approvals.AgentControl with the lease service's
-// one kill switch: risk containment and access reviews contain an agent
-// exactly as an admin does (its tokens stop working at once, every live
-// lease is marked to end, the revocation queue ends them).
-type agentControl struct {
-	leases *leases.Service
-}
-
-// SuspendAgent implements approvals.AgentControl. A disabled agent is
-// contained already, and for good: suspending it (an overdue review, a risk
-// containment) leaves it disabled and still ends every live lease.
-func (a agentControl) SuspendAgent(ctx context.Context, agentID, reason string) error {
-	req := broker.ContainRequest{AgentID: agentID, State: broker.AgentSuspended, Reason: "agent suspended: " + reason}
-	if ag, err := a.leases.Store.FindAgentByID(ctx, agentID); err != nil {
-		return fmt.Errorf("find agent: %w", err)
-	} else if ag.State == broker.AgentDisabled {
-		req.State, req.Reason = "", "agent disabled; governance would suspend it: "+reason
-	}
-	return a.contain(ctx, req)
-}
-
-// DisableAgent implements approvals.AgentControl.
-func (a agentControl) DisableAgent(ctx context.Context, agentID, reason string) error {
-	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, State: broker.AgentDisabled, Reason: "agent disabled: " + reason})
-}
-
-// RevokeRoleLeases implements approvals.AgentControl.
-func (a agentControl) RevokeRoleLeases(ctx context.Context, agentID, role, reason string) error {
-	return a.contain(ctx, broker.ContainRequest{AgentID: agentID, Role: role, Reason: reason})
-}
-
-func (a agentControl) contain(ctx context.Context, req broker.ContainRequest) error {
-	if _, err := a.leases.ContainAgent(governanceContext(ctx), req); err != nil {
-		return fmt.Errorf("contain agent: %w", err)
 	}
 	return nil
 }

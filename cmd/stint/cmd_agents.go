@@ -180,7 +180,7 @@ func newAgentsStateCommand(verb string, state broker.AgentState, short string) *
 		func(cmd *cobra.Command, m *Main, a *broker.Agent) error {
 			ctx := adminContext(cmd.Context())
 			if state == broker.AgentActive {
-				a, err := m.Agents.SetAgentState(ctx, a.ID, state)
+				a, err := m.Agents.ActivateAgent(ctx, a.ID)
 				if err != nil {
 					return err
 				}
@@ -189,11 +189,7 @@ func newAgentsStateCommand(verb string, state broker.AgentState, short string) *
 					return err
 				})
 			}
-			why := "agent " + string(state)
-			if reason != "" {
-				why += ": " + reason
-			}
-			return containAndWait(cmd, m, broker.ContainRequest{AgentID: a.ID, State: state, Reason: why}, wait)
+			return containAndWait(cmd, m, broker.ContainRequest{AgentID: a.ID, State: state, Reason: reason}, wait)
 		})
 	if state != broker.AgentActive {
 		cmd.Flags().StringVar(&reason, "reason", "", "why (recorded on the agent's history and on every lease it ends)")

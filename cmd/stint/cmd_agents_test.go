@@ -56,11 +56,11 @@ func TestAgentsDisableIsFinal(t *testing.T) {
 	}
 }
 
-// TestAgentControlLeavesDisabledAgentDisabled: governance suspending an
+// TestGovernanceLeavesDisabledAgentDisabled: governance suspending an
 // agent that an admin disabled (an overdue review, a risk containment)
 // succeeds and leaves it disabled, rather than failing every run or
 // downgrading it to suspended.
-func TestAgentControlLeavesDisabledAgentDisabled(t *testing.T) {
+func TestGovernanceLeavesDisabledAgentDisabled(t *testing.T) {
 	cfg, err := ReadConfig(policyConfigFor(t, t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -76,12 +76,16 @@ func TestAgentControlLeavesDisabledAgentDisabled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Agents.SetAgentState(ctx, a.ID, broker.AgentDisabled); err != nil {
+	if _, err := m.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: broker.AgentDisabled}); err != nil {
 		t.Fatal(err)
 	}
-	control := agentControl{leases: m.Leases}
-	if err := control.SuspendAgent(context.Background(), a.ID, "access review overdue"); err != nil {
-		t.Fatalf("SuspendAgent of a disabled agent = %v; want nil", err)
+	gctx := broker.NewContextWithActor(context.Background(), broker.GovernanceActor())
+	c, err := m.Leases.ContainAgent(gctx, broker.ContainRequest{AgentID: a.ID, State: broker.AgentSuspended, Reason: "access review overdue", KeepDisabled: true})
+	if err != nil {
+		t.Fatalf("suspending a disabled agent = %v; want nil", err)
+	}
+	if c.AgentState != "" || c.Actor != "admin:governance" || !strings.Contains(c.Reason, "access review overdue") {
+		t.Fatalf("containment = %+v; want the agent's state left alone, by governance, with the reason", c)
 	}
 	if got, err := m.Agents.FindAgent(ctx, a.ID); err != nil || got.State != broker.AgentDisabled {
 		t.Fatalf("agent after governance suspension: %+v, %v; want disabled", got, err)

@@ -16,7 +16,6 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
-	"github.com/stint-broker/stint/web"
 )
 
 // openStore reads the config named by --config and opens only its store:
@@ -322,7 +321,7 @@ func exportAudit(ctx context.Context, db broker.AuditStore, filter broker.AuditF
 		w = tmp
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	enc := web.NewAuditEncoder(bw, format)
+	enc := broker.NewAuditEncoder(bw, format)
 	if err := enc.Header(); err != nil {
 		return err
 	}

@@ -576,7 +576,7 @@ func TestPolicyExplainAgreesWithServer(t *testing.T) {
 	both("role removed", err, out, "an access review removed role db-readonly from agent etl-bot")
 
 	// A suspended agent is refused before policy decides.
-	if _, err := m.Agents.SetAgentState(admin, etl.ID, broker.AgentSuspended); err != nil {
+	if _, err := m.Leases.ContainAgent(admin, broker.ContainRequest{AgentID: etl.ID, State: broker.AgentSuspended}); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = m.Leases.RequestLease(etlCtx, broker.LeaseRequest{Role: "vault-token", Task: "report"})

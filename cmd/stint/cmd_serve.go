@@ -53,8 +53,8 @@ retries failed revocations until Vault confirms them, and reconciles Vault
 with the lease store on the configured schedule. SIGINT or SIGTERM stops it
 gracefully: it stops accepting connections, finishes the requests in
 flight (up to 20 s), lets running jobs end and releases its claims of
-scheduled jobs, so that another replica on the same store takes them at
-once.
+scheduled jobs and of revocations it did not finish, so that another
+replica on the same store takes them at once.
 
 Several replicas may serve one PostgreSQL store (store.driver postgres);
 --replica-id (or STINT_REPLICA_ID, or replica.id) names this one in logs,

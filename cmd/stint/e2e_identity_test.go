@@ -593,16 +593,16 @@ func TestIdentityMTLS(t *testing.T) {
 	t.Run("SuspendedAndDisabledAgent", func(t *testing.T) {
 		id, _ := env.newIDAgent(t, "doomed")
 		cert := env.enroll(t, id)
-		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentSuspended); err != nil {
+		if _, err := env.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: id, State: broker.AgentSuspended}); err != nil {
 			t.Fatal(err)
 		}
 		if status, msg := env.whoami(t, env.client(&cert), ""); status != http.StatusUnauthorized || !strings.Contains(msg, "suspended") {
 			t.Fatalf("suspended agent's certificate = %d %s", status, msg)
 		}
-		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentDisabled); err != nil {
+		if _, err := env.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: id, State: broker.AgentDisabled}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := env.Agents.SetAgentState(ctx, id, broker.AgentActive); broker.ErrorCode(err) != broker.ECONFLICT {
+		if _, err := env.Agents.ActivateAgent(ctx, id); broker.ErrorCode(err) != broker.ECONFLICT {
 			t.Fatalf("re-activating a disabled agent = %v; want ECONFLICT (disabling is final)", err)
 		}
 		// Disabling revoked the certificate for good.
@@ -724,12 +724,12 @@ func TestIdentityOAuth(t *testing.T) {
 		secret, _ := env.Agents.NewClientSecret(ctx, agentID)
 		_, body, _ := env.token(t, plain, url.Values{"grant_type": {"client_credentials"}}, "etl", secret)
 		tok := body["access_token"].(string)
-		env.Agents.SetAgentState(ctx, agentID, broker.AgentSuspended)
+		env.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: agentID, State: broker.AgentSuspended})
 		if status, msg := env.whoami(t, plain, tok); status != http.StatusUnauthorized || !strings.Contains(msg, "suspended") {
 			t.Fatalf("token of a suspended agent = %d %s", status, msg)
 		}
 		time.Sleep(1100 * time.Millisecond) // tokens are stamped in whole seconds
-		env.Agents.SetAgentState(ctx, agentID, broker.AgentActive)
+		env.Agents.ActivateAgent(ctx, agentID)
 		if status, msg := env.whoami(t, plain, tok); status != http.StatusUnauthorized || !strings.Contains(msg, "issued before") {
 			t.Fatalf("pre-suspension token after re-activation = %d %s", status, msg)
 		}

@@ -152,15 +152,28 @@ func (m *Main) addExclusive(ctx context.Context, c *cron.Cron, name, spec string
 	return nil
 }
 
-// releaseClaims releases the job claims this replica still holds, so that
-// another replica takes the jobs at its next tick rather than after the
-// claims' deadlines. Close calls it once the jobs stopped.
+// releaseClaims releases the claims this replica still holds: its
+// scheduled jobs', so that another replica takes the jobs at its next tick
+// rather than after the claims' deadlines, and its unfinished revocations',
+// so that another replica revokes those leases at once rather than after
+// leases.claim_timeout. Close calls it once the requests in flight, the
+// expiry loop and the jobs stopped.
 func (m *Main) releaseClaims() {
-	if m.DB == nil || m.ReplicaID == "" || m.Cron == nil {
+	if m.DB == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if m.Leases != nil {
+		if n, err := m.Leases.ReleaseClaims(ctx); err != nil {
+			m.Logger.Warn("release revocation claims", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("released revocation claims", "leases", n)
+		}
+	}
+	if m.ReplicaID == "" || m.Cron == nil {
+		return
+	}
 	n, err := m.DB.ReleaseJobs(ctx, m.ReplicaID)
 	if err != nil {
 		m.Logger.Warn("release job claims", "err", err)

@@ -33,6 +33,7 @@ type Store interface {
 	broker.JobStore
 	broker.RateStore
 	broker.AuthFailureStore
+	broker.RevocationClaimStore
 	web.MetricsSource
 
 	// EndOverdueLeases ends pending and approved leases whose approval

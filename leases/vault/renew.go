@@ -42,6 +42,10 @@ func (is *Issuer) Renew(ctx context.Context, req leases.RenewRequest) (time.Dura
 	s, err := is.control.write(ctx, "sys/leases/renew", map[string]any{"lease_id": req.VaultLeaseID, "increment": increment})
 	if vaultSaid(err, 400, "lease is not renewable") {
 		return 0, fmt.Errorf("renew vault lease %s: %w", req.VaultLeaseID, leases.ErrNotRenewable)
+	} else if vaultSaid(err, 400, "lease not found") || vaultSaid(err, 400, "lease expired") || vaultSaid(err, 400, "invalid lease") {
+		// Revoked or expired in Vault, for instance by Vault itself while
+		// Stint could not reach it: renewing again cannot help.
+		return 0, fmt.Errorf("renew vault lease %s: %w", req.VaultLeaseID, leases.ErrCredentialEnded)
 	} else if err != nil {
 		return 0, fmt.Errorf("renew vault lease %s: %w", req.VaultLeaseID, wrapVaultError(err))
 	}

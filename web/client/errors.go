@@ -11,15 +11,16 @@ import (
 
 // The API's error codes, as Error.Code carries them.
 const (
-	CodeInvalid      = "invalid"      // 400: the request is malformed; Field names the input
-	CodeUnauthorized = "unauthorized" // 401: missing, unknown, expired or revoked credentials
-	CodeForbidden    = "forbidden"    // 403: authenticated, but not allowed to do this
-	CodeDenied       = "denied"       // 403: policy or an approver decided against the request
-	CodeNotFound     = "not_found"    // 404: no such object, or the caller may not know of it
-	CodeConflict     = "conflict"     // 409: the object's state does not allow the action
-	CodeTooMany      = "too_many"     // 429: a rate limit or a cap on live leases; see RetryAfter
-	CodeUnavailable  = "unavailable"  // 503: Vault or the store cannot be reached; retry later
-	CodeInternal     = "internal"     // 500: the server failed; RequestID finds it in its log
+	CodeInvalid      = "invalid"            // 400: the request is malformed; Field names the input
+	CodeUnauthorized = "unauthorized"       // 401: missing, unknown, expired or revoked credentials
+	CodeForbidden    = "forbidden"          // 403: authenticated, but not allowed to do this
+	CodeDenied       = "denied"             // 403: policy or an approver decided against the request
+	CodeNotFound     = "not_found"          // 404: no such object, or the caller may not know of it
+	CodeConflict     = "conflict"           // 409: the object's state does not allow the action
+	CodeTransition   = "illegal_transition" // 409: the lease state machine does not allow the change
+	CodeTooMany      = "too_many"           // 429: a rate limit or a cap on live leases; see RetryAfter
+	CodeUnavailable  = "unavailable"        // 503: Vault or the store cannot be reached; retry later
+	CodeInternal     = "internal"           // 500: the server failed; RequestID finds it in its log
 )
 
 // Error is an error answer of the API (any status outside 2xx):

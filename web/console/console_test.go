@@ -1,4 +1,4 @@
-package web_test
+package console_test
 
 import (
 	"context"
@@ -22,6 +22,7 @@ import (
 	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 )
 
 const consolePassword = "correct horse battery"
@@ -91,7 +92,7 @@ func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture 
 	s.Audit = db
 	s.Metrics = web.NewMetrics(db, time.Now)
 	f.Users = users.NewService(db)
-	s.Console = &web.Console{Store: db, Users: f.Users}
+	s.Console = &console.Console{Reader: db, Users: f.Users}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, o := range opts {
 		o(s)
@@ -465,3 +466,5 @@ func TestConsoleAssets(t *testing.T) {
 		t.Fatalf("static/htmx.min.js sha256 = %s, want %s (htmx.org 2.0.11)", got, want)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

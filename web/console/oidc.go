@@ -1,4 +1,4 @@
-package web
+package console
 
 import (
 	"context"
@@ -138,17 +138,17 @@ func (o *OIDC) decodeFlow(v string, now time.Time) (*oidcFlow, bool) {
 
 // handleConsoleOIDCStart handles "GET /console/login/oidc": it sends the
 // browser to the provider with a fresh state, nonce and PKCE challenge.
-func (s *Server) handleConsoleOIDCStart(c echo.Context) error {
-	o := s.Console.OIDC
+func (con *Console) handleConsoleOIDCStart(c echo.Context) error {
+	o := con.OIDC
 	next := safeNext(c.QueryParam("next"))
 	_, cfg, err := o.setup(c.Request().Context())
 	if err != nil {
-		s.Logger.ErrorContext(c.Request().Context(), "console sso unavailable", "err", err)
-		return s.oidcFail(c, next, "provider unavailable", "", "Single sign-on is unavailable: the identity provider could not be reached. Try again later or log in with a password.")
+		con.host.Logger.ErrorContext(c.Request().Context(), "console sso unavailable", "err", err)
+		return con.oidcFail(c, next, "provider unavailable", "", "Single sign-on is unavailable: the identity provider could not be reached. Try again later or log in with a password.")
 	}
 	f := oidcFlow{State: randomToken(), Nonce: randomToken(), Verifier: oauth2.GenerateVerifier(),
-		Next: next, Expires: s.Now().Add(oidcFlowTTL).Unix()}
-	s.setCookie(c, oidcFlowCookie, o.encodeFlow(f), oidcFlowPath, int(oidcFlowTTL/time.Second))
+		Next: next, Expires: con.host.Now().Add(oidcFlowTTL).Unix()}
+	con.setCookie(c, oidcFlowCookie, o.encodeFlow(f), oidcFlowPath, int(oidcFlowTTL/time.Second))
 	return c.Redirect(http.StatusSeeOther, cfg.AuthCodeURL(f.State, oidc.Nonce(f.Nonce), oauth2.S256ChallengeOption(f.Verifier)))
 }
 
@@ -174,71 +174,71 @@ func (c *oidcClaims) verified() bool {
 // checks the state, exchanges the code (with the PKCE verifier), verifies
 // the ID token (signature, issuer, audience, expiry, nonce), and logs in the
 // active console user whose email the token carries.
-func (s *Server) handleConsoleOIDCCallback(c echo.Context) error {
-	o := s.Console.OIDC
+func (con *Console) handleConsoleOIDCCallback(c echo.Context) error {
+	o := con.OIDC
 	ctx := c.Request().Context()
 	// The flow cookie is single-use.
-	s.setCookie(c, oidcFlowCookie, "", oidcFlowPath, -1)
+	con.setCookie(c, oidcFlowCookie, "", oidcFlowPath, -1)
 	var flow *oidcFlow
 	if ck, err := c.Cookie(oidcFlowCookie); err == nil {
-		flow, _ = o.decodeFlow(ck.Value, s.Now())
+		flow, _ = o.decodeFlow(ck.Value, con.host.Now())
 	}
 	if flow == nil {
-		return s.oidcFail(c, safeNext(""), "missing or expired sign-in state", "", "The sign-in took too long or was started elsewhere: try again.")
+		return con.oidcFail(c, safeNext(""), "missing or expired sign-in state", "", "The sign-in took too long or was started elsewhere: try again.")
 	}
 	state := c.QueryParam("state")
 	if state == "" || subtle.ConstantTimeCompare([]byte(state), []byte(flow.State)) != 1 {
-		return s.oidcFail(c, flow.Next, "state mismatch", "", "The sign-in did not match the one this browser started: try again.")
+		return con.oidcFail(c, flow.Next, "state mismatch", "", "The sign-in did not match the one this browser started: try again.")
 	}
 	if e := c.QueryParam("error"); e != "" {
-		return s.oidcFail(c, flow.Next, "provider error: "+limitText(e, 64), "", "The identity provider did not sign you in: try again.")
+		return con.oidcFail(c, flow.Next, "provider error: "+limitText(e, 64), "", "The identity provider did not sign you in: try again.")
 	}
 	code := c.QueryParam("code")
 	if code == "" {
-		return s.oidcFail(c, flow.Next, "no code", "", "The identity provider sent no authorization code: try again.")
+		return con.oidcFail(c, flow.Next, "no code", "", "The identity provider sent no authorization code: try again.")
 	}
 	provider, cfg, err := o.setup(ctx)
 	if err != nil {
-		s.Logger.ErrorContext(ctx, "console sso unavailable", "err", err)
-		return s.oidcFail(c, flow.Next, "provider unavailable", "", "Single sign-on is unavailable: the identity provider could not be reached. Try again later or log in with a password.")
+		con.host.Logger.ErrorContext(ctx, "console sso unavailable", "err", err)
+		return con.oidcFail(c, flow.Next, "provider unavailable", "", "Single sign-on is unavailable: the identity provider could not be reached. Try again later or log in with a password.")
 	}
 	pctx := oidc.ClientContext(ctx, o.client())
 	tok, err := cfg.Exchange(pctx, code, oauth2.VerifierOption(flow.Verifier))
 	if err != nil {
-		s.Logger.WarnContext(ctx, "console sso code exchange failed", "err", exchangeError(err))
-		return s.oidcFail(c, flow.Next, "code exchange failed", "", "The identity provider refused the sign-in: try again.")
+		con.host.Logger.WarnContext(ctx, "console sso code exchange failed", "err", exchangeError(err))
+		return con.oidcFail(c, flow.Next, "code exchange failed", "", "The identity provider refused the sign-in: try again.")
 	}
 	raw, _ := tok.Extra("id_token").(string)
 	if raw == "" {
-		return s.oidcFail(c, flow.Next, "no id_token", "", "The identity provider sent no ID token.")
+		return con.oidcFail(c, flow.Next, "no id_token", "", "The identity provider sent no ID token.")
 	}
-	idt, err := provider.VerifierContext(pctx, &oidc.Config{ClientID: o.ClientID, Now: s.Now}).Verify(pctx, raw)
+	idt, err := provider.VerifierContext(pctx, &oidc.Config{ClientID: o.ClientID, Now: con.host.Now}).Verify(pctx, raw)
 	if err != nil {
-		s.Logger.WarnContext(ctx, "console sso id token refused", "err", err)
-		return s.oidcFail(c, flow.Next, "id token invalid", "", "The identity provider's ID token was not valid for this console.")
+		con.host.Logger.WarnContext(ctx, "console sso id token refused", "err", err)
+		return con.oidcFail(c, flow.Next, "id token invalid", "", "The identity provider's ID token was not valid for this console.")
 	}
 	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(flow.Nonce)) != 1 {
-		return s.oidcFail(c, flow.Next, "nonce mismatch", "", "The identity provider's ID token was not for this sign-in: try again.")
+		return con.oidcFail(c, flow.Next, "nonce mismatch", "", "The identity provider's ID token was not for this sign-in: try again.")
 	}
 	var cl oidcClaims
 	if err := idt.Claims(&cl); err != nil {
-		return s.oidcFail(c, flow.Next, "unreadable claims", "", "The identity provider's ID token was not valid for this console.")
+		return con.oidcFail(c, flow.Next, "unreadable claims", "", "The identity provider's ID token was not valid for this console.")
 	}
 	email := strings.TrimSpace(cl.Email)
 	if email == "" {
-		return s.oidcFail(c, flow.Next, "no email claim", "", "The identity provider sent no email address: ask for the email scope.")
+		return con.oidcFail(c, flow.Next, "no email claim", "", "The identity provider sent no email address: ask for the email scope.")
 	}
 	if !cl.verified() {
-		return s.oidcFail(c, flow.Next, "email not verified", email, "Your email address is not verified with the identity provider.")
+		return con.oidcFail(c, flow.Next, "email not verified", email, "Your email address is not verified with the identity provider.")
 	}
-	u, err := s.Console.Users.UserByEmail(ctx, email)
+	u, err := con.Users.UserByEmail(ctx, email)
 	var failed *broker.LoginFailure
 	if errors.As(err, &failed) {
-		return s.oidcFail(c, flow.Next, failed.Reason, email, "No active console user has your email address: ask an admin to add you with \"stint users add\".")
+		return con.oidcFail(c, flow.Next, failed.Reason, email, "No active console user has your email address: ask an admin to add you with \"stint users add\".")
 	} else if err != nil {
 		return err
 	}
-	return s.startSession(c, u, "oidc", flow.Next)
+	return con.startSession(c, u, "oidc", flow.Next)
 }
 
 // exchangeError describes a failed code exchange without the provider's
@@ -257,13 +257,13 @@ func exchangeError(err error) string {
 }
 
 // oidcFail records a failed SSO login and shows the login page with msg.
-func (s *Server) oidcFail(c echo.Context, next, reason, email, msg string) error {
+func (con *Console) oidcFail(c echo.Context, next, reason, email, msg string) error {
 	extra := map[string]any{"method": "oidc"}
 	if email != "" {
 		extra["email"] = limitText(email, 254)
 	}
-	s.recordAuthFailureAs(c, "console", "anonymous", "", reason, extra)
-	return s.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Error: msg, SSO: true})
+	con.host.LoginFailed(c, reason, extra)
+	return con.render(c, http.StatusUnauthorized, "login", "", loginPage{Next: next, Error: msg, SSO: true})
 }
 
 // Format implements fmt.Formatter: an OIDC configuration renders as its

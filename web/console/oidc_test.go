@@ -1,4 +1,4 @@
-package web_test
+package console_test
 
 import (
 	"context"
@@ -27,6 +27,7 @@ import (
 	"github.com/stint-broker/stint/broker/sqlite"
 	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 )
 
 // testProvider is an OpenID provider: discovery, JWKS (an ECDSA P-256 key
@@ -163,8 +164,8 @@ func newOIDCConsole(t *testing.T, p *testProvider) (string, *sqlite.DB) {
 	s.Leases = &mock.LeaseService{}
 	s.Audit = db
 	s.Metrics = web.NewMetrics(db, time.Now)
-	oidcCfg := &web.OIDC{Issuer: p.URL, ClientID: p.ClientID, ClientSecret: "s3cret"}
-	s.Console = &web.Console{Store: db, Users: users.NewService(db), OIDC: oidcCfg}
+	oidcCfg := &console.OIDC{Issuer: p.URL, ClientID: p.ClientID, ClientSecret: "s3cret"}
+	s.Console = &console.Console{Reader: db, Users: users.NewService(db), OIDC: oidcCfg}
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

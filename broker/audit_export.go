@@ -1,13 +1,12 @@
-package web
+package broker
 
 import (
 	"encoding/csv"
 	"encoding/json"
 	"io"
 	"strconv"
+	"strings"
 	"time"
-
-	"github.com/stint-broker/stint/broker"
 )
 
 // AuditEncoder writes audit events as JSON lines ("json") or CSV ("csv"):
@@ -39,11 +38,11 @@ func (e *AuditEncoder) Header() error {
 }
 
 // Write writes one event.
-func (e *AuditEncoder) Write(ev *broker.AuditEvent) error {
+func (e *AuditEncoder) Write(ev *AuditEvent) error {
 	if e.csv != nil {
 		return e.csv.Write([]string{
-			strconv.FormatInt(ev.Seq, 10), ev.At.UTC().Format(time.RFC3339Nano), cell(ev.Kind), cell(ev.Actor),
-			cell(ev.Subject), cell(string(ev.Details)), ev.PrevHash, ev.Hash,
+			strconv.FormatInt(ev.Seq, 10), ev.At.UTC().Format(time.RFC3339Nano), CSVCell(ev.Kind), CSVCell(ev.Actor),
+			CSVCell(ev.Subject), CSVCell(string(ev.Details)), ev.PrevHash, ev.Hash,
 		})
 	}
 	return e.json.Encode(ev)
@@ -56,4 +55,14 @@ func (e *AuditEncoder) Flush() error {
 		return e.csv.Error()
 	}
 	return nil
+}
+
+// CSVCell neutralises a value a spreadsheet would run as a formula: one
+// that starts with =, +, -, @, a tab or a carriage return gets a leading
+// quote. Every CSV export writes its free-text cells through it.
+func CSVCell(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
 }

@@ -1,4 +1,4 @@
-package web
+package console
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -44,10 +45,14 @@ var consoleFS embed.FS
 // server-side session; roles decide what they may do: reviewers read
 // and export, approvers also decide pending leases (never their own agent's),
 // admins also revoke leases and pull agents' access.
+//
+// The console reads through Reader, which cannot change anything, and
+// changes state only through services: the lease service the JSON API
+// uses (Host.Leases), Approvals and Users, each with the logged-in user as
+// the actor.
 type Console struct {
-	// Store is read directly for the console's views; every change goes
-	// through the Server's services with the user as the actor.
-	Store ConsoleStore
+	// Reader is what the pages read.
+	Reader Reader
 	// Users logs people in and keeps their sessions (broker/users).
 	Users broker.UserService
 	// Approvals, when set, lets approvers decide pending leases here; without
@@ -57,7 +62,7 @@ type Console struct {
 	// console behind a TLS-terminating proxy. Requests that arrive over TLS
 	// always get Secure cookies.
 	SecureCookies bool
-	// OIDC, when set, adds "Sign in with SSO" (console_oidc.go).
+	// OIDC, when set, adds "Sign in with SSO" (oidc.go).
 	OIDC *OIDC
 	// Checkpoints, when set, are the signed audit checkpoints kept outside
 	// the store, and CheckpointKey the public key they must verify with:
@@ -66,23 +71,57 @@ type Console struct {
 	Checkpoints   broker.AuditCheckpointSource
 	CheckpointKey ed25519.PublicKey
 
+	host      Host
 	once      sync.Once
 	pages     map[string]*template.Template
 	verifyMu  sync.Mutex
 	lastCheck *broker.AuditVerification
 }
 
-// ConsoleStore is what the console reads: leases, agents and the audit
-// chain.
-type ConsoleStore interface {
-	broker.LeaseStore
-	broker.AgentStore
-	broker.AuditStore
+// Reader is everything the console's pages read: leases with their
+// events, endings and approvals, agents with their lease counts, and the
+// audit chain. It has no method that changes anything; both stores
+// implement it.
+type Reader interface {
+	FindLeases(ctx context.Context, filter broker.LeaseFilter) ([]*broker.Lease, int, error)
+	FindLeaseByID(ctx context.Context, id string) (*broker.Lease, error)
+	FindLeaseEvents(ctx context.Context, leaseID string) ([]*broker.LeaseEvent, error)
+	FindLeaseEndings(ctx context.Context, leaseIDs []string) (map[string]*broker.LeaseEvent, error)
+	FindApprovals(ctx context.Context, leaseID string) ([]*broker.Approval, error)
+	FindAgentByID(ctx context.Context, id string) (*broker.Agent, error)
+	FindAgentByName(ctx context.Context, name string) (*broker.Agent, error)
+	FindAgents(ctx context.Context, filter broker.AgentFilter) ([]*broker.Agent, int, error)
+	CountAgentLeases(ctx context.Context, agentIDs []string) (map[string]broker.AgentLeaseCount, error)
+	broker.AuditReader
 }
 
-// Cookie names. The session cookie holds a random token whose SHA-256 is the
-// stored session id; the login cookie holds the double-submit token of the
-// login form, the only form shown without a session.
+// Host is what the server that mounts the console lends it.
+type Host struct {
+	// Leases is the lease service the JSON API uses: revocations and the
+	// kill switch go through it.
+	Leases broker.LeaseService
+	// Audit records the console's exports; nil records nothing.
+	Audit  broker.AuditLog
+	Logger *slog.Logger
+	Now    func() time.Time
+	// LoginFailed counts and records a failed login (reason, and details
+	// such as the user name), under the server's quota of failed
+	// authentications per channel and address.
+	LoginFailed func(c echo.Context, reason string, details map[string]any)
+}
+
+const (
+	// BasePath is where the console is served.
+	BasePath = "/console"
+	// ActorKey is the echo context key under which the request log finds
+	// the actor's name; the console puts "user:<name>" there.
+	ActorKey = "stint.actor"
+)
+
+// Cookie names and context keys. The session cookie holds a random token
+// whose SHA-256 is the stored session id; the login cookie holds the
+// double-submit token of the login form, the only form shown without a
+// session.
 const (
 	sessionCookie    = "stint_session"
 	loginCSRFCookie  = "stint_login_csrf"
@@ -92,8 +131,8 @@ const (
 	consoleUserKey   = "stint.console.user"
 	consoleCSRFKey   = "stint.console.csrf"
 	consoleTokenKey  = "stint.console.session"
-	consoleBasePath  = "/console"
-	consoleLoginPath = "/console/login"
+	consoleBasePath  = BasePath
+	consoleLoginPath = BasePath + "/login"
 )
 
 // consoleCSP allows the console's own scripts and styles and nothing else.
@@ -101,51 +140,43 @@ const (
 const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
-// ownAuthRoute reports whether the route authenticates on its own rather
-// than by bearer API key: the console (sessions) and /metrics (its token).
-func ownAuthRoute(path string) bool {
-	// /mcp takes only access tokens issued for it (mcp.go).
-	return path == "/" || path == mcpPath || path == "/metrics" || path == consoleBasePath || strings.HasPrefix(path, consoleBasePath+"/")
-}
-
-// registerConsoleRoutes adds the console when s.Console is set.
-func (s *Server) registerConsoleRoutes(e *echo.Echo) {
-	if s.Console == nil {
-		return
-	}
-	s.Console.init()
+// Mount serves the console under BasePath on e, with "/" redirecting to
+// it. The server calls it once, while it builds its routes.
+func (con *Console) Mount(e *echo.Echo, h Host) {
+	con.host = h
+	con.init()
 	e.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, consoleBasePath+"/leases") })
 
-	g := e.Group(consoleBasePath, s.consoleBase)
+	g := e.Group(consoleBasePath, con.consoleBase)
 	// Public: the assets and the login form.
-	g.GET("/static/*", s.handleConsoleStatic)
-	g.GET("/login", s.handleConsoleLoginForm)
-	g.POST("/login", s.handleConsoleLogin)
-	if s.Console.OIDC != nil {
-		g.GET("/login/oidc", s.handleConsoleOIDCStart)
-		g.GET("/login/oidc/callback", s.handleConsoleOIDCCallback)
+	g.GET("/static/*", con.handleConsoleStatic)
+	g.GET("/login", con.handleConsoleLoginForm)
+	g.POST("/login", con.handleConsoleLogin)
+	if con.OIDC != nil {
+		g.GET("/login/oidc", con.handleConsoleOIDCStart)
+		g.GET("/login/oidc/callback", con.handleConsoleOIDCCallback)
 	}
 
 	// Everything else needs a session.
-	a := g.Group("", s.requireSession)
-	a.GET("", s.handleConsoleHome)
-	a.GET("/", s.handleConsoleHome)
-	a.POST("/logout", s.handleConsoleLogout)
-	a.GET("/leases", s.handleConsoleLive)
-	a.GET("/history", s.handleConsoleHistory)
-	a.GET("/leases/:id", s.handleConsoleLease)
-	a.GET("/agents", s.handleConsoleAgents)
-	a.GET("/containments/:id", s.handleConsoleContainment, requireRole(broker.RoleAdmin))
-	a.GET("/approvals", s.handleConsoleApprovals)
-	a.GET("/audit", s.handleConsoleAudit)
-	a.POST("/audit/verify", s.handleConsoleAuditVerify)
+	a := g.Group("", con.requireSession)
+	a.GET("", con.handleConsoleHome)
+	a.GET("/", con.handleConsoleHome)
+	a.POST("/logout", con.handleConsoleLogout)
+	a.GET("/leases", con.handleConsoleLive)
+	a.GET("/history", con.handleConsoleHistory)
+	a.GET("/leases/:id", con.handleConsoleLease)
+	a.GET("/agents", con.handleConsoleAgents)
+	a.GET("/containments/:id", con.handleConsoleContainment, requireRole(broker.RoleAdmin))
+	a.GET("/approvals", con.handleConsoleApprovals)
+	a.GET("/audit", con.handleConsoleAudit)
+	a.POST("/audit/verify", con.handleConsoleAuditVerify)
 
 	// Changes, by role.
-	a.POST("/leases/:id/revoke", s.handleConsoleLeaseRevoke, requireRole(broker.RoleAdmin))
-	a.POST("/agents/:id/revoke-all", s.handleConsoleAgentRevokeAll, requireRole(broker.RoleAdmin))
-	a.POST("/agents/:id/disable", s.handleConsoleAgentDisable, requireRole(broker.RoleAdmin))
-	a.POST("/approvals/:id/approve", s.handleConsoleApprove, requireRole(broker.RoleAdmin, broker.RoleApprover))
-	a.POST("/approvals/:id/deny", s.handleConsoleDeny, requireRole(broker.RoleAdmin, broker.RoleApprover))
+	a.POST("/leases/:id/revoke", con.handleConsoleLeaseRevoke, requireRole(broker.RoleAdmin))
+	a.POST("/agents/:id/revoke-all", con.handleConsoleAgentRevokeAll, requireRole(broker.RoleAdmin))
+	a.POST("/agents/:id/disable", con.handleConsoleAgentDisable, requireRole(broker.RoleAdmin))
+	a.POST("/approvals/:id/approve", con.handleConsoleApprove, requireRole(broker.RoleAdmin, broker.RoleApprover))
+	a.POST("/approvals/:id/deny", con.handleConsoleDeny, requireRole(broker.RoleAdmin, broker.RoleApprover))
 }
 
 // init parses the templates and sets defaults.
@@ -170,7 +201,7 @@ func (con *Console) init() {
 // consoleBase runs on every console request: it marks the request as the
 // console's (errors render as HTML), sets the console's CSP, forbids caching,
 // and checks the CSRF token of every request that is not GET or HEAD.
-func (s *Server) consoleBase(next echo.HandlerFunc) echo.HandlerFunc {
+func (con *Console) consoleBase(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		c.Set(consoleKey, true)
 		h := c.Response().Header()
@@ -182,7 +213,7 @@ func (s *Server) consoleBase(next echo.HandlerFunc) echo.HandlerFunc {
 		if c.Path() == consoleBasePath+"/static/*" {
 			return next(c)
 		}
-		token := s.csrfToken(c)
+		token := con.csrfToken(c)
 		c.Set(consoleCSRFKey, token)
 		switch c.Request().Method {
 		case http.MethodGet, http.MethodHead:
@@ -217,7 +248,7 @@ func sameOrigin(c echo.Context) bool {
 // derived from the session token (HMAC-SHA256 keyed by it), so it is bound to
 // the session and cannot be planted by another site; before login it is the
 // login cookie's double-submit token, issued here when missing.
-func (s *Server) csrfToken(c echo.Context) string {
+func (con *Console) csrfToken(c echo.Context) string {
 	if ck, err := c.Cookie(sessionCookie); err == nil && ck.Value != "" {
 		return deriveCSRF(ck.Value)
 	}
@@ -225,7 +256,7 @@ func (s *Server) csrfToken(c echo.Context) string {
 		return ck.Value
 	}
 	token := randomToken()
-	s.setCookie(c, loginCSRFCookie, token, consoleLoginPath, 0)
+	con.setCookie(c, loginCSRFCookie, token, consoleLoginPath, 0)
 	return token
 }
 
@@ -244,11 +275,11 @@ func randomToken() string {
 
 // setCookie sets an HttpOnly, SameSite=Lax cookie on path; maxAge < 0
 // deletes it, 0 makes it last for the browser session.
-func (s *Server) setCookie(c echo.Context, name, value, path string, maxAge int) {
+func (con *Console) setCookie(c echo.Context, name, value, path string, maxAge int) {
 	c.SetCookie(&http.Cookie{
 		Name: name, Value: value, Path: path, MaxAge: maxAge,
 		HttpOnly: true, SameSite: http.SameSiteLaxMode,
-		Secure: c.IsTLS() || s.Console.SecureCookies,
+		Secure: c.IsTLS() || con.SecureCookies,
 	})
 }
 
@@ -256,18 +287,18 @@ func (s *Server) setCookie(c echo.Context, name, value, path string, maxAge int)
 // user on the context (and its actor on the request context). Without a
 // session the answer is the login page (a redirect to it; htmx requests get
 // HX-Redirect).
-func (s *Server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
+func (con *Console) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		u, token, err := s.consoleSession(c)
+		u, token, err := con.consoleSession(c)
 		if err != nil {
 			return err
 		}
 		if u == nil {
-			return s.toLogin(c)
+			return con.toLogin(c)
 		}
 		c.Set(consoleUserKey, u)
 		c.Set(consoleTokenKey, token)
-		c.Set(actorKey, "user:"+u.Name)
+		c.Set(ActorKey, "user:"+u.Name)
 		req := c.Request()
 		c.SetRequest(req.WithContext(broker.NewContextWithActor(req.Context(), u.Actor(c.RealIP()))))
 		return next(c)
@@ -275,12 +306,12 @@ func (s *Server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // consoleSession returns the request's user, or nil without a valid session.
-func (s *Server) consoleSession(c echo.Context) (*broker.User, string, error) {
+func (con *Console) consoleSession(c echo.Context) (*broker.User, string, error) {
 	ck, err := c.Cookie(sessionCookie)
 	if err != nil || ck.Value == "" {
 		return nil, "", nil
 	}
-	u, err := s.Console.Users.Session(c.Request().Context(), ck.Value)
+	u, err := con.Users.Session(c.Request().Context(), ck.Value)
 	if broker.ErrorCode(err) == broker.ENOTFOUND {
 		return nil, "", nil
 	} else if err != nil {
@@ -291,7 +322,7 @@ func (s *Server) consoleSession(c echo.Context) (*broker.User, string, error) {
 
 // toLogin answers a request without a session: the login page, by way of a
 // redirect that remembers where the user was going.
-func (s *Server) toLogin(c echo.Context) error {
+func (con *Console) toLogin(c echo.Context) error {
 	target := consoleLoginPath
 	if c.Request().Method == http.MethodGet && c.Request().Header.Get("HX-Request") == "" {
 		target += "?next=" + url.QueryEscape(c.Request().URL.RequestURI())
@@ -349,13 +380,13 @@ var flashes = map[string]string{
 }
 
 // render writes page with data.
-func (s *Server) render(c echo.Context, status int, page, nav string, content any) error {
-	t := s.Console.pages[page]
+func (con *Console) render(c echo.Context, status int, page, nav string, content any) error {
+	t := con.pages[page]
 	if t == nil {
 		return fmt.Errorf("console: no template %q", page)
 	}
 	data := pageData{
-		Title: page, Nav: nav, User: consoleUser(c), CSRF: csrfOf(c), Now: s.Now().UTC(),
+		Title: page, Nav: nav, User: consoleUser(c), CSRF: csrfOf(c), Now: con.host.Now().UTC(),
 		Flash: flashes[c.QueryParam("done")], Content: content,
 	}
 	var buf bytes.Buffer
@@ -370,13 +401,25 @@ func csrfOf(c echo.Context) string {
 	return t
 }
 
-// renderConsoleError is handleError's HTML branch for console requests: an
-// error page with the caller-safe message, or the login page when a page
-// that does not exist is asked for without a session.
-func (s *Server) renderConsoleError(c echo.Context, status int, e errorBody) {
+// Serves reports whether the console is answering c: the server's error
+// handler then lets RenderError write the error.
+func Serves(c echo.Context) bool {
+	return c.Get(consoleKey) != nil
+}
+
+// ErrorBody is the caller-safe part of an error: its code and message.
+type ErrorBody struct {
+	Code    string
+	Message string
+}
+
+// RenderError is the server's error handler's HTML branch for console
+// requests: an error page with the caller-safe message, or the login page
+// when a page that does not exist is asked for without a session.
+func (con *Console) RenderError(c echo.Context, status int, e ErrorBody, requestID string) {
 	if status == http.StatusNotFound && consoleUser(c) == nil {
-		if u, _, err := s.consoleSession(c); err == nil && u == nil {
-			s.toLogin(c)
+		if u, _, err := con.consoleSession(c); err == nil && u == nil {
+			con.toLogin(c)
 			return
 		}
 	}
@@ -387,7 +430,7 @@ func (s *Server) renderConsoleError(c echo.Context, status int, e errorBody) {
 		c.HTML(http.StatusOK, `<div class="flash error" role="alert">`+template.HTMLEscapeString(e.Message)+`</div>`)
 		return
 	}
-	if err := s.render(c, status, "error", "", errorPage{Status: status, Code: e.Code, Message: e.Message, RequestID: requestID(c)}); err != nil {
+	if err := con.render(c, status, "error", "", errorPage{Status: status, Code: e.Code, Message: e.Message, RequestID: requestID}); err != nil {
 		c.String(status, e.Message)
 	}
 }
@@ -401,7 +444,7 @@ type errorPage struct {
 
 // handleConsoleStatic serves the embedded assets with a long cache life; the
 // file names do not change between versions, so the life is an hour.
-func (s *Server) handleConsoleStatic(c echo.Context) error {
+func (con *Console) handleConsoleStatic(c echo.Context) error {
 	name := c.Param("*")
 	if name == "" || strings.Contains(name, "..") || strings.Contains(name, "/") {
 		return echo.ErrNotFound
@@ -424,7 +467,7 @@ func (s *Server) handleConsoleStatic(c echo.Context) error {
 }
 
 // handleConsoleHome sends the user to the live leases.
-func (s *Server) handleConsoleHome(c echo.Context) error {
+func (con *Console) handleConsoleHome(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/leases")
 }
 
@@ -438,11 +481,11 @@ type loginPage struct {
 }
 
 // handleConsoleLoginForm handles "GET /console/login".
-func (s *Server) handleConsoleLoginForm(c echo.Context) error {
-	if u, _, err := s.consoleSession(c); err == nil && u != nil {
+func (con *Console) handleConsoleLoginForm(c echo.Context) error {
+	if u, _, err := con.consoleSession(c); err == nil && u != nil {
 		return c.Redirect(http.StatusSeeOther, safeNext(c.QueryParam("next")))
 	}
-	return s.render(c, http.StatusOK, "login", "", loginPage{Next: safeNext(c.QueryParam("next")), SSO: s.Console.OIDC != nil})
+	return con.render(c, http.StatusOK, "login", "", loginPage{Next: safeNext(c.QueryParam("next")), SSO: con.OIDC != nil})
 }
 
 // safeNext keeps a post-login redirect inside the console.
@@ -459,52 +502,52 @@ func safeNext(next string) string {
 // The users service counts each attempt in the login throttle before the
 // password is checked; a throttled attempt gets 429 with Retry-After and
 // costs no password hash, whatever it sends.
-func (s *Server) handleConsoleLogin(c echo.Context) error {
+func (con *Console) handleConsoleLogin(c echo.Context) error {
 	name, password := strings.TrimSpace(c.FormValue("name")), c.FormValue("password")
 	next := safeNext(c.FormValue("next"))
-	page := loginPage{Next: next, Name: name, SSO: s.Console.OIDC != nil}
-	u, err := s.Console.Users.Login(c.Request().Context(), name, password, c.RealIP())
+	page := loginPage{Next: next, Name: name, SSO: con.OIDC != nil}
+	u, err := con.Users.Login(c.Request().Context(), name, password, c.RealIP())
 	var failed *broker.LoginFailure
 	var e *broker.Error
 	switch {
 	case errors.As(err, &failed):
-		s.recordAuthFailureAs(c, "console", "anonymous", "", failed.Reason, map[string]any{"user": limitText(name, 64)})
+		con.host.LoginFailed(c, failed.Reason, map[string]any{"user": limitText(name, 64)})
 		page.Error = broker.ErrorMessage(err)
-		return s.render(c, http.StatusUnauthorized, "login", "", page)
+		return con.render(c, http.StatusUnauthorized, "login", "", page)
 	case errors.As(err, &e) && e.Code == broker.ETOOMANY:
-		s.recordAuthFailureAs(c, "console", "anonymous", "", "throttled", map[string]any{"user": limitText(name, 64)})
-		setRetryAfter(c.Response().Header(), err)
+		con.host.LoginFailed(c, "throttled", map[string]any{"user": limitText(name, 64)})
+		setRetryAfter(c.Response().Header(), e.RetryAfter)
 		page.Error = e.Message
-		return s.render(c, http.StatusTooManyRequests, "login", "", page)
+		return con.render(c, http.StatusTooManyRequests, "login", "", page)
 	case err != nil:
 		return err
 	}
-	return s.startSession(c, u, "password", next)
+	return con.startSession(c, u, "password", next)
 }
 
 // startSession logs u in through the users service (method "password" or
 // "oidc"), sets the session cookie and redirects to next, which the caller
 // made safe.
-func (s *Server) startSession(c echo.Context, u *broker.User, method, next string) error {
+func (con *Console) startSession(c echo.Context, u *broker.User, method, next string) error {
 	ctx := c.Request().Context()
-	token, sess, err := s.Console.Users.StartSession(ctx, u, broker.SessionStart{
+	token, sess, err := con.Users.StartSession(ctx, u, broker.SessionStart{
 		Method: method, SourceIP: c.RealIP(), UserAgent: limitText(c.Request().UserAgent(), 256)})
 	if err != nil {
 		return err
 	}
-	s.setCookie(c, sessionCookie, token, consoleBasePath, int(sess.ExpiresAt.Sub(sess.CreatedAt)/time.Second))
-	s.setCookie(c, loginCSRFCookie, "", consoleLoginPath, -1)
-	s.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "method", method, "remote_ip", c.RealIP())
+	con.setCookie(c, sessionCookie, token, consoleBasePath, int(sess.ExpiresAt.Sub(sess.CreatedAt)/time.Second))
+	con.setCookie(c, loginCSRFCookie, "", consoleLoginPath, -1)
+	con.host.Logger.InfoContext(ctx, "console login", "user", u.Name, "role", u.Role, "method", method, "remote_ip", c.RealIP())
 	return c.Redirect(http.StatusSeeOther, next)
 }
 
 // handleConsoleLogout handles "POST /console/logout".
-func (s *Server) handleConsoleLogout(c echo.Context) error {
+func (con *Console) handleConsoleLogout(c echo.Context) error {
 	token, _ := c.Get(consoleTokenKey).(string)
-	if err := s.Console.Users.Logout(c.Request().Context(), token, consoleUser(c), c.RealIP()); err != nil {
+	if err := con.Users.Logout(c.Request().Context(), token, consoleUser(c), c.RealIP()); err != nil {
 		return err
 	}
-	s.setCookie(c, sessionCookie, "", consoleBasePath, -1)
+	con.setCookie(c, sessionCookie, "", consoleBasePath, -1)
 	return c.Redirect(http.StatusSeeOther, consoleLoginPath+"?done=loggedout")
 }
 

@@ -1,4 +1,4 @@
-package web
+package console
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -33,23 +34,23 @@ type livePage struct {
 
 // handleConsoleLive handles "GET /console/leases": every live lease with the
 // time left, revoke with a reason, and the kill switch of its agent.
-func (s *Server) handleConsoleLive(c echo.Context) error {
-	leases, total, err := s.Console.Store.FindLeases(c.Request().Context(), broker.LeaseFilter{States: liveStates, Limit: 500})
+func (con *Console) handleConsoleLive(c echo.Context) error {
+	leases, total, err := con.Reader.FindLeases(c.Request().Context(), broker.LeaseFilter{States: liveStates, Limit: 500})
 	if err != nil {
 		return err
 	}
 	page := livePage{Leases: leases, Total: total, CanEdit: consoleUser(c).Role == broker.RoleAdmin}
 	if c.QueryParam("partial") == "1" {
-		return s.renderPartial(c, "live", "live-table", page)
+		return con.renderPartial(c, "live", "live-table", page)
 	}
-	return s.render(c, http.StatusOK, "live", "live", page)
+	return con.render(c, http.StatusOK, "live", "live", page)
 }
 
 // renderPartial renders one block of a page (htmx refreshes).
-func (s *Server) renderPartial(c echo.Context, page, block string, content any) error {
+func (con *Console) renderPartial(c echo.Context, page, block string, content any) error {
 	var b strings.Builder
-	data := pageData{User: consoleUser(c), CSRF: csrfOf(c), Now: s.Now().UTC(), Content: content}
-	if err := s.Console.pages[page].ExecuteTemplate(&b, block, data); err != nil {
+	data := pageData{User: consoleUser(c), CSRF: csrfOf(c), Now: con.host.Now().UTC(), Content: content}
+	if err := con.pages[page].ExecuteTemplate(&b, block, data); err != nil {
 		return fmt.Errorf("render %s/%s: %w", page, block, err)
 	}
 	return c.HTML(http.StatusOK, b.String())
@@ -83,7 +84,7 @@ type historyPage struct {
 // first, filtered by agent, owner, approver, role, state and creation time,
 // 50 a page;
 // ?format=csv or json exports the whole filtered view.
-func (s *Server) handleConsoleHistory(c echo.Context) error {
+func (con *Console) handleConsoleHistory(c echo.Context) error {
 	q := historyQuery{
 		Agent: strings.TrimSpace(c.QueryParam("agent")), Owner: strings.TrimSpace(c.QueryParam("owner")),
 		Approver: strings.TrimSpace(c.QueryParam("approver")),
@@ -92,7 +93,7 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	}
 	q.Page, _ = strconv.Atoi(c.QueryParam("page"))
 	q.Page = max(q.Page, 1)
-	filter, ok, err := s.historyFilter(c, q)
+	filter, ok, err := con.historyFilter(c, q)
 	if err != nil {
 		return err
 	}
@@ -101,18 +102,18 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	case "", "html":
 	case "csv", "json":
 		if !ok {
-			return s.exportLeases(c, format, nil, nil)
+			return con.exportLeases(c, format, nil, nil)
 		}
 		filter.Limit, filter.NoTotal = consoleMaxExport, true
-		leases, _, err := s.Console.Store.FindLeases(c.Request().Context(), filter)
+		leases, _, err := con.Reader.FindLeases(c.Request().Context(), filter)
 		if err != nil {
 			return err
 		}
-		endings, err := s.leaseEndings(c.Request().Context(), leases)
+		endings, err := con.leaseEndings(c.Request().Context(), leases)
 		if err != nil {
 			return err
 		}
-		return s.exportLeases(c, format, leases, endings)
+		return con.exportLeases(c, format, leases, endings)
 	default:
 		return broker.FieldErrorf("format", "Export format must be csv or json.")
 	}
@@ -120,10 +121,10 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	page := historyPage{Q: q, Page: q.Page, States: broker.LeaseStates, NoMatch: !ok}
 	if ok {
 		filter.Limit, filter.Offset = consolePageSize, (q.Page-1)*consolePageSize
-		if page.Leases, page.Total, err = s.Console.Store.FindLeases(c.Request().Context(), filter); err != nil {
+		if page.Leases, page.Total, err = con.Reader.FindLeases(c.Request().Context(), filter); err != nil {
 			return err
 		}
-		if page.Endings, err = s.leaseEndings(c.Request().Context(), page.Leases); err != nil {
+		if page.Endings, err = con.leaseEndings(c.Request().Context(), page.Leases); err != nil {
 			return err
 		}
 	}
@@ -148,18 +149,18 @@ func (s *Server) handleConsoleHistory(c echo.Context) error {
 	}
 	page.CSVURL = link(url.Values{"format": {"csv"}})
 	page.JSONURL = link(url.Values{"format": {"json"}})
-	return s.render(c, http.StatusOK, "history", "history", page)
+	return con.render(c, http.StatusOK, "history", "history", page)
 }
 
 // leaseEndings returns who ended each of leases that has begun to end.
-func (s *Server) leaseEndings(ctx context.Context, leases []*broker.Lease) (map[string]*broker.LeaseEvent, error) {
+func (con *Console) leaseEndings(ctx context.Context, leases []*broker.Lease) (map[string]*broker.LeaseEvent, error) {
 	ids := make([]string, 0, len(leases))
 	for _, l := range leases {
 		if l.State == broker.LeaseRevoking || l.State.Terminal() {
 			ids = append(ids, l.ID)
 		}
 	}
-	endings, err := s.Console.Store.FindLeaseEndings(ctx, ids)
+	endings, err := con.Reader.FindLeaseEndings(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("find who ended the leases: %w", err)
 	}
@@ -180,10 +181,10 @@ func endedBy(e *broker.LeaseEvent) string {
 
 // historyFilter turns the form into a lease filter; ok is false when the
 // agent named exists nowhere, so nothing can match.
-func (s *Server) historyFilter(c echo.Context, q historyQuery) (broker.LeaseFilter, bool, error) {
+func (con *Console) historyFilter(c echo.Context, q historyQuery) (broker.LeaseFilter, bool, error) {
 	var f broker.LeaseFilter
 	if q.State != "" {
-		st, err := parseLeaseState(q.State)
+		st, err := broker.ParseLeaseState(q.State)
 		if err != nil {
 			return f, false, err
 		}
@@ -209,9 +210,9 @@ func (s *Server) historyFilter(c echo.Context, q historyQuery) (broker.LeaseFilt
 	}
 	if q.Agent != "" {
 		ctx := c.Request().Context()
-		a, err := s.Console.Store.FindAgentByName(ctx, q.Agent)
+		a, err := con.Reader.FindAgentByName(ctx, q.Agent)
 		if broker.ErrorCode(err) == broker.ENOTFOUND {
-			if a, err = s.Console.Store.FindAgentByID(ctx, q.Agent); broker.ErrorCode(err) == broker.ENOTFOUND {
+			if a, err = con.Reader.FindAgentByID(ctx, q.Agent); broker.ErrorCode(err) == broker.ENOTFOUND {
 				return f, false, nil
 			}
 		}
@@ -246,8 +247,8 @@ func parseConsoleTime(field, v string, upper bool) (*time.Time, error) {
 
 // exportLeases writes leases as CSV or JSON for download, with who ended
 // each one (endings, as leaseEndings returns them).
-func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Lease, endings map[string]*broker.LeaseEvent) error {
-	name := "stint-leases-" + s.Now().UTC().Format("20060102T150405Z")
+func (con *Console) exportLeases(c echo.Context, format string, leases []*broker.Lease, endings map[string]*broker.LeaseEvent) error {
+	name := "stint-leases-" + con.host.Now().UTC().Format("20060102T150405Z")
 	h := c.Response().Header()
 	if format == "json" {
 		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.json"`)
@@ -272,21 +273,13 @@ func (s *Server) exportLeases(c echo.Context, format string, leases []*broker.Le
 		if l.PolicyDecision != nil {
 			policies = strings.Join(l.PolicyDecision.PolicyIDs, " ")
 		}
-		w.Write([]string{l.ID, string(l.State), string(l.EndState), cell(l.Agent), l.AgentID, cell(l.Role), cell(l.Task),
-			cell(l.Justification), l.TTL.String(), cell(l.Decision), cell(policies), strconv.Itoa(l.RiskScore),
-			cell(l.AuthMethod), cell(l.SourceIP), cell(l.OnBehalfOf), formatTime(l.CreatedAt), formatTimePtr(l.ActivatedAt),
-			formatTimePtr(l.ExpiresAt), formatTimePtr(l.EndedAt), cell(l.VaultLeaseID), cell(l.Username), cell(endedBy(endings[l.ID]))})
+		w.Write([]string{l.ID, string(l.State), string(l.EndState), broker.CSVCell(l.Agent), l.AgentID, broker.CSVCell(l.Role), broker.CSVCell(l.Task),
+			broker.CSVCell(l.Justification), l.TTL.String(), broker.CSVCell(l.Decision), broker.CSVCell(policies), strconv.Itoa(l.RiskScore),
+			broker.CSVCell(l.AuthMethod), broker.CSVCell(l.SourceIP), broker.CSVCell(l.OnBehalfOf), rfc3339(&l.CreatedAt), rfc3339(l.ActivatedAt),
+			rfc3339(l.ExpiresAt), rfc3339(l.EndedAt), broker.CSVCell(l.VaultLeaseID), broker.CSVCell(l.Username), broker.CSVCell(endedBy(endings[l.ID]))})
 	}
 	w.Flush()
 	return w.Error()
-}
-
-// cell neutralises a value a spreadsheet would run as a formula.
-func cell(v string) string {
-	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-		return "'" + v
-	}
-	return v
 }
 
 // leasePage is one lease with its timeline.
@@ -311,40 +304,40 @@ type timelineStep struct {
 // handleConsoleLease handles "GET /console/leases/:id": the lease, what
 // policy decided and why, its approvals, and its timeline from request to
 // end with who and why at each step, plus its audit records.
-func (s *Server) handleConsoleLease(c echo.Context) error {
+func (con *Console) handleConsoleLease(c echo.Context) error {
 	ctx := c.Request().Context()
 	id := c.Param("id")
-	l, err := s.Console.Store.FindLeaseByID(ctx, id)
+	l, err := con.Reader.FindLeaseByID(ctx, id)
 	if err != nil {
 		return err
 	}
-	events, err := s.Console.Store.FindLeaseEvents(ctx, id)
+	events, err := con.Reader.FindLeaseEvents(ctx, id)
 	if err != nil {
 		return err
 	}
 	page := leasePage{Lease: l, CanRevoke: consoleUser(c).Role == broker.RoleAdmin && l.State == broker.LeaseActive}
-	if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
+	if a, err := con.Reader.FindAgentByID(ctx, l.AgentID); err == nil {
 		page.Owner = a.Owner
 	}
 	for _, e := range events {
 		page.Timeline = append(page.Timeline, timelineStep{Phase: phaseOf(e), Event: e})
 	}
-	endings, err := s.leaseEndings(ctx, []*broker.Lease{l})
+	endings, err := con.leaseEndings(ctx, []*broker.Lease{l})
 	if err != nil {
 		return err
 	}
 	page.Ending = endings[l.ID]
-	if as, ok := s.Console.Store.(interface {
+	if as, ok := con.Reader.(interface {
 		FindApprovals(ctx context.Context, leaseID string) ([]*broker.Approval, error)
 	}); ok {
 		if page.Approvals, err = as.FindApprovals(ctx, id); err != nil {
 			return err
 		}
 	}
-	if page.Audit, _, err = s.Console.Store.FindAuditEvents(ctx, broker.AuditFilter{Subject: &id, Limit: 200}); err != nil {
+	if page.Audit, _, err = con.Reader.FindAuditEvents(ctx, broker.AuditFilter{Subject: &id, Limit: 200}); err != nil {
 		return err
 	}
-	return s.render(c, http.StatusOK, "lease", "history", page)
+	return con.render(c, http.StatusOK, "lease", "history", page)
 }
 
 // phaseOf names the step of the lease's life an event is.
@@ -371,14 +364,14 @@ func phaseOf(e *broker.LeaseEvent) string {
 // handleConsoleLeaseRevoke handles "POST /console/leases/:id/revoke"
 // (admin): reason required; the revocation goes through the lease service
 // with the user as the actor.
-func (s *Server) handleConsoleLeaseRevoke(c echo.Context) error {
+func (con *Console) handleConsoleLeaseRevoke(c echo.Context) error {
 	reason := strings.TrimSpace(c.FormValue("reason"))
-	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+	if err := checkFormText("reason", reason, true, broker.MaxReasonLen); err != nil {
 		return err
 	}
 	ctx, cancel := withTimeout(c.Request().Context(), 45*time.Second)
 	defer cancel()
-	l, err := s.Leases.RevokeLease(ctx, c.Param("id"), reason)
+	l, err := con.host.Leases.RevokeLease(ctx, c.Param("id"), reason)
 	if err != nil {
 		return err
 	}
@@ -403,30 +396,30 @@ func backTo(c echo.Context, def string) string {
 // handleConsoleAgentRevokeAll handles "POST /console/agents/:id/revoke-all"
 // (admin): the kill switch for one agent, with a reason. The containment is
 // written at once; the page that follows shows its progress.
-func (s *Server) handleConsoleAgentRevokeAll(c echo.Context) error {
-	return s.consoleContain(c, "", "")
+func (con *Console) handleConsoleAgentRevokeAll(c echo.Context) error {
+	return con.consoleContain(c, "")
 }
 
 // handleConsoleAgentDisable handles "POST /console/agents/:id/disable"
 // (admin): the agent can no longer authenticate, and its live leases are
 // revoked.
-func (s *Server) handleConsoleAgentDisable(c echo.Context) error {
-	return s.consoleContain(c, broker.AgentDisabled, "agent disabled: ")
+func (con *Console) handleConsoleAgentDisable(c echo.Context) error {
+	return con.consoleContain(c, broker.AgentDisabled)
 }
 
 // consoleContain contains the agent through the lease service, as the API
 // does, and shows the containment's progress.
-func (s *Server) consoleContain(c echo.Context, state broker.AgentState, prefix string) error {
+func (con *Console) consoleContain(c echo.Context, state broker.AgentState) error {
 	reason := strings.TrimSpace(c.FormValue("reason"))
-	if err := firstError(checkRequired("reason", reason), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+	if err := checkFormText("reason", reason, true, broker.MaxReasonLen); err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
-	a, err := s.Console.Store.FindAgentByID(ctx, c.Param("id"))
+	a, err := con.Reader.FindAgentByID(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	cnt, err := s.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: prefix + reason})
+	cnt, err := con.host.Leases.ContainAgent(ctx, broker.ContainRequest{AgentID: a.ID, State: state, Reason: reason})
 	if err != nil {
 		return err
 	}
@@ -435,12 +428,12 @@ func (s *Server) consoleContain(c echo.Context, state broker.AgentState, prefix 
 
 // handleConsoleContainment handles "GET /console/containments/:id": a
 // containment's progress, refreshed until every lease has ended.
-func (s *Server) handleConsoleContainment(c echo.Context) error {
-	cnt, err := s.Leases.WaitContainment(c.Request().Context(), c.Param("id"), 0)
+func (con *Console) handleConsoleContainment(c echo.Context) error {
+	cnt, err := con.host.Leases.WaitContainment(c.Request().Context(), c.Param("id"), 0)
 	if err != nil {
 		return err
 	}
-	return s.render(c, http.StatusOK, "containment", "agents", cnt)
+	return con.render(c, http.StatusOK, "containment", "agents", cnt)
 }
 
 // agentsPage lists agents.
@@ -460,11 +453,11 @@ type agentRow struct {
 
 // handleConsoleAgents handles "GET /console/agents": owner, state, last
 // seen and lease counts of every agent, with disable and the kill switch.
-func (s *Server) handleConsoleAgents(c echo.Context) error {
+func (con *Console) handleConsoleAgents(c echo.Context) error {
 	ctx := c.Request().Context()
 	pageNo, _ := strconv.Atoi(c.QueryParam("page"))
 	pageNo = max(pageNo, 1)
-	agents, total, err := s.Console.Store.FindAgents(ctx, broker.AgentFilter{Limit: consolePageSize, Offset: (pageNo - 1) * consolePageSize})
+	agents, total, err := con.Reader.FindAgents(ctx, broker.AgentFilter{Limit: consolePageSize, Offset: (pageNo - 1) * consolePageSize})
 	if err != nil {
 		return err
 	}
@@ -473,7 +466,7 @@ func (s *Server) handleConsoleAgents(c echo.Context) error {
 	for i, a := range agents {
 		ids[i] = a.ID
 	}
-	counts, err := s.Console.Store.CountAgentLeases(ctx, ids)
+	counts, err := con.Reader.CountAgentLeases(ctx, ids)
 	if err != nil {
 		return err
 	}
@@ -487,7 +480,7 @@ func (s *Server) handleConsoleAgents(c echo.Context) error {
 	if pageNo*consolePageSize < total {
 		page.NextURL = fmt.Sprintf("%s/agents?page=%d", consoleBasePath, pageNo+1)
 	}
-	return s.render(c, http.StatusOK, "agents", "agents", page)
+	return con.render(c, http.StatusOK, "agents", "agents", page)
 }
 
 // approvalsPage lists pending leases.
@@ -501,28 +494,28 @@ type approvalsPage struct {
 }
 
 // handleConsoleApprovals handles "GET /console/approvals".
-func (s *Server) handleConsoleApprovals(c echo.Context) error {
+func (con *Console) handleConsoleApprovals(c echo.Context) error {
 	ctx := c.Request().Context()
 	u := consoleUser(c)
 	page := approvalsPage{}
 	switch {
-	case s.Console.Approvals == nil:
+	case con.Approvals == nil:
 		page.Why = "Deciding in the console needs the approvals service, which this server does not run; the list is read-only."
 	case u.Role == broker.RoleReviewer:
 		page.Why = "Reviewers read; approvers and admins decide."
 	case u.Email == "":
 		page.Why = "Your account has no email address, which is how approvers are matched; ask an admin to set one."
 	default:
-		pending, err := s.Console.Approvals.FindPendingApprovals(broker.NewContextWithActor(ctx, approverActor(c, u)))
+		pending, err := con.Approvals.FindPendingApprovals(broker.NewContextWithActor(ctx, approverActor(c, u)))
 		if err == nil {
 			page.Decidable, page.Pending = true, pending
-			return s.render(c, http.StatusOK, "approvals", "approvals", page)
+			return con.render(c, http.StatusOK, "approvals", "approvals", page)
 		} else if code := broker.ErrorCode(err); code != broker.EFORBIDDEN && code != broker.ENOTFOUND {
 			return err
 		}
 		page.Why = "You are not among the configured approvers; the list is read-only."
 	}
-	leases, _, err := s.Console.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeasePending}, Limit: 500, NoTotal: true})
+	leases, _, err := con.Reader.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeasePending}, Limit: 500, NoTotal: true})
 	if err != nil {
 		return err
 	}
@@ -531,7 +524,7 @@ func (s *Server) handleConsoleApprovals(c echo.Context) error {
 		pa := &broker.PendingApproval{Lease: l}
 		owner, seen := owners[l.AgentID]
 		if !seen {
-			if a, err := s.Console.Store.FindAgentByID(ctx, l.AgentID); err == nil {
+			if a, err := con.Reader.FindAgentByID(ctx, l.AgentID); err == nil {
 				owner = a.Owner
 			}
 			owners[l.AgentID] = owner
@@ -542,7 +535,7 @@ func (s *Server) handleConsoleApprovals(c echo.Context) error {
 		}
 		page.Pending = append(page.Pending, pa)
 	}
-	return s.render(c, http.StatusOK, "approvals", "approvals", page)
+	return con.render(c, http.StatusOK, "approvals", "approvals", page)
 }
 
 // approverActor is the actor with which a console user decides: an approver
@@ -552,27 +545,30 @@ func approverActor(c echo.Context, u *broker.User) broker.Actor {
 }
 
 // handleConsoleApprove handles "POST /console/approvals/:id/approve".
-func (s *Server) handleConsoleApprove(c echo.Context) error {
-	return s.decide(c, true)
+func (con *Console) handleConsoleApprove(c echo.Context) error {
+	return con.decide(c, true)
 }
 
 // handleConsoleDeny handles "POST /console/approvals/:id/deny".
-func (s *Server) handleConsoleDeny(c echo.Context) error {
-	return s.decide(c, false)
+func (con *Console) handleConsoleDeny(c echo.Context) error {
+	return con.decide(c, false)
 }
 
 // decide records the user's answer through the approvals service, which
 // refuses an approver's own agent's lease (EFORBIDDEN).
-func (s *Server) decide(c echo.Context, approve bool) error {
+func (con *Console) decide(c echo.Context, approve bool) error {
 	u := consoleUser(c)
-	if s.Console.Approvals == nil {
+	if con.Approvals == nil {
 		return broker.Errorf(broker.ECONFLICT, "This server does not run the approvals service.")
 	}
 	if u.Email == "" {
 		return broker.Errorf(broker.EFORBIDDEN, "Your account has no email address; approvers are matched by email.")
 	}
 	digest, reason := c.FormValue("digest"), strings.TrimSpace(c.FormValue("reason"))
-	if err := firstError(checkRequired("digest", digest), checkMaxLen("reason", reason, maxReasonLen)); err != nil {
+	if strings.TrimSpace(digest) == "" {
+		return broker.FieldErrorf("digest", "Field %q is required.", "digest")
+	}
+	if err := checkFormText("reason", reason, false, broker.MaxReasonLen); err != nil {
 		return err
 	}
 	ctx := broker.NewContextWithActor(c.Request().Context(), approverActor(c, u))
@@ -580,10 +576,10 @@ func (s *Server) decide(c echo.Context, approve bool) error {
 	var err error
 	done := "approved"
 	if approve {
-		_, err = s.Console.Approvals.Approve(ctx, id, digest)
+		_, err = con.Approvals.Approve(ctx, id, digest)
 	} else {
 		done = "denied"
-		_, err = s.Console.Approvals.Deny(ctx, id, digest, reason)
+		_, err = con.Approvals.Deny(ctx, id, digest, reason)
 	}
 	if err != nil {
 		return err
@@ -613,7 +609,7 @@ type auditPage struct {
 // verification and head, and its events, newest first, filtered by kind
 // (or prefix such as "lease."), actor, subject and time; ?format=csv or
 // json exports the filtered events.
-func (s *Server) handleConsoleAudit(c echo.Context) error {
+func (con *Console) handleConsoleAudit(c echo.Context) error {
 	ctx := c.Request().Context()
 	p := auditPage{Kind: c.QueryParam("kind"), Actor: c.QueryParam("actor"), Subject: c.QueryParam("subject"),
 		From: c.QueryParam("from"), To: c.QueryParam("to")}
@@ -639,21 +635,21 @@ func (s *Server) handleConsoleAudit(c echo.Context) error {
 	switch format := c.QueryParam("format"); format {
 	case "":
 	case "csv", "json":
-		return s.exportAudit(c, format, f)
+		return con.exportAudit(c, format, f)
 	default:
 		return broker.FieldErrorf("format", "Export format must be csv or json.")
 	}
 
 	f.Limit, f.Offset = consolePageSize, (p.Page-1)*consolePageSize
-	if p.Events, p.Total, err = s.Console.Store.FindAuditEvents(ctx, f); err != nil {
+	if p.Events, p.Total, err = con.Reader.FindAuditEvents(ctx, f); err != nil {
 		return err
 	}
-	if p.Head, err = s.Console.Store.AuditHead(ctx); err != nil {
+	if p.Head, err = con.Reader.AuditHead(ctx); err != nil {
 		return err
 	}
-	s.Console.verifyMu.Lock()
-	p.Check = s.Console.lastCheck
-	s.Console.verifyMu.Unlock()
+	con.verifyMu.Lock()
+	p.Check = con.lastCheck
+	con.verifyMu.Unlock()
 	link := func(extra url.Values) string {
 		v := url.Values{}
 		for k, val := range map[string]string{"kind": p.Kind, "actor": p.Actor, "subject": p.Subject, "from": p.From, "to": p.To} {
@@ -673,14 +669,14 @@ func (s *Server) handleConsoleAudit(c echo.Context) error {
 		p.NextURL = link(url.Values{"page": {strconv.Itoa(p.Page + 1)}})
 	}
 	p.CSVURL, p.JSONURL = link(url.Values{"format": {"csv"}}), link(url.Values{"format": {"json"}})
-	return s.render(c, http.StatusOK, "audit", "audit", p)
+	return con.render(c, http.StatusOK, "audit", "audit", p)
 }
 
 // exportAudit streams the filtered events, oldest first, as CSV or JSON
 // lines (the form "stint audit export" writes, which keeps the hashes
 // verifiable).
-func (s *Server) exportAudit(c echo.Context, format string, f broker.AuditFilter) error {
-	name := "stint-audit-" + s.Now().UTC().Format("20060102T150405Z")
+func (con *Console) exportAudit(c echo.Context, format string, f broker.AuditFilter) error {
+	name := "stint-audit-" + con.host.Now().UTC().Format("20060102T150405Z")
 	h := c.Response().Header()
 	if format == "json" {
 		h.Set(echo.HeaderContentDisposition, `attachment; filename="`+name+`.jsonl"`)
@@ -690,12 +686,12 @@ func (s *Server) exportAudit(c echo.Context, format string, f broker.AuditFilter
 		h.Set(echo.HeaderContentType, "text/csv; charset=utf-8")
 	}
 	c.Response().WriteHeader(http.StatusOK)
-	enc := NewAuditEncoder(c.Response(), format)
+	enc := broker.NewAuditEncoder(c.Response(), format)
 	if err := enc.Header(); err != nil {
 		return err
 	}
 	n := 0
-	err := s.Console.Store.ScanAuditEvents(c.Request().Context(), f, func(e *broker.AuditEvent) error {
+	err := con.Reader.ScanAuditEvents(c.Request().Context(), f, func(e *broker.AuditEvent) error {
 		if n++; n > consoleMaxExport {
 			return errExportFull
 		}
@@ -711,7 +707,10 @@ func (s *Server) exportAudit(c echo.Context, format string, f broker.AuditFilter
 	if f.Kind != nil {
 		details["kind"] = *f.Kind
 	}
-	return s.Console.Store.Record(c.Request().Context(), broker.AuditEvent{Kind: "audit.exported",
+	if con.host.Audit == nil {
+		return nil
+	}
+	return con.host.Audit.Record(c.Request().Context(), broker.AuditEvent{Kind: "audit.exported",
 		Actor: "user:" + consoleUser(c).Name, Details: broker.AuditDetails(details)})
 }
 
@@ -719,19 +718,49 @@ var errExportFull = broker.Errorf(broker.ETOOMANY, "The export is larger than 10
 
 // handleConsoleAuditVerify handles "POST /console/audit/verify": walk the
 // chain now and keep the result for the audit page.
-func (s *Server) handleConsoleAuditVerify(c echo.Context) error {
+func (con *Console) handleConsoleAuditVerify(c echo.Context) error {
 	ctx, cancel := withTimeout(c.Request().Context(), 5*time.Minute)
 	defer cancel()
-	v, err := broker.VerifyAudit(ctx, s.Console.Store, broker.AuditVerifyOptions{
-		Checkpoints: s.Console.Checkpoints, CheckpointKey: s.Console.CheckpointKey})
+	v, err := broker.VerifyAudit(ctx, con.Reader, broker.AuditVerifyOptions{
+		Checkpoints: con.Checkpoints, CheckpointKey: con.CheckpointKey})
 	if err != nil {
 		return err
 	}
-	s.Console.verifyMu.Lock()
-	s.Console.lastCheck = v
-	s.Console.verifyMu.Unlock()
+	con.verifyMu.Lock()
+	con.lastCheck = v
+	con.verifyMu.Unlock()
 	if !v.OK {
-		s.Logger.ErrorContext(ctx, "audit chain broken", "seq", v.BrokenAt, "break", v.Break, "reason", v.Reason)
+		con.host.Logger.ErrorContext(ctx, "audit chain broken", "seq", v.BrokenAt, "break", v.Break, "reason", v.Reason)
 	}
 	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/audit?done=verified")
+}
+
+// checkFormText returns EINVALID naming field if value is blank and
+// required, has more than max characters, or holds a control or
+// bidirectional formatting character (broker.CheckText): the API's checks
+// of the same fields, for forms.
+func checkFormText(field, value string, required bool, max int) error {
+	switch {
+	case required && strings.TrimSpace(value) == "":
+		return broker.FieldErrorf(field, "Field %q is required.", field)
+	case utf8.RuneCountInString(value) > max:
+		return broker.FieldErrorf(field, "Field %q must be at most %d characters.", field, max)
+	}
+	return broker.CheckText(field, value)
+}
+
+// setRetryAfter sets Retry-After to d in whole seconds, rounded up.
+func setRetryAfter(h http.Header, d time.Duration) {
+	if d > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	}
+}
+
+// rfc3339 renders t as RFC 3339 in UTC, as the API does, or "" if t is nil
+// or zero.
+func rfc3339(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

@@ -1,4 +1,4 @@
-package web_test
+package console_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/stint-broker/stint/broker/mock"
 	"github.com/stint-broker/stint/broker/users"
 	"github.com/stint-broker/stint/web"
+	"github.com/stint-broker/stint/web/console"
 	"github.com/stint-broker/stint/web/openapitest"
 )
 
@@ -140,7 +141,7 @@ func TestAuthFailureAuditPerChannel(t *testing.T) {
 	f := newConsoleFixture(t)
 	s := web.NewServer()
 	s.Agents, s.Leases, s.Audit = &mock.AgentService{}, &mock.LeaseService{}, f.DB
-	s.Console = &web.Console{Store: f.DB, Users: users.NewService(f.DB)}
+	s.Console = &console.Console{Reader: f.DB, Users: users.NewService(f.DB)}
 	s.OAuth = refusingTokens{}
 	h := s.Handler()
 	for range 40 {

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/leases/vault/vaulttest"
+)
+
+// TestKillSwitchEntryPoints pulls the kill switch from each place that can
+// pull it (the API, the console, the CLI, and risk containment) on an agent
+// holding a real PostgreSQL credential minted by a real Vault. Each goes
+// through the one operation (LeaseService.ContainAgent, which alone records
+// a containment), and each leaves the agent out of service, no live lease,
+// a credential that no longer logs in and a key that no longer works.
+func TestKillSwitchEntryPoints(t *testing.T) {
+	dv := vaulttest.Start(t)
+	dir := t.TempDir()
+	cfg := e2eConfig(t, dv, filepath.Join(dir, "stint.db"))
+	// Low enough that a short burst crosses it, high enough that an
+	// agent's first request (first use of the role: 15) does not.
+	cfg.Risk.RevokeThreshold = 30
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	s := startStint(t, dv, cfg, nil)
+
+	// The CLI runs against the same store and Vault as the server.
+	b, err := yaml.Marshal(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "stint.yaml")
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cfg.Vault.TokenEnv, dv.RootToken)
+
+	const pw = "kill-switch-console-pw-17"
+	addUserEmail(t, s, "sec", broker.RoleAdmin, pw, "sec@example.com")
+
+	for _, tc := range []struct {
+		name  string
+		state broker.AgentState
+		// pull contains the agent (id, named name, holding an API key)
+		// and returns the reason it gave.
+		pull func(t *testing.T, id, name, key string) string
+		// actor is who the containment records; empty: any admin.
+		actor string
+	}{
+		{name: "API", state: broker.AgentSuspended, pull: func(t *testing.T, id, name, key string) string {
+			status, body := s.call(t, "POST", "/v1/agents/"+name+"/suspend", testAdminToken, map[string]string{"reason": "api incident"})
+			if status != http.StatusOK && status != http.StatusAccepted {
+				t.Fatalf("POST suspend = %d %v", status, body)
+			}
+			return "api incident"
+		}},
+		{name: "Console", state: broker.AgentDisabled, pull: func(t *testing.T, id, name, key string) string {
+			c := consoleLogin(t, s.url, "sec", pw)
+			c.get("/console/agents/" + id)
+			if status, page := c.post("/console/agents/"+id+"/disable", url.Values{"reason": {"console incident"}}); status != http.StatusSeeOther {
+				t.Fatalf("console disable = %d\n%s", status, page)
+			}
+			return "console incident"
+		}},
+		{name: "CLI", state: broker.AgentSuspended, pull: func(t *testing.T, id, name, key string) string {
+			out, err := runCLI(t, "", "--config", cfgPath, "agents", "suspend", name, "--reason", "cli incident", "--wait", "30s")
+			if err != nil {
+				t.Fatalf("stint agents suspend: %v\n%s", err, out)
+			}
+			return "cli incident"
+		}},
+		{name: "Risk", state: broker.AgentSuspended, actor: "admin:governance", pull: func(t *testing.T, id, name, key string) string {
+			for i := range 12 {
+				status, body := s.call(t, "POST", "/v1/leases", key, map[string]string{"role": "db-readonly", "ttl": "10m", "task": "burst"})
+				switch status {
+				case http.StatusCreated:
+					continue
+				case http.StatusForbidden:
+					t.Logf("request %d denied: %v", i+2, body["error"])
+					return "risk score"
+				}
+				t.Fatalf("burst request %d = %d %v", i+2, status, body)
+			}
+			t.Fatal("a burst of 12 requests never crossed the revoke threshold")
+			return ""
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "ks-" + strings.ToLower(tc.name)
+			id, key := s.newAgent(t, name)
+			_, cred := s.lease(t, key, "db-readonly", "10m")
+			mustLogIn(t, cred).Close(context.Background())
+
+			reason := tc.pull(t, id, name, key)
+
+			ctx := adminContext(context.Background())
+			cs, err := s.Leases.FindContainments(ctx, id, 0)
+			if err != nil || len(cs) != 1 {
+				t.Fatalf("containments of %s = %+v, %v; want exactly one (the kill switch)", name, cs, err)
+			}
+			c := cs[0]
+			if c.AgentState != tc.state || !strings.Contains(c.Reason, reason) || !strings.HasPrefix(c.Reason, "agent "+string(tc.state)) {
+				t.Fatalf("containment = %+v; want the agent %s for %q", c, tc.state, reason)
+			}
+			if !strings.HasPrefix(c.Actor, "admin:") || (tc.actor != "" && c.Actor != tc.actor) {
+				t.Fatalf("containment by %q, want an admin (%q)", c.Actor, tc.actor)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for !c.Progress.Done() {
+				if time.Now().After(deadline) {
+					t.Fatalf("containment not done after 60s: %+v", c.Progress)
+				}
+				if c, err = s.Leases.WaitContainment(ctx, c.ID, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.Progress.Total < 1 {
+				t.Fatalf("containment ended %d leases, want the live one", c.Progress.Total)
+			}
+			live, _, err := s.DB.FindLeases(context.Background(), broker.LeaseFilter{AgentID: &id, States: []broker.LeaseState{
+				broker.LeasePending, broker.LeaseApproved, broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking}})
+			if err != nil || len(live) != 0 {
+				t.Fatalf("%d live leases after the kill switch (%v)", len(live), err)
+			}
+			mustNotLogIn(t, cred)
+			a, err := s.DB.FindAgentByID(context.Background(), id)
+			if err != nil || a.State != tc.state {
+				t.Fatalf("agent = %+v, %v; want %s", a, err, tc.state)
+			}
+			if status, body := s.call(t, "GET", "/v1/leases", key, nil); status != http.StatusUnauthorized {
+				t.Fatalf("the contained agent's key still works: %d %v", status, body)
+			}
+		})
+	}
+}
