@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -126,17 +127,35 @@ func (c ConflictSets) ConflictsWith(role string) []string {
 	return out
 }
 
+// ErrDutyConflict is the sentinel of a refusal for separation of duty
+// (errors.Is): the agent holds a live lease on a conflicting role, or the
+// conflict cannot be checked. The error that carries it is an ECONFLICT
+// *Error whose message says which lease is in the way.
+var ErrDutyConflict = errors.New("separation of duty")
+
+// DutyConflict returns the ECONFLICT error, wrapping ErrDutyConflict, of an
+// agent that holds the live lease heldID on role held, which conflicts with
+// role.
+func DutyConflict(agent, heldID, held, role string) error {
+	return &Error{
+		Code: ECONFLICT,
+		Message: fmt.Sprintf("Separation of duty: agent %s holds a live lease (%s) on role %s, which conflicts with role %s; release it first.",
+			agent, heldID, held, role),
+		Err: ErrDutyConflict,
+	}
+}
+
 // LeaseGuard writes the lease changes that separation of duty and window
 // extensions must make atomically. The SQLite store implements it.
 type LeaseGuard interface {
 	// CreateLeaseExclusive is CreateLease that first checks, in the same
 	// transaction, that l's agent holds no live lease (issuing, active or
-	// revoking) on any of conflicts. Returns ECONFLICT naming the held role
-	// if it does, and as CreateLease otherwise.
+	// revoking) on any of conflicts. Returns ECONFLICT naming the held role,
+	// wrapping ErrDutyConflict, if it does, and as CreateLease otherwise.
 	CreateLeaseExclusive(ctx context.Context, l *Lease, actor, reason string, conflicts []string) error
 	// UpdateLeaseExclusive is UpdateLease with the same check for the
 	// lease's agent (excluding the lease itself). Returns ECONFLICT naming
-	// the held role, and as UpdateLease otherwise.
+	// the held role, wrapping ErrDutyConflict, and as UpdateLease otherwise.
 	UpdateLeaseExclusive(ctx context.Context, id string, upd LeaseUpdate, conflicts []string) (*Lease, error)
 	// UpdateLeaseIfExpires is UpdateLease guarded also by the lease's
 	// current ExpiresAt, which must equal expires: of two concurrent window

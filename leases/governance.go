@@ -2,6 +2,7 @@ package leases
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -193,10 +194,9 @@ func (s *Service) denyConflict(ctx context.Context, l *broker.Lease, actor, reas
 	return broker.Errorf(broker.EDENIED, "Request denied: %s.", reason)
 }
 
-// isDutyConflict reports whether err is a LeaseGuard refusal for
-// separation of duty (whose message starts "Separation of duty").
+// isDutyConflict reports whether err is a refusal for separation of duty.
 func isDutyConflict(err error) bool {
-	return broker.ErrorCode(err) == broker.ECONFLICT && strings.HasPrefix(broker.ErrorMessage(err), "Separation of duty")
+	return errors.Is(err, broker.ErrDutyConflict)
 }
 
 // activateIntent moves an approved lease to issuing, checking separation of
@@ -207,7 +207,7 @@ func (s *Service) activateIntent(ctx context.Context, id, role string, upd broke
 		return s.Store.UpdateLease(ctx, id, upd)
 	}
 	if s.Guard == nil {
-		return nil, broker.Errorf(broker.ECONFLICT, "Separation of duty cannot be checked: the store has no lease guard.")
+		return nil, &broker.Error{Code: broker.ECONFLICT, Message: "Separation of duty cannot be checked: the store has no lease guard.", Err: broker.ErrDutyConflict}
 	}
 	return s.Guard.UpdateLeaseExclusive(ctx, id, upd, conflicts)
 }

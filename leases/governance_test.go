@@ -122,7 +122,7 @@ func TestSeparationOfDutyConcurrent(t *testing.T) {
 		wg.Wait()
 		wantOneLive(t, f, agentID, errs, fmt.Sprintf("activation round %d", round))
 		for _, err := range errs {
-			if err != nil && !strings.HasPrefix(broker.ErrorMessage(err), "Separation of duty") {
+			if err != nil && !errors.Is(err, broker.ErrDutyConflict) {
 				t.Fatalf("activation refused with %v, want a separation-of-duty conflict", err)
 			}
 		}
@@ -516,5 +516,52 @@ func TestDelegatedUserUnverified(t *testing.T) {
 	l, _, err = f.svc.RequestLease(as("00u1opaque", false), broker.LeaseRequest{Role: "finance-report", Task: "for a user"})
 	if err != nil || l.State != broker.LeaseActive || l.OnBehalfOf != "00u1opaque" {
 		t.Fatalf("unverified user, no approval needed: %v %+v", err, l)
+	}
+}
+
+// refusingGuard is the store's LeaseGuard, but for CreateLeaseExclusive,
+// which refuses with err.
+type refusingGuard struct {
+	broker.LeaseGuard
+	err error
+}
+
+func (g refusingGuard) CreateLeaseExclusive(context.Context, *broker.Lease, string, string, []string) error {
+	return g.err
+}
+
+// TestSeparationOfDutySentinel checks that a separation-of-duty refusal is
+// known by ErrDutyConflict, not by its wording: a refusal that wraps the
+// sentinel denies the request whatever it says, and a conflict that is
+// only worded like one is not taken for one.
+func TestSeparationOfDutySentinel(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		refusal  error
+		wantCode string
+	}{
+		{"Sentinel", &broker.Error{Code: broker.ECONFLICT, Message: "Held elsewhere.", Err: broker.ErrDutyConflict}, broker.EDENIED},
+		{"WordingOnly", broker.Errorf(broker.ECONFLICT, "Separation of duty: worded like one."), broker.ECONFLICT},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := govFixture(t)
+			f.svc.Guard = refusingGuard{LeaseGuard: f.db, err: tt.refusal}
+			ctx, agentID := f.agentAs(t, "fin", broker.AuthAPIKey)
+			_, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "txn-approve", Task: "approve"})
+			if got := broker.ErrorCode(err); got != tt.wantCode {
+				t.Fatalf("RequestLease = %v; want code %s", err, tt.wantCode)
+			}
+			ls, _, err := f.db.FindLeases(context.Background(), broker.LeaseFilter{AgentID: &agentID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantCode == broker.EDENIED {
+				if len(ls) != 1 || ls[0].State != broker.LeaseDenied || !strings.Contains(ls[0].Decision, "Held elsewhere") {
+					t.Fatalf("leases = %v; want one denied for the refusal", ls)
+				}
+			} else if len(ls) != 0 {
+				t.Fatalf("leases = %v; want none recorded", ls)
+			}
+		})
 	}
 }

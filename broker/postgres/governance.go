@@ -146,9 +146,7 @@ func checkConflicts(ctx context.Context, tx *tx, agentID, agent, leaseID, role s
 	case err != nil:
 		return fmt.Errorf("check separation of duty: %w", err)
 	}
-	return broker.Errorf(broker.ECONFLICT,
-		"Separation of duty: agent %s holds a live lease (%s) on role %s, which conflicts with role %s; release it first.",
-		agent, heldID, held, role)
+	return broker.DutyConflict(agent, heldID, held, role)
 }
 
 // UpdateLeaseIfExpires implements broker.LeaseGuard.

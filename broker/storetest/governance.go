@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +39,9 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 		l.Role, l.State = "txn-approve", broker.LeaseIssuing
 		err := s.CreateLeaseExclusive(t.Context(), l, "agent:etl-bot", "requested", []string{"finance-report"})
 		wantError(t, err, broker.ECONFLICT, "")
+		if !errors.Is(err, broker.ErrDutyConflict) {
+			t.Fatalf("CreateLeaseExclusive = %v; want it to wrap ErrDutyConflict", err)
+		}
 		if _, err := s.FindLeaseByID(t.Context(), l.ID); broker.ErrorCode(err) != broker.ENOTFOUND {
 			t.Fatalf("refused lease was stored: %v", err)
 		}
@@ -79,6 +83,9 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 		upd := broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseApproved}, State: ptr(broker.LeaseIssuing), Actor: "agent:etl-bot"}
 		_, err := s.UpdateLeaseExclusive(t.Context(), l.ID, upd, []string{"finance-report"})
 		wantError(t, err, broker.ECONFLICT, "")
+		if !errors.Is(err, broker.ErrDutyConflict) {
+			t.Fatalf("UpdateLeaseExclusive = %v; want it to wrap ErrDutyConflict", err)
+		}
 		if got := mustFindLease(t, s, l.ID); got.State != broker.LeaseApproved {
 			t.Fatalf("state = %s, want approved", got.State)
 		}
@@ -119,8 +126,8 @@ func testGovernance(t *testing.T, open func(tb testing.TB) Store) {
 			for _, err := range errs {
 				if err == nil {
 					ok++
-				} else if broker.ErrorCode(err) != broker.ECONFLICT {
-					t.Fatalf("round %d: %v", round, err)
+				} else if !errors.Is(err, broker.ErrDutyConflict) {
+					t.Fatalf("round %d: %v; want a separation-of-duty conflict", round, err)
 				}
 			}
 			if ok != 1 {
