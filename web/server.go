@@ -198,7 +198,7 @@ func (s *Server) build() {
 	s.registerMetricsRoutes(e)
 	if s.Console != nil {
 		s.Console.Mount(e, console.Host{
-			Leases: s.Leases, Audit: s.Audit, Logger: s.Logger, Now: s.Now,
+			Leases: s.Leases, Approvals: s.Approvals, Audit: s.Audit, Logger: s.Logger, Now: s.Now,
 			LoginFailed: func(c echo.Context, reason string, details map[string]any) {
 				s.recordAuthFailureAs(c, "console", "anonymous", "", reason, details)
 			},

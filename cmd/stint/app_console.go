@@ -48,11 +48,6 @@ func (m *Main) openConsole() {
 				RedirectURL: o.RedirectURL, Scopes: o.Scopes,
 			}
 		}
-		if m.Approvals != nil {
-			// Approvers decide in the console too (the fallback to Slack);
-			// the service refuses their own agents' leases.
-			m.HTTP.Console.Approvals = m.Approvals
-		}
 	}
 }
 

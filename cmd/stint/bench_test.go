@@ -20,6 +20,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/broker/postgres/pgtest"
 	"github.com/stint-broker/stint/leases"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
@@ -75,13 +76,25 @@ func openBenchMain(b *testing.B, iss leases.Issuer) *Main {
 
 // BenchmarkGrantOverhead compares an auto-approved lease through Stint's HTTP
 // API with the same Vault read made directly, both against the development
-// Vault minting real PostgreSQL users. It reports p50 and p99 of each and
-// their ratios (target: p50 ≤ 1.10×, p99 ≤ 1.25×). Samples alternate so that
-// drift in Vault or PostgreSQL hits both sides alike.
+// Vault minting real PostgreSQL users, once with the SQLite store and once
+// with the PostgreSQL store (STINT_TEST_PG_DSN). It reports p50 and p99 of
+// each and their ratios (target: p50 ≤ 1.10×, p99 ≤ 1.25×). Samples
+// alternate so that drift in Vault or PostgreSQL hits both sides alike.
 func BenchmarkGrantOverhead(b *testing.B) {
 	dv := vaulttest.Start(b)
+	b.Run("SQLite", func(b *testing.B) {
+		benchGrantOverhead(b, dv, StoreConfig{Driver: driverSQLite, Path: filepath.Join(b.TempDir(), "stint.db")})
+	})
+	b.Run("PostgreSQL", func(b *testing.B) {
+		_, dsn := pgtest.NewSchema(b)
+		benchGrantOverhead(b, dv, StoreConfig{Driver: driverPostgres, DSN: dsn})
+	})
+}
+
+func benchGrantOverhead(b *testing.B, dv *vault.DevServer, store StoreConfig) {
+	cfg := e2eConfig(b, dv, "unused.db")
+	cfg.Store = store
 	samples := envInt("STINT_BENCH_GRANT_SAMPLES", 300)
-	cfg := e2eConfig(b, dv, filepath.Join(b.TempDir(), "stint.db"))
 	role := cfg.Roles[0] // db-readonly; its Vault role's TTL is 1h
 	// The window is the Vault role's TTL plus the database plugin's 5 s
 	// VALID UNTIL slack, so the minted lease already fits inside it and Stint

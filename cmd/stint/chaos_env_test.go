@@ -66,11 +66,6 @@ func pgVersionOf(dir string) int {
 	return v
 }
 
-func executable(path string) bool {
-	fi, err := os.Stat(path)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
 // startChaosPG initialises and starts a cluster with trust authentication
 // for the user postgres; it is removed when tb ends.
 func startChaosPG(tb testing.TB, bindir string) *chaosPG {
@@ -406,11 +401,4 @@ func (r *chaosReplica) signal(sig syscall.Signal) {
 	if r.cmd != nil {
 		r.cmd.Process.Signal(sig)
 	}
-}
-
-func tailString(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }

@@ -121,9 +121,9 @@ func TestChaos(t *testing.T) {
 	set := chaosSettingsFromEnv(t)
 	bindir := pgBinDir()
 	if bindir == "" {
-		chaosMissing(t, "no PostgreSQL server binaries (initdb, postgres) under /usr/lib/postgresql/*/bin or pg_config --bindir: install the postgresql package")
+		missingService(t, "no PostgreSQL server binaries (initdb, postgres) under /usr/lib/postgresql/*/bin or pg_config --bindir: install the postgresql package")
 	}
-	vaultBin := chaosVaultBin(t)
+	vaultBin := testVaultBin(t)
 	bin := os.Getenv("CHAOS_STINT_BIN")
 	if bin == "" {
 		bin = buildStint(t)
@@ -148,28 +148,6 @@ func TestChaos(t *testing.T) {
 	if total.orphaned+total.overdue+total.doubleRevoked+total.lostHistory+total.lateAfterVault+total.left > 0 || total.auditBroken {
 		t.Fail()
 	}
-}
-
-// chaosMissing skips, or fails under CI, for a missing service.
-func chaosMissing(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("CI") == "true" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format, args...)
-}
-
-// chaosVaultBin is STINT_TEST_VAULT_BIN, or bin/vault at the module root.
-func chaosVaultBin(tb testing.TB) string {
-	tb.Helper()
-	bin := os.Getenv("STINT_TEST_VAULT_BIN")
-	if bin == "" {
-		bin, _ = filepath.Abs(filepath.Join("..", "..", "bin", "vault"))
-	}
-	if !executable(bin) {
-		chaosMissing(tb, "no Vault server binary at %s: run `make devvault`, or set STINT_TEST_VAULT_BIN", bin)
-	}
-	return bin
 }
 
 // chaosGrant is a credential the load received.

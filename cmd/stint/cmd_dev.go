@@ -63,8 +63,8 @@ const (
 )
 
 func newDevCommand() *cobra.Command {
-	var dir, vaultBin, pgDSN, listen string
-	var vaultPort int
+	var dir, vaultBin, pgDSN, listen, store string
+	var vaultPort, replicas int
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run Stint on SQLite against a local development Vault (for trying Stint out)",
@@ -81,10 +81,17 @@ stint.db, the audit checkpoint key and checkpoint file, the development TLS CA a
 CA (ca/), the OAuth signing key, and demo-agent's API key, client secret and
 private_key_jwt key, and the console user's password. Those last ones are kept
 in clear (mode 0600) only so that the demo survives restarts; Stint stores
-only their hashes. The Vault server here is for development only.`,
+only their hashes. The Vault server here is for development only.
+
+--store postgres keeps the store in the database stint_dev on the server of
+--pg-dsn (created if missing; a postgres:// URL names another), and
+--replicas N (with a PostgreSQL store) serves N replicas on it: this process
+as dev-1 on --listen, and N-1 "stint serve" child processes dev-2… on the
+next ports (their metrics too), each with its configuration
+stint-replica-<i>.yaml in --dir. Ctrl-C stops them all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDev(cmd, dir, vaultBin, pgDSN, listen, vaultPort)
+			return runDev(cmd, devOptions{dir: dir, vaultBin: vaultBin, pgDSN: pgDSN, listen: listen, vaultPort: vaultPort, store: store, replicas: replicas})
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", devDir, "directory for development state")
@@ -92,18 +99,37 @@ only their hashes. The Vault server here is for development only.`,
 	cmd.Flags().IntVar(&vaultPort, "vault-port", 8250, "port of the development Vault")
 	cmd.Flags().StringVar(&pgDSN, "pg-dsn", envOr("STINT_PG_DSN", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"), "PostgreSQL admin DSN Vault uses to create database users (env STINT_PG_DSN)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:7070", "Stint's address (for a new configuration; an existing one keeps its own)")
+	cmd.Flags().StringVar(&store, "store", driverSQLite, "the store: sqlite (as configured), postgres (database "+devStoreDatabase+" on the --pg-dsn server) or a postgres:// URL")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "how many replicas to serve on the store (more than 1 needs a PostgreSQL --store)")
 	return cmd
 }
 
-func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort int) error {
+// devOptions are the flags of `stint dev`.
+type devOptions struct {
+	dir, vaultBin, pgDSN, listen, store string
+	vaultPort, replicas                 int
+}
+
+func runDev(cmd *cobra.Command, o devOptions) error {
+	dir, vaultBin, pgDSN, listen, vaultPort := o.dir, o.vaultBin, o.pgDSN, o.listen, o.vaultPort
 	ctx := cmd.Context()
+	if o.replicas < 1 {
+		return errors.New("--replicas must be at least 1")
+	}
+	store, err := devStore(ctx, o.store, pgDSN)
+	if err != nil {
+		return err
+	}
+	if o.replicas > 1 && store == nil {
+		return errors.New("--replicas needs a PostgreSQL store (--store postgres): a SQLite store serves one process")
+	}
 	out := cmd.OutOrStdout()
 	if _, err := os.Stat(vaultBin); err != nil {
 		return fmt.Errorf("vault binary %s not found: run make devvault first", vaultBin)
 	}
 	// The Vault process runs in its own state directory, so a relative path
 	// would not find the binary from there.
-	vaultBin, err := filepath.Abs(vaultBin)
+	vaultBin, err = filepath.Abs(vaultBin)
 	if err != nil {
 		return fmt.Errorf("vault binary: %w", err)
 	}
@@ -135,6 +161,9 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if err != nil {
 		return err
 	}
+	if store != nil {
+		cfg.Store = *store
+	}
 	if err := ensureDevCheckpointKey(out, cfg.Audit.Checkpoints.KeyFile); err != nil {
 		return err
 	}
@@ -155,6 +184,9 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 		}
 		return os.Getenv(name)
 	}
+	if o.replicas > 1 {
+		m.ReplicaID = "dev-1"
+	}
 	if err := m.Open(ctx); err != nil {
 		m.Close()
 		return err
@@ -169,7 +201,34 @@ func runDev(cmd *cobra.Command, dir, vaultBin, pgDSN, listen string, vaultPort i
 	if err := printDevInstructions(out, cfg, dir, st); err != nil {
 		return err
 	}
+	if o.replicas == 1 {
+		return m.Run(ctx)
+	}
+	// The store is migrated (this process opened it): the other replicas
+	// start on it now.
+	env := append(os.Environ(), cfg.Vault.TokenEnv+"="+dv.RootToken, cfg.Admin.TokenEnv+"="+adminToken)
+	rctx, stop := context.WithCancel(ctx)
+	others, err := startDevReplicas(rctx, cfg, dir, o.replicas, env, cmd.ErrOrStderr())
+	defer func() {
+		stop()
+		waitDevReplicas(others)
+	}()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n%d replicas on the store %s (any of them serves any request):\n  dev-1  %s  (this process)\n", o.replicas, cfg.Store.Describe(), devBaseURL(cfg))
+	for _, r := range others {
+		fmt.Fprintf(out, "  %s  %s  (stint serve --config %s, pid %d)\n", r.ID, r.URL, r.Config, r.cmd.Process.Pid)
+	}
 	return m.Run(ctx)
+}
+
+// devBaseURL is the URL the development setup serves on.
+func devBaseURL(cfg Config) string {
+	if cfg.TLS.Enabled() {
+		return "https://" + cfg.Listen
+	}
+	return "http://" + cfg.Listen
 }
 
 // devSecret reads a random secret kept in path, creating it (mode 0600,

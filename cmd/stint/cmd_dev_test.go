@@ -9,13 +9,17 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,7 +27,9 @@ import (
 
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/identity"
+	"github.com/stint-broker/stint/broker/postgres/pgtest"
 	"github.com/stint-broker/stint/broker/users"
+	"github.com/stint-broker/stint/leases/vault/vaulttest"
 	"github.com/stint-broker/stint/web/client"
 )
 
@@ -439,4 +445,165 @@ func wantPerm(tb testing.TB, path string, want os.FileMode) {
 	if got := fi.Mode().Perm(); got != want {
 		tb.Errorf("%s mode = %04o, want %04o", filepath.Base(path), got, want)
 	}
+}
+
+// TestDevReplicas runs `stint dev --replicas 3` on a PostgreSQL store (the
+// built binary, against the development Vault): three replicas answer, a
+// lease requested through one is read and released through the others, and
+// Ctrl-C (SIGINT) stops the parent and its two children.
+func TestDevReplicas(t *testing.T) {
+	_, storeDSN := pgtest.NewSchema(t)
+	vaultBin := testVaultBin(t)
+	bin := buildStint(t)
+	dir := t.TempDir()
+	vaultPort := freeTCPPort(t)
+	var listen string
+	for range 20 { // three ports in a row, free a moment ago
+		l := freeAddr(t)
+		if free := func() bool {
+			for i := 1; i <= 2; i++ {
+				next, _ := shiftPort(l, i)
+				ln, err := net.Listen("tcp", next)
+				if err != nil {
+					return false
+				}
+				ln.Close()
+			}
+			return true
+		}(); free {
+			listen = l
+			break
+		}
+	}
+	if err := writeDevConfig(dir, fmt.Sprintf("http://127.0.0.1:%d", vaultPort), listen); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, devConfigFile)
+	b, _ := os.ReadFile(cfgPath)
+	if err := os.WriteFile(cfgPath, bytes.Replace(b, []byte(devMetricsListen), []byte(freeAddr(t)), 1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out syncBuffer
+	cmd := exec.Command(bin, "dev", "--dir", dir, "--vault-bin", vaultBin, "--vault-port", strconv.Itoa(vaultPort),
+		"--pg-dsn", vaulttest.PGDSN(t), "--store", storeDSN, "--replicas", "3")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("stint dev:\n%s", tailString(out.String(), 6000))
+		}
+	})
+
+	caFile := filepath.Join(dir, devTLSDir, devTLSCACertFile)
+	var urls []string
+	for i := range 3 {
+		addr, _ := shiftPort(listen, i)
+		urls = append(urls, "https://"+addr)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for _, u := range urls {
+		for !strings.Contains(out.String(), "replicas on the store") || !healthy(u, caFile) {
+			select {
+			case err := <-exited:
+				t.Fatalf("stint dev exited: %v", err)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("replica %s did not answer within 3 minutes", u)
+			}
+		}
+	}
+	key, err := readSecretFile(filepath.Join(dir, devAgentKeyFile))
+	if err != nil || key == "" {
+		t.Fatalf("demo-agent's key: %q, %v", key, err)
+	}
+	leases := func(u string, args ...string) string {
+		t.Helper()
+		out, err := runCLI(t, "", append([]string{"leases", "--addr", u, "--cacert", caFile, "--key", key}, args...)...)
+		if err != nil {
+			t.Fatalf("stint leases %v on %s: %v\n%s", args, u, err, out)
+		}
+		return out
+	}
+	var lease struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal([]byte(leases(urls[1], "request", "--role", "db-readonly", "--task", "try replicas", "--ttl", "5m", "-o", "json")), &lease); err != nil || lease.State != "active" {
+		t.Fatalf("lease through dev-2: %+v, %v", lease, err)
+	}
+	if got := leases(urls[2], "show", lease.ID, "-o", "json"); !strings.Contains(got, `"state": "active"`) {
+		t.Fatalf("lease read through dev-3: %s", got)
+	}
+	if got := leases(urls[0], "release", lease.ID, "-o", "json"); !strings.Contains(got, `"state": "released"`) {
+		t.Fatalf("lease released through dev-1: %s", got)
+	}
+
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("stint dev did not stop within 60s of SIGINT")
+	}
+	for _, u := range urls {
+		if healthy(u, caFile) {
+			t.Errorf("%s still answers after stint dev stopped", u)
+		}
+	}
+}
+
+// healthy reports whether u/healthz answers 200 over TLS with caFile.
+func healthy(u, caFile string) bool {
+	pool := x509.NewCertPool()
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return false
+	}
+	pool.AppendCertsFromPEM(b)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := hc.Get(u + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// missingService skips, or fails under CI, for a missing service.
+func missingService(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	if os.Getenv("CI") == "true" {
+		tb.Fatalf(format, args...)
+	}
+	tb.Skipf(format, args...)
+}
+
+// testVaultBin is STINT_TEST_VAULT_BIN, or bin/vault at the module root.
+func testVaultBin(tb testing.TB) string {
+	tb.Helper()
+	bin := os.Getenv("STINT_TEST_VAULT_BIN")
+	if bin == "" {
+		bin, _ = filepath.Abs(filepath.Join("..", "..", "bin", "vault"))
+	}
+	if !executable(bin) {
+		missingService(tb, "no Vault server binary at %s: run `make devvault`, or set STINT_TEST_VAULT_BIN", bin)
+	}
+	return bin
+}
+
+func executable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

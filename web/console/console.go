@@ -47,17 +47,14 @@ var consoleFS embed.FS
 // admins also revoke leases and pull agents' access.
 //
 // The console reads through Reader, which cannot change anything, and
-// changes state only through services: the lease service the JSON API
-// uses (Host.Leases), Approvals and Users, each with the logged-in user as
-// the actor.
+// changes state only through services: the lease and approvals services
+// the JSON API uses (Host), and Users, each with the logged-in user as the
+// actor.
 type Console struct {
 	// Reader is what the pages read.
 	Reader Reader
 	// Users logs people in and keeps their sessions (broker/users).
 	Users broker.UserService
-	// Approvals, when set, lets approvers decide pending leases here; without
-	// it the approvals page lists pending leases read-only.
-	Approvals broker.ApprovalService
 	// SecureCookies marks cookies Secure even on plain HTTP requests, for a
 	// console behind a TLS-terminating proxy. Requests that arrive over TLS
 	// always get Secure cookies.
@@ -100,6 +97,10 @@ type Host struct {
 	// Leases is the lease service the JSON API uses: revocations and the
 	// kill switch go through it.
 	Leases broker.LeaseService
+	// Approvals, when set, lets approvers decide pending leases here, as
+	// the API's approvers do; without it the approvals page lists pending
+	// leases read-only.
+	Approvals broker.ApprovalService
 	// Audit records the console's exports; nil records nothing.
 	Audit  broker.AuditLog
 	Logger *slog.Logger

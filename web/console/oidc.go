@@ -45,7 +45,7 @@ type OIDC struct {
 
 	mu       sync.Mutex
 	provider *oidc.Provider
-	key      []byte // signs the flow cookie; random per process
+	key      []byte // signs the flow cookie (flowKey)
 }
 
 // DefaultOIDCScopes are the scopes asked for when none are configured.
@@ -80,9 +80,6 @@ func (o *OIDC) client() *http.Client {
 func (o *OIDC) setup(ctx context.Context) (*oidc.Provider, *oauth2.Config, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.key == nil {
-		o.key = []byte(randomToken())
-	}
 	if o.provider == nil {
 		p, err := oidc.NewProvider(oidc.ClientContext(ctx, o.client()), o.Issuer)
 		if err != nil {
@@ -100,8 +97,28 @@ func (o *OIDC) setup(ctx context.Context) (*oidc.Provider, *oauth2.Config, error
 	}, nil
 }
 
+// flowKey returns the key that signs the flow cookie: derived from the
+// client secret, so that every replica of one console has the same key and
+// a login started on one completes on another behind a load balancer
+// (rotating the secret only ends the logins in flight). Without a client
+// secret it is random, for this process alone.
+func (o *OIDC) flowKey() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.key == nil {
+		if o.ClientSecret == "" {
+			o.key = []byte(randomToken())
+		} else {
+			m := hmac.New(sha256.New, []byte(o.ClientSecret))
+			m.Write([]byte("stint oidc flow cookie key v1"))
+			o.key = m.Sum(nil)
+		}
+	}
+	return o.key
+}
+
 func (o *OIDC) sign(b []byte) string {
-	m := hmac.New(sha256.New, o.key)
+	m := hmac.New(sha256.New, o.flowKey())
 	m.Write([]byte("stint oidc flow v1\x00"))
 	m.Write(b)
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
@@ -123,10 +140,7 @@ func (o *OIDC) decodeFlow(v string, now time.Time) (*oidcFlow, bool) {
 	if err != nil {
 		return nil, false
 	}
-	o.mu.Lock()
-	key := o.key
-	o.mu.Unlock()
-	if key == nil || !hmac.Equal([]byte(sig), []byte(o.sign(b))) {
+	if !hmac.Equal([]byte(sig), []byte(o.sign(b))) {
 		return nil, false
 	}
 	var f oidcFlow

@@ -327,12 +327,8 @@ func (con *Console) handleConsoleLease(c echo.Context) error {
 		return err
 	}
 	page.Ending = endings[l.ID]
-	if as, ok := con.Reader.(interface {
-		FindApprovals(ctx context.Context, leaseID string) ([]*broker.Approval, error)
-	}); ok {
-		if page.Approvals, err = as.FindApprovals(ctx, id); err != nil {
-			return err
-		}
+	if page.Approvals, err = con.Reader.FindApprovals(ctx, id); err != nil {
+		return err
 	}
 	if page.Audit, _, err = con.Reader.FindAuditEvents(ctx, broker.AuditFilter{Subject: &id, Limit: 200}); err != nil {
 		return err
@@ -499,14 +495,14 @@ func (con *Console) handleConsoleApprovals(c echo.Context) error {
 	u := consoleUser(c)
 	page := approvalsPage{}
 	switch {
-	case con.Approvals == nil:
+	case con.host.Approvals == nil:
 		page.Why = "Deciding in the console needs the approvals service, which this server does not run; the list is read-only."
 	case u.Role == broker.RoleReviewer:
 		page.Why = "Reviewers read; approvers and admins decide."
 	case u.Email == "":
 		page.Why = "Your account has no email address, which is how approvers are matched; ask an admin to set one."
 	default:
-		pending, err := con.Approvals.FindPendingApprovals(broker.NewContextWithActor(ctx, approverActor(c, u)))
+		pending, err := con.host.Approvals.FindPendingApprovals(broker.NewContextWithActor(ctx, approverActor(c, u)))
 		if err == nil {
 			page.Decidable, page.Pending = true, pending
 			return con.render(c, http.StatusOK, "approvals", "approvals", page)
@@ -558,7 +554,7 @@ func (con *Console) handleConsoleDeny(c echo.Context) error {
 // refuses an approver's own agent's lease (EFORBIDDEN).
 func (con *Console) decide(c echo.Context, approve bool) error {
 	u := consoleUser(c)
-	if con.Approvals == nil {
+	if con.host.Approvals == nil {
 		return broker.Errorf(broker.ECONFLICT, "This server does not run the approvals service.")
 	}
 	if u.Email == "" {
@@ -576,10 +572,10 @@ func (con *Console) decide(c echo.Context, approve bool) error {
 	var err error
 	done := "approved"
 	if approve {
-		_, err = con.Approvals.Approve(ctx, id, digest)
+		_, err = con.host.Approvals.Approve(ctx, id, digest)
 	} else {
 		done = "denied"
-		_, err = con.Approvals.Deny(ctx, id, digest, reason)
+		_, err = con.host.Approvals.Deny(ctx, id, digest, reason)
 	}
 	if err != nil {
 		return err

@@ -58,7 +58,8 @@ func storeFields(t reflect.Type, writes []string) []string {
 
 // TestReadOnly: the console reads through Reader, which has no method that
 // changes anything, and holds no store that could: every change goes
-// through a service (broker.LeaseService through Host, Users, Approvals).
+// through a service (the lease and approvals services through Host, and
+// Users).
 // Host.Audit, the append-only audit log the API records in too, is the one
 // write it may make itself (an export is recorded).
 func TestReadOnly(t *testing.T) {
