@@ -55,22 +55,36 @@ func newAgentsCreateCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "agent:   %s\nid:      %s\nowner:   %s\nlabels:  %s\nauth:    %s\n", a.Name, a.ID, a.Owner, broker.FormatLabels(a.Labels), strings.Join(a.AuthMethods, ","))
+			created := newAgentKey{Agent: a}
 			if key != nil {
-				printKey(out, secret, key)
-			} else {
-				printCredentialSteps(out, a)
+				created.APIKey, created.KeyExpiresAt = secret, &key.ExpiresAt
 			}
-			return nil
+			return show(cmd, created, func(out io.Writer) error {
+				fmt.Fprintf(out, "agent:   %s\nid:      %s\nowner:   %s\nlabels:  %s\nauth:    %s\n", a.Name, a.ID, a.Owner, broker.FormatLabels(a.Labels), strings.Join(a.AuthMethods, ","))
+				if key != nil {
+					printKey(out, secret, key)
+				} else {
+					printCredentialSteps(out, a)
+				}
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&owner, "owner", "", "email of the human accountable for the agent (required)")
 	cmd.Flags().StringArrayVar(&labels, "label", nil, "label key=value (repeatable); roles select eligible agents by label")
 	cmd.Flags().DurationVar(&keyTTL, "key-ttl", 0, "API key lifetime (default keys.default_ttl)")
 	cmd.Flags().StringSliceVar(&methods, "auth-methods", nil, "authentication methods the agent may use (default api_key): api_key, mtls, client_secret, private_key_jwt")
 	cmd.MarkFlagRequired("owner")
 	return cmd
+}
+
+// newAgentKey is what agents create and rotate-key show with -o json: the
+// agent and its new API key, shown this once.
+type newAgentKey struct {
+	*broker.Agent
+	APIKey       string     `json:"api_key,omitempty"`
+	KeyExpiresAt *time.Time `json:"key_expires_at,omitempty"`
 }
 
 // printCredentialSteps says how an agent that may not use an API key gets
@@ -97,7 +111,7 @@ func printKey(out io.Writer, secret string, key *broker.APIKey) {
 }
 
 func newAgentsListCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "list",
 		Short: "List agents",
 		Args:  cobra.NoArgs,
@@ -111,20 +125,28 @@ func newAgentsListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tOWNER\tSTATE\tLABELS\tLAST SEEN")
-			for _, a := range agents {
-				seen := "never"
-				if a.LastSeenAt != nil {
-					seen = a.LastSeenAt.Format(time.RFC3339)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.ID, a.Owner, a.State, broker.FormatLabels(a.Labels), seen)
+			if agents == nil {
+				agents = []*broker.Agent{}
 			}
-			tw.Flush()
-			fmt.Fprintf(cmd.OutOrStdout(), "%d agents\n", total)
-			return nil
+			return show(cmd, struct {
+				Agents []*broker.Agent `json:"agents"`
+				Total  int             `json:"total"`
+			}{agents, total}, func(out io.Writer) error {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tID\tOWNER\tSTATE\tLABELS\tLAST SEEN")
+				for _, a := range agents {
+					seen := "never"
+					if a.LastSeenAt != nil {
+						seen = a.LastSeenAt.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Name, a.ID, a.Owner, a.State, broker.FormatLabels(a.Labels), seen)
+				}
+				tw.Flush()
+				_, err := fmt.Fprintf(out, "%d agents\n", total)
+				return err
+			})
 		},
-	}
+	})
 }
 
 func newAgentsRotateKeyCommand() *cobra.Command {
@@ -135,9 +157,11 @@ func newAgentsRotateKeyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent:   %s (%s)\n", a.Name, a.ID)
-			printKey(cmd.OutOrStdout(), secret, key)
-			return nil
+			return show(cmd, newAgentKey{Agent: a, APIKey: secret, KeyExpiresAt: &key.ExpiresAt}, func(out io.Writer) error {
+				fmt.Fprintf(out, "agent:   %s (%s)\n", a.Name, a.ID)
+				printKey(out, secret, key)
+				return nil
+			})
 		})
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "new key lifetime (default keys.default_ttl)")
 	return cmd
@@ -160,8 +184,10 @@ func newAgentsStateCommand(verb string, state broker.AgentState, short string) *
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "agent %s is %s\n", a.Name, a.State)
-				return nil
+				return show(cmd, a, func(out io.Writer) error {
+					_, err := fmt.Fprintf(out, "agent %s is %s\n", a.Name, a.State)
+					return err
+				})
 			}
 			return containAndWait(cmd, m, broker.ContainRequest{AgentID: a.ID, State: state, Reason: reason}, wait)
 		})
@@ -211,7 +237,14 @@ var errNotConfirmed = &exitStatus{code: 3, err: errors.New("not every revocation
 // well; without it, the running server's revocation queue does.
 func containAndWait(cmd *cobra.Command, m *Main, req broker.ContainRequest, wait time.Duration) error {
 	ctx := adminContext(cmd.Context())
+	asJSON, err := outputJSON(cmd)
+	if err != nil {
+		return err
+	}
 	out := cmd.OutOrStdout()
+	if asJSON {
+		out = io.Discard // the containment as it ends up, below
+	}
 	c, err := m.Leases.ContainAgent(ctx, req)
 	if err != nil {
 		return err
@@ -254,6 +287,11 @@ func containAndWait(cmd *cobra.Command, m *Main, req broker.ContainRequest, wait
 		}
 	}
 	p.done()
+	if asJSON {
+		if err := writeJSON(cmd.OutOrStdout(), c); err != nil {
+			return err
+		}
+	}
 	if c.Progress.Done() {
 		fmt.Fprintf(out, "%d of %d leases ended; Vault confirmed every revocation\n", c.Progress.Ended, c.Progress.Total)
 		return nil
@@ -290,15 +328,22 @@ func newAgentsContainmentsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tCREATED\tSTATE\tBY\tPROGRESS\tREASON")
-			for _, c := range cs {
-				state := string(c.AgentState)
-				if state == "" {
-					state = "-"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.CreatedAt.UTC().Format(time.RFC3339), state, c.Actor, containmentLine(c), c.Reason)
+			if cs == nil {
+				cs = []*broker.Containment{}
 			}
-			return w.Flush()
+			return show(cmd, struct {
+				Containments []*broker.Containment `json:"containments"`
+			}{cs}, func(out io.Writer) error {
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tCREATED\tSTATE\tBY\tPROGRESS\tREASON")
+				for _, c := range cs {
+					state := string(c.AgentState)
+					if state == "" {
+						state = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.ID, c.CreatedAt.UTC().Format(time.RFC3339), state, c.Actor, containmentLine(c), c.Reason)
+				}
+				return w.Flush()
+			})
 		})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -22,9 +23,10 @@ func agentIdentityCommands() []*cobra.Command {
 }
 
 // agentCommand is the common shape of the agent subcommands: open Main,
-// find the agent named by the first argument, run fn as an admin.
+// find the agent named by the first argument, run fn as an admin. Each shows
+// what it did, with -o json as JSON.
 func agentCommand(use, short, long string, fn func(cmd *cobra.Command, m *Main, a *broker.Agent) error) *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use: use, Short: short, Long: long, Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := openMain(cmd)
@@ -38,7 +40,7 @@ func agentCommand(use, short, long string, fn func(cmd *cobra.Command, m *Main, 
 			}
 			return fn(cmd, m, a)
 		},
-	}
+	})
 }
 
 func newAgentsSetAuthCommand() *cobra.Command {
@@ -68,12 +70,20 @@ the mapping.`,
 					return err
 				}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent %s: auth methods %s; spiffe id %s\n", a.Name, strings.Join(a.AuthMethods, ","), orNone(a.SPIFFEID))
-			return nil
+			return show(cmd, a, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "agent %s: auth methods %s; spiffe id %s\n", a.Name, strings.Join(a.AuthMethods, ","), orNone(a.SPIFFEID))
+				return err
+			})
 		})
 	cmd.Flags().StringSliceVar(&methods, "methods", nil, "comma-separated methods: api_key, mtls, client_secret, private_key_jwt")
 	cmd.Flags().StringVar(&spiffeID, "spiffe-id", "", "SPIFFE ID of the agent's X.509-SVIDs, such as spiffe://example.org/ns/etl/sa/loader")
 	return cmd
+}
+
+// revokedCount is what revoke-cert and revoke-key show with -o json.
+type revokedCount struct {
+	Agent   string `json:"agent"`
+	Revoked int    `json:"revoked"`
 }
 
 func orNone(s string) string {
@@ -110,12 +120,22 @@ Example key and CSR:
 				if err := os.WriteFile(outPath, certPEM, 0o644); err != nil {
 					return fmt.Errorf("write --out: %w", err)
 				}
-			} else {
-				cmd.OutOrStdout().Write(certPEM)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "issued certificate %s for agent %s (%s), valid until %s\n",
-				rec.Serial, a.Name, rec.URI, rec.NotAfter.Format(time.RFC3339))
-			return nil
+			issued := struct {
+				*broker.Certificate
+				PEM string `json:"certificate_pem,omitempty"`
+			}{Certificate: rec}
+			if outPath == "" {
+				issued.PEM = string(certPEM)
+			}
+			return show(cmd, issued, func(out io.Writer) error {
+				if outPath == "" {
+					out.Write(certPEM)
+				}
+				_, err := fmt.Fprintf(cmd.ErrOrStderr(), "issued certificate %s for agent %s (%s), valid until %s\n",
+					rec.Serial, a.Name, rec.URI, rec.NotAfter.Format(time.RFC3339))
+				return err
+			})
 		})
 	cmd.Flags().StringVar(&csrPath, "csr", "", "PEM certificate signing request holding the agent's public key (required)")
 	cmd.Flags().StringVar(&outPath, "out", "", "write the PEM certificate here instead of standard output")
@@ -131,16 +151,23 @@ func newAgentsCertsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SERIAL\tURI\tNOT AFTER\tREVOKED")
-			for _, c := range certs {
-				revoked := "no"
-				if c.RevokedAt != nil {
-					revoked = c.RevokedAt.Format(time.RFC3339) + " " + c.RevokeReason
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Serial, c.URI, c.NotAfter.Format(time.RFC3339), revoked)
+			if certs == nil {
+				certs = []*broker.Certificate{}
 			}
-			return tw.Flush()
+			return show(cmd, struct {
+				Certificates []*broker.Certificate `json:"certificates"`
+			}{certs}, func(out io.Writer) error {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SERIAL\tURI\tNOT AFTER\tREVOKED")
+				for _, c := range certs {
+					revoked := "no"
+					if c.RevokedAt != nil {
+						revoked = c.RevokedAt.Format(time.RFC3339) + " " + c.RevokeReason
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c.Serial, c.URI, c.NotAfter.Format(time.RFC3339), revoked)
+				}
+				return tw.Flush()
+			})
 		})
 }
 
@@ -161,8 +188,10 @@ remove the agent's mapping (set-auth --spiffe-id "") or suspend the agent.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d certificates of agent %s revoked\n", n, a.Name)
-			return nil
+			return show(cmd, revokedCount{Agent: a.Name, Revoked: n}, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "%d certificates of agent %s revoked\n", n, a.Name)
+				return err
+			})
 		})
 	cmd.Flags().StringVar(&serial, "serial", "", "serial number in hex")
 	cmd.Flags().BoolVar(&all, "all", false, "revoke every certificate of the agent")
@@ -182,8 +211,13 @@ password hash would add nothing. The agent must allow client_secret.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "client_id:     %s\nclient_secret: %s\nThe secret is shown only now; Stint stores only its hash.\n", a.Name, secret)
-			return nil
+			return show(cmd, struct {
+				ClientID     string `json:"client_id"`
+				ClientSecret string `json:"client_secret"`
+			}{a.Name, secret}, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "client_id:     %s\nclient_secret: %s\nThe secret is shown only now; Stint stores only its hash.\n", a.Name, secret)
+				return err
+			})
 		})
 }
 
@@ -201,11 +235,14 @@ allow private_key_jwt.`,
 			if err != nil {
 				return fmt.Errorf("read --jwk: %w", err)
 			}
-			if _, err := m.Agents.SetPublicJWKS(adminContext(cmd.Context()), a.ID, data); err != nil {
+			a, err = m.Agents.SetPublicJWKS(adminContext(cmd.Context()), a.ID, data)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent %s: public key registered for private_key_jwt\n", a.Name)
-			return nil
+			return show(cmd, a, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "agent %s: public key registered for private_key_jwt\n", a.Name)
+				return err
+			})
 		})
 	cmd.Flags().StringVar(&path, "jwk", "", "file holding a public JWK or JWK Set (required)")
 	cmd.MarkFlagRequired("jwk")
@@ -219,7 +256,9 @@ func newAgentsRevokeKeyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d API keys of agent %s revoked\n", n, a.Name)
-			return nil
+			return show(cmd, revokedCount{Agent: a.Name, Revoked: n}, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "%d API keys of agent %s revoked\n", n, a.Name)
+				return err
+			})
 		})
 }

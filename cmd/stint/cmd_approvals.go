@@ -54,10 +54,18 @@ func newApprovalsListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printPendingApprovals(cmd.OutOrStdout(), pending)
-			return nil
+			if pending == nil {
+				pending = []*broker.PendingApproval{}
+			}
+			return show(cmd, struct {
+				Approvals []*broker.PendingApproval `json:"approvals"`
+			}{pending}, func(out io.Writer) error {
+				printPendingApprovals(out, pending)
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "email of the configured approver you act as (required)")
 	cmd.MarkFlagRequired("as")
 	return cmd
@@ -132,13 +140,16 @@ func newApprovalsDecideCommand(v broker.Verdict) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lease %s is %s\n", l.ID, l.State)
-			if l.State == broker.LeaseApproved && l.ActivateBy != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "the agent must activate it by %s\n", l.ActivateBy.UTC().Format(time.RFC3339))
-			}
-			return nil
+			return show(cmd, l, func(out io.Writer) error {
+				fmt.Fprintf(out, "lease %s is %s\n", l.ID, l.State)
+				if l.State == broker.LeaseApproved && l.ActivateBy != nil {
+					fmt.Fprintf(out, "the agent must activate it by %s\n", l.ActivateBy.UTC().Format(time.RFC3339))
+				}
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "email of the configured approver you act as (required)")
 	cmd.Flags().StringVar(&digest, "digest", "", "digest of the request as \"stint approvals list\" showed it (required)")
 	if v == broker.VerdictDeny {

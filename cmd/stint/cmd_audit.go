@@ -92,7 +92,7 @@ that a scheduled check can tell tampering from trouble.`,
 				return &exitStatus{code: exitUnverified, err: err}
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
+			if o, _ := outputJSON(cmd); o || asJSON {
 				enc := json.NewEncoder(out)
 				enc.SetIndent("", "  ")
 				if err := enc.Encode(v); err != nil {
@@ -118,7 +118,8 @@ that a scheduled check can tell tampering from trouble.`,
 	cmd.Flags().StringArrayVar(&anchors, "anchor", nil, "SEQ:HASH of an event recorded earlier (repeatable); the chain must still hold it")
 	cmd.Flags().StringVar(&checkpointsPath, "checkpoints", "", "checkpoint file to check instead of audit.checkpoints.file (a copy from the sink's host)")
 	cmd.Flags().StringVar(&publicKeyPath, "public-key", "", "PEM public key checkpoints must be signed with, instead of the configured one")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON (as -o json)")
+	addOutputFlag(cmd)
 	return cmd
 }
 
@@ -399,10 +400,17 @@ Keep a copy of FILE.pub off the server's host. It never overwrites a file.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s (private, 0600) and %s.pub (public)\nkey id: %s\n", out, out, broker.AuditKeyID(pub))
-			return nil
+			return show(cmd, struct {
+				PrivateKey string `json:"private_key"`
+				PublicKey  string `json:"public_key"`
+				KeyID      string `json:"key_id"`
+			}{out, out + ".pub", broker.AuditKeyID(pub)}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "wrote %s (private, 0600) and %s.pub (public)\nkey id: %s\n", out, out, broker.AuditKeyID(pub))
+				return err
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&out, "out", "", "path of the private key to create; the public key goes to FILE.pub")
 	return cmd
 }

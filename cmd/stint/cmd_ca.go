@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -48,11 +49,20 @@ func newCAInitCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "enrolment CA created in %s\nsubject: %s\nexpires: %s\nagent certificates will be named %s\n",
-				cfg.Identity.CADir, ca.Cert.Subject, ca.Cert.NotAfter.Format(time.RFC3339), "spiffe://"+cfg.Identity.TrustDomain+"/agent/<name>")
-			return nil
+			created := struct {
+				Dir      string    `json:"dir"`
+				Subject  string    `json:"subject"`
+				Expires  time.Time `json:"expires"`
+				AgentURI string    `json:"agent_uri"`
+			}{cfg.Identity.CADir, ca.Cert.Subject.String(), ca.Cert.NotAfter.UTC(), "spiffe://" + cfg.Identity.TrustDomain + "/agent/<name>"}
+			return show(cmd, created, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "enrolment CA created in %s\nsubject: %s\nexpires: %s\nagent certificates will be named %s\n",
+					created.Dir, created.Subject, created.Expires.Format(time.RFC3339), created.AgentURI)
+				return err
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&name, "name", "Stint agent enrolment CA", "the CA certificate's common name")
 	cmd.Flags().DurationVar(&validity, "validity", 5*365*24*time.Hour, "how long the CA certificate is valid")
 	return cmd

@@ -5,9 +5,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	"github.com/spf13/cobra"
@@ -33,7 +35,7 @@ into an empty PostgreSQL database with its audit chain intact.`,
 }
 
 func newMigrateStatusCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "status",
 		Short: "List the schema migrations this stint knows and whether the store has each",
 		Args:  cobra.NoArgs,
@@ -79,29 +81,56 @@ func newMigrateStatusCommand() *cobra.Command {
 						Applied: s.State == goose.StateApplied, AppliedAt: s.AppliedAt})
 				}
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "store: %s, schema version %d\n", cfg.Store.Describe(), current)
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "VERSION\tMIGRATION\tAPPLIED")
-			pending := 0
+			st := migrationStatus{Store: cfg.Store.Describe(), Version: current, Migrations: []migrationRow{}}
 			for _, r := range rows {
-				at := "pending"
+				row := migrationRow{Version: r.Version, Name: r.Name, Applied: r.Applied}
 				if r.Applied {
-					at = r.AppliedAt.UTC().Format("2006-01-02 15:04:05Z")
+					at := r.AppliedAt.UTC()
+					row.AppliedAt = &at
 				} else {
-					pending++
+					st.Pending++
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\n", r.Version, r.Name, at)
+				st.Migrations = append(st.Migrations, row)
 			}
-			w.Flush()
-			if len(rows) > 0 && current > rows[len(rows)-1].Version {
-				fmt.Fprintf(out, "the store's schema (%d) is newer than this stint knows (%d): run a newer stint\n", current, rows[len(rows)-1].Version)
-			} else {
-				fmt.Fprintf(out, "%d pending\n", pending)
-			}
-			return nil
+			st.Newer = len(rows) > 0 && current > rows[len(rows)-1].Version
+			return show(cmd, st, func(out io.Writer) error {
+				fmt.Fprintf(out, "store: %s, schema version %d\n", st.Store, current)
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "VERSION\tMIGRATION\tAPPLIED")
+				for _, r := range st.Migrations {
+					at := "pending"
+					if r.AppliedAt != nil {
+						at = r.AppliedAt.Format("2006-01-02 15:04:05Z")
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s\n", r.Version, r.Name, at)
+				}
+				w.Flush()
+				if st.Newer {
+					fmt.Fprintf(out, "the store's schema (%d) is newer than this stint knows (%d): run a newer stint\n", current, rows[len(rows)-1].Version)
+				} else {
+					fmt.Fprintf(out, "%d pending\n", st.Pending)
+				}
+				return nil
+			})
 		},
-	}
+	})
+}
+
+// migrationStatus is what migrate status shows with -o json. Newer is true
+// when the store's schema is newer than this stint knows.
+type migrationStatus struct {
+	Store      string         `json:"store"`
+	Version    int64          `json:"version"`
+	Migrations []migrationRow `json:"migrations"`
+	Pending    int            `json:"pending"`
+	Newer      bool           `json:"newer"`
+}
+
+type migrationRow struct {
+	Version   int64      `json:"version"`
+	Name      string     `json:"name"`
+	Applied   bool       `json:"applied"`
+	AppliedAt *time.Time `json:"applied_at,omitempty"`
 }
 
 // sqliteProvider opens the SQLite file with goose's provider for it.
@@ -124,7 +153,7 @@ func sqliteProvider(path string) (*goose.Provider, *sql.DB, error) {
 }
 
 func newMigrateUpCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "up",
 		Short: "Apply the pending schema migrations (stint serve does this too when it starts)",
 		Args:  cobra.NoArgs,
@@ -134,7 +163,6 @@ func newMigrateUpCommand() *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			out := cmd.OutOrStdout()
 			if cfg.Store.Driver == driverPostgres {
 				dsn, err := cfg.Store.PostgresDSN(os.Getenv)
 				if err != nil {
@@ -149,7 +177,7 @@ func newMigrateUpCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return reportApplied(out, cfg, applied)
+				return reportApplied(cmd, cfg, applied)
 			}
 			// sqlite.Open applies what is pending (and refuses a newer schema).
 			before := int64(-1)
@@ -182,18 +210,26 @@ func newMigrateUpCommand() *cobra.Command {
 			for v := max(before, 0) + 1; v <= after; v++ {
 				applied = append(applied, v)
 			}
-			return reportApplied(out, cfg, applied)
+			return reportApplied(cmd, cfg, applied)
 		},
-	}
+	})
 }
 
-func reportApplied(out interface{ Write([]byte) (int, error) }, cfg Config, applied []int64) error {
-	if len(applied) == 0 {
-		fmt.Fprintf(out, "%s: schema up to date, nothing to apply\n", cfg.Store.Describe())
-		return nil
+func reportApplied(cmd *cobra.Command, cfg Config, applied []int64) error {
+	if applied == nil {
+		applied = []int64{}
 	}
-	fmt.Fprintf(out, "%s: applied migrations %v\n", cfg.Store.Describe(), applied)
-	return nil
+	return show(cmd, struct {
+		Store   string  `json:"store"`
+		Applied []int64 `json:"applied"`
+	}{cfg.Store.Describe(), applied}, func(out io.Writer) error {
+		if len(applied) == 0 {
+			fmt.Fprintf(out, "%s: schema up to date, nothing to apply\n", cfg.Store.Describe())
+			return nil
+		}
+		fmt.Fprintf(out, "%s: applied migrations %v\n", cfg.Store.Describe(), applied)
+		return nil
+	})
 }
 
 func newMigrateDownCommand() *cobra.Command {
@@ -244,23 +280,37 @@ store.dsn_env). Afterwards, set store.driver: postgres and start stint.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "TABLE\tROWS")
+			copied := struct {
+				Rows        map[string]int `json:"rows"`
+				AuditEvents int            `json:"audit_events"`
+				HeadSeq     int64          `json:"audit_head_seq,omitempty"`
+				HeadHash    string         `json:"audit_head_hash,omitempty"`
+			}{Rows: map[string]int{}}
 			for _, t := range report.Tables {
-				fmt.Fprintf(w, "%s\t%d\n", t, report.Rows[t])
+				copied.Rows[t] = int(report.Rows[t])
 			}
-			w.Flush()
 			if report.Head != nil {
-				fmt.Fprintf(out, "audit chain verified: %d events, head seq %d hash %s (same as the source)\n",
-					report.Verified.Checked, report.Head.Seq, report.Head.Hash)
-			} else {
-				fmt.Fprintln(out, "audit chain verified: empty")
+				copied.AuditEvents, copied.HeadSeq, copied.HeadHash = int(report.Verified.Checked), int64(report.Head.Seq), report.Head.Hash
 			}
-			fmt.Fprintln(out, "copied; now set store.driver: postgres in the configuration and start stint")
-			return nil
+			return show(cmd, copied, func(out io.Writer) error {
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "TABLE\tROWS")
+				for _, t := range report.Tables {
+					fmt.Fprintf(w, "%s\t%d\n", t, report.Rows[t])
+				}
+				w.Flush()
+				if report.Head != nil {
+					fmt.Fprintf(out, "audit chain verified: %d events, head seq %d hash %s (same as the source)\n",
+						report.Verified.Checked, report.Head.Seq, report.Head.Hash)
+				} else {
+					fmt.Fprintln(out, "audit chain verified: empty")
+				}
+				fmt.Fprintln(out, "copied; now set store.driver: postgres in the configuration and start stint")
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&from, "from", "", "the SQLite store to copy (required)")
 	cmd.Flags().StringVar(&to, "to", "", "the PostgreSQL DSN to copy into (default: the configuration's store)")
 	cmd.MarkFlagRequired("from")

@@ -198,27 +198,36 @@ policy that does not parse or validate.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
 			infos := p.Policies()
+			if infos == nil {
+				infos = []approvals.PolicyInfo{}
+			}
 			permits := 0
 			for _, i := range infos {
 				if !i.Forbid() {
 					permits++
 				}
 			}
-			fmt.Fprintf(out, "%d policies valid (%d permit, %d forbid) against %s; time zone %s\n",
-				len(infos), permits, len(infos)-permits, p.Schema(), p.Location())
-			if len(infos) == 0 {
-				fmt.Fprintln(out, "No policy permits anything: every request will be denied.")
-			}
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tEFFECT\tAPPROVALS\tPOSITION")
-			for _, i := range infos {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", i.ID, i.Effect, approvalsText(i, pc.DefaultApproverGroup), i.Position)
-			}
-			return w.Flush()
+			return show(cmd, struct {
+				Policies []approvals.PolicyInfo `json:"policies"`
+				Schema   string                 `json:"schema"`
+				TimeZone string                 `json:"time_zone"`
+			}{infos, p.Schema(), p.Location().String()}, func(out io.Writer) error {
+				fmt.Fprintf(out, "%d policies valid (%d permit, %d forbid) against %s; time zone %s\n",
+					len(infos), permits, len(infos)-permits, p.Schema(), p.Location())
+				if len(infos) == 0 {
+					fmt.Fprintln(out, "No policy permits anything: every request will be denied.")
+				}
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tEFFECT\tAPPROVALS\tPOSITION")
+				for _, i := range infos {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", i.ID, i.Effect, approvalsText(i, pc.DefaultApproverGroup), i.Position)
+				}
+				return w.Flush()
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&schemaFile, "schema", "", "Cedar schema file (default policy.schema, else Stint's embedded schema)")
 	return cmd
 }
@@ -701,21 +710,43 @@ prints a table for the example policies.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			failed := 0
-			for _, r := range results {
-				if len(r.problems) == 0 {
-					fmt.Fprintf(out, "PASS  %s\n", r.name)
-					continue
-				}
-				failed++
-				fmt.Fprintf(out, "FAIL  %s\n", r.name)
-				for _, pr := range r.problems {
-					fmt.Fprintf(out, "        %s\n", pr)
-				}
-				fmt.Fprintf(out, "        decided %s\n", decisionSummary(r.got))
+			type caseJSON struct {
+				Name     string          `json:"name"`
+				Passed   bool            `json:"passed"`
+				Problems []string        `json:"problems,omitempty"`
+				Decision broker.Decision `json:"decision"`
 			}
-			fmt.Fprintf(out, "%d of %d cases passed\n", len(results)-failed, len(results))
+			report := struct {
+				Cases  []caseJSON `json:"cases"`
+				Passed int        `json:"passed"`
+				Failed int        `json:"failed"`
+			}{Cases: []caseJSON{}}
+			for _, r := range results {
+				report.Cases = append(report.Cases, caseJSON{r.name, len(r.problems) == 0, r.problems, r.got})
+				if len(r.problems) > 0 {
+					report.Failed++
+				}
+			}
+			report.Passed = len(results) - report.Failed
+			failed := report.Failed
+			err = show(cmd, report, func(out io.Writer) error {
+				for _, r := range results {
+					if len(r.problems) == 0 {
+						fmt.Fprintf(out, "PASS  %s\n", r.name)
+						continue
+					}
+					fmt.Fprintf(out, "FAIL  %s\n", r.name)
+					for _, pr := range r.problems {
+						fmt.Fprintf(out, "        %s\n", pr)
+					}
+					fmt.Fprintf(out, "        decided %s\n", decisionSummary(r.got))
+				}
+				_, err := fmt.Fprintf(out, "%d of %d cases passed\n", len(results)-failed, len(results))
+				return err
+			})
+			if err != nil {
+				return err
+			}
 			if failed > 0 {
 				return fmt.Errorf("%d of %d cases failed", failed, len(results))
 			}
@@ -723,6 +754,7 @@ prints a table for the example policies.`,
 		},
 	}
 	cmd.Flags().BoolVar(&examples, "examples", false, "test Stint's example policies instead of the configured ones")
+	addOutputFlag(cmd)
 	return cmd
 }
 
@@ -848,7 +880,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 			if err != nil {
 				return err
 			}
-			if asJSON {
+			if o, _ := outputJSON(cmd); o || asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(explainOutput{Explanation: x, Decision: v.Decision, PolicyDecision: x.Decision, Refused: v.Refused})
@@ -875,7 +907,8 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 	f.StringVar(&c.Context.Task, "task", "policy explain", "the task of the request")
 	f.StringVar(&c.Context.Justification, "justification", "", "the justification of the request")
 	f.BoolVar(&examples, "examples", false, "use Stint's example policies instead of the configured ones")
-	f.BoolVar(&asJSON, "json", false, "print the explanation as JSON")
+	f.BoolVar(&asJSON, "json", false, "print the explanation as JSON (as -o json)")
+	addOutputFlag(cmd)
 	cmd.MarkFlagRequired("agent")
 	cmd.MarkFlagRequired("role")
 	return cmd
@@ -954,7 +987,7 @@ func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store
 	setDecisionRules(svc, cfg)
 	risk := broker.RiskAssessment{Score: req.RiskScore}
 	if !cfg.Risk.Disabled {
-		risk.Contained = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
+		risk.Contain = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
 	}
 	actor := broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID,
 		AuthMethod: req.AuthMethod, OnBehalfOf: req.OnBehalfOf, SourceIP: req.SourceIP}

@@ -50,7 +50,7 @@ func reviewContext(ctx context.Context, as string) context.Context {
 }
 
 func newReviewsRunCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "run",
 		Short: "Open an access review for every active agent without one, then enforce overdue reviews",
 		Args:  cobra.NoArgs,
@@ -64,16 +64,30 @@ func newReviewsRunCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if len(opened) == 0 {
-				fmt.Fprintln(out, "No review opened: every active agent with roles already has one open.")
-				return nil
-			}
-			printReviewList(out, opened)
-			fmt.Fprintf(out, "\n%d review(s) opened.\n", len(opened))
-			return nil
+			return show(cmd, reviewList{Reviews: nonNilReviews(opened), Total: len(opened)}, func(out io.Writer) error {
+				if len(opened) == 0 {
+					fmt.Fprintln(out, "No review opened: every active agent with roles already has one open.")
+					return nil
+				}
+				printReviewList(out, opened)
+				_, err := fmt.Fprintf(out, "\n%d review(s) opened.\n", len(opened))
+				return err
+			})
 		},
+	})
+}
+
+// reviewList is what reviews list and run show with -o json.
+type reviewList struct {
+	Reviews []*broker.Review `json:"reviews"`
+	Total   int              `json:"total"`
+}
+
+func nonNilReviews(r []*broker.Review) []*broker.Review {
+	if r == nil {
+		return []*broker.Review{}
 	}
+	return r
 }
 
 func newReviewsListCommand() *cobra.Command {
@@ -107,11 +121,14 @@ func newReviewsListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printReviewList(cmd.OutOrStdout(), reviews)
-			fmt.Fprintf(cmd.OutOrStdout(), "\n%d review(s).\n", total)
-			return nil
+			return show(cmd, reviewList{Reviews: nonNilReviews(reviews), Total: total}, func(out io.Writer) error {
+				printReviewList(out, reviews)
+				_, err := fmt.Fprintf(out, "\n%d review(s).\n", total)
+				return err
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "act as this approver (an agent owner) instead of an admin")
 	cmd.Flags().StringVar(&state, "state", "", "only reviews in this state: open or closed")
 	cmd.Flags().StringVar(&kind, "kind", "", "only reviews of this kind: access or breakglass")
@@ -167,10 +184,13 @@ func newReviewsShowCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printReview(cmd.OutOrStdout(), r)
-			return nil
+			return show(cmd, r, func(out io.Writer) error {
+				printReview(out, r)
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&as, "as", "", "act as this approver (an agent owner) instead of an admin")
 	return cmd
 }
@@ -265,10 +285,13 @@ attest.`,
 			if err != nil {
 				return err
 			}
-			printReview(cmd.OutOrStdout(), r)
-			return nil
+			return show(cmd, r, func(out io.Writer) error {
+				printReview(out, r)
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().BoolVar(&keep, "keep", false, "the agent still needs the role")
 	cmd.Flags().BoolVar(&remove, "remove", false, "the agent no longer needs the role: revoke and bar it")
 	cmd.Flags().StringVar(&note, "note", "", "why (recorded in the review and the audit log)")
@@ -292,10 +315,13 @@ func newReviewsCloseCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			printReview(cmd.OutOrStdout(), r)
-			return nil
+			return show(cmd, r, func(out io.Writer) error {
+				printReview(out, r)
+				return nil
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&note, "note", "", "what the emergency was and what was done (required)")
 	cmd.Flags().StringVar(&as, "as", "", "act as this approver (the agent's owner) instead of an admin")
 	cmd.MarkFlagRequired("note")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -73,7 +74,7 @@ metrics and its claims; the default is the host name and process id.`,
 }
 
 func newReconcileCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "reconcile",
 		Short: "Run one reconciliation pass between Vault and the lease store",
 		Long: `Run one reconciliation pass: revoke Vault credentials under the configured
@@ -93,25 +94,47 @@ command runs it once and prints what it did.`,
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "checked %d Vault credentials\n", rep.Checked)
-			fmt.Fprintf(out, "revoked %d orphaned credentials %v\n", len(rep.Orphans), rep.Orphans)
-			fmt.Fprintf(out, "revoked %d credentials of ended leases %v\n", len(rep.Stale), rep.Stale)
-			fmt.Fprintf(out, "failed %d leases stuck issuing %v\n", len(rep.FailedIssuing), rep.FailedIssuing)
+			errs := make([]string, 0, len(rep.Errors))
 			for _, e := range rep.Errors {
-				fmt.Fprintln(out, "error:", e)
+				errs = append(errs, fmt.Sprint(e))
+			}
+			err = show(cmd, struct {
+				Checked       int      `json:"checked"`
+				Orphans       []string `json:"orphans"`
+				Stale         []string `json:"stale"`
+				FailedIssuing []string `json:"failed_issuing"`
+				Errors        []string `json:"errors"`
+			}{rep.Checked, nonNilStrings(rep.Orphans), nonNilStrings(rep.Stale), nonNilStrings(rep.FailedIssuing), errs}, func(out io.Writer) error {
+				fmt.Fprintf(out, "checked %d Vault credentials\n", rep.Checked)
+				fmt.Fprintf(out, "revoked %d orphaned credentials %v\n", len(rep.Orphans), rep.Orphans)
+				fmt.Fprintf(out, "revoked %d credentials of ended leases %v\n", len(rep.Stale), rep.Stale)
+				fmt.Fprintf(out, "failed %d leases stuck issuing %v\n", len(rep.FailedIssuing), rep.FailedIssuing)
+				for _, e := range errs {
+					fmt.Fprintln(out, "error:", e)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 			if len(rep.Errors) > 0 {
 				return fmt.Errorf("%d revocations failed; they are retried on the next pass", len(rep.Errors))
 			}
 			return nil
 		},
+	})
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
 	}
+	return s
 }
 
 func newConfigCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Work with the configuration file"}
-	cmd.AddCommand(&cobra.Command{
+	cmd.AddCommand(withOutput(&cobra.Command{
 		Use:   "validate",
 		Short: "Check the configuration file and print the roles it defines",
 		Args:  cobra.NoArgs,
@@ -120,13 +143,30 @@ func newConfigCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s is valid: %d roles\n", path, len(cfg.Roles))
-			for _, r := range cfg.Roles {
-				fmt.Fprintf(out, "  %-20s %-8s %-9s max %-8s auto_approve=%t  %s\n", r.Name, r.Kind, r.Sensitivity, r.MaxTTL, r.AutoApprove, r.Vault.Path)
+			type roleJSON struct {
+				Name        string `json:"name"`
+				Kind        string `json:"kind"`
+				Sensitivity string `json:"sensitivity"`
+				MaxTTL      string `json:"max_ttl"`
+				AutoApprove bool   `json:"auto_approve"`
+				VaultPath   string `json:"vault_path"`
 			}
-			return nil
+			roles := []roleJSON{}
+			for _, r := range cfg.Roles {
+				roles = append(roles, roleJSON{r.Name, string(r.Kind), string(r.Sensitivity), r.MaxTTL.String(), r.AutoApprove, r.Vault.Path})
+			}
+			return show(cmd, struct {
+				File  string     `json:"file"`
+				Valid bool       `json:"valid"`
+				Roles []roleJSON `json:"roles"`
+			}{path, true, roles}, func(out io.Writer) error {
+				fmt.Fprintf(out, "%s is valid: %d roles\n", path, len(cfg.Roles))
+				for _, r := range cfg.Roles {
+					fmt.Fprintf(out, "  %-20s %-8s %-9s max %-8s auto_approve=%t  %s\n", r.Name, r.Kind, r.Sensitivity, r.MaxTTL, r.AutoApprove, r.Vault.Path)
+				}
+				return nil
+			})
 		},
-	})
+	}))
 	return cmd
 }

@@ -57,10 +57,13 @@ func newUsersAddCommand() *cobra.Command {
 			if err := users.NewService(db).AddUser(adminContext(cmd.Context()), u, password); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s) added\n", u.Name, u.Role)
-			return nil
+			return show(cmd, u, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "user %s (%s) added\n", u.Name, u.Role)
+				return err
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().StringVar(&role, "role", "", "admin, approver or reviewer (required)")
 	cmd.Flags().StringVar(&email, "email", "", "the user's email: required for approvers; matches agent owners and approver lists")
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of stdin instead of prompting")
@@ -110,7 +113,7 @@ func checkPassword(p string) (string, error) {
 }
 
 func newUsersListCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "list",
 		Short: "List console users",
 		Args:  cobra.NoArgs,
@@ -124,24 +127,31 @@ func newUsersListCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tEMAIL\tSTATE\tLAST LOGIN")
-			for _, u := range all {
-				last := "never"
-				if u.LastLoginAt != nil {
-					last = u.LastLoginAt.Format(time.RFC3339)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Email, u.State, last)
+			if all == nil {
+				all = []*broker.User{}
 			}
-			tw.Flush()
-			fmt.Fprintf(cmd.OutOrStdout(), "%d users\n", len(all))
-			return nil
+			return show(cmd, struct {
+				Users []*broker.User `json:"users"`
+			}{all}, func(out io.Writer) error {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tROLE\tEMAIL\tSTATE\tLAST LOGIN")
+				for _, u := range all {
+					last := "never"
+					if u.LastLoginAt != nil {
+						last = u.LastLoginAt.Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Email, u.State, last)
+				}
+				tw.Flush()
+				_, err := fmt.Fprintf(out, "%d users\n", len(all))
+				return err
+			})
 		},
-	}
+	})
 }
 
 func newUsersDisableCommand() *cobra.Command {
-	return &cobra.Command{
+	return withOutput(&cobra.Command{
 		Use:   "disable NAME",
 		Short: "Disable a console user and end their sessions",
 		Args:  cobra.ExactArgs(1),
@@ -155,10 +165,12 @@ func newUsersDisableCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "user %s is disabled; their sessions are ended\n", u.Name)
-			return nil
+			return show(cmd, u, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "user %s is disabled; their sessions are ended\n", u.Name)
+				return err
+			})
 		},
-	}
+	})
 }
 
 func newUsersPasswordCommand() *cobra.Command {
@@ -181,10 +193,13 @@ func newUsersPasswordCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "password of %s changed\n", u.Name)
-			return nil
+			return show(cmd, u, func(out io.Writer) error {
+				_, err := fmt.Fprintf(out, "password of %s changed\n", u.Name)
+				return err
+			})
 		},
 	}
+	addOutputFlag(cmd)
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from the first line of stdin instead of prompting")
 	return cmd
 }

@@ -1,7 +1,8 @@
 package main
 
 // Exit statuses of the stint command. Every command exits 0 on success,
-// exitFailure on an error and exitUsage on a bad flag value. stint exec
+// exitFailure on an error and exitUsage on a bad flag value (the kill
+// switch's 3 and audit verify's are theirs, in exitCodesHelp). stint exec
 // passes its command's own status through (128+N when signal N killed it)
 // and uses the 200 range for its own failures, above what commands and
 // shells commonly use (1-125, 126, 127, 128+N).
@@ -33,10 +34,17 @@ const (
 )
 
 // exitCodesHelp documents the exit statuses in stint --help.
-const exitCodesHelp = `Exit status:
+const exitCodesHelp = `Output: every command that shows data prints a table (or lines) for people
+and, with -o json, JSON for programs.
+
+Exit status:
   0    success
-  1    an error (the message says what and what to do)
-  2    a bad flag value
+  1    an error (the message says what and what to do); audit verify: the
+       chain is broken
+  2    a bad flag value (an unknown -o format included); audit verify: no
+       verdict, the check could not run
+  3    agents suspend|disable|revoke-all: the containment stands but Vault
+       did not confirm every revocation within --wait
   stint exec exits with its command's status (128+N if signal N killed it),
   and with these for its own failures, before or instead of running it:
   200  bad usage: flags, missing credentials, no command

@@ -91,6 +91,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	// control characters in whatever text it carries (terminal.go).
 	root.SetOut(newTerminalWriter(stdout))
 	root.SetErr(newTerminalWriter(stderr))
+	root.PersistentPreRunE = checkOutputFlag
 	root.PersistentFlags().StringP("config", "c", envOr("STINT_CONFIG", "stint.yaml"), "configuration file (env STINT_CONFIG)")
 	root.AddCommand(
 		newServeCommand(),

@@ -16,6 +16,12 @@ func addOutputFlag(cmd *cobra.Command) {
 	cmd.Flags().StringP("output", "o", "table", "output format: table or json")
 }
 
+// withOutput adds -o/--output to cmd and returns it.
+func withOutput(cmd *cobra.Command) *cobra.Command {
+	addOutputFlag(cmd)
+	return cmd
+}
+
 // outputJSON reports whether the command was asked for JSON output, and
 // refuses formats it does not know.
 func outputJSON(cmd *cobra.Command) (bool, error) {
@@ -31,6 +37,26 @@ func outputJSON(cmd *cobra.Command) (bool, error) {
 	default:
 		return false, usageError(fmt.Errorf("--output %q: use table or json", v))
 	}
+}
+
+// show prints what a command shows: v as JSON with -o json, else the human
+// form that human writes (tables, lines).
+func show(cmd *cobra.Command, v any, human func(out io.Writer) error) error {
+	asJSON, err := outputJSON(cmd)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return writeJSON(cmd.OutOrStdout(), v)
+	}
+	return human(cmd.OutOrStdout())
+}
+
+// checkOutputFlag refuses an unknown -o value before a command does
+// anything (root's PersistentPreRunE).
+func checkOutputFlag(cmd *cobra.Command, _ []string) error {
+	_, err := outputJSON(cmd)
+	return err
 }
 
 // writeJSON writes v as indented JSON and a newline.
