@@ -45,3 +45,11 @@ func NewPolicyTrustingSchema(docs []PolicyDocument, schemaText []byte, cfg Polic
 	}
 	return p, nil
 }
+
+// RiskFacts exposes what risk scoring measures.
+type RiskFacts = riskFacts
+
+// ScoreFacts exposes the pure scoring function.
+func ScoreFacts(f RiskFacts, revokeThreshold int) broker.RiskAssessment {
+	return score(f, revokeThreshold)
+}

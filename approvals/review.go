@@ -2,6 +2,7 @@ package approvals
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -97,6 +98,25 @@ func (rv *Reviews) allRoles() []*broker.Role {
 	rv.mu.RLock()
 	defer rv.mu.RUnlock()
 	return rv.roles
+}
+
+// KillSwitch is the lease service's one kill switch
+// (broker.LeaseService.ContainAgent): access reviews contain an agent
+// exactly as an admin does, so its tokens stop working at once and every live
+// lease is marked to end in the same transaction.
+type KillSwitch interface {
+	ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error)
+}
+
+// contain pulls ks as governance (broker.GovernanceActor).
+func contain(ctx context.Context, ks KillSwitch, req broker.ContainRequest) error {
+	if ks == nil {
+		return errors.New("no kill switch is wired")
+	}
+	if _, err := ks.ContainAgent(broker.NewContextWithActor(ctx, broker.GovernanceActor()), req); err != nil {
+		return fmt.Errorf("contain agent: %w", err)
+	}
+	return nil
 }
 
 // reviewActor is who the store records for governance's own changes.

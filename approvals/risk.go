@@ -2,7 +2,6 @@ package approvals
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -45,28 +44,10 @@ type RiskStore interface {
 	broker.AgentStore
 }
 
-// KillSwitch is the lease service's one kill switch
-// (broker.LeaseService.ContainAgent): governance contains an agent exactly
-// as an admin does, so its tokens stop working at once and every live
-// lease is marked to end in the same transaction.
-type KillSwitch interface {
-	ContainAgent(ctx context.Context, req broker.ContainRequest) (*broker.Containment, error)
-}
-
-// contain pulls ks as governance (broker.GovernanceActor).
-func contain(ctx context.Context, ks KillSwitch, req broker.ContainRequest) error {
-	if ks == nil {
-		return errors.New("no kill switch is wired")
-	}
-	if _, err := ks.ContainAgent(broker.NewContextWithActor(ctx, broker.GovernanceActor()), req); err != nil {
-		return fmt.Errorf("contain agent: %w", err)
-	}
-	return nil
-}
-
-// Risk computes the live risk score of requests (0–100) and contains
-// agents whose score crosses RevokeThreshold: it implements
-// broker.RiskScorer. The score is the sum, capped at 100, of:
+// Risk computes the live risk score of requests (0–100) and says when a
+// score crosses RevokeThreshold: it implements broker.RiskScorer. It acts
+// on nothing: the lease service denies the request and contains the agent.
+// The score is the sum, capped at 100, of:
 //
 //   - rate (up to 30): the agent's requests in the current five-minute
 //     bucket against the exponentially weighted moving average and standard
@@ -104,19 +85,14 @@ type Risk struct {
 	// the agent's address: anyone can make them (a browser's favicon, a
 	// scanner, a neighbour behind the same NAT).
 	AuthFailures func(ctx context.Context, agentID string) (int, error)
-	// RevokeThreshold contains an agent whose score reaches it: its live
-	// leases are revoked and it is suspended, with an alert. Zero or more
-	// than 100 never contains.
+	// RevokeThreshold is the score at which an assessment says to contain
+	// the agent (RiskAssessment.Contain): the lease service denies the
+	// request and pulls the kill switch. Zero or more than 100 never
+	// contains.
 	RevokeThreshold int
-	// KillSwitch suspends agents; nil leaves containment to the alert alone.
-	KillSwitch KillSwitch
-	// Alerts tells security about containments.
-	Alerts *Alerts
 
 	mu     sync.Mutex
 	agents map[string]*riskPattern
-	// inflight guards one containment per agent at a time.
-	inflight map[string]bool
 }
 
 // NewRisk returns a scorer with the default revoke threshold (90).
@@ -126,7 +102,7 @@ func NewRisk(store RiskStore, logger *slog.Logger) *Risk {
 	}
 	return &Risk{
 		Store: store, Logger: logger, Now: time.Now, Location: time.UTC, RevokeThreshold: 90,
-		agents: map[string]*riskPattern{}, inflight: map[string]bool{},
+		agents: map[string]*riskPattern{},
 	}
 }
 
@@ -259,8 +235,9 @@ func (r *Risk) loc() *time.Location {
 	return r.Location
 }
 
-// ScoreRequest implements broker.RiskScorer. A score at or over
-// RevokeThreshold contains the agent before it returns (Contained).
+// ScoreRequest implements broker.RiskScorer. It reads the agent's pattern
+// and history, counts the request in the pattern, and scores what it
+// measured with score, which sets Contain at or over RevokeThreshold.
 func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (broker.RiskAssessment, error) {
 	if req.Agent == nil || req.Role == nil {
 		return broker.RiskAssessment{}, fmt.Errorf("score risk: the request names no agent or role")
@@ -275,37 +252,26 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 		return broker.RiskAssessment{}, err
 	}
 
-	var factors []broker.RiskFactor
-	add := func(name string, points int, format string, args ...any) {
-		if points > 0 {
-			factors = append(factors, broker.RiskFactor{Name: name, Points: points, Detail: fmt.Sprintf(format, args...)})
-		}
-	}
-
 	// What the history says before this request is counted.
+	var f riskFacts
 	r.mu.Lock()
-	hour := now.In(r.loc()).Hour()
-	hourShare, pastTotal := 0.0, p.total
+	f.Hour = now.In(r.loc()).Hour()
 	if p.total > 0 {
-		hourShare = float64(p.hours[hour]) / float64(p.total)
+		f.PastTotal, f.HourShare = p.total, float64(p.hours[f.Hour])/float64(p.total)
 	}
-	var median time.Duration
-	if len(p.ttls) >= riskTTLMin {
+	if req.Action == broker.ActionRequest && len(p.ttls) >= riskTTLMin {
 		sorted := slices.Clone(p.ttls)
 		slices.Sort(sorted)
-		median = sorted[len(sorted)/2]
+		f.TTL, f.MedianTTL = req.TTL, sorted[len(sorted)/2]
 	}
 	ttl := time.Duration(0)
 	if req.Action == broker.ActionRequest {
 		ttl = req.TTL
 	}
 	p.add(now, ttl, r.loc())
-	z, burst, count := p.rateZ(), p.burst(now), p.count
+	f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
 	usedBefore := p.usedRoles[req.Role.Name]
 	r.mu.Unlock()
-
-	add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
-	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
 
 	if req.Action == broker.ActionRequest && !usedBefore {
 		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1, NoTotal: true})
@@ -313,7 +279,7 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 			return broker.RiskAssessment{}, fmt.Errorf("count past requests for the role: %w", err)
 		}
 		if n == 0 {
-			add(broker.RiskFirstUse, 15, "first request for role %s", req.Role.Name)
+			f.FirstUse = req.Role.Name
 		} else {
 			r.mu.Lock()
 			if p.usedRoles == nil {
@@ -323,33 +289,80 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 			r.mu.Unlock()
 		}
 	}
-	if req.Action == broker.ActionRequest {
-		if median > 0 {
-			ratio := float64(req.TTL) / float64(median)
-			add(broker.RiskTTL, steps(ratio, []float64{2, 4}, []int{8, 15}), "asks %s, %.1f× the agent's median of %s", req.TTL, ratio, median)
-		}
-	}
 	if req.Action == broker.ActionRequest && req.Task != "" {
-		others, err := r.taskRoles(ctx, req)
-		if err != nil {
+		if f.TaskRoles, err = r.taskRoles(ctx, req); err != nil {
 			return broker.RiskAssessment{}, err
 		}
-		add(broker.RiskTaskRoles, steps(float64(len(others)), []float64{2, 3, 4}, []int{5, 10, 15}),
-			"task %q already holds live leases of %d other roles (%s)", req.Task, len(others), strings.Join(others, ", "))
+		f.Task = req.Task
 	}
-	if pastTotal >= riskPatternMin && hourShare < 0.02 {
-		add(broker.RiskUnusualHour, 10, "%.1f%% of the agent's %d past requests came at %02d:00", hourShare*100, pastTotal, hour)
-	}
-	if err := r.ambientFactors(ctx, req.Agent.ID, now, add); err != nil {
+	if err := r.ambientFacts(ctx, req.Agent.ID, now, &f); err != nil {
 		return broker.RiskAssessment{}, err
 	}
+	return score(f, r.RevokeThreshold), nil
+}
 
-	a := assessment(factors)
-	if r.Crosses(a.Score) {
-		a.Contained = true
-		r.contain(ctx, req.Agent, a, fmt.Sprintf("request for role %s", req.Role.Name))
+// riskFacts is what scoring measured about a request, or about an agent
+// between requests. Zero fields were not measured and add nothing.
+type riskFacts struct {
+	// Count is the agent's requests in the current bucket, Z their
+	// z-score against its moving average.
+	Count int
+	Z     float64
+	// Burst is the agent's requests in the last minute.
+	Burst int
+	// FirstUse names the role when the agent never asked for it before.
+	FirstUse string
+	// TTL is the window asked; MedianTTL the agent's median (zero: too few
+	// past requests to judge).
+	TTL, MedianTTL time.Duration
+	// Task is the request's task and TaskRoles the other roles its live
+	// leases hold.
+	Task      string
+	TaskRoles []string
+	// PastTotal is the agent's past requests (fewer than riskPatternMin:
+	// not judged), HourShare the share of them in Hour.
+	PastTotal int
+	HourShare float64
+	Hour      int
+	// Denials is the agent's denied or rejected requests in the last hour;
+	// AuthFailures its failed authentications in the last hour.
+	Denials      int
+	AuthFailures int
+}
+
+// score turns facts into an assessment, and says to contain the agent at
+// or over revokeThreshold. It is a pure function: the same facts always
+// give the same assessment, and nothing is read or changed.
+func score(f riskFacts, revokeThreshold int) broker.RiskAssessment {
+	var factors []broker.RiskFactor
+	add := func(name string, points int, format string, args ...any) {
+		if points > 0 {
+			factors = append(factors, broker.RiskFactor{Name: name, Points: points, Detail: fmt.Sprintf(format, args...)})
+		}
 	}
-	return a, nil
+	if f.Count > 0 {
+		add(broker.RiskRate, steps(f.Z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", f.Count, riskBucket, f.Z)
+	}
+	add(broker.RiskBurst, steps(float64(f.Burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", f.Burst)
+	if f.FirstUse != "" {
+		add(broker.RiskFirstUse, 15, "first request for role %s", f.FirstUse)
+	}
+	if f.MedianTTL > 0 {
+		ratio := float64(f.TTL) / float64(f.MedianTTL)
+		add(broker.RiskTTL, steps(ratio, []float64{2, 4}, []int{8, 15}), "asks %s, %.1f× the agent's median of %s", f.TTL, ratio, f.MedianTTL)
+	}
+	if f.Task != "" {
+		add(broker.RiskTaskRoles, steps(float64(len(f.TaskRoles)), []float64{2, 3, 4}, []int{5, 10, 15}),
+			"task %q already holds live leases of %d other roles (%s)", f.Task, len(f.TaskRoles), strings.Join(f.TaskRoles, ", "))
+	}
+	if f.PastTotal >= riskPatternMin && f.HourShare < 0.02 {
+		add(broker.RiskUnusualHour, 10, "%.1f%% of the agent's %d past requests came at %02d:00", f.HourShare*100, f.PastTotal, f.Hour)
+	}
+	add(broker.RiskDenials, min(10*f.Denials, 30), "%d denied or rejected requests in the last hour", f.Denials)
+	add(broker.RiskAuthFailures, min(5*f.AuthFailures, 25), "%d failed authentications naming the agent in the last hour", f.AuthFailures)
+	a := assessment(factors)
+	a.Contain = crosses(a.Score, revokeThreshold)
+	return a
 }
 
 // riskTaskLive are the lease states task_roles counts: granted or about to
@@ -376,26 +389,23 @@ func (r *Risk) taskRoles(ctx context.Context, req broker.DecisionRequest) ([]str
 // Crosses reports whether score reaches RevokeThreshold, which contains the
 // agent and denies its request. A threshold of zero or over 100 never
 // does.
-func (r *Risk) Crosses(score int) bool {
-	return r.RevokeThreshold > 0 && r.RevokeThreshold <= 100 && score >= r.RevokeThreshold
+func (r *Risk) Crosses(score int) bool { return crosses(score, r.RevokeThreshold) }
+
+func crosses(score, threshold int) bool {
+	return threshold > 0 && threshold <= 100 && score >= threshold
 }
 
-// ambientFactors adds the factors that hold between requests: recent
-// denials and failed authentications.
-func (r *Risk) ambientFactors(ctx context.Context, agentID string, now time.Time, add func(string, int, string, ...any)) error {
-	since := now.Add(-time.Hour)
-	denied, err := r.Store.CountRefusals(ctx, agentID, since)
+// ambientFacts measures what holds between requests: recent denials and
+// failed authentications naming the agent.
+func (r *Risk) ambientFacts(ctx context.Context, agentID string, now time.Time, f *riskFacts) error {
+	denied, err := r.Store.CountRefusals(ctx, agentID, now.Add(-time.Hour))
 	if err != nil {
 		return fmt.Errorf("count recent denials: %w", err)
 	}
-	add(broker.RiskDenials, min(10*denied, 30), "%d denied or rejected requests in the last hour", denied)
+	f.Denials = denied
 	if r.AuthFailures != nil {
-		n, err := r.AuthFailures(ctx, agentID)
-		if err != nil {
+		if f.AuthFailures, err = r.AuthFailures(ctx, agentID); err != nil {
 			return fmt.Errorf("count failed authentications: %w", err)
-		}
-		if n > 0 {
-			add(broker.RiskAuthFailures, min(5*n, 25), "%d failed authentications naming the agent in the last hour", n)
 		}
 	}
 	return nil
@@ -421,97 +431,23 @@ func assessment(factors []broker.RiskFactor) broker.RiskAssessment {
 	return broker.RiskAssessment{Score: min(sum, 100), Factors: factors}
 }
 
-// Monitor re-scores every agent that holds live leases with the factors
-// that change between requests (its request rate and bursts so far, recent
-// denials, failed authentications) and contains those at or over
-// RevokeThreshold. It is idempotent; cmd runs it every
-// risk.monitor_interval.
-func (r *Risk) Monitor(ctx context.Context) error {
-	live, _, err := r.Store.FindLeases(ctx, broker.LeaseFilter{States: []broker.LeaseState{broker.LeaseActive}})
-	if err != nil {
-		return fmt.Errorf("find live leases: %w", err)
-	}
-	now := r.Now().UTC()
-	done := map[string]bool{}
-	for _, l := range live {
-		if done[l.AgentID] {
-			continue
-		}
-		done[l.AgentID] = true
-		a, err := r.AgentScore(ctx, l.AgentID, l.SourceIP, now)
-		if err != nil {
-			return err
-		}
-		if r.Crosses(a.Score) {
-			agent, err := r.Store.FindAgentByID(ctx, l.AgentID)
-			if err != nil {
-				return fmt.Errorf("find agent: %w", err)
-			}
-			if agent.State == broker.AgentActive {
-				r.contain(ctx, agent, a, "risk monitor")
-			}
-		}
-	}
-	return nil
-}
-
-// AgentScore returns an agent's current score without a request: its rate
-// and bursts so far, recent denials and failed authentications naming it.
-// sourceIP is not scored: failures that name no agent count against none.
-func (r *Risk) AgentScore(ctx context.Context, agentID, sourceIP string, now time.Time) (broker.RiskAssessment, error) {
+// ScoreAgent implements broker.RiskScorer: an agent's current score
+// without a request (its rate and bursts so far, recent denials and failed
+// authentications naming it), with Contain as ScoreRequest sets it. It
+// counts nothing.
+func (r *Risk) ScoreAgent(ctx context.Context, agentID string, now time.Time) (broker.RiskAssessment, error) {
+	now = now.UTC()
 	p, err := r.pattern(ctx, agentID, now)
 	if err != nil {
 		return broker.RiskAssessment{}, err
 	}
-	var factors []broker.RiskFactor
-	add := func(name string, points int, format string, args ...any) {
-		if points > 0 {
-			factors = append(factors, broker.RiskFactor{Name: name, Points: points, Detail: fmt.Sprintf(format, args...)})
-		}
-	}
+	var f riskFacts
 	r.mu.Lock()
 	p.advance(now)
-	z, burst, count := p.rateZ(), p.burst(now), p.count
+	f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
 	r.mu.Unlock()
-	if count > 0 {
-		add(broker.RiskRate, steps(z, []float64{2, 4, 8}, []int{10, 20, 30}), "%d requests in this %s bucket, z-score %.1f against the agent's moving average", count, riskBucket, z)
-	}
-	add(broker.RiskBurst, steps(float64(burst), []float64{5, 10, 15, 20}, []int{10, 25, 40, 50}), "%d requests in the last minute", burst)
-	if err := r.ambientFactors(ctx, agentID, now, add); err != nil {
+	if err := r.ambientFacts(ctx, agentID, now, &f); err != nil {
 		return broker.RiskAssessment{}, err
 	}
-	return assessment(factors), nil
-}
-
-// contain suspends the agent and revokes its live leases (through
-// KillSwitch), and alerts security. One containment per agent runs at a
-// time; the others only alert.
-func (r *Risk) contain(ctx context.Context, agent *broker.Agent, a broker.RiskAssessment, trigger string) {
-	r.mu.Lock()
-	busy := r.inflight[agent.ID]
-	r.inflight[agent.ID] = true
-	r.mu.Unlock()
-	if busy {
-		return
-	}
-	defer func() {
-		r.mu.Lock()
-		delete(r.inflight, agent.ID)
-		r.mu.Unlock()
-	}()
-	reason := fmt.Sprintf("risk score %d reached the revoke threshold %d (%s)", a.Score, r.RevokeThreshold, trigger)
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	action := "agent suspended and its live leases revoked"
-	if r.KillSwitch == nil {
-		action = "no kill switch is wired: suspend the agent by hand"
-	} else if err := contain(cctx, r.KillSwitch, broker.ContainRequest{AgentID: agent.ID, State: broker.AgentSuspended, Reason: reason, KeepDisabled: true}); err != nil {
-		action = "suspending the agent failed: " + err.Error()
-		r.Logger.Error("risk containment failed", "agent", agent.Name, "agent_id", agent.ID, "err", err)
-	}
-	r.Alerts.Send(cctx, broker.Alert{
-		Kind: "risk_containment", Severity: broker.SeverityCritical, Audience: broker.AudienceSecurity,
-		AgentID: agent.ID, Agent: agent.Name, Owner: agent.Owner, Risk: &a,
-		Message: fmt.Sprintf("Agent %s (owner %s): %s; %s. Score %s.", agent.Name, agent.Owner, reason, action, a.Summary()),
-	}, broker.AuditRiskContainment, agent.ID)
+	return score(f, r.RevokeThreshold), nil
 }

@@ -2,7 +2,6 @@ package approvals_test
 
 import (
 	"context"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -104,8 +103,8 @@ var riskLowRole = &broker.Role{Name: "db-readonly", Sensitivity: broker.Sensitiv
 
 // TestRiskBurst scripts a burst of requests from a quiet agent: the score
 // climbs past 40 (policy steps up approval), past 80 (policy denies), and
-// the denials take it to the revoke threshold, which contains the agent
-// with an alert.
+// the denials take it to the revoke threshold, where the assessment says to
+// contain the agent; scoring itself changes nothing.
 func TestRiskBurst(t *testing.T) {
 	db := openGovDB(t)
 	now := time.Date(2026, 3, 4, 14, 0, 0, 0, time.UTC)
@@ -117,10 +116,8 @@ func TestRiskBurst(t *testing.T) {
 			recordLease(t, db, a, "db-readonly", broker.LeaseExpired, at, 15*time.Minute)
 		}
 	}
-	ctrl, rec := &fakeControl{}, &alertRecorder{}
 	r := approvals.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
-	r.KillSwitch, r.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	score := func(ttl time.Duration) broker.RiskAssessment {
 		t.Helper()
@@ -131,7 +128,7 @@ func TestRiskBurst(t *testing.T) {
 		return a2
 	}
 	first := score(15 * time.Minute)
-	if first.Score != 0 || first.Contained {
+	if first.Score != 0 || first.Contain {
 		t.Fatalf("a usual request scores %s, want 0", first.Summary())
 	}
 	recordLease(t, db, a, "db-readonly", broker.LeaseActive, now, 15*time.Minute)
@@ -143,7 +140,7 @@ func TestRiskBurst(t *testing.T) {
 		last = score(15 * time.Minute)
 		state := broker.LeaseActive
 		switch {
-		case last.Contained:
+		case last.Contain:
 			contained = i
 			state = broker.LeaseDenied
 		case last.Score >= 80:
@@ -172,16 +169,14 @@ func TestRiskBurst(t *testing.T) {
 			t.Errorf("final assessment lacks factor %s: %s", want, last.Summary())
 		}
 	}
-	if len(ctrl.suspended) != 1 || ctrl.suspended[0] != a.ID {
-		t.Fatalf("suspended %v, want the agent once", ctrl.suspended)
-	}
-	if k := rec.kinds(); len(k) != 1 || k[0] != "risk_containment/security" {
-		t.Fatalf("alerts %v, want one risk_containment to security", k)
+	// Scoring decided; it did nothing: the agent is as it was and nothing
+	// was recorded (the lease service contains).
+	if got, err := db.FindAgentByID(context.Background(), a.ID); err != nil || got.State != broker.AgentActive {
+		t.Fatalf("agent after scoring = %+v, %v; want active (the scorer only decides)", got, err)
 	}
 	kind := broker.AuditRiskContainment
-	events, n, err := db.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind})
-	if err != nil || n != 1 || events[0].Subject != a.ID || !strings.Contains(string(events[0].Details), `"score"`) {
-		t.Fatalf("audit events %d, %v: %v; want one containment with the score", n, err, events)
+	if _, n, err := db.FindAuditEvents(context.Background(), broker.AuditFilter{Kind: &kind}); err != nil || n != 0 {
+		t.Fatalf("containment audit events after scoring = %d, %v; want none", n, err)
 	}
 }
 

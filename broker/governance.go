@@ -54,10 +54,11 @@ type RiskFactor struct {
 type RiskAssessment struct {
 	Score   int          `json:"score"`
 	Factors []RiskFactor `json:"factors,omitempty"`
-	// Contained is true when this score crossed the revoke threshold: the
-	// agent has been suspended and its live leases revoked, and the request
-	// must be denied.
-	Contained bool `json:"contained,omitempty"`
+	// Contain is the scorer's decision that this score crossed the revoke
+	// threshold: the request is denied and the agent contained (suspended,
+	// its live leases revoked). The scorer only decides; the lease service
+	// acts, after the decision, through its kill switch.
+	Contain bool `json:"contain,omitempty"`
 }
 
 // Summary renders the assessment in one line, such as
@@ -74,12 +75,19 @@ func (r RiskAssessment) Summary() string {
 }
 
 // RiskScorer scores requests. approvals.Risk implements it from the lease
-// history and in-memory per-agent patterns.
+// history and in-memory per-agent patterns. It has no effect beyond
+// remembering requests in those patterns: it never changes an agent or a
+// lease, and never calls the lease service.
 type RiskScorer interface {
 	// ScoreRequest returns the live risk score of req (Agent, Role, TTL,
-	// Time and SourceIP are read) and counts the request in the agent's
-	// pattern. An error means the score is unknown; callers fail closed.
+	// Task, Time and SourceIP are read), with Contain set when it crossed
+	// the revoke threshold, and counts the request in the agent's pattern.
+	// An error means the score is unknown; callers fail closed.
 	ScoreRequest(ctx context.Context, req DecisionRequest) (RiskAssessment, error)
+	// ScoreAgent returns an agent's score between requests (its request
+	// rate and bursts so far, recent denials, failed authentications), with
+	// Contain as ScoreRequest sets it. It counts nothing.
+	ScoreAgent(ctx context.Context, agentID string, now time.Time) (RiskAssessment, error)
 }
 
 // Privileged reports whether s is high or critical: such roles are never

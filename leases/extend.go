@@ -135,6 +135,9 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 			return nil, fmt.Errorf("record denied extension: %w", err)
 		}
 		s.Logger.Info("lease extension denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", reason)
+		if risk.Contain {
+			s.containRisk(ctx, agent.ID, risk, "extension of lease "+l.ID)
+		}
 		return nil, broker.Errorf(broker.EDENIED, "Extension denied: %s. The lease expires as planned at %s.",
 			strings.TrimPrefix(reason, "extension denied: "), end.UTC().Format(time.RFC3339))
 	}

@@ -43,8 +43,9 @@ func (s *Service) conflictsWith(role string) []string {
 }
 
 // scoreRisk asks the RiskScorer about a request. Without one the score is
-// 0; an error from it denies the request (fail closed), which the caller
-// sees as a contained assessment with the reason.
+// 0; an error from it fails the request (fail closed). The scorer only
+// scores: a score it says to contain denies the request (govern) and the
+// caller then contains the agent (containRisk).
 func (s *Service) scoreRisk(ctx context.Context, action broker.Action, agent *broker.Agent, role *broker.Role, window time.Duration, task string, actor broker.Actor, now time.Time, breakglass bool) (broker.RiskAssessment, error) {
 	if s.Risk == nil {
 		return broker.RiskAssessment{}, nil
@@ -71,7 +72,7 @@ func (s *Service) govern(ctx context.Context, d broker.Decision, agent *broker.A
 	deny := func(id, reason string) broker.Decision {
 		return broker.Decision{Outcome: broker.OutcomeDeny, PolicyIDs: []string{id}, Reasons: []string{reason}}
 	}
-	if risk.Contained {
+	if risk.Contain {
 		return deny("stint:risk-containment", fmt.Sprintf("risk score %d crossed the revoke threshold: agent %s was suspended", risk.Score, agent.Name)), nil
 	}
 	if s.Guard != nil {

@@ -436,6 +436,11 @@ func (r riskByAction) ScoreRequest(_ context.Context, req broker.DecisionRequest
 	return r[req.Action], nil
 }
 
+// ScoreAgent scores between requests with the assessment for no action.
+func (r riskByAction) ScoreAgent(context.Context, string, time.Time) (broker.RiskAssessment, error) {
+	return r[""], nil
+}
+
 // TestExtendLeaseRiskConsistent: an extension scores risk again, and the
 // lease then shows that score with its own factors, never a score beside
 // another assessment's factors (0 beside a +15).

@@ -96,6 +96,10 @@ type Service struct {
 	// exceed it; NewService sets it when the store implements it. Without
 	// it, the cap holds within this process only.
 	Cap broker.LeaseCapStore
+	// Approvals records approvers' verdicts with the lease change each
+	// brings about (RecordVerdict, approval.go); NewService sets it when the
+	// store implements it.
+	Approvals VerdictStore
 
 	// Governance (governance.go, breakglass.go, extend.go). Risk scores
 	// every request (nil: 0). Guard makes leases live under separation of
@@ -113,6 +117,9 @@ type Service struct {
 	// Credentials ends a disabled agent's keys and certificates
 	// (contain.go); nil leaves them to expire.
 	Credentials AgentCredentials
+	// Alerts tells security about risk containments (risk.go); nil only
+	// logs them.
+	Alerts Alerter
 
 	// Claims hands the revocations this service claimed back to the store
 	// when it stops (ReleaseClaims, claims.go); NewService sets it when the
@@ -152,6 +159,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 	}
 	s.Cap, _ = store.(broker.LeaseCapStore)
 	s.Claims, _ = store.(broker.RevocationClaimStore)
+	s.Approvals, _ = store.(VerdictStore)
 	return s
 }
 
@@ -305,6 +313,11 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		}
 		created = true
 		s.Logger.Info("lease denied", "lease_id", l.ID, "agent", l.Agent, "role", l.Role, "reason", l.Decision)
+		if risk.Contain {
+			// The request is denied and on record; containing the agent
+			// is the next step, not part of scoring.
+			s.containRisk(ctx, agent.ID, risk, "request for role "+role.Name)
+		}
 		return l, nil, broker.Errorf(broker.EDENIED, "Request denied: %s.", l.Decision)
 	case broker.LeasePending:
 		if err := s.createCapped(ctx, l, actor.String(), l.Decision, nil); broker.ErrorCode(err) == broker.ETOOMANY {

@@ -11,17 +11,19 @@ import (
 
 // openApprovals builds the approval service and, when enabled, Slack, and
 // wires them to the lease service and the HTTP API: leases and approvals
-// meet only here, through each other's LeaseChanged.
+// meet only here. Approvals hand checked answers to the lease service
+// (Verdicts), the only writer of lease state; the lease service tells
+// approvals of every change (OnChange).
 func (m *Main) openApprovals() error {
 	svc, err := approvals.NewService(m.DB, m.Config.Approvers, m.Config.Roles, m.Logger)
 	if err != nil {
 		return fmt.Errorf("approvers: %w", err)
 	}
 	ac := m.Config.Approval
-	svc.ActivateWithin, svc.RetryBase, svc.RetryMax = ac.ActivateWithin, ac.RetryBase, ac.RetryMax
+	svc.RetryBase, svc.RetryMax = ac.RetryBase, ac.RetryMax
 	m.Leases.PendingTimeout, m.Leases.ActivateWithin = ac.PendingTimeout, ac.ActivateWithin
 	m.Leases.OnChange = svc.LeaseChanged
-	svc.OnChange = m.Leases.LeaseChanged
+	svc.Verdicts = m.Leases
 	m.Approvals = svc
 
 	if sc := m.Config.Slack; sc.Enabled && !m.slackSkipped() {

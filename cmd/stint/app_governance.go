@@ -26,6 +26,7 @@ func (m *Main) openGovernance() error {
 		}
 	}
 	m.Alerts = alerts
+	m.Leases.Alerts = alerts
 
 	if rc := m.Config.Risk; !rc.Disabled {
 		loc, err := time.LoadLocation(m.Config.Policy.Timezone)
@@ -38,7 +39,6 @@ func (m *Main) openGovernance() error {
 			n, _, err := m.Agents.AuthFailures(ctx, agentID, "")
 			return n, err
 		}
-		r.KillSwitch, r.Alerts = m.Leases, alerts
 		m.Risk = r
 		m.Leases.Risk = r
 	}
@@ -94,7 +94,7 @@ func (m *Main) scheduleGovernance(ctx context.Context, c *cron.Cron) error {
 	if m.Risk != nil {
 		every := cron.Every(m.Config.Risk.MonitorInterval)
 		c.Schedule(every, m.exclusiveJob(ctx, "risk_monitor", every, func(ctx context.Context) {
-			if err := m.Risk.Monitor(ctx); err != nil {
+			if err := m.Leases.MonitorRisk(ctx); err != nil {
 				m.Logger.Error("risk monitor failed", "err", err)
 			}
 		}))

@@ -987,7 +987,7 @@ func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store
 	setDecisionRules(svc, cfg)
 	risk := broker.RiskAssessment{Score: req.RiskScore}
 	if !cfg.Risk.Disabled {
-		risk.Contained = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
+		risk.Contain = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
 	}
 	actor := broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID,
 		AuthMethod: req.AuthMethod, OnBehalfOf: req.OnBehalfOf, SourceIP: req.SourceIP}

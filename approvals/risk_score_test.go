@@ -1,0 +1,103 @@
+package approvals_test
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/broker"
+)
+
+// TestScoreFacts is a table of measured facts and the assessment they give:
+// scoring is a pure function of the facts and the revoke threshold, and
+// the threshold only decides Contain.
+func TestScoreFacts(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		facts     approvals.RiskFacts
+		threshold int
+		score     int
+		factors   []string
+		contain   bool
+	}{
+		{name: "Quiet", facts: approvals.RiskFacts{Count: 1}, threshold: 90, score: 0},
+		{name: "FirstUse", facts: approvals.RiskFacts{Count: 1, FirstUse: "db-readonly"}, threshold: 90, score: 15, factors: []string{broker.RiskFirstUse}},
+		{name: "RateSteps", facts: approvals.RiskFacts{Count: 9, Z: 4}, threshold: 90, score: 20, factors: []string{broker.RiskRate}},
+		{name: "BurstSteps", facts: approvals.RiskFacts{Count: 1, Burst: 15}, threshold: 90, score: 40, factors: []string{broker.RiskBurst}},
+		{name: "TTLTwiceMedian", facts: approvals.RiskFacts{TTL: time.Hour, MedianTTL: 30 * time.Minute}, threshold: 90, score: 8, factors: []string{broker.RiskTTL}},
+		{name: "TTLNotJudged", facts: approvals.RiskFacts{TTL: 10 * time.Hour}, threshold: 90, score: 0},
+		{name: "TaskRoles", facts: approvals.RiskFacts{Task: "migrate", TaskRoles: []string{"a", "b", "c"}}, threshold: 90, score: 10, factors: []string{broker.RiskTaskRoles}},
+		{name: "UnusualHour", facts: approvals.RiskFacts{PastTotal: 40, HourShare: 0.01, Hour: 3}, threshold: 90, score: 10, factors: []string{broker.RiskUnusualHour}},
+		{name: "UsualHour", facts: approvals.RiskFacts{PastTotal: 40, HourShare: 0.2, Hour: 10}, threshold: 90, score: 0},
+		{name: "TooLittleHistory", facts: approvals.RiskFacts{PastTotal: 10, HourShare: 0, Hour: 3}, threshold: 90, score: 0},
+		{name: "DenialsCapped", facts: approvals.RiskFacts{Denials: 7}, threshold: 90, score: 30, factors: []string{broker.RiskDenials}},
+		{name: "AuthFailuresCapped", facts: approvals.RiskFacts{AuthFailures: 9}, threshold: 90, score: 25, factors: []string{broker.RiskAuthFailures}},
+		{name: "AtThreshold", facts: approvals.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 2}, threshold: 90, score: 90,
+			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}, contain: true},
+		{name: "BelowThreshold", facts: approvals.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 1}, threshold: 90, score: 85,
+			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}},
+		{name: "CappedAt100", facts: approvals.RiskFacts{Count: 20, Z: 9, Burst: 25, FirstUse: "x", Denials: 5, AuthFailures: 9}, threshold: 100, score: 100,
+			factors: []string{broker.RiskRate, broker.RiskBurst, broker.RiskFirstUse, broker.RiskDenials, broker.RiskAuthFailures}, contain: true},
+		{name: "ThresholdZeroNeverContains", facts: approvals.RiskFacts{Denials: 3, AuthFailures: 9}, threshold: 0, score: 55,
+			factors: []string{broker.RiskDenials, broker.RiskAuthFailures}},
+		{name: "ThresholdOver100NeverContains", facts: approvals.RiskFacts{Burst: 25, Denials: 3, AuthFailures: 9}, threshold: 101, score: 100,
+			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := approvals.ScoreFacts(tc.facts, tc.threshold)
+			var names []string
+			for _, f := range got.Factors {
+				names = append(names, f.Name)
+			}
+			if got.Score != tc.score || got.Contain != tc.contain || !slices.Equal(names, tc.factors) {
+				t.Fatalf("score = %d contain %v factors %v (%s); want %d contain %v factors %v",
+					got.Score, got.Contain, names, got.Summary(), tc.score, tc.contain, tc.factors)
+			}
+			if again := approvals.ScoreFacts(tc.facts, tc.threshold); !reflect.DeepEqual(again, got) {
+				t.Fatalf("the same facts scored twice differ: %+v vs %+v", got, again)
+			}
+		})
+	}
+}
+
+// TestRiskCannotContain guards the scorer's purity: nothing reachable
+// from a Risk can pull the kill switch or reach the lease service. Its
+// fields hold no value with a ContainAgent method (or any method of
+// broker.LeaseService) and no function that takes a ContainRequest.
+func TestRiskCannotContain(t *testing.T) {
+	// The lease service's own operations: its methods that are not the
+	// store's reads (which scoring needs).
+	lease, store := reflect.TypeFor[broker.LeaseService](), reflect.TypeFor[broker.LeaseStore]()
+	var ops []string
+	for m := range lease.NumMethod() {
+		if _, ok := store.MethodByName(lease.Method(m).Name); !ok {
+			ops = append(ops, lease.Method(m).Name)
+		}
+	}
+	if !slices.Contains(ops, "ContainAgent") {
+		t.Fatalf("lease service operations %v lack ContainAgent", ops)
+	}
+	containReq := reflect.TypeFor[broker.ContainRequest]()
+	rt := reflect.TypeFor[approvals.Risk]()
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		for _, op := range ops {
+			if _, ok := f.Type.MethodByName(op); ok {
+				t.Errorf("Risk.%s (%s) has the lease service's operation %s", f.Name, f.Type, op)
+			}
+		}
+		if f.Type.Kind() == reflect.Func {
+			for j := range f.Type.NumIn() {
+				if f.Type.In(j) == containReq {
+					t.Errorf("Risk.%s takes a ContainRequest", f.Name)
+				}
+			}
+		}
+	}
+	var _ interface {
+		ScoreRequest(context.Context, broker.DecisionRequest) (broker.RiskAssessment, error)
+	} = (*approvals.Risk)(nil)
+}
