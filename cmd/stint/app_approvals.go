@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/stint-broker/stint/approvals"
 	slackapprovals "github.com/stint-broker/stint/approvals/slack"
@@ -45,6 +46,13 @@ func (m *Main) openApprovals() error {
 		sl, err := slackapprovals.Open(cfg, svc, m.Logger)
 		if err != nil {
 			return fmt.Errorf("open slack (tokens from %s, %s, %s): %w", sc.BotTokenEnv, sc.SigningSecretEnv, sc.AppTokenEnv, err)
+		}
+		// Deliveries share the store's replay cache of one-time ids with
+		// token exchange, under an issuer reserved for them (configuration
+		// refuses it as a trusted issuer): every replica sees each
+		// interaction once.
+		sl.Deliveries = func(ctx context.Context, id string, expires time.Time) error {
+			return m.DB.UseSubjectToken(ctx, slackDeliveryIssuer, id, expires, time.Now())
 		}
 		svc.Notifier = sl
 		m.Slack = sl
@@ -128,3 +136,7 @@ func (a approverAuthenticator) AuthenticateRequest(ctx context.Context, req brok
 	}
 	return a.Authenticator.AuthenticateRequest(ctx, req)
 }
+
+// slackDeliveryIssuer is the issuer under which Slack interactions are
+// recorded in the store's replay cache of one-time ids.
+const slackDeliveryIssuer = "slack:interaction"
