@@ -66,16 +66,18 @@
 //
 // # Human approval
 //
-// Service records approvers' answers under the separation-of-duty rules,
-// moves pending leases to approved or rejected, and delivers notices to a
-// Notifier (approvals/slack).
+// Service decides who may answer a pending lease under the
+// separation-of-duty rules, hands checked answers to the lease service
+// (broker.VerdictRecorder, which moves pending leases to approved or
+// rejected: leases is the only writer of lease state), and delivers notices
+// to a Notifier (approvals/slack).
 //
 // Decide is the one decision path for Slack, the API and the CLI. Only
 // members of the lease's approver group decide it, never the agent's owner
 // or the user it acts for (routing.go); each approver answers once, so N
 // approvals are N distinct people; a denial rejects, the approval that
-// completes the quorum approves with ActivateBy = now + ActivateWithin
-// (quorum.go). Every answer carries the Digest of the request the approver
+// completes the quorum approves with ActivateBy = now + the activation
+// window (leases.Service.RecordVerdict). Every answer carries the Digest of the request the approver
 // was shown; a changed request or a lease no longer pending refuses it. The
 // store records the answer and the lease change in one transaction guarded by
 // the lease's UpdatedAt and approval count, so concurrent answers re-read and

@@ -36,13 +36,11 @@ type Service struct {
 	// Now is the clock; tests replace it.
 	Now func() time.Time
 
-	// ActivateWithin is how long an approved lease waits for its agent to
-	// activate it before it lapses (ActivateBy).
-	ActivateWithin time.Duration
-	// OnChange, if set, is called with a lease's id after an approval moves
-	// it to a new state (cmd wires it to leases.Service.LeaseChanged). It
-	// must not block.
-	OnChange func(leaseID string)
+	// Verdicts records an answer once this service has checked it, and
+	// moves the lease as the quorum says: the lease service, the only
+	// writer of lease state (cmd wires leases.Service). Decide fails
+	// without it.
+	Verdicts broker.VerdictRecorder
 
 	// RetryBase and RetryMax bound the outbox's exponential backoff; a notice
 	// is retried until it is delivered.
@@ -72,16 +70,15 @@ func NewService(store Store, approvers []*broker.Approver, roles []*broker.Role,
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{
-		Store:          store,
-		Logger:         logger,
-		Now:            time.Now,
-		ActivateWithin: 15 * time.Minute,
-		RetryBase:      2 * time.Second,
-		RetryMax:       5 * time.Minute,
-		ClaimTimeout:   time.Minute,
-		PollInterval:   2 * time.Second,
-		BatchSize:      100,
-		wake:           make(chan struct{}, 1),
+		Store:        store,
+		Logger:       logger,
+		Now:          time.Now,
+		RetryBase:    2 * time.Second,
+		RetryMax:     5 * time.Minute,
+		ClaimTimeout: time.Minute,
+		PollInterval: 2 * time.Second,
+		BatchSize:    100,
+		wake:         make(chan struct{}, 1),
 	}
 	if err := s.SetApprovers(approvers); err != nil {
 		return nil, err
@@ -238,7 +235,7 @@ func (s *Service) Decide(ctx context.Context, ap *broker.Approver, ans Answer) (
 	if err := broker.CheckLen("reason", ans.Reason, broker.MaxReasonLen); err != nil {
 		return nil, err
 	}
-	// RecordApproval refuses if anything changed between our read and its
+	// RecordVerdict refuses if anything changed between our read and its
 	// write; then we read again and decide again.
 	for attempt := 0; ; attempt++ {
 		out, err := s.decideOnce(ctx, ap, ans)
@@ -251,7 +248,7 @@ func (s *Service) Decide(ctx context.Context, ap *broker.Approver, ans Answer) (
 	}
 }
 
-// errStale marks a RecordApproval refused because the lease changed.
+// errStale marks a RecordVerdict refused because the lease changed.
 var errStale = errors.New("lease changed meanwhile")
 
 func (s *Service) decideOnce(ctx context.Context, ap *broker.Approver, ans Answer) (*Outcome, error) {
@@ -283,7 +280,7 @@ func (s *Service) decideOnce(ctx context.Context, ap *broker.Approver, ans Answe
 		return nil, broker.Errorf(broker.ECONFLICT, "The request is %s; it is no longer pending.", l.State)
 	}
 	now := s.Now().UTC()
-	// RecordApproval checks the deadline again in its transaction; this
+	// RecordVerdict checks the deadline again in its transaction; this
 	// check gives the same answer at once rather than after its retries.
 	if err := broker.CheckDecideBy(l, now); err != nil {
 		return nil, err
@@ -302,8 +299,10 @@ func (s *Service) decideOnce(ctx context.Context, ap *broker.Approver, ans Answe
 		Via:          ans.Via,
 		At:           now,
 	}
-	upd := tally(l, existing, a, now, s.ActivateWithin)
-	updated, err := s.Store.RecordApproval(ctx, a, l.UpdatedAt, len(existing), upd)
+	if s.Verdicts == nil {
+		return nil, fmt.Errorf("record approval of lease %s: no verdict recorder is wired", l.ID)
+	}
+	updated, err := s.Verdicts.RecordVerdict(ctx, l, existing, a)
 	if broker.ErrorCode(err) == broker.ECONFLICT {
 		return nil, fmt.Errorf("%w: %w", errStale, err)
 	} else if err != nil {
@@ -311,9 +310,6 @@ func (s *Service) decideOnce(ctx context.Context, ap *broker.Approver, ans Answe
 	}
 	s.Logger.Info("approval recorded", "lease_id", l.ID, "agent", l.Agent, "role", l.Role,
 		"approver", a.Approver, "verdict", a.Verdict, "via", a.Via, "state", updated.State)
-	if updated.State != l.State && s.OnChange != nil {
-		s.OnChange(l.ID)
-	}
 	s.Poke()
 	return &Outcome{Lease: updated, Approvals: append(existing, a)}, nil
 }

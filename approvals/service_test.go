@@ -14,6 +14,7 @@ import (
 	"github.com/stint-broker/stint/approvals"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/leases"
 )
 
 func approverCtx(email string) context.Context {
@@ -57,6 +58,8 @@ func newApprovalService(t *testing.T) (*approvals.Service, *sqlite.DB, *broker.L
 	if err := db.CreateLease(context.Background(), l, "agent:report-bot", "needs approval"); err != nil {
 		t.Fatal(err)
 	}
+	// The lease service records the answers (it alone writes lease state).
+	svc.Verdicts = leases.NewService(db, nil, nil, nil)
 	return svc, db, l
 }
 

@@ -138,6 +138,23 @@ type ApprovalStore interface {
 	FindApprovalMessage(ctx context.Context, leaseID string) (*ApprovalMessage, error)
 }
 
+// VerdictRecorder records approvers' verdicts on pending leases. It is the
+// lease service's side of human approval: the approval workflow decides who
+// may answer and what they were shown, and hands the answer here, so that
+// the lease service stays the only writer of lease state.
+type VerdictRecorder interface {
+	// RecordVerdict records a, an approver's answer to the pending lease l
+	// as read together with its earlier approvals existing, and moves the
+	// lease as the quorum says: a denial rejects it; the approval that
+	// completes the quorum (l.PolicyDecision.Approvals distinct
+	// approvers) approves it, to be activated within the activation
+	// window; any other approval is a note in its history. It sets a.ID
+	// and returns the lease as updated. Returns ENOTFOUND if the lease does
+	// not exist; ECONFLICT if it is no longer pending, changed since l and
+	// existing were read, or a comes at or after its DecideBy.
+	RecordVerdict(ctx context.Context, l *Lease, existing []*Approval, a *Approval) (*Lease, error)
+}
+
 // PendingApproval is a lease awaiting human approval as an approver sees it.
 type PendingApproval struct {
 	Lease *Lease `json:"lease"`

@@ -90,6 +90,10 @@ type Service struct {
 	// exceed it; NewService sets it when the store implements it. Without
 	// it, the cap holds within this process only.
 	Cap broker.LeaseCapStore
+	// Approvals records approvers' verdicts with the lease change each
+	// brings about (RecordVerdict, approval.go); NewService sets it when the
+	// store implements it.
+	Approvals VerdictStore
 
 	// Governance (governance.go, breakglass.go, extend.go). Risk scores
 	// every request (nil: 0). Guard makes leases live under separation of
@@ -149,6 +153,7 @@ func NewService(store Store, issuer Issuer, roles []*broker.Role, logger *slog.L
 	}
 	s.Cap, _ = store.(broker.LeaseCapStore)
 	s.Claims, _ = store.(broker.RevocationClaimStore)
+	s.Approvals, _ = store.(VerdictStore)
 	return s
 }
 

@@ -15,7 +15,7 @@ import (
 )
 
 // TestREADMEStatusTable checks that the README's status table lists every
-// HTTP status the web package can answer: each status of statusByCode and
+// HTTP status the web package (its console included) can answer: each status of statusByCode and
 // each http.Status constant its source names. A status added in code but
 // not in the table fails here.
 func TestREADMEStatusTable(t *testing.T) {
@@ -41,6 +41,11 @@ func TestREADMEStatusTable(t *testing.T) {
 		t.Fatalf("import net/http: %v", err)
 	}
 	files, _ := filepath.Glob("*.go")
+	console, _ := filepath.Glob("console/*.go")
+	if len(console) == 0 {
+		t.Fatal("found none of the console's files")
+	}
+	files = append(files, console...)
 	fset := token.NewFileSet()
 	for _, name := range files {
 		if strings.HasSuffix(name, "_test.go") {

@@ -99,6 +99,9 @@ func (s *Slack) Interact(ctx context.Context, cb *slack.InteractionCallback) any
 		s.Logger.Warn("slack interaction from another workspace refused", "team", cb.Team.ID)
 		return nil
 	}
+	if s.seenBefore(ctx, cb) {
+		return nil
+	}
 	switch cb.Type {
 	case slack.InteractionTypeBlockActions:
 		for _, act := range cb.ActionCallback.BlockActions {
@@ -115,6 +118,29 @@ func (s *Slack) Interact(ctx context.Context, cb *slack.InteractionCallback) any
 		}
 	}
 	return nil
+}
+
+// deliveryTTL is how long a delivered interaction is remembered: past
+// twice the signature's accepted skew, a redelivery over HTTP is refused
+// by its timestamp anyway.
+const deliveryTTL = 2 * maxSkew
+
+// seenBefore reports whether the interaction was delivered before, to this
+// replica or another (Deliveries). An interaction without a trigger id, or
+// a store that cannot answer, is handled: deciding is idempotent.
+func (s *Slack) seenBefore(ctx context.Context, cb *slack.InteractionCallback) bool {
+	if s.Deliveries == nil || cb.TriggerID == "" {
+		return false
+	}
+	err := s.Deliveries(ctx, cb.Team.ID+"/"+cb.User.ID+"/"+cb.TriggerID, s.Now().Add(deliveryTTL))
+	switch {
+	case broker.ErrorCode(err) == broker.ECONFLICT:
+		s.Logger.Info("slack interaction delivered again; handled once", "slack_user", cb.User.ID, "trigger_id", cb.TriggerID)
+		return true
+	case err != nil:
+		s.Logger.Warn("record slack interaction", "err", err)
+	}
+	return false
 }
 
 // click records an approval.

@@ -63,6 +63,13 @@ type Slack struct {
 	Logger    *slog.Logger
 	// Now is the clock that judges request timestamps; tests replace it.
 	Now func() time.Time
+	// Deliveries, when set, records each interaction (by its workspace,
+	// user and trigger id) the first time any replica on the store receives it,
+	// until expires, and returns ECONFLICT for a delivery seen before: a
+	// click that reaches two replicas, or that Slack delivers again, is
+	// handled once and answered once. Nil handles every delivery (deciding
+	// is idempotent anyway; a repeat only tells the approver so).
+	Deliveries func(ctx context.Context, id string, expires time.Time) error
 
 	api *slack.Client
 

@@ -27,6 +27,7 @@ import (
 	"github.com/stint-broker/stint/approvals/slack"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
+	"github.com/stint-broker/stint/leases"
 )
 
 const signingSecret = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -194,6 +195,10 @@ func newFixture(tb testing.TB) *fixture {
 		tb.Fatal(err)
 	}
 	f.svc.Now = f.clock
+	// The lease service records the answers (it alone writes lease state).
+	verdicts := leases.NewService(db, nil, roles, nil)
+	verdicts.Now = f.clock
+	f.svc.Verdicts = verdicts
 	f.svc.RetryBase, f.svc.RetryMax = time.Second, time.Minute
 	f.slack, err = slack.Open(slack.Config{
 		BotToken: "xoxb-test", SigningSecret: signingSecret, DefaultChannel: "C0APPROVALS",

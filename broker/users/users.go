@@ -247,6 +247,11 @@ func (s *Service) DisableUser(ctx context.Context, name string) (*broker.User, e
 	return s.Store.UpdateUser(ctx, u.ID, broker.UserUpdate{State: &state})
 }
 
+// FindUser returns the user named name. Returns ENOTFOUND.
+func (s *Service) FindUser(ctx context.Context, name string) (*broker.User, error) {
+	return s.Store.FindUserByName(ctx, name)
+}
+
 // FindUsers returns every user, by name.
 func (s *Service) FindUsers(ctx context.Context) ([]*broker.User, error) {
 	users, err := s.Store.FindUsers(ctx)

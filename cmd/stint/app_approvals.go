@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/stint-broker/stint/approvals"
 	slackapprovals "github.com/stint-broker/stint/approvals/slack"
@@ -11,17 +12,19 @@ import (
 
 // openApprovals builds the approval service and, when enabled, Slack, and
 // wires them to the lease service and the HTTP API: leases and approvals
-// meet only here, through each other's LeaseChanged.
+// meet only here. Approvals hand checked answers to the lease service
+// (Verdicts), the only writer of lease state; the lease service tells
+// approvals of every change (OnChange).
 func (m *Main) openApprovals() error {
 	svc, err := approvals.NewService(m.DB, m.Config.Approvers, m.Config.Roles, m.Logger)
 	if err != nil {
 		return fmt.Errorf("approvers: %w", err)
 	}
 	ac := m.Config.Approval
-	svc.ActivateWithin, svc.RetryBase, svc.RetryMax = ac.ActivateWithin, ac.RetryBase, ac.RetryMax
+	svc.RetryBase, svc.RetryMax = ac.RetryBase, ac.RetryMax
 	m.Leases.PendingTimeout, m.Leases.ActivateWithin = ac.PendingTimeout, ac.ActivateWithin
 	m.Leases.OnChange = svc.LeaseChanged
-	svc.OnChange = m.Leases.LeaseChanged
+	svc.Verdicts = m.Leases
 	m.Approvals = svc
 
 	if sc := m.Config.Slack; sc.Enabled && !m.slackSkipped() {
@@ -43,6 +46,13 @@ func (m *Main) openApprovals() error {
 		sl, err := slackapprovals.Open(cfg, svc, m.Logger)
 		if err != nil {
 			return fmt.Errorf("open slack (tokens from %s, %s, %s): %w", sc.BotTokenEnv, sc.SigningSecretEnv, sc.AppTokenEnv, err)
+		}
+		// Deliveries share the store's replay cache of one-time ids with
+		// token exchange, under an issuer reserved for them (configuration
+		// refuses it as a trusted issuer): every replica sees each
+		// interaction once.
+		sl.Deliveries = func(ctx context.Context, id string, expires time.Time) error {
+			return m.DB.UseSubjectToken(ctx, slackDeliveryIssuer, id, expires, time.Now())
 		}
 		svc.Notifier = sl
 		m.Slack = sl
@@ -126,3 +136,7 @@ func (a approverAuthenticator) AuthenticateRequest(ctx context.Context, req brok
 	}
 	return a.Authenticator.AuthenticateRequest(ctx, req)
 }
+
+// slackDeliveryIssuer is the issuer under which Slack interactions are
+// recorded in the store's replay cache of one-time ids.
+const slackDeliveryIssuer = "slack:interaction"

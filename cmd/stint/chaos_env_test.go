@@ -181,15 +181,17 @@ type revokeCall struct {
 
 // vaultBoundary records what crosses between the replicas and Vault: every
 // mint (its lease id and database user) and every revocation call, with
-// whether the lease was still live in Vault when the call arrived (an
-// effective revocation: two of them for one lease are a double revocation).
+// whether the lease was still live in Vault when the call arrived. A
+// revocation Vault confirmed of a lease live when it arrived is effective:
+// two of them for one lease are a double revocation (a failed attempt
+// followed by a retry is not).
 type vaultBoundary struct {
 	dv     *vault.DevServer
 	client *http.Client
 
 	mu        sync.Mutex
 	minted    map[string]string // Vault lease id → database user
-	effective map[string]int    // Vault lease id → revocations that found it live
+	effective map[string]int    // Vault lease id → confirmed revocations that found it live
 	calls     int
 	confirmed []revokeCall
 }
@@ -270,18 +272,17 @@ func (p *vaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimPrefix(r.URL.Path, "/v1/")
 	revoke := path == "sys/leases/revoke" && (r.Method == http.MethodPut || r.Method == http.MethodPost)
 	var leaseID string
+	var live bool // the lease was live in Vault when the revocation arrived
 	if revoke {
 		var in struct {
 			LeaseID string `json:"lease_id"`
 		}
 		json.Unmarshal(body, &in)
 		leaseID = in.LeaseID
-		live, err := p.b.live(leaseID)
+		wasLive, err := p.b.live(leaseID)
+		live = err == nil && wasLive
 		p.b.mu.Lock()
 		p.b.calls++
-		if err == nil && live {
-			p.b.effective[leaseID]++
-		}
 		p.b.mu.Unlock()
 	}
 	out, _ := http.NewRequestWithContext(r.Context(), r.Method, p.b.dv.Addr+r.URL.RequestURI(), bytes.NewReader(body))
@@ -296,6 +297,9 @@ func (p *vaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if revoke && resp.StatusCode/100 == 2 {
 		p.b.mu.Lock()
 		p.b.confirmed = append(p.b.confirmed, revokeCall{leaseID: leaseID, at: time.Now()})
+		if live {
+			p.b.effective[leaseID]++
+		}
 		p.b.mu.Unlock()
 	}
 	if strings.HasPrefix(path, "database/creds/") && resp.StatusCode == http.StatusOK {

@@ -533,22 +533,14 @@ func devConsoleLogin(ctx context.Context, m *Main, path string) (string, error) 
 			return "", err
 		}
 	}
-	u, err := m.DB.FindUserByName(ctx, devConsoleUser)
+	u, err := m.Users.FindUser(ctx, devConsoleUser)
 	switch {
 	case broker.ErrorCode(err) == broker.ENOTFOUND:
-		hash, err := users.HashPassword(password)
-		if err != nil {
-			return "", err
-		}
-		return password, m.DB.CreateUser(ctx, &broker.User{Name: devConsoleUser, Role: broker.RoleAdmin, State: broker.UserActive, PasswordHash: hash})
+		return password, m.Users.AddUser(ctx, &broker.User{Name: devConsoleUser, Role: broker.RoleAdmin}, password)
 	case err != nil:
 		return "", err
 	case !users.PasswordMatches(u.PasswordHash, password):
-		hash, err := users.HashPassword(password)
-		if err != nil {
-			return "", err
-		}
-		_, err = m.DB.UpdateUser(ctx, u.ID, broker.UserUpdate{PasswordHash: &hash})
+		_, err = m.Users.SetPassword(ctx, devConsoleUser, password)
 		return password, err
 	}
 	return password, nil

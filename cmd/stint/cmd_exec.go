@@ -231,9 +231,12 @@ func runExec(cmd *cobra.Command, o execOptions, args []string) error {
 	defer release()
 
 	if lease.State == client.StatePending {
-		if lease, err = awaitApproval(ctx, c, lease, p); err != nil {
+		// On an error lease stays as it was, so that release withdraws it.
+		decided, err := awaitApproval(ctx, c, lease, p)
+		if err != nil {
 			return err
 		}
+		lease = decided
 	}
 	if lease.State == client.StateApproved {
 		activated, err := c.ActivateLease(context.WithoutCancel(ctx), lease.ID)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// ConsoleConfig configures the web console at /console (see web/console.go).
+// ConsoleConfig configures the web console at /console (see web/console).
 // Its users are managed with "stint users" and kept in the store.
 type ConsoleConfig struct {
 	// Enabled serves the console on the API listener. Default true.

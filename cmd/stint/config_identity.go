@@ -117,6 +117,8 @@ func (c *OAuthConfig) Validate() error {
 		switch {
 		case t.Issuer == "":
 			return fmt.Errorf("oauth.trusted_issuers[%d].issuer is required", i)
+		case t.Issuer == slackDeliveryIssuer:
+			return fmt.Errorf("oauth.trusted_issuers[%d].issuer %q is reserved for Slack's interactions", i, t.Issuer)
 		case (t.JWKSFile == "") == (t.JWKSURL == ""):
 			return fmt.Errorf("oauth.trusted_issuers[%d] needs exactly one of jwks_file and jwks_url", i)
 		}

@@ -143,7 +143,7 @@ func startStint() (stop func(), err error) {
 	if err != nil {
 		return fail(err)
 	}
-	svc.OnChange, appr.OnChange = appr.LeaseChanged, svc.LeaseChanged
+	svc.OnChange, appr.Verdicts = appr.LeaseChanged, svc
 
 	srv := web.NewServer()
 	srv.Leases, srv.Agents, srv.Approvals, srv.Logger = svc, agents, appr, logger

@@ -144,6 +144,15 @@ const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img
 // Mount serves the console under BasePath on e, with "/" redirecting to
 // it. The server calls it once, while it builds its routes.
 func (con *Console) Mount(e *echo.Echo, h Host) {
+	if h.Logger == nil {
+		h.Logger = slog.New(slog.DiscardHandler)
+	}
+	if h.Now == nil {
+		h.Now = time.Now
+	}
+	if h.LoginFailed == nil {
+		h.LoginFailed = func(echo.Context, string, map[string]any) {}
+	}
 	con.host = h
 	con.init()
 	e.GET("/", func(c echo.Context) error { return c.Redirect(http.StatusSeeOther, consoleBasePath+"/leases") })

@@ -99,7 +99,7 @@ var consoleFuncs = template.FuncMap{
 		return u != nil && u.Email != "" && strings.EqualFold(u.Email, owner)
 	},
 	"add": func(a, b int) int { return a + b },
-	// endedBy names who ended a lease (console_pages.go).
+	// endedBy names who ended a lease (pages.go).
 	"endedBy": endedBy,
 }
 
