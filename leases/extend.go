@@ -156,7 +156,12 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 	if err != nil {
 		return nil, err
 	}
-	lives, err := s.Renewer.Renew(ctx, RenewRequest{VaultLeaseID: l.VaultLeaseID, Role: role, Window: newEnd.Sub(now)})
+	// The window is counted from now, not from the start of this call:
+	// Vault counts the increment from when the renewal reaches it, and the
+	// write ahead (or a process stalled meanwhile) may have taken long
+	// enough that a window counted from the start would let the
+	// credential outlive the recorded end by as much.
+	lives, err := s.Renewer.Renew(ctx, RenewRequest{VaultLeaseID: l.VaultLeaseID, Role: role, Window: newEnd.Sub(s.Now())})
 	if err != nil {
 		// Put the window back: the credential still ends when it did.
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -394,6 +394,79 @@ func TestExtendLeaseCredentialEnded(t *testing.T) {
 	}
 }
 
+// clockRenewer checks that every renewal it is asked for ends the
+// credential no later than the lease's recorded window, by the clock at the
+// moment of the call.
+type clockRenewer struct {
+	peek func() time.Time
+	db   broker.LeaseStore
+	id   string
+	t    *testing.T
+}
+
+func (r *clockRenewer) Renew(ctx context.Context, req leases.RenewRequest) (time.Duration, error) {
+	l, err := r.db.FindLeaseByID(ctx, r.id)
+	if err != nil {
+		return 0, err
+	}
+	if end := r.peek().Add(req.Window); end.After(*l.ExpiresAt) {
+		r.t.Errorf("renewal asked at %s for %s ends the credential at %s, after the recorded window end %s",
+			r.peek().Format(time.TimeOnly), req.Window, end.Format(time.TimeOnly), l.ExpiresAt.Format(time.TimeOnly))
+	}
+	return req.Window, nil
+}
+
+// slowGuard is a LeaseGuard whose window updates take time (wait).
+type slowGuard struct {
+	broker.LeaseGuard
+	wait func()
+}
+
+func (g slowGuard) UpdateLeaseIfExpires(ctx context.Context, id string, expires time.Time, upd broker.LeaseUpdate) (*broker.Lease, error) {
+	l, err := g.LeaseGuard.UpdateLeaseIfExpires(ctx, id, expires, upd)
+	g.wait()
+	return l, err
+}
+
+// TestExtendLeaseWindowFromNow extends a lease while time passes during the
+// call (a slow write ahead, a stalled process): the renewal's window is
+// counted from the moment Vault is asked, so the credential never outlives
+// the recorded end.
+func TestExtendLeaseWindowFromNow(t *testing.T) {
+	f := govFixture(t)
+	var mu sync.Mutex
+	cur := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	f.svc.Now = func() time.Time { // every reading of the clock takes 3 s
+		mu.Lock()
+		defer mu.Unlock()
+		cur = cur.Add(3 * time.Second)
+		return cur
+	}
+	peek := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur
+	}
+	ctx, _ := f.agentAs(t, "etl", broker.AuthAPIKey)
+	l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "etl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.svc.Renewer = &clockRenewer{peek: peek, db: f.db, id: l.ID, t: t}
+	// The write ahead takes 20 s.
+	f.svc.Guard = slowGuard{LeaseGuard: f.svc.Guard, wait: func() {
+		mu.Lock()
+		cur = cur.Add(20 * time.Second)
+		mu.Unlock()
+	}}
+	mu.Lock()
+	cur = cur.Add(11 * time.Minute)
+	mu.Unlock()
+	if _, err := f.svc.ExtendLease(ctx, l.ID, "10m"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestExtendLeaseDenied(t *testing.T) {
 	f := govFixture(t)
 	now := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)

@@ -50,6 +50,10 @@ func loginReason(err error) string {
 
 func TestLogin(t *testing.T) {
 	s, _ := newService(t)
+	// A stopped clock: the throttle's first lock (1 s) must not end while
+	// slow password hashes run.
+	now := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	s.Now = func() time.Time { return now }
 	ctx := t.Context()
 	t.Run("OK", func(t *testing.T) {
 		u, err := s.Login(ctx, "alice", password, "192.0.2.1")
