@@ -244,6 +244,9 @@ func flushAudit(ctx context.Context, tx *tx) error {
 	for i, e := range tx.leaseEvents {
 		e.ID = events[len(tx.audits)+i].Seq
 	}
+	if err := insertNotices(ctx, tx, tx.leaseEvents); err != nil {
+		return err
+	}
 	tx.audits, tx.leaseEvents = nil, nil
 	return nil
 }

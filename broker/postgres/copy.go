@@ -13,9 +13,8 @@ import (
 )
 
 // copyTables are the tables stint migrate copy moves, in an order that
-// satisfies their foreign keys. audit_events comes before leases so that
-// the approval outbox's trigger, which reads the event's lease, adds no
-// notice for the copied events: approval_notices is copied as it was.
+// satisfies their foreign keys. The copy writes rows, not lease events, so
+// it adds no approval notice: approval_notices is copied as it was.
 var copyTables = []string{
 	"audit_events",
 	"agents", "api_keys", "agent_certificates", "containments",

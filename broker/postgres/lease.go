@@ -32,7 +32,7 @@ func (db *DB) CreateLease(ctx context.Context, l *broker.Lease, actor, reason st
 		if err := createLease(ctx, tx, &created); err != nil {
 			return err
 		}
-		insertLeaseEvent(tx, &broker.LeaseEvent{
+		insertLeaseEvent(tx, &created, &broker.LeaseEvent{
 			LeaseID: created.ID, At: created.CreatedAt, To: created.State, Actor: actor, Reason: reason,
 		})
 		*l = created
@@ -764,23 +764,52 @@ func applyLeaseUpdate(ctx context.Context, tx *tx, l *broker.Lease, upd broker.L
 			return nil, errStaleBase
 		}
 	}
-	insertLeaseEvent(tx, &broker.LeaseEvent{
+	insertLeaseEvent(tx, l, &broker.LeaseEvent{
 		LeaseID: id, At: tx.now, From: from, To: l.State, Actor: upd.Actor, Reason: upd.Reason,
 	})
 	return l, nil
 }
 
-// insertLeaseEvent appends e to its lease's history: Commit appends it to
-// the audit chain and sets e.ID (audit.go).
-func insertLeaseEvent(tx *tx, e *broker.LeaseEvent) {
+// insertLeaseEvent appends e to the history of its lease l (as e leaves
+// it): Commit appends it to the audit chain and sets e.ID (audit.go). If l
+// went to approvers, Commit also writes e's approval notice (the outbox).
+func insertLeaseEvent(tx *tx, l *broker.Lease, e *broker.LeaseEvent) {
 	tx.leaseEvents = append(tx.leaseEvents, e)
+	if l.PolicyDecision != nil && l.PolicyDecision.Outcome == broker.OutcomeApprovals {
+		if tx.noticed == nil {
+			tx.noticed = make(map[*broker.LeaseEvent]bool)
+		}
+		tx.noticed[e] = true
+	}
+}
+
+// insertNotices writes the approval notice of each of events that
+// insertLeaseEvent marked, now that the chain gave it its seq (e.ID): one
+// notice per event of a lease that went to approvers, due at once. A note
+// (From == To) and a creation (From empty) are told as the state they
+// leave the lease in.
+func insertNotices(ctx context.Context, tx *tx, events []*broker.LeaseEvent) error {
+	for _, e := range events {
+		if !tx.noticed[e] {
+			continue
+		}
+		at := nanos(normTime(e.At))
+		if _, err := tx.ExecContext(ctx, `
+			INSERT INTO approval_notices (lease_id, event_id, from_state, to_state, next_attempt_at, created_at)
+			VALUES (?, ?, ?, ?, ?, ?)`,
+			e.LeaseID, e.ID, string(e.From), string(e.To), at, at); err != nil {
+			return fmt.Errorf("insert approval notice: %w", err)
+		}
+	}
+	clear(tx.noticed)
+	return nil
 }
 
 // insertLeaseEventBatch appends the same event (from → to, by actor, for
 // reason, dated at) to each of leases, in their order.
 func insertLeaseEventBatch(tx *tx, leases []*broker.Lease, at time.Time, from, to broker.LeaseState, actor, reason string) {
 	for _, l := range leases {
-		insertLeaseEvent(tx, &broker.LeaseEvent{LeaseID: l.ID, At: at, From: from, To: to, Actor: actor, Reason: reason})
+		insertLeaseEvent(tx, l, &broker.LeaseEvent{LeaseID: l.ID, At: at, From: from, To: to, Actor: actor, Reason: reason})
 	}
 }
 

@@ -195,9 +195,12 @@ type tx struct {
 	// and held only for the appends and the commit.
 	audits      []*broker.AuditEvent
 	leaseEvents []*broker.LeaseEvent
-	began       time.Time
-	writes      int
-	onCommit    func(writes int, held time.Duration)
+	// noticed marks the lease events of leases that went to approvers:
+	// Commit writes an approval notice for each (insertLeaseEvent).
+	noticed  map[*broker.LeaseEvent]bool
+	began    time.Time
+	writes   int
+	onCommit func(writes int, held time.Duration)
 }
 
 // begin starts a write transaction.

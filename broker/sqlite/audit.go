@@ -328,6 +328,9 @@ func appendLeaseEvents(ctx context.Context, tx *tx) error {
 	for i, e := range tx.leaseEvents {
 		e.ID = inserts[i].event.Seq
 	}
+	if err := insertNotices(ctx, tx, tx.leaseEvents); err != nil {
+		return err
+	}
 	clear(tx.leaseEvents)
 	tx.leaseEvents = tx.leaseEvents[:0]
 	return nil

@@ -65,7 +65,7 @@ func (db *DB) CreateLeaseExclusive(ctx context.Context, l *broker.Lease, actor, 
 	if err := createLease(ctx, tx, l); err != nil {
 		return err
 	}
-	insertLeaseEvent(tx, &broker.LeaseEvent{
+	insertLeaseEvent(tx, l, &broker.LeaseEvent{
 		LeaseID: l.ID, At: l.CreatedAt, To: l.State, Actor: actor, Reason: reason,
 	})
 	if err := tx.Commit(); err != nil {

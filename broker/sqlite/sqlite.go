@@ -280,6 +280,9 @@ type tx struct {
 	// one multi-row INSERT however many writes share the transaction
 	// (audit.go).
 	leaseEvents []*broker.LeaseEvent
+	// noticed marks the lease events of leases that went to approvers:
+	// Commit writes an approval notice for each (insertLeaseEvent).
+	noticed map[*broker.LeaseEvent]bool
 	// ctx is the context the transaction began with.
 	ctx context.Context
 	// commits counts the DB's committed writes, for the checkpointer.

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -740,10 +739,8 @@ func checkFormText(field, value string, required bool, max int) error {
 	switch {
 	case required && strings.TrimSpace(value) == "":
 		return broker.FieldErrorf(field, "Field %q is required.", field)
-	case utf8.RuneCountInString(value) > max:
-		return broker.FieldErrorf(field, "Field %q must be at most %d characters.", field, max)
 	}
-	return broker.CheckText(field, value)
+	return broker.CheckLen(field, value, max)
 }
 
 // setRetryAfter sets Retry-After to d in whole seconds, rounded up.
