@@ -20,8 +20,8 @@ func checkIdempotencyKey(req broker.LeaseRequest) error {
 	if req.IdempotencyKey == "" {
 		return nil
 	}
-	if len(req.IdempotencyKey) > broker.MaxIdempotencyKeyLen {
-		return broker.FieldErrorf("idempotency_key", "Idempotency key is longer than %d characters.", broker.MaxIdempotencyKeyLen)
+	if err := broker.CheckLen("idempotency_key", req.IdempotencyKey, broker.MaxIdempotencyKeyLen); err != nil {
+		return err
 	}
 	return broker.CheckText("idempotency_key", req.IdempotencyKey)
 }

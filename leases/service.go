@@ -25,12 +25,6 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
-// Limits on request fields.
-const (
-	MaxTaskLen          = 500
-	MaxJustificationLen = 2000
-)
-
 // Service implements broker.LeaseService. Set the exported fields, then call
 // NewService's result's Run in a goroutine to drive expiry and revocation.
 type Service struct {
@@ -218,14 +212,17 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return nil, nil, broker.FieldErrorf("role", "Role is required.")
 	case strings.TrimSpace(req.Task) == "":
 		return nil, nil, broker.FieldErrorf("task", "Task is required: say what the access is for.")
-	case len(req.Task) > MaxTaskLen:
-		return nil, nil, broker.FieldErrorf("task", "Task is longer than %d characters.", MaxTaskLen)
-	case len(req.Justification) > MaxJustificationLen:
-		return nil, nil, broker.FieldErrorf("justification", "Justification is longer than %d characters.", MaxJustificationLen)
 	}
 	// Approvers read these in terminals, Slack and the console.
-	for _, f := range [...]struct{ name, text string }{{"task", req.Task}, {"justification", req.Justification}, {"breakglass_reason", req.BreakglassReason}} {
-		if err := broker.CheckText(f.name, f.text); err != nil {
+	for _, f := range [...]struct {
+		name, text string
+		max        int
+	}{
+		{"task", req.Task, broker.MaxTaskLen},
+		{"justification", req.Justification, broker.MaxJustificationLen},
+		{"breakglass_reason", req.BreakglassReason, broker.MaxBreakglassReasonLen},
+	} {
+		if err := broker.CheckLen(f.name, f.text, f.max); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -488,6 +485,9 @@ func (s *Service) RevokeLease(ctx context.Context, id, reason string) (*broker.L
 	}
 	if strings.TrimSpace(reason) == "" {
 		return nil, broker.FieldErrorf("reason", "A reason is required to revoke a lease.")
+	}
+	if err := broker.CheckLen("reason", reason, broker.MaxReasonLen); err != nil {
+		return nil, err
 	}
 	l, err := s.Store.FindLeaseByID(ctx, id)
 	if err != nil {
