@@ -34,6 +34,7 @@ type Store interface {
 	broker.RateStore
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
+	broker.RiskPatternStore
 	web.MetricsSource
 
 	// EndOverdueLeases ends pending and approved leases whose approval
