@@ -277,7 +277,8 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		UpdatedAt:     now,
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionRequest, Agent: agent, Role: role, TTL: window,
+		Task: req.Task, Time: now, Breakglass: req.Breakglass}, actor)
 	if err != nil {
 		return nil, nil, err
 	}
