@@ -444,9 +444,6 @@ func (rv *Reviews) reviewOf(ctx context.Context, actor broker.Actor, id, verb st
 	return r, nil
 }
 
-// maxReviewNoteLen caps an attestation note.
-const maxReviewNoteLen = 1000
-
 // Attest implements broker.ReviewService. Every attestation is kept: an
 // admin's beside the owner's. A remove verdict records a RoleExclusion and
 // revokes the agent's live leases on the role before it is recorded, and is
@@ -456,10 +453,8 @@ func (rv *Reviews) Attest(ctx context.Context, id, role string, verdict broker.R
 	switch {
 	case verdict != broker.VerdictKeep && verdict != broker.VerdictRemove:
 		return nil, broker.FieldErrorf("verdict", "A verdict is keep or remove.")
-	case len(note) > maxReviewNoteLen:
-		return nil, broker.FieldErrorf("note", "Note is longer than %d characters.", maxReviewNoteLen)
 	}
-	if err := broker.CheckText("note", note); err != nil {
+	if err := broker.CheckLen("note", note, broker.MaxReviewNoteLen); err != nil {
 		return nil, err
 	}
 	actor, err := viewer(ctx)
@@ -522,10 +517,8 @@ func (rv *Reviews) CloseBreakglass(ctx context.Context, id, note string) (*broke
 	switch {
 	case note == "":
 		return nil, broker.FieldErrorf("note", "A note is required: say what the emergency was and what was done.")
-	case len(note) > maxReviewNoteLen:
-		return nil, broker.FieldErrorf("note", "Note is longer than %d characters.", maxReviewNoteLen)
 	}
-	if err := broker.CheckText("note", note); err != nil {
+	if err := broker.CheckLen("note", note, broker.MaxReviewNoteLen); err != nil {
 		return nil, err
 	}
 	actor, err := viewer(ctx)

@@ -144,6 +144,13 @@ func (p *riskPattern) add(t time.Time, ttl time.Duration, loc *time.Location) {
 	}
 }
 
+// clone returns a copy of p that can be changed without changing p.
+func (p *riskPattern) clone() *riskPattern {
+	q := *p
+	q.recent, q.ttls, q.usedRoles = slices.Clone(p.recent), slices.Clone(p.ttls), nil
+	return &q
+}
+
 // advance folds finished buckets up to t's into the moving average.
 func (p *riskPattern) advance(t time.Time) {
 	b := t.UnixNano() / int64(riskBucket)
@@ -236,8 +243,9 @@ func (r *Risk) loc() *time.Location {
 }
 
 // ScoreRequest implements broker.RiskScorer. It reads the agent's pattern
-// and history, counts the request in the pattern, and scores what it
-// measured with score, which sets Contain at or over RevokeThreshold.
+// and history, counts the request in the pattern (a DryRun is scored as if
+// counted, and not counted), and scores what it measured with score, which
+// sets Contain at or over RevokeThreshold.
 func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (broker.RiskAssessment, error) {
 	if req.Agent == nil || req.Role == nil {
 		return broker.RiskAssessment{}, fmt.Errorf("score risk: the request names no agent or role")
@@ -268,8 +276,12 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 	if req.Action == broker.ActionRequest {
 		ttl = req.TTL
 	}
-	p.add(now, ttl, r.loc())
-	f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
+	counted := p
+	if req.DryRun {
+		counted = p.clone() // scored as if counted, and forgotten
+	}
+	counted.add(now, ttl, r.loc())
+	f.Z, f.Burst, f.Count = counted.rateZ(), counted.burst(now), counted.count
 	usedBefore := p.usedRoles[req.Role.Name]
 	r.mu.Unlock()
 

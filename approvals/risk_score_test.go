@@ -101,3 +101,34 @@ func TestRiskCannotContain(t *testing.T) {
 		ScoreRequest(context.Context, broker.DecisionRequest) (broker.RiskAssessment, error)
 	} = (*approvals.Risk)(nil)
 }
+
+// TestRiskDryRunCountsNothing: a preview is scored as the request would
+// be, and leaves the agent's pattern as it was: twenty previews in a
+// minute neither raise the score of the real request that follows nor
+// turn into a burst.
+func TestRiskDryRunCountsNothing(t *testing.T) {
+	db := openGovDB(t)
+	now := time.Date(2026, 3, 4, 14, 0, 0, 0, time.UTC)
+	a := createAgent(t, db, "etl", now.Add(-30*24*time.Hour))
+	recordLease(t, db, a, "db-readonly", broker.LeaseExpired, now.Add(-24*time.Hour), 15*time.Minute)
+	score := func(r *approvals.Risk, dry bool) broker.RiskAssessment {
+		t.Helper()
+		got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a, Role: riskLowRole, TTL: 15 * time.Minute, Time: now, DryRun: dry})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	fresh := approvals.NewRisk(db, nil)
+	want := score(fresh, false)
+
+	r := approvals.NewRisk(db, nil)
+	for range 20 {
+		if p := score(r, true); !reflect.DeepEqual(p, want) {
+			t.Fatalf("a preview scores %s, want what the request would: %s", p.Summary(), want.Summary())
+		}
+	}
+	if got := score(r, false); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after 20 previews the request scores %s, want %s as without them", got.Summary(), want.Summary())
+	}
+}

@@ -216,9 +216,6 @@ type Outcome struct {
 	Repeat bool
 }
 
-// maxReasonLen caps a denial reason.
-const maxReasonLen = 500
-
 // Decide records approver's answer. It is the one decision path for Slack,
 // the API and the CLI. Returns ENOTFOUND if the lease does not exist;
 // EFORBIDDEN if the approver is not in the lease's approver group, owns the
@@ -234,10 +231,8 @@ func (s *Service) Decide(ctx context.Context, ap *broker.Approver, ans Answer) (
 		return nil, broker.Errorf(broker.EINVALID, "An answer is approve or deny.")
 	case strings.TrimSpace(ans.Digest) == "":
 		return nil, broker.FieldErrorf("digest", "Digest is required: send the digest of the request you were shown.")
-	case len(ans.Reason) > maxReasonLen:
-		return nil, broker.FieldErrorf("reason", "Reason is longer than %d characters.", maxReasonLen)
 	}
-	if err := broker.CheckText("reason", ans.Reason); err != nil {
+	if err := broker.CheckLen("reason", ans.Reason, broker.MaxReasonLen); err != nil {
 		return nil, err
 	}
 	// RecordVerdict refuses if anything changed between our read and its

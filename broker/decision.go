@@ -51,6 +51,10 @@ type DecisionRequest struct {
 	ActiveRoles []string
 	// Breakglass is true for an emergency request (see Role.Breakglass).
 	Breakglass bool
+	// DryRun is true for a preview (LeaseService.PreviewLease): it is
+	// decided and scored as the request would be, and the risk scorer
+	// counts it nowhere. Policy does not see it.
+	DryRun bool
 }
 
 // Decision is the answer of policy to a DecisionRequest, with the policy ids

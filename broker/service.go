@@ -28,9 +28,6 @@ type LeaseRequest struct {
 	Deferred bool
 }
 
-// MaxIdempotencyKeyLen caps LeaseRequest.IdempotencyKey.
-const MaxIdempotencyKeyLen = 200
-
 // LeasePreview is what a lease request would get now, decided without
 // recording, scoring into the history or minting anything.
 type LeasePreview struct {

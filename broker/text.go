@@ -76,8 +76,3 @@ func EscapeControl(s string) string {
 	}
 	return b.String()
 }
-
-// MaxReasonLen is the most characters a reason given by a person (for a
-// revocation, a denial, a kill switch) may have, in the API and the console
-// alike.
-const MaxReasonLen = 500

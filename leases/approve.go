@@ -9,9 +9,6 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// MaxWait caps how long WaitLease waits for a pending lease to change.
-const MaxWait = 60 * time.Second
-
 // waitPoll is how often WaitLease re-reads the lease even without a change
 // signal: an approval recorded by another process (the CLI) signals nothing.
 const waitPoll = time.Second
@@ -228,13 +225,13 @@ func (s *Service) changes() <-chan struct{} {
 	return s.changed
 }
 
-// WaitLease implements broker.LeaseService. wait is capped at MaxWait.
+// WaitLease implements broker.LeaseService. wait is capped at broker.MaxLeaseWait.
 func (s *Service) WaitLease(ctx context.Context, id string, wait time.Duration) (*broker.Lease, error) {
 	l, err := s.FindLeaseByID(ctx, id)
 	if err != nil || l.State != broker.LeasePending || wait <= 0 {
 		return l, err
 	}
-	deadline := time.NewTimer(min(wait, MaxWait))
+	deadline := time.NewTimer(min(wait, broker.MaxLeaseWait))
 	defer deadline.Stop()
 	poll := time.NewTicker(waitPoll)
 	defer poll.Stop()

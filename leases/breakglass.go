@@ -7,9 +7,6 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// MaxBreakglassReasonLen caps a break-glass reason.
-const MaxBreakglassReasonLen = 1000
-
 // requestWindow resolves a request's window. A break-glass request needs a
 // reason and a role that allows break-glass; its window defaults to, and
 // may not exceed, the role's breakglass.max_ttl. A privileged role's window
@@ -37,8 +34,6 @@ func (s *Service) requestWindow(role *broker.Role, req broker.LeaseRequest) (tim
 		return 0, broker.FieldErrorf("breakglass", "Role %q does not allow break-glass requests.", role.Name)
 	case strings.TrimSpace(req.BreakglassReason) == "":
 		return 0, broker.FieldErrorf("breakglass_reason", "A break-glass request needs a reason: say what the emergency is.")
-	case len(req.BreakglassReason) > MaxBreakglassReasonLen:
-		return 0, broker.FieldErrorf("breakglass_reason", "Break-glass reason is longer than %d characters.", MaxBreakglassReasonLen)
 	}
 	limit := role.Breakglass.MaxTTL
 	if req.TTL == "" {

@@ -10,9 +10,6 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// MaxContainmentWait caps how long WaitContainment waits.
-const MaxContainmentWait = 10 * time.Second
-
 // containmentPoll is how often WaitContainment reads the progress again.
 const containmentPoll = 100 * time.Millisecond
 
@@ -45,7 +42,7 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Only admins contain an agent.")
 	}
 	why := strings.TrimSpace(req.Reason)
-	if err := broker.CheckText("reason", why); err != nil {
+	if err := broker.CheckLen("reason", why, broker.MaxReasonLen); err != nil {
 		return nil, err
 	}
 	switch {
@@ -112,7 +109,7 @@ func joinReason(what, why string) string {
 }
 
 // WaitContainment implements broker.LeaseService. wait is capped at
-// MaxContainmentWait.
+// broker.MaxContainmentWait.
 func (s *Service) WaitContainment(ctx context.Context, id string, wait time.Duration) (*broker.Containment, error) {
 	actor, err := actorFrom(ctx)
 	if err != nil {
@@ -125,7 +122,7 @@ func (s *Service) WaitContainment(ctx context.Context, id string, wait time.Dura
 	if err != nil || c.Progress.Done() || wait <= 0 {
 		return c, err
 	}
-	deadline := time.NewTimer(min(wait, MaxContainmentWait))
+	deadline := time.NewTimer(min(wait, broker.MaxContainmentWait))
 	defer deadline.Stop()
 	poll := time.NewTicker(containmentPoll)
 	defer poll.Stop()

@@ -115,7 +115,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionExtend, agent, role, add, l.Task, actor, now, false)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionExtend, Agent: agent, Role: role, TTL: add, Task: l.Task, Time: now}, actor)
 	if err != nil {
 		return nil, err
 	}

@@ -20,8 +20,8 @@ func checkIdempotencyKey(req broker.LeaseRequest) error {
 	if req.IdempotencyKey == "" {
 		return nil
 	}
-	if len(req.IdempotencyKey) > broker.MaxIdempotencyKeyLen {
-		return broker.FieldErrorf("idempotency_key", "Idempotency key is longer than %d characters.", broker.MaxIdempotencyKeyLen)
+	if err := broker.CheckLen("idempotency_key", req.IdempotencyKey, broker.MaxIdempotencyKeyLen); err != nil {
+		return err
 	}
 	return broker.CheckText("idempotency_key", req.IdempotencyKey)
 }
@@ -101,7 +101,8 @@ func (s *Service) PreviewLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return nil, err
 	}
 	now := s.Now().UTC()
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionRequest, Agent: agent, Role: role, TTL: window,
+		Task: req.Task, Time: now, Breakglass: req.Breakglass, DryRun: true}, actor)
 	if err != nil {
 		return nil, err
 	}

@@ -34,12 +34,6 @@ var (
 	actorReconciler      = broker.SystemActor(broker.JobReconciler).String()
 )
 
-// Limits on request fields.
-const (
-	MaxTaskLen          = 500
-	MaxJustificationLen = 2000
-)
-
 // Service implements broker.LeaseService. Set the exported fields, then call
 // NewService's result's Run in a goroutine to drive expiry and revocation.
 type Service struct {
@@ -227,14 +221,17 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return nil, nil, broker.FieldErrorf("role", "Role is required.")
 	case strings.TrimSpace(req.Task) == "":
 		return nil, nil, broker.FieldErrorf("task", "Task is required: say what the access is for.")
-	case len(req.Task) > MaxTaskLen:
-		return nil, nil, broker.FieldErrorf("task", "Task is longer than %d characters.", MaxTaskLen)
-	case len(req.Justification) > MaxJustificationLen:
-		return nil, nil, broker.FieldErrorf("justification", "Justification is longer than %d characters.", MaxJustificationLen)
 	}
 	// Approvers read these in terminals, Slack and the console.
-	for _, f := range [...]struct{ name, text string }{{"task", req.Task}, {"justification", req.Justification}, {"breakglass_reason", req.BreakglassReason}} {
-		if err := broker.CheckText(f.name, f.text); err != nil {
+	for _, f := range [...]struct {
+		name, text string
+		max        int
+	}{
+		{"task", req.Task, broker.MaxTaskLen},
+		{"justification", req.Justification, broker.MaxJustificationLen},
+		{"breakglass_reason", req.BreakglassReason, broker.MaxBreakglassReasonLen},
+	} {
+		if err := broker.CheckLen(f.name, f.text, f.max); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -289,7 +286,8 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		UpdatedAt:     now,
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionRequest, Agent: agent, Role: role, TTL: window,
+		Task: req.Task, Time: now, Breakglass: req.Breakglass}, actor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -497,6 +495,9 @@ func (s *Service) RevokeLease(ctx context.Context, id, reason string) (*broker.L
 	}
 	if strings.TrimSpace(reason) == "" {
 		return nil, broker.FieldErrorf("reason", "A reason is required to revoke a lease.")
+	}
+	if err := broker.CheckLen("reason", reason, broker.MaxReasonLen); err != nil {
+		return nil, err
 	}
 	l, err := s.Store.FindLeaseByID(ctx, id)
 	if err != nil {

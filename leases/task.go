@@ -42,6 +42,12 @@ func (s *Service) endTask(ctx context.Context, task string, revoke bool, reason 
 	case revoke && strings.TrimSpace(reason) == "":
 		return nil, broker.FieldErrorf("reason", "A reason is required to revoke a task's leases.")
 	}
+	if err := broker.CheckLen("task", task, broker.MaxTaskLen); err != nil {
+		return nil, err
+	}
+	if err := broker.CheckLen("reason", reason, broker.MaxReasonLen); err != nil {
+		return nil, err
+	}
 
 	filter := broker.LeaseFilter{Task: &task, States: taskLive, NoTotal: true}
 	if !actor.IsAdmin() {

@@ -288,7 +288,7 @@ func (s *Server) setAgentState(c echo.Context, state broker.AgentState) error {
 	var req agentStateRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
-	} else if err := checkMaxLen("reason", req.Reason, maxReasonLen); err != nil {
+	} else if err := broker.CheckLen("reason", req.Reason, broker.MaxReasonLen); err != nil {
 		return err
 	}
 	wait, err := containmentWait(c)

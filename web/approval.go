@@ -11,9 +11,6 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// maxWait caps the long poll of "GET /v1/leases/:id?wait=".
-const maxWait = 60 * time.Second
-
 // registerApprovalRoutes adds the human-approval endpoints. Agents activate
 // or cancel their approved leases; approvers (approver tokens) list and
 // decide pending leases.
@@ -42,8 +39,8 @@ func (s *Server) waitLease(c echo.Context) (*broker.Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	if wait > maxWait {
-		return nil, broker.FieldErrorf("wait", "Query parameter \"wait\" must be at most %s.", maxWait)
+	if wait > broker.MaxLeaseWait {
+		return nil, broker.FieldErrorf("wait", "Query parameter \"wait\" must be at most %s.", broker.MaxLeaseWait)
 	}
 	// The server's WriteTimeout is shorter than the longest wait; a write
 	// deadline set here overrides it for this response only.
@@ -207,7 +204,7 @@ type decideRequest struct {
 func (r *decideRequest) validate() error {
 	return firstError(
 		checkRequired("digest", r.Digest),
-		checkMaxLen("digest", r.Digest, 128),
-		checkMaxLen("reason", r.Reason, maxReasonLen),
+		broker.CheckLen("digest", r.Digest, 128),
+		broker.CheckLen("reason", r.Reason, broker.MaxReasonLen),
 	)
 }

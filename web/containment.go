@@ -13,7 +13,6 @@ import (
 // confirm every revocation before it answers 202 with the progress.
 const (
 	defaultContainmentWait = 5 * time.Second
-	maxContainmentWait     = 10 * time.Second
 )
 
 // handleContainmentView handles "GET /v1/containments/:id" (admin): a
@@ -100,8 +99,8 @@ func containmentWait(c echo.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if wait > maxContainmentWait {
-		return 0, broker.FieldErrorf("wait", "Query parameter \"wait\" must be at most %s.", maxContainmentWait)
+	if wait > broker.MaxContainmentWait {
+		return 0, broker.FieldErrorf("wait", "Query parameter \"wait\" must be at most %s.", broker.MaxContainmentWait)
 	}
 	return wait, nil
 }

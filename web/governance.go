@@ -8,9 +8,8 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// Limits on governance request fields.
+// Pages of review lists.
 const (
-	maxReviewNoteLen  = 1000
 	defaultReviewPage = 50
 	maxReviewPage     = 500
 )
@@ -37,7 +36,7 @@ func (s *Server) handleLeaseExtend(c echo.Context) error {
 	var req extendRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
-	} else if err := checkMaxLen("ttl", req.TTL, 32); err != nil {
+	} else if err := broker.CheckLen("ttl", req.TTL, 32); err != nil {
 		return err
 	}
 	lease, err := s.Leases.ExtendLease(c.Request().Context(), c.Param("id"), req.TTL)
@@ -133,7 +132,7 @@ func (s *Server) handleReviewAttest(c echo.Context) error {
 	} else if err := firstError(
 		checkRequired("role", req.Role),
 		checkRequired("verdict", req.Verdict),
-		checkMaxLen("note", req.Note, maxReviewNoteLen),
+		broker.CheckLen("note", req.Note, broker.MaxReviewNoteLen),
 	); err != nil {
 		return err
 	}
@@ -161,7 +160,7 @@ func (s *Server) handleReviewClose(c echo.Context) error {
 	var req closeReviewRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
-	} else if err := firstError(checkRequired("note", req.Note), checkMaxLen("note", req.Note, maxReviewNoteLen)); err != nil {
+	} else if err := firstError(checkRequired("note", req.Note), broker.CheckLen("note", req.Note, broker.MaxReviewNoteLen)); err != nil {
 		return err
 	}
 	r, err := svc.CloseBreakglass(c.Request().Context(), c.Param("id"), req.Note)

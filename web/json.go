@@ -311,18 +311,6 @@ func checkRequired(field, value string) error {
 	return nil
 }
 
-// checkMaxLen returns EINVALID naming field if value has more than max
-// characters, or a control or bidirectional formatting character
-// (broker.CheckText). Every free-text field has a length limit, so this is
-// also where console forms, which do not go through decodeJSON, have their
-// free text checked.
-func checkMaxLen(field, value string, max int) error {
-	if utf8.RuneCountInString(value) > max {
-		return broker.FieldErrorf(field, "Field %q must be at most %d characters.", field, max)
-	}
-	return broker.CheckText(field, value)
-}
-
 // parseDuration parses an optional duration field such as "24h"; empty means
 // zero. Returns EINVALID naming field if it does not parse or is negative.
 func parseDuration(field, value string) (time.Duration, error) {

@@ -12,12 +12,8 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// Limits on lease request fields.
+// Pages of lease lists.
 const (
-	maxTaskLen          = 500
-	maxJustificationLen = 2000
-	maxReasonLen        = broker.MaxReasonLen
-
 	defaultLeaseLimit = 50
 	maxLeaseLimit     = 500
 )
@@ -206,11 +202,11 @@ func (r *createLeaseRequest) validate() error {
 	return firstError(
 		checkRequired("role", r.Role),
 		checkRequired("task", r.Task),
-		checkMaxLen("task", r.Task, maxTaskLen),
-		checkMaxLen("justification", r.Justification, maxJustificationLen),
+		broker.CheckLen("task", r.Task, broker.MaxTaskLen),
+		broker.CheckLen("justification", r.Justification, broker.MaxJustificationLen),
 		reason,
-		checkMaxLen("breakglass_reason", r.BreakglassReason, maxJustificationLen),
-		checkMaxLen("idempotency_key", r.IdempotencyKey, broker.MaxIdempotencyKeyLen),
+		broker.CheckLen("breakglass_reason", r.BreakglassReason, broker.MaxBreakglassReasonLen),
+		broker.CheckLen("idempotency_key", r.IdempotencyKey, broker.MaxIdempotencyKeyLen),
 	)
 }
 
@@ -223,8 +219,8 @@ func (s *Server) handleLeasePreview(c echo.Context) error {
 		return err
 	} else if err := firstError(
 		checkRequired("role", req.Role),
-		checkMaxLen("task", req.Task, maxTaskLen),
-		checkMaxLen("justification", req.Justification, maxJustificationLen),
+		broker.CheckLen("task", req.Task, broker.MaxTaskLen),
+		broker.CheckLen("justification", req.Justification, broker.MaxJustificationLen),
 	); err != nil {
 		return err
 	}
@@ -310,7 +306,7 @@ func (s *Server) leaseFilter(c echo.Context) (filter broker.LeaseFilter, ok bool
 		filter.Role = &role
 	}
 	if task := c.QueryParam("task"); task != "" {
-		if err := checkMaxLen("task", task, maxTaskLen); err != nil {
+		if err := broker.CheckLen("task", task, broker.MaxTaskLen); err != nil {
 			return filter, false, err
 		}
 		filter.Task = &task
@@ -436,7 +432,7 @@ type revokeRequest struct {
 func (r *revokeRequest) validate() error {
 	return firstError(
 		checkRequired("reason", r.Reason),
-		checkMaxLen("reason", r.Reason, maxReasonLen),
+		broker.CheckLen("reason", r.Reason, broker.MaxReasonLen),
 	)
 }
 

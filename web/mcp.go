@@ -333,7 +333,7 @@ func (s *Server) handleMCPCallCreate(c echo.Context) error {
 		name, value string
 		max         int
 	}{{"client", req.Client, 200}, {"session", req.Session, 200}, {"lease_id", req.LeaseID, 64}, {"error", req.Error, 2000}} {
-		if err := firstError(checkMaxLen(f.name, f.value, f.max), broker.CheckText(f.name, f.value)); err != nil {
+		if err := firstError(broker.CheckLen(f.name, f.value, f.max), broker.CheckText(f.name, f.value)); err != nil {
 			return err
 		}
 	}

@@ -83,5 +83,5 @@ func taskParam(c echo.Context) (string, error) {
 			return "", broker.FieldErrorf("task", "The task in the path is not valid URL encoding.")
 		}
 	}
-	return task, firstError(checkRequired("task", task), checkMaxLen("task", task, maxTaskLen))
+	return task, firstError(checkRequired("task", task), broker.CheckLen("task", task, broker.MaxTaskLen))
 }

@@ -31,6 +31,11 @@ type Main struct {
 	Logger *slog.Logger
 	// Getenv reads secrets named by the config; tests replace it.
 	Getenv func(string) string
+	// Now is the one clock of every service Open builds (useClock): lease
+	// windows, key and token lifetimes, approval deadlines, risk buckets,
+	// review deadlines, console sessions, Slack's request timestamps.
+	// NewMain sets time.Now; tests replace it before Open.
+	Now func() time.Time
 	// VaultOptional lets Open proceed without Stint's Vault token, for
 	// operator commands that mostly touch the store; calls that need Vault
 	// then fail naming the variable to set. Such commands also skip audit
@@ -89,7 +94,7 @@ type Main struct {
 
 // NewMain returns a Main for cfg that logs to logger.
 func NewMain(cfg Config, logger *slog.Logger) *Main {
-	return &Main{Config: cfg, Logger: logger, Getenv: os.Getenv}
+	return &Main{Config: cfg, Logger: logger, Getenv: os.Getenv, Now: time.Now}
 }
 
 // Open opens the store and Vault and builds the services. It starts nothing.
@@ -119,7 +124,10 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Issuer = iss
 		}
 	}
-	m.Metrics = web.NewReplicaMetrics(m.DB, time.Now, m.ReplicaID)
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	m.Metrics = web.NewReplicaMetrics(m.DB, m.Now, m.ReplicaID)
 	observeCommits(m.DB, m.Metrics.ObserveStoreCommit)
 	m.Issuer = &instrumentedIssuer{next: m.Issuer, metrics: m.Metrics}
 
@@ -163,7 +171,30 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.openConsole()
+	m.useClock()
 	return nil
+}
+
+// useClock gives every service Open built the one clock, m.Now, so that
+// they all agree on what time it is (and a test moves them all at once).
+func (m *Main) useClock() {
+	now := m.Now
+	m.Agents.Now, m.Leases.Now, m.HTTP.Now, m.Users.Now = now, now, now, now
+	if m.Policy != nil {
+		m.Policy.Now = now
+	}
+	if m.Approvals != nil {
+		m.Approvals.Now = now
+	}
+	if m.Slack != nil {
+		m.Slack.Now = now
+	}
+	if m.Risk != nil {
+		m.Risk.Now = now
+	}
+	if m.Reviews != nil {
+		m.Reviews.Now = now
+	}
 }
 
 func (m *Main) adminTokens() ([]identity.AdminToken, error) {

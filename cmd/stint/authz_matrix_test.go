@@ -211,6 +211,8 @@ var authzMatrix = map[string]matrixRow{
 	"GET /console/history":                consoleRow(sOK, sOK, sOK),
 	"GET /console/leases/:id":             consoleRow(sOK, sOK, sOK),
 	"GET /console/agents":                 consoleRow(sOK, sOK, sOK),
+	"GET /console/tasks":                  consoleRow(sOK, sOK, sOK),
+	"POST /console/tasks/revoke":          consolePostRow(sForbidden, sForbidden, sRedirect),
 	"GET /console/approvals":              consoleRow(sOK, sOK, sOK),
 	"GET /console/audit":                  consoleRow(sOK, sOK, sOK),
 	"POST /console/logout":                consolePostRow(sRedirect, sRedirect, sRedirect),
@@ -531,6 +533,8 @@ func (w *matrixWorld) target(route web.Route) (path, body string) {
 		body = url.Values{"digest": {w.pendingDigest}, "reason": {"matrix"}}.Encode()
 	case "POST /console/leases/:id/revoke", "POST /console/agents/:id/revoke-all", "POST /console/agents/:id/disable":
 		body = url.Values{"reason": {"matrix"}}.Encode()
+	case "POST /console/tasks/revoke":
+		body = url.Values{"task": {"matrix"}, "reason": {"matrix"}}.Encode()
 	default:
 		if route.Method == "POST" && strings.HasPrefix(route.Path, "/v1/") {
 			body = `{}`

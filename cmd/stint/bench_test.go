@@ -215,41 +215,10 @@ func BenchmarkPipelineThroughput(b *testing.B) {
 	clients := envInt("STINT_BENCH_CALLERS", 16)
 
 	run := func(n int, do func() error) (time.Duration, error) {
-		var next atomic.Int64
-		var firstErr atomic.Value
-		var wg sync.WaitGroup
-		t0 := time.Now()
-		for range clients {
-			wg.Go(func() {
-				for next.Add(1) <= int64(n) {
-					if err := do(); err != nil {
-						firstErr.CompareAndSwap(nil, err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if e := firstErr.Load(); e != nil {
-			return 0, e.(error)
-		}
-		return time.Since(t0), nil
+		wall, _, err := runCallers(clients, n, do)
+		return wall, err
 	}
-	grant := func() error {
-		req, _ := http.NewRequest("POST", base+"/v1/leases", strings.NewReader(`{"role":"db-readonly","ttl":"1h","task":"bench"}`))
-		req.Header.Set("Authorization", "Bearer "+keys[turn.Add(1)%benchAgents])
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := hc.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("grant: status %d", resp.StatusCode)
-		}
-		return nil
-	}
+	grant := func() error { return benchGrant(hc, base, keys[turn.Add(1)%benchAgents]) }
 	health := func() error {
 		resp, err := hc.Get(base + "/healthz")
 		if err != nil {

@@ -35,7 +35,8 @@ import (
 // chaosPG is a PostgreSQL cluster in a temporary directory on its own port,
 // run from the server binaries the machine has, so that restarting it
 // disturbs no other test. As root it runs as the postgres user (initdb and
-// postgres refuse root).
+// postgres refuse root). Only the user postgres is trusted; the users
+// Vault mints log in with their passwords.
 type chaosPG struct {
 	bindir, base, data string
 	port               int
@@ -95,6 +96,17 @@ func startChaosPG(tb testing.TB, bindir string) *chaosPG {
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		tb.Fatalf("initdb: %v\n%s", err, out)
+	}
+	// The administrator (Vault's connection, the store) is trusted; every
+	// other role logs in with its password, as in production, so that
+	// PostgreSQL enforces the minted users' VALID UNTIL (trust would
+	// ignore it).
+	hba := "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+	if err := os.WriteFile(filepath.Join(p.data, "pg_hba.conf"), []byte(hba), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if p.cred != nil {
+		os.Chown(filepath.Join(p.data, "pg_hba.conf"), int(p.cred.Uid), int(p.cred.Gid))
 	}
 	if err := p.start(); err != nil {
 		tb.Fatal(err)

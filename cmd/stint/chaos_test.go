@@ -53,9 +53,10 @@ const (
 	// replica that dies or freezes passes to another after it.
 	chaosClaimTimeout = 5 * time.Second
 	// chaosGrace is how long after its window a credential may still log
-	// in: none is expected (the database plugin's VALID UNTIL ends 5 s
-	// before the window, and Stint revokes at the window), so the grace
-	// only absorbs clock rounding and a loaded machine.
+	// in: none is expected (the database plugin's VALID UNTIL is the
+	// window's end, which PostgreSQL enforces at password logins even
+	// while Vault is down, and Stint revokes at the window), so the grace
+	// only absorbs whole-second rounding and a loaded machine.
 	chaosGrace = 5 * time.Second
 	// chaosVaultReturn is how soon after Vault's return every revocation
 	// that fell due while it was down must be done.

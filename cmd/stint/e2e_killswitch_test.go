@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -13,8 +14,26 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/stint-broker/stint/broker"
+	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
 )
+
+// cliConfig writes cfg where the CLI reads it and gives the CLI Stint's
+// Vault token, so that the CLI runs against the same store and Vault as
+// the server. It returns the config file's path.
+func cliConfig(t *testing.T, cfg Config, dv *vault.DevServer) string {
+	t.Helper()
+	b, err := yaml.Marshal(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "stint.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(cfg.Vault.TokenEnv, dv.RootToken)
+	return path
+}
 
 // TestKillSwitchEntryPoints pulls the kill switch from each place that can
 // pull it (the API, the console, the CLI, and risk containment) on an agent
@@ -33,17 +52,7 @@ func TestKillSwitchEntryPoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := startStint(t, dv, cfg, nil)
-
-	// The CLI runs against the same store and Vault as the server.
-	b, err := yaml.Marshal(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "stint.yaml")
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv(cfg.Vault.TokenEnv, dv.RootToken)
+	cfgPath := cliConfig(t, cfg, dv)
 
 	const pw = "kill-switch-console-pw-17"
 	addUserEmail(t, s, "sec", broker.RoleAdmin, pw, "sec@example.com")
@@ -141,5 +150,82 @@ func TestKillSwitchEntryPoints(t *testing.T) {
 				t.Fatalf("the contained agent's key still works: %d %v", status, body)
 			}
 		})
+	}
+}
+
+// TestLimitsSameEverywhere sends the same over-limit input (each limit is
+// defined once, in broker) through the API and through the CLI, which
+// calls the services directly: both refuse it, naming the same field with
+// the same message, and nothing changes.
+func TestLimitsSameEverywhere(t *testing.T) {
+	dv := vaulttest.Start(t)
+	cfg := e2eConfig(t, dv, filepath.Join(t.TempDir(), "stint.db"))
+	s := startStint(t, dv, cfg, nil)
+	cfgPath := cliConfig(t, cfg, dv)
+	id, _ := s.newAgent(t, "limits-bot")
+
+	reason := strings.Repeat("r", broker.MaxReasonLen+1)
+	note := strings.Repeat("n", broker.MaxReviewNoteLen+1)
+	for _, tc := range []struct {
+		name       string
+		path       string
+		body       map[string]string
+		cli        []string
+		wantField  string
+		wantMaxLen int
+	}{
+		{"SuspendReason", "/v1/agents/limits-bot/suspend", map[string]string{"reason": reason},
+			[]string{"agents", "suspend", "limits-bot", "--reason", reason}, "reason", broker.MaxReasonLen},
+		{"RevokeAllReason", "/v1/agents/limits-bot/revoke-all", map[string]string{"reason": reason},
+			[]string{"agents", "revoke-all", "limits-bot", "--reason", reason}, "reason", broker.MaxReasonLen},
+		{"AttestNote", "/v1/reviews/no-such-review/attest", map[string]string{"role": "db-readonly", "verdict": "keep", "note": note},
+			[]string{"reviews", "attest", "no-such-review", "db-readonly", "--keep", "--note", note}, "note", broker.MaxReviewNoteLen},
+		{"CloseBreakglassNote", "/v1/reviews/no-such-review/close", map[string]string{"note": note},
+			[]string{"reviews", "close-breakglass", "no-such-review", "--note", note}, "note", broker.MaxReviewNoteLen},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := s.call(t, "POST", tc.path, testAdminToken, tc.body)
+			apiErr, _ := body["error"].(map[string]any)
+			if status != http.StatusBadRequest || apiErr == nil {
+				t.Fatalf("API = %d %v, want 400", status, body)
+			}
+			out, err := runCLI(t, "", append([]string{"--config", cfgPath}, tc.cli...)...)
+			if broker.ErrorCode(err) != broker.EINVALID {
+				t.Fatalf("CLI = %v\n%s; want EINVALID", err, out)
+			}
+			want := fmt.Sprintf("Field %q must be at most %d characters.", tc.wantField, tc.wantMaxLen)
+			if apiErr["message"] != want || broker.ErrorMessage(err) != want || apiErr["field"] != tc.wantField || broker.ErrorField(err) != tc.wantField {
+				t.Fatalf("API refused with %v (field %v), CLI with %q (field %q); want both %q (field %s)",
+					apiErr["message"], apiErr["field"], broker.ErrorMessage(err), broker.ErrorField(err), want, tc.wantField)
+			}
+		})
+	}
+	// A break-glass reason: the API's check and the lease service's own
+	// (which the MCP tools and the Go client reach) are the same limit;
+	// they once were 2,000 and 1,000.
+	t.Run("BreakglassReason", func(t *testing.T) {
+		_, key := s.newAgent(t, "limits-oncall")
+		long := strings.Repeat("b", broker.MaxBreakglassReasonLen+1)
+		status, body := s.call(t, "POST", "/v1/leases", key, map[string]any{"role": "db-readonly", "task": "fix", "breakglass": true, "breakglass_reason": long})
+		apiErr, _ := body["error"].(map[string]any)
+		if status != http.StatusBadRequest || apiErr == nil {
+			t.Fatalf("API = %d %v, want 400", status, body)
+		}
+		a, err := s.DB.FindAgentByName(context.Background(), "limits-oncall")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAgent, Name: a.Name, AgentID: a.ID, AuthMethod: broker.AuthAPIKey})
+		_, _, err = s.Leases.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "fix", Breakglass: true, BreakglassReason: long})
+		want := fmt.Sprintf("Field %q must be at most %d characters.", "breakglass_reason", broker.MaxBreakglassReasonLen)
+		if apiErr["message"] != want || broker.ErrorMessage(err) != want {
+			t.Fatalf("API refused with %v, the lease service with %v; want both %q", apiErr["message"], err, want)
+		}
+	})
+	if a, err := s.DB.FindAgentByID(context.Background(), id); err != nil || a.State != broker.AgentActive {
+		t.Fatalf("agent after refused input = %+v, %v; want active", a, err)
+	}
+	if cs, err := s.Leases.FindContainments(adminContext(context.Background()), id, 0); err != nil || len(cs) != 0 {
+		t.Fatalf("containments after refused input = %d, %v; want none", len(cs), err)
 	}
 }

@@ -176,6 +176,7 @@ func (con *Console) Mount(e *echo.Echo, h Host) {
 	a.GET("/history", con.handleConsoleHistory)
 	a.GET("/leases/:id", con.handleConsoleLease)
 	a.GET("/agents", con.handleConsoleAgents)
+	a.GET("/tasks", con.handleConsoleTasks)
 	a.GET("/containments/:id", con.handleConsoleContainment, requireRole(broker.RoleAdmin))
 	a.GET("/approvals", con.handleConsoleApprovals)
 	a.GET("/audit", con.handleConsoleAudit)
@@ -183,6 +184,7 @@ func (con *Console) Mount(e *echo.Echo, h Host) {
 
 	// Changes, by role.
 	a.POST("/leases/:id/revoke", con.handleConsoleLeaseRevoke, requireRole(broker.RoleAdmin))
+	a.POST("/tasks/revoke", con.handleConsoleTaskRevoke, requireRole(broker.RoleAdmin))
 	a.POST("/agents/:id/revoke-all", con.handleConsoleAgentRevokeAll, requireRole(broker.RoleAdmin))
 	a.POST("/agents/:id/disable", con.handleConsoleAgentDisable, requireRole(broker.RoleAdmin))
 	a.POST("/approvals/:id/approve", con.handleConsoleApprove, requireRole(broker.RoleAdmin, broker.RoleApprover))
@@ -382,6 +384,8 @@ var flashes = map[string]string{
 	"revoked":   "Lease revoked.",
 	"revoking":  "Revocation requested; Vault has not confirmed it yet, so it is in the retry queue.",
 	"killed":    "Every live lease of the agent was revoked.",
+	"task":      "Every live lease of the task was revoked or withdrawn.",
+	"taskqueue": "The task's leases are ended; some revocations wait for Vault in the retry queue.",
 	"disabled":  "Agent disabled; its keys no longer work and its live leases were revoked.",
 	"approved":  "Approval recorded.",
 	"denied":    "Denial recorded.",

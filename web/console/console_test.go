@@ -88,6 +88,12 @@ func newConsoleFixture(t *testing.T, opts ...func(*web.Server)) *consoleFixture 
 		l := *f.Lease
 		l.State = broker.LeaseRevoked
 		return &l, nil
+	}, RevokeTaskFn: func(ctx context.Context, task, reason string) ([]*broker.Lease, error) {
+		actor, _ := broker.ActorFromContext(ctx)
+		f.Revoked = append(f.Revoked, "task "+task+" "+reason+" "+actor.String())
+		l := *f.Lease
+		l.State = broker.LeaseRevoked
+		return []*broker.Lease{&l}, nil
 	}}
 	s.Audit = db
 	s.Metrics = web.NewMetrics(db, time.Now)
@@ -468,3 +474,59 @@ func TestConsoleAssets(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestConsoleTasks: the tasks page lists the tasks with live leases and
+// shows every lease of one task, with the task's text escaped; an admin
+// revokes the task's live leases with a reason through the lease service,
+// a reviewer may look but not revoke.
+func TestConsoleTasks(t *testing.T) {
+	f := newConsoleFixture(t)
+	task := f.Lease.Task // holds markup: it must come out escaped
+	admin := f.browser(t)
+	admin.login("alice")
+
+	resp, body := admin.get("/console/tasks")
+	link := "/console/tasks?task=" + url.QueryEscape(task)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, `<table class="grid" id="tasks">`) || strings.Contains(body, `<script>alert("task")`) {
+		t.Fatalf("GET /console/tasks = %d\n%s", resp.StatusCode, body)
+	}
+	if !strings.Contains(body, `<a href="/console/tasks?task=%3cscript%3ealert%28%22task%22%29%3c%2fscript%3e">`) {
+		t.Fatalf("the tasks list does not link the task's page:\n%s", body)
+	}
+
+	resp, body = admin.get(link)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, f.Lease.ID) || !strings.Contains(body, "Revoke the task's 1 live leases") ||
+		strings.Contains(body, `<script>alert("task")`) {
+		t.Fatalf("GET %s as an admin = %d\n%s", link, resp.StatusCode, body)
+	}
+	if _, body := admin.get("/console/tasks?task=no+such+task"); !strings.Contains(body, "No lease names this task.") {
+		t.Fatalf("an unknown task:\n%s", body)
+	}
+
+	reviewer := f.browser(t)
+	reviewer.login("rita")
+	if resp, body := reviewer.get(link); resp.StatusCode != http.StatusOK || !strings.Contains(body, f.Lease.ID) || strings.Contains(body, "/console/tasks/revoke") {
+		t.Fatalf("GET %s as a reviewer = %d, want the leases without the revoke form\n%s", link, resp.StatusCode, body)
+	}
+	if resp, _ := reviewer.post("/console/tasks/revoke", url.Values{"task": {task}, "reason": {"mine"}}, true); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a reviewer's revoke = %d, want 403", resp.StatusCode)
+	}
+	if resp, _ := admin.post("/console/tasks/revoke", url.Values{"task": {task}, "reason": {" "}}, true); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("a revoke without a reason = %d, want 400", resp.StatusCode)
+	}
+	if len(f.Revoked) != 0 {
+		t.Fatalf("refused revokes reached the service: %v", f.Revoked)
+	}
+
+	resp, _ = admin.post("/console/tasks/revoke", url.Values{"task": {task}, "reason": {"incident 12"}}, true)
+	want := "/console/tasks?" + url.Values{"task": {task}, "done": {"task"}}.Encode()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != want {
+		t.Fatalf("revoke = %d → %q, want 303 → %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	if len(f.Revoked) != 1 || f.Revoked[0] != "task "+task+" incident 12 admin:user/alice" {
+		t.Fatalf("revocations = %q", f.Revoked)
+	}
+	if _, body := admin.get(want); !strings.Contains(body, "Every live lease of the task was revoked or withdrawn.") {
+		t.Fatalf("no notice after the revoke:\n%s", body)
+	}
+}

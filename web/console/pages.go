@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -739,10 +739,8 @@ func checkFormText(field, value string, required bool, max int) error {
 	switch {
 	case required && strings.TrimSpace(value) == "":
 		return broker.FieldErrorf(field, "Field %q is required.", field)
-	case utf8.RuneCountInString(value) > max:
-		return broker.FieldErrorf(field, "Field %q must be at most %d characters.", field, max)
 	}
-	return broker.CheckText(field, value)
+	return broker.CheckLen(field, value, max)
 }
 
 // setRetryAfter sets Retry-After to d in whole seconds, rounded up.
@@ -759,4 +757,123 @@ func rfc3339(t *time.Time) string {
 		return ""
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// taskLive are the states of a task's leases that count as live: not yet
+// ended, so revoking the task ends them.
+var taskLive = []broker.LeaseState{broker.LeasePending, broker.LeaseApproved, broker.LeaseIssuing, broker.LeaseActive, broker.LeaseRevoking}
+
+// tasksPage is the tasks page: without a task, the tasks that hold live
+// leases; with one, every lease of that task.
+type tasksPage struct {
+	Task  string
+	Tasks []*taskRow
+	// Leases are the task's, newest first (at most consoleMaxTaskLeases of
+	// Total); Live counts those not yet ended.
+	Leases  []*broker.Lease
+	Total   int
+	Live    int
+	Endings map[string]*broker.LeaseEvent
+	CanEdit bool
+}
+
+// taskRow is one task of the list: its live leases' count, agents and
+// roles, and when the newest was requested.
+type taskRow struct {
+	Name          string
+	Live          int
+	Agents, Roles []string
+	Latest        time.Time
+}
+
+// consoleMaxTaskLeases bounds the leases the tasks page reads.
+const consoleMaxTaskLeases = 500
+
+// handleConsoleTasks handles "GET /console/tasks": the tasks that hold live
+// leases, newest first; with ?task= every lease of that task, and for
+// admins the form that revokes its live leases.
+func (con *Console) handleConsoleTasks(c echo.Context) error {
+	ctx := c.Request().Context()
+	page := tasksPage{Task: c.QueryParam("task"), CanEdit: consoleUser(c).Role == broker.RoleAdmin}
+	if page.Task == "" {
+		live, _, err := con.Reader.FindLeases(ctx, broker.LeaseFilter{States: taskLive, Limit: consoleMaxTaskLeases, NoTotal: true})
+		if err != nil {
+			return err
+		}
+		byName := map[string]*taskRow{}
+		for _, l := range live { // newest first
+			r := byName[l.Task]
+			if r == nil {
+				r = &taskRow{Name: l.Task, Latest: l.CreatedAt}
+				byName[l.Task] = r
+				page.Tasks = append(page.Tasks, r)
+			}
+			r.Live++
+			if !slices.Contains(r.Agents, l.Agent) {
+				r.Agents = append(r.Agents, l.Agent)
+			}
+			if !slices.Contains(r.Roles, l.Role) {
+				r.Roles = append(r.Roles, l.Role)
+			}
+		}
+		for _, r := range page.Tasks {
+			slices.Sort(r.Agents)
+			slices.Sort(r.Roles)
+		}
+		return con.render(c, http.StatusOK, "tasks", "tasks", page)
+	}
+	if err := checkFormText("task", page.Task, true, maxTaskLen); err != nil {
+		return err
+	}
+	var err error
+	page.Leases, page.Total, err = con.Reader.FindLeases(ctx, broker.LeaseFilter{Task: &page.Task, Limit: consoleMaxTaskLeases})
+	if err != nil {
+		return err
+	}
+	for _, l := range page.Leases {
+		if slices.Contains(taskLive, l.State) {
+			page.Live++
+		}
+	}
+	if page.Endings, err = con.leaseEndings(ctx, page.Leases); err != nil {
+		return err
+	}
+	return con.render(c, http.StatusOK, "tasks", "tasks", page)
+}
+
+// maxTaskLen is the longest task a lease may name (as the API checks it).
+const maxTaskLen = 500
+
+// handleConsoleTaskRevoke handles "POST /console/tasks/revoke" (admin):
+// every agent's live leases of the task end, active ones revoked and the
+// others withdrawn, with the reason in each lease's history.
+func (con *Console) handleConsoleTaskRevoke(c echo.Context) error {
+	task := c.FormValue("task")
+	reason := strings.TrimSpace(c.FormValue("reason"))
+	if err := firstErr(checkFormText("task", task, true, maxTaskLen), checkFormText("reason", reason, true, broker.MaxReasonLen)); err != nil {
+		return err
+	}
+	ctx, cancel := withTimeout(c.Request().Context(), 45*time.Second)
+	defer cancel()
+	ended, err := con.host.Leases.RevokeTask(ctx, task, reason)
+	if err != nil {
+		return err
+	}
+	done := "task"
+	for _, l := range ended {
+		if l.State == broker.LeaseRevoking || l.State == broker.LeaseIssuing {
+			done = "taskqueue"
+		}
+	}
+	return c.Redirect(http.StatusSeeOther, consoleBasePath+"/tasks?"+url.Values{"task": {task}, "done": {done}}.Encode())
+}
+
+// firstErr returns the first non-nil error.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
