@@ -34,6 +34,7 @@ type Store interface {
 	broker.RateStore
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
+	broker.RiskPatternStore
 	web.MetricsSource
 
 	// Ping reports whether the store answers.
