@@ -70,9 +70,10 @@ type RiskStore interface {
 //     add 15. One task gathering many privileges is a sign of a task
 //     stretched beyond what it was started for.
 //
-// The per-agent patterns live in memory. Stint rebuilds an agent's pattern
-// from the last 14 days of its lease history the first time it scores it,
-// so a restart loses nothing but failed-authentication counts.
+// The per-agent patterns live in memory, or in the store with Patterns
+// (several replicas). Stint rebuilds an agent's pattern from the last 14
+// days of its lease history the first time it scores it (seeding the
+// store when it has none), so a restart loses nothing.
 type Risk struct {
 	Store  RiskStore
 	Logger *slog.Logger
