@@ -37,9 +37,6 @@ type Store interface {
 	broker.RiskPatternStore
 	web.MetricsSource
 
-	// EndOverdueLeases ends pending and approved leases whose approval
-	// deadlines passed (leases.Service's expiry loop).
-	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*broker.Lease, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	// Close closes it.
