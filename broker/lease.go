@@ -151,7 +151,8 @@ type LeaseEvent struct {
 	At      time.Time  `json:"at"`
 	From    LeaseState `json:"from,omitempty"`
 	To      LeaseState `json:"to"`
-	// Actor is who caused it: "agent:<name>", "admin:<name>", "system:expiry", …
+	// Actor is who caused it: "agent:<name>", "admin:<name>", "system:<job>"
+	// (SystemActor), …
 	Actor  string `json:"actor"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -264,8 +265,9 @@ type LeaseStore interface {
 	NextLeaseDeadline(ctx context.Context) (t time.Time, ok bool, err error)
 	// ClaimExpiredLeases moves up to limit active leases whose ExpiresAt is at
 	// or before now to revoking (EndState expired, NextRevokeAt retryAt),
-	// recording an event for each, and returns them, earliest deadline first.
-	ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
+	// recording an event for each by actor for reason, and returns them,
+	// earliest deadline first.
+	ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int, actor, reason string) ([]*Lease, error)
 	// ClaimDueRevocations returns up to limit revoking leases whose
 	// NextRevokeAt is at or before now, pushing their NextRevokeAt to retryAt so
 	// that no other worker takes them meanwhile. It records no event.
@@ -293,10 +295,16 @@ type LeaseStore interface {
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at
 	// or before now: pending leases past DecideBy become timed_out, approved
 	// leases past ActivateBy become lapsed (EndedAt now), each with an event
-	// by "system:approval-timeout". It returns them, earliest deadline first
+	// by actor for the reason reasons gives. It returns them, earliest deadline first
 	// (a lease's DecideBy or ActivateBy). NextLeaseDeadline includes these
 	// deadlines.
-	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*Lease, error)
+	EndOverdueLeases(ctx context.Context, now time.Time, limit int, actor string, reasons OverdueReasons) ([]*Lease, error)
+}
+
+// OverdueReasons are the reasons EndOverdueLeases records: TimedOut for a
+// pending lease that times out, Lapsed for an approved lease that lapses.
+type OverdueReasons struct {
+	TimedOut, Lapsed string
 }
 
 // RevocationDone says Vault confirmed a lease's revocation at At.

@@ -172,7 +172,7 @@ func (s *Service) handOver(ctx context.Context, l *broker.Lease, vaultLeaseID st
 	upd := broker.LeaseUpdate{
 		VaultLeaseID: &vaultLeaseID,
 		NextRevokeAt: &now,
-		Actor:        "system:issuer",
+		Actor:        actorIssuer,
 	}
 	cur, err := s.Store.FindLeaseByID(hctx, l.ID)
 	switch {
@@ -193,7 +193,7 @@ func (s *Service) handOver(ctx context.Context, l *broker.Lease, vaultLeaseID st
 		var q *broker.Lease
 		if q, err = s.Store.UpdateLease(hctx, l.ID, upd); err == nil {
 			s.Logger.Warn("minted credential withheld: the lease was contained", "lease_id", l.ID, "agent", l.Agent, "role", l.Role)
-			if _, err := s.attemptRevoke(hctx, q, "system:issuer"); err != nil {
+			if _, err := s.attemptRevoke(hctx, q, actorIssuer); err != nil {
 				s.Logger.Error("revoke withheld credential", "lease_id", l.ID, "err", err)
 			}
 		}

@@ -648,7 +648,7 @@ func TestPendingTimeout(t *testing.T) {
 	l := f.pending(t, 1)
 	_, value := f.posted(t)
 	// The expiry loop ends it at its deadline (leases.Service.EndOverdue).
-	ended, err := f.db.EndOverdueLeases(context.Background(), l.DecideBy.Add(time.Second), 10)
+	ended, err := f.db.EndOverdueLeases(context.Background(), l.DecideBy.Add(time.Second), 10, "system:approval-timeout", broker.OverdueReasons{TimedOut: "no decision before the deadline", Lapsed: "not activated before the deadline"})
 	if err != nil || len(ended) != 1 {
 		t.Fatalf("EndOverdueLeases = %v, %v", ended, err)
 	}

@@ -241,7 +241,7 @@ func (db *DB) NextLeaseDeadline(ctx context.Context) (time.Time, bool, error) {
 // ClaimExpiredLeases implements broker.LeaseStore. The claimed leases'
 // UpdatedAt and their events are dated now. Returns an error if limit is not
 // positive.
-func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int, actor, reason string) ([]*broker.Lease, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("claim expired leases: limit %d is not positive", limit)
 	}
@@ -284,7 +284,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		return cmp.Or(a.ExpiresAt.Compare(*b.ExpiresAt), strings.Compare(a.ID, b.ID))
 	})
 
-	insertLeaseEventBatch(tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, "system:expiry", "window closed")
+	insertLeaseEventBatch(tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, actor, reason)
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}

@@ -39,6 +39,12 @@ func (m *Main) openGovernance() error {
 			n, _, err := m.Agents.AuthFailures(ctx, agentID, "")
 			return n, err
 		}
+		if m.Config.Store.Driver == driverPostgres {
+			// Several replicas may score one agent: its request pattern
+			// lives in the store. With SQLite, one process, it stays in
+			// memory.
+			r.Patterns = m.DB
+		}
 		m.Risk = r
 		m.Leases.Risk = r
 	}

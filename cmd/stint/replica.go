@@ -197,7 +197,13 @@ func (m *Main) pruneReplicaState(ctx context.Context) {
 	if err != nil {
 		m.Logger.Error("prune failed-authentication counts", "err", err)
 	}
-	if rates+fails > 0 {
-		m.Logger.Info("pruned shared counters", "rate_buckets", rates, "auth_failure_minutes", fails)
+	// A pattern idle for the history's span is rebuilt from the lease
+	// history when the agent comes back.
+	patterns, err := m.DB.PruneRiskPatterns(ctx, time.Now().Add(-14*24*time.Hour))
+	if err != nil {
+		m.Logger.Error("prune risk patterns", "err", err)
+	}
+	if rates+fails+patterns > 0 {
+		m.Logger.Info("pruned shared counters", "rate_buckets", rates, "auth_failure_minutes", fails, "risk_patterns", patterns)
 	}
 }
