@@ -167,3 +167,13 @@ type RiskPatternStore interface {
 	// how many.
 	PruneRiskPatterns(ctx context.Context, before time.Time) (int, error)
 }
+
+// NoticeClaimStore hands a stopping replica's claimed approval notices back
+// to the others, so that a message it was sending goes out at once rather
+// than when its claim runs out (the outbox's claim timeout).
+type NoticeClaimStore interface {
+	// ReleaseNotices makes each notice of ids due at now if it is unsent
+	// and still claimed until until (ClaimNotices' retryAt); a notice
+	// claimed again since is left alone. It returns how many it released.
+	ReleaseNotices(ctx context.Context, ids []int64, until, now time.Time) (int, error)
+}

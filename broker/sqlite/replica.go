@@ -17,6 +17,7 @@ var (
 	_ broker.AuthFailureStore     = (*DB)(nil)
 	_ broker.RevocationClaimStore = (*DB)(nil)
 	_ broker.RiskPatternStore     = (*DB)(nil)
+	_ broker.NoticeClaimStore     = (*DB)(nil)
 )
 
 // ClaimJob implements broker.JobStore.
@@ -304,4 +305,35 @@ func (db *DB) PruneRiskPatterns(ctx context.Context, before time.Time) (int, err
 		return 0, fmt.Errorf("prune risk patterns: %w", err)
 	}
 	return n, nil
+}
+
+// ReleaseNotices implements broker.NoticeClaimStore, in one transaction.
+func (db *DB) ReleaseNotices(ctx context.Context, ids []int64, until, now time.Time) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	released := 0
+	for _, id := range ids {
+		res, err := tx.ExecContext(ctx, `
+			UPDATE approval_notices SET next_attempt_at = ?
+			WHERE id = ? AND sent_at IS NULL AND next_attempt_at = ?`,
+			nanos(now), id, nanos(until))
+		if err != nil {
+			return 0, fmt.Errorf("release notice claim: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("release notice claim: %w", err)
+		}
+		released += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return released, nil
 }

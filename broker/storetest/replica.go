@@ -20,6 +20,7 @@ type SharedStore interface {
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
 	broker.RiskPatternStore
+	broker.NoticeClaimStore
 }
 
 // RunSharedTests runs the replica suite: each test opens two handles on one
@@ -35,6 +36,7 @@ func RunSharedTests(t *testing.T, open func(tb testing.TB) (SharedStore, SharedS
 	t.Run("LeaseCapShared", func(t *testing.T) { testLeaseCapShared(t, open) })
 	t.Run("RevocationClaimRelease", func(t *testing.T) { testRevocationClaimRelease(t, open) })
 	t.Run("RiskPatternShared", func(t *testing.T) { testRiskPatternShared(t, open) })
+	t.Run("NoticeClaimRelease", func(t *testing.T) { testNoticeClaimRelease(t, open) })
 }
 
 func testLeaseCapShared(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
@@ -422,5 +424,35 @@ func testRiskPatternShared(t *testing.T, open func(tb testing.TB) (SharedStore, 
 	}
 	if got := read(b, "agent-1"); got != "41" {
 		t.Fatalf("pattern kept by the prune = %q, want 41", got)
+	}
+}
+
+// testNoticeClaimRelease: a notice replica a claimed is hidden from b until
+// a releases it, then b takes it at once; a release leaves alone a notice
+// claimed again since.
+func testNoticeClaimRelease(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
+	a, b := open(t)
+	ctx := t.Context()
+	agent := mustCreateAgent(t, a, "etl-bot")
+	mustCreateLease(t, a, newLease(agent, at(0)))
+	now := time.Now().UTC()
+	until := now.Add(time.Hour)
+	got, err := a.ClaimNotices(ctx, now, until, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("a claims %d notices (%v), want the pending lease's", len(got), err)
+	}
+	if again, err := b.ClaimNotices(ctx, now.Add(time.Second), now.Add(time.Minute), 10); err != nil || len(again) != 0 {
+		t.Fatalf("b claims %d notices a holds (%v), want none", len(again), err)
+	}
+	n, err := a.ReleaseNotices(ctx, []int64{got[0].ID}, until, now.Add(2*time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("ReleaseNotices = %d, %v; want 1", n, err)
+	}
+	taken, err := b.ClaimNotices(ctx, now.Add(3*time.Second), now.Add(time.Minute), 10)
+	if err != nil || len(taken) != 1 || taken[0].ID != got[0].ID {
+		t.Fatalf("b claims %v (%v) after the release, want the released notice", taken, err)
+	}
+	if n, err := a.ReleaseNotices(ctx, []int64{got[0].ID}, until, now.Add(4*time.Second)); err != nil || n != 0 {
+		t.Fatalf("releasing a notice b claimed since = %d, %v; want 0", n, err)
 	}
 }

@@ -35,6 +35,7 @@ type Store interface {
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
 	broker.RiskPatternStore
+	broker.NoticeClaimStore
 	web.MetricsSource
 
 	// Ping reports whether the store answers.
