@@ -69,6 +69,9 @@ func (db *DB) ContainAgent(ctx context.Context, c *broker.Containment, opts brok
 			" (a credential being minted is revoked as soon as Vault returns it)"},
 		{broker.LeaseActive, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(now)}, broker.LeaseRevoking, ""},
 	} {
+		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+			return nil, fmt.Errorf("contain agent: %w", err)
+		}
 		args := append([]any{}, q.args...)
 		args = append(args, out.ID, nanos(now), out.AgentID, string(q.from), role, role)
 		rows, err := tx.QueryContext(ctx, `
