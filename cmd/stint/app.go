@@ -75,9 +75,10 @@ type Main struct {
 	Approvals *approvals.Service
 	Slack     *slackapprovals.Slack
 
-	// Risk scores requests and contains risky agents (nil with
-	// risk.disabled); Reviews runs access reviews and hears of grants;
-	// Alerts delivers governance alerts (app_governance.go).
+	// Risk scores requests, and the lease service contains the agents it
+	// says to (nil with risk.disabled); Reviews runs access reviews and
+	// hears of grants; Alerts delivers governance alerts
+	// (app_governance.go).
 	Risk    *approvals.Risk
 	Reviews *approvals.Reviews
 	Alerts  *approvals.Alerts
