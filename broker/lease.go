@@ -193,7 +193,9 @@ type LeaseFilter struct {
 // Nil fields are left alone; a pointer to a zero time clears a time column.
 type LeaseUpdate struct {
 	// From guards the update: it applies only if the lease's current state is
-	// one of these. Empty means any state.
+	// one of these. It is required: stores refuse an update without it
+	// (ErrUnguardedLeaseUpdate), and a move the lease state machine does
+	// not allow (ErrLeaseTransition; transition.go).
 	From []LeaseState
 	// AgentActive guards the update too: it applies only while the lease's
 	// agent is active (the store returns EFORBIDDEN otherwise). Every step
@@ -246,8 +248,10 @@ type LeaseStore interface {
 	// matches ignoring Offset and Limit.
 	FindLeases(ctx context.Context, filter LeaseFilter) ([]*Lease, int, error)
 	// UpdateLease applies upd and appends an event (from the old state to the
-	// new one) in one transaction. Returns ENOTFOUND if no lease has the id and
-	// ECONFLICT if its state is not in upd.From.
+	// new one) in one transaction. Returns ENOTFOUND if no lease has the id,
+	// ECONFLICT if its state is not in upd.From, ETRANSITION (wrapping
+	// ErrLeaseTransition) if CheckLeaseTransition refuses the move, and an
+	// error wrapping ErrUnguardedLeaseUpdate if upd.From is empty.
 	UpdateLease(ctx context.Context, id string, upd LeaseUpdate) (*Lease, error)
 	// FindLeaseEvents returns the lease's events, oldest first.
 	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)

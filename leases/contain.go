@@ -68,7 +68,10 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 		reason = joinReason("agent "+string(req.State), why)
 	}
 	now := s.Now().UTC()
-	opts := broker.ContainOptions{MintGraceUntil: now.Add(s.IssuingTimeout)}
+	opts := broker.ContainOptions{
+		MintGraceUntil: now.Add(s.IssuingTimeout),
+		MintingReason:  reason + " (a credential being minted is revoked as soon as Vault returns it)",
+	}
 	if req.State != "" {
 		state := req.State
 		upd := broker.AgentUpdate{State: &state, TokensNotBefore: &now} // its access tokens stop working
