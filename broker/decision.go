@@ -71,7 +71,7 @@ type Decision struct {
 	Reasons []string `json:"reasons,omitempty"`
 }
 
-// Decider decides requests. approvals implements it with Cedar policy; it
+// Decider decides requests. approvals/policy implements it with Cedar; it
 // must fail closed: an evaluation error yields OutcomeDeny with the reason,
 // never an error that a caller might treat as approval.
 type Decider interface {

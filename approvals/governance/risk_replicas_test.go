@@ -1,4 +1,4 @@
-package approvals_test
+package governance_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -28,9 +28,9 @@ func TestRiskSharedPattern(t *testing.T) {
 			for d := 13; d >= 1; d-- {
 				recordLease(t, db, a, "db-readonly", broker.LeaseExpired, time.Date(2026, 3, 4-d, 14, 0, 0, 0, time.UTC), 15*time.Minute)
 			}
-			var replicas []*approvals.Risk
+			var replicas []*governance.Risk
 			for range 2 {
-				r := approvals.NewRisk(db, nil)
+				r := governance.NewRisk(db, nil)
 				r.Now = func() time.Time { return now }
 				if shared {
 					r.Patterns = db

@@ -1,4 +1,4 @@
-package approvals_test
+package governance_test
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -17,37 +17,37 @@ import (
 func TestScoreFacts(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		facts     approvals.RiskFacts
+		facts     governance.RiskFacts
 		threshold int
 		score     int
 		factors   []string
 		contain   bool
 	}{
-		{name: "Quiet", facts: approvals.RiskFacts{Count: 1}, threshold: 90, score: 0},
-		{name: "FirstUse", facts: approvals.RiskFacts{Count: 1, FirstUse: "db-readonly"}, threshold: 90, score: 15, factors: []string{broker.RiskFirstUse}},
-		{name: "RateSteps", facts: approvals.RiskFacts{Count: 9, Z: 4}, threshold: 90, score: 20, factors: []string{broker.RiskRate}},
-		{name: "BurstSteps", facts: approvals.RiskFacts{Count: 1, Burst: 15}, threshold: 90, score: 40, factors: []string{broker.RiskBurst}},
-		{name: "TTLTwiceMedian", facts: approvals.RiskFacts{TTL: time.Hour, MedianTTL: 30 * time.Minute}, threshold: 90, score: 8, factors: []string{broker.RiskTTL}},
-		{name: "TTLNotJudged", facts: approvals.RiskFacts{TTL: 10 * time.Hour}, threshold: 90, score: 0},
-		{name: "TaskRoles", facts: approvals.RiskFacts{Task: "migrate", TaskRoles: []string{"a", "b", "c"}}, threshold: 90, score: 10, factors: []string{broker.RiskTaskRoles}},
-		{name: "UnusualHour", facts: approvals.RiskFacts{PastTotal: 40, HourShare: 0.01, Hour: 3}, threshold: 90, score: 10, factors: []string{broker.RiskUnusualHour}},
-		{name: "UsualHour", facts: approvals.RiskFacts{PastTotal: 40, HourShare: 0.2, Hour: 10}, threshold: 90, score: 0},
-		{name: "TooLittleHistory", facts: approvals.RiskFacts{PastTotal: 10, HourShare: 0, Hour: 3}, threshold: 90, score: 0},
-		{name: "DenialsCapped", facts: approvals.RiskFacts{Denials: 7}, threshold: 90, score: 30, factors: []string{broker.RiskDenials}},
-		{name: "AuthFailuresCapped", facts: approvals.RiskFacts{AuthFailures: 9}, threshold: 90, score: 25, factors: []string{broker.RiskAuthFailures}},
-		{name: "AtThreshold", facts: approvals.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 2}, threshold: 90, score: 90,
+		{name: "Quiet", facts: governance.RiskFacts{Count: 1}, threshold: 90, score: 0},
+		{name: "FirstUse", facts: governance.RiskFacts{Count: 1, FirstUse: "db-readonly"}, threshold: 90, score: 15, factors: []string{broker.RiskFirstUse}},
+		{name: "RateSteps", facts: governance.RiskFacts{Count: 9, Z: 4}, threshold: 90, score: 20, factors: []string{broker.RiskRate}},
+		{name: "BurstSteps", facts: governance.RiskFacts{Count: 1, Burst: 15}, threshold: 90, score: 40, factors: []string{broker.RiskBurst}},
+		{name: "TTLTwiceMedian", facts: governance.RiskFacts{TTL: time.Hour, MedianTTL: 30 * time.Minute}, threshold: 90, score: 8, factors: []string{broker.RiskTTL}},
+		{name: "TTLNotJudged", facts: governance.RiskFacts{TTL: 10 * time.Hour}, threshold: 90, score: 0},
+		{name: "TaskRoles", facts: governance.RiskFacts{Task: "migrate", TaskRoles: []string{"a", "b", "c"}}, threshold: 90, score: 10, factors: []string{broker.RiskTaskRoles}},
+		{name: "UnusualHour", facts: governance.RiskFacts{PastTotal: 40, HourShare: 0.01, Hour: 3}, threshold: 90, score: 10, factors: []string{broker.RiskUnusualHour}},
+		{name: "UsualHour", facts: governance.RiskFacts{PastTotal: 40, HourShare: 0.2, Hour: 10}, threshold: 90, score: 0},
+		{name: "TooLittleHistory", facts: governance.RiskFacts{PastTotal: 10, HourShare: 0, Hour: 3}, threshold: 90, score: 0},
+		{name: "DenialsCapped", facts: governance.RiskFacts{Denials: 7}, threshold: 90, score: 30, factors: []string{broker.RiskDenials}},
+		{name: "AuthFailuresCapped", facts: governance.RiskFacts{AuthFailures: 9}, threshold: 90, score: 25, factors: []string{broker.RiskAuthFailures}},
+		{name: "AtThreshold", facts: governance.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 2}, threshold: 90, score: 90,
 			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}, contain: true},
-		{name: "BelowThreshold", facts: approvals.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 1}, threshold: 90, score: 85,
+		{name: "BelowThreshold", facts: governance.RiskFacts{Count: 1, Burst: 20, Denials: 3, AuthFailures: 1}, threshold: 90, score: 85,
 			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}},
-		{name: "CappedAt100", facts: approvals.RiskFacts{Count: 20, Z: 9, Burst: 25, FirstUse: "x", Denials: 5, AuthFailures: 9}, threshold: 100, score: 100,
+		{name: "CappedAt100", facts: governance.RiskFacts{Count: 20, Z: 9, Burst: 25, FirstUse: "x", Denials: 5, AuthFailures: 9}, threshold: 100, score: 100,
 			factors: []string{broker.RiskRate, broker.RiskBurst, broker.RiskFirstUse, broker.RiskDenials, broker.RiskAuthFailures}, contain: true},
-		{name: "ThresholdZeroNeverContains", facts: approvals.RiskFacts{Denials: 3, AuthFailures: 9}, threshold: 0, score: 55,
+		{name: "ThresholdZeroNeverContains", facts: governance.RiskFacts{Denials: 3, AuthFailures: 9}, threshold: 0, score: 55,
 			factors: []string{broker.RiskDenials, broker.RiskAuthFailures}},
-		{name: "ThresholdOver100NeverContains", facts: approvals.RiskFacts{Burst: 25, Denials: 3, AuthFailures: 9}, threshold: 101, score: 100,
+		{name: "ThresholdOver100NeverContains", facts: governance.RiskFacts{Burst: 25, Denials: 3, AuthFailures: 9}, threshold: 101, score: 100,
 			factors: []string{broker.RiskBurst, broker.RiskDenials, broker.RiskAuthFailures}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := approvals.ScoreFacts(tc.facts, tc.threshold)
+			got := governance.ScoreFacts(tc.facts, tc.threshold)
 			var names []string
 			for _, f := range got.Factors {
 				names = append(names, f.Name)
@@ -56,7 +56,7 @@ func TestScoreFacts(t *testing.T) {
 				t.Fatalf("score = %d contain %v factors %v (%s); want %d contain %v factors %v",
 					got.Score, got.Contain, names, got.Summary(), tc.score, tc.contain, tc.factors)
 			}
-			if again := approvals.ScoreFacts(tc.facts, tc.threshold); !reflect.DeepEqual(again, got) {
+			if again := governance.ScoreFacts(tc.facts, tc.threshold); !reflect.DeepEqual(again, got) {
 				t.Fatalf("the same facts scored twice differ: %+v vs %+v", got, again)
 			}
 		})
@@ -81,7 +81,7 @@ func TestRiskCannotContain(t *testing.T) {
 		t.Fatalf("lease service operations %v lack ContainAgent", ops)
 	}
 	containReq := reflect.TypeFor[broker.ContainRequest]()
-	rt := reflect.TypeFor[approvals.Risk]()
+	rt := reflect.TypeFor[governance.Risk]()
 	for i := range rt.NumField() {
 		f := rt.Field(i)
 		for _, op := range ops {
@@ -99,7 +99,7 @@ func TestRiskCannotContain(t *testing.T) {
 	}
 	var _ interface {
 		ScoreRequest(context.Context, broker.DecisionRequest) (broker.RiskAssessment, error)
-	} = (*approvals.Risk)(nil)
+	} = (*governance.Risk)(nil)
 }
 
 // TestRiskDryRunCountsNothing: a preview is scored as the request would
@@ -111,7 +111,7 @@ func TestRiskDryRunCountsNothing(t *testing.T) {
 	now := time.Date(2026, 3, 4, 14, 0, 0, 0, time.UTC)
 	a := createAgent(t, db, "etl", now.Add(-30*24*time.Hour))
 	recordLease(t, db, a, "db-readonly", broker.LeaseExpired, now.Add(-24*time.Hour), 15*time.Minute)
-	score := func(r *approvals.Risk, dry bool) broker.RiskAssessment {
+	score := func(r *governance.Risk, dry bool) broker.RiskAssessment {
 		t.Helper()
 		got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a, Role: riskLowRole, TTL: 15 * time.Minute, Time: now, DryRun: dry})
 		if err != nil {
@@ -119,10 +119,10 @@ func TestRiskDryRunCountsNothing(t *testing.T) {
 		}
 		return got
 	}
-	fresh := approvals.NewRisk(db, nil)
+	fresh := governance.NewRisk(db, nil)
 	want := score(fresh, false)
 
-	r := approvals.NewRisk(db, nil)
+	r := governance.NewRisk(db, nil)
 	for range 20 {
 		if p := score(r, true); !reflect.DeepEqual(p, want) {
 			t.Fatalf("a preview scores %s, want what the request would: %s", p.Summary(), want.Summary())
