@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// LeaseState is where a lease is in its life. See DESIGN.md for the diagram.
+// LeaseState is where a lease is in its life. The README's "How a lease works"
+// has the diagram; transition.go lists the moves between states.
 type LeaseState string
 
 // Lease states.

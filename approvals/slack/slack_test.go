@@ -314,11 +314,11 @@ func blockText(tb testing.TB, c call) string {
 	return b.String()
 }
 
-// blockActions builds a block_actions payload from the shared fixture, the
+// blockActions builds a block_actions payload from testdata/block_actions.json, the
 // shape Slack sends for a button click.
 func blockActions(tb testing.TB, user, action, value string) string {
 	tb.Helper()
-	raw, err := os.ReadFile("/work/shared/fixtures/slack/block_actions.json")
+	raw, err := os.ReadFile("testdata/block_actions.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
