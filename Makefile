@@ -39,7 +39,7 @@ test: devvault
 
 # The fuzz targets, as package:Name. Their seed corpora (testdata/fuzz/Name in
 # each package, plus the f.Add seeds) run as ordinary tests in `make test`.
-FUZZ_TARGETS := ./web:FuzzDecodeJSON ./approvals/slack:FuzzInteraction ./broker/identity:FuzzToken ./approvals:FuzzPolicyRequest
+FUZZ_TARGETS := ./web:FuzzDecodeJSON ./approvals/slack:FuzzInteraction ./broker/identity:FuzzToken ./approvals/policy:FuzzPolicyRequest
 FUZZTIME  ?= 10m
 SMOKETIME ?= 5s
 

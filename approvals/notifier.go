@@ -64,12 +64,19 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) DeliverNotices(ctx context.Context) error {
 	for {
 		now := s.Now().UTC()
-		due, err := s.Store.ClaimNotices(ctx, now, now.Add(s.ClaimTimeout), s.BatchSize)
+		until := now.Add(s.ClaimTimeout)
+		due, err := s.Store.ClaimNotices(ctx, now, until, s.BatchSize)
 		if err != nil {
 			return fmt.Errorf("claim notices: %w", err)
 		}
+		s.holdNotices(due, until)
 		for _, n := range due {
 			if err := s.deliver(ctx, n); err != nil {
+				if ctx.Err() != nil {
+					// Stopping: the call was cut short, not refused. The
+					// claims stay held, and ReleaseClaims hands them on.
+					return nil
+				}
 				attempts := n.Attempts + 1
 				next := s.Now().UTC().Add(broker.Backoff(s.RetryBase, s.RetryMax, attempts))
 				msg := broker.RetryErrorText(err)
@@ -78,11 +85,18 @@ func (s *Service) DeliverNotices(ctx context.Context) error {
 				if rerr := s.Store.RetryNotice(ctx, n.ID, attempts, next, msg); rerr != nil {
 					return fmt.Errorf("record failed notice: %w", rerr)
 				}
+				s.dropNotice(n.ID)
 				continue
 			}
-			if err := s.Store.CompleteNotice(ctx, n.ID, s.Now().UTC()); err != nil {
+			// What Slack took is recorded even when the service is
+			// stopping.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			err := s.Store.CompleteNotice(cctx, n.ID, s.Now().UTC())
+			cancel()
+			if err != nil {
 				return fmt.Errorf("complete notice: %w", err)
 			}
+			s.dropNotice(n.ID)
 		}
 		// Completing a lease's notice frees its next one; failed notices
 		// wait for their backoff, so this ends.
@@ -165,4 +179,52 @@ func (s *Service) request(ctx context.Context, n *broker.Notice) (*Request, erro
 		Digest: Digest(l), Needed: needed, Given: Given(approvals),
 		Approvers: s.EligibleApprovers(l, agent), Notice: n,
 	}, nil
+}
+
+// holdNotices records that the service holds the claims of notices, until
+// until.
+func (s *Service) holdNotices(notices []*broker.Notice, until time.Time) {
+	s.claimsMu.Lock()
+	defer s.claimsMu.Unlock()
+	if s.claims == nil {
+		s.claims = make(map[int64]time.Time)
+	}
+	for _, n := range notices {
+		s.claims[n.ID] = until
+	}
+}
+
+// dropNotice forgets the claim of a notice sent or rescheduled.
+func (s *Service) dropNotice(id int64) {
+	s.claimsMu.Lock()
+	delete(s.claims, id)
+	s.claimsMu.Unlock()
+}
+
+// ReleaseClaims makes every notice this service claimed and did not finish
+// due at once, for another replica (or this one's next start) to send,
+// unless it was claimed again since. Call it once Run returned. It returns
+// how many it released; without a store that releases claims (Claims nil)
+// it releases none, and they run out after ClaimTimeout.
+func (s *Service) ReleaseClaims(ctx context.Context) (int, error) {
+	s.claimsMu.Lock()
+	byUntil := map[time.Time][]int64{}
+	for id, until := range s.claims {
+		byUntil[until] = append(byUntil[until], id)
+	}
+	s.claims = nil
+	s.claimsMu.Unlock()
+	if s.Claims == nil {
+		return 0, nil
+	}
+	now := s.Now().UTC()
+	released := 0
+	for until, ids := range byUntil {
+		n, err := s.Claims.ReleaseNotices(ctx, ids, until, now)
+		if err != nil {
+			return released, fmt.Errorf("release notice claims: %w", err)
+		}
+		released += n
+	}
+	return released, nil
 }

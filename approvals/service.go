@@ -53,6 +53,13 @@ type Service struct {
 	PollInterval time.Duration
 	// BatchSize is how many notices one pass claims.
 	BatchSize int
+	// Claims hands the notices this service claimed and did not finish back
+	// to the store when it stops (ReleaseClaims, notifier.go); NewService
+	// sets it when the store implements it. claims maps a notice id to the
+	// time its claim runs until.
+	Claims   broker.NoticeClaimStore
+	claimsMu sync.Mutex
+	claims   map[int64]time.Time
 
 	mu        sync.RWMutex
 	approvers []*broker.Approver
@@ -84,6 +91,7 @@ func NewService(store Store, approvers []*broker.Approver, roles []*broker.Role,
 		return nil, err
 	}
 	s.SetRoles(roles)
+	s.Claims, _ = store.(broker.NoticeClaimStore)
 	return s, nil
 }
 

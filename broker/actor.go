@@ -60,8 +60,34 @@ func ActorFromContext(ctx context.Context) (a Actor, ok bool) {
 	return a, ok
 }
 
-// SystemActor is the actor recorded for work done by Stint's own jobs.
-func SystemActor(job string) Actor { return Actor{Kind: ActorSystem, Name: job} }
+// SystemJob names one of Stint's own jobs, the system actors of lease
+// history and the audit chain ("system:<job>").
+type SystemJob string
+
+// Stint's own jobs.
+const (
+	// JobExpiry closes task windows: active → revoking when ExpiresAt passes.
+	JobExpiry SystemJob = "expiry"
+	// JobApprovalTimeout ends pending leases past DecideBy and approved
+	// leases past ActivateBy.
+	JobApprovalTimeout SystemJob = "approval-timeout"
+	// JobIssuer records what minting did: failures, withheld credentials,
+	// windows capped or undone.
+	JobIssuer SystemJob = "issuer"
+	// JobRevocationQueue retries revocations until Vault confirms them.
+	JobRevocationQueue SystemJob = "revocation-queue"
+	// JobReconciler fails leases stuck in issuing and revokes credentials
+	// no live lease holds.
+	JobReconciler SystemJob = "reconciler"
+	// JobGovernance raises access-review and break-glass alerts.
+	JobGovernance SystemJob = "governance"
+	// JobServe is the server itself (start and stop events).
+	JobServe SystemJob = "serve"
+)
+
+// SystemActor is the actor recorded for work done by one of Stint's own
+// jobs; its String is "system:<job>".
+func SystemActor(job SystemJob) Actor { return Actor{Kind: ActorSystem, Name: string(job)} }
 
 // GovernanceActor is the actor of the containments Stint's governance
 // starts on its own (a risk score over the revoke threshold, an access

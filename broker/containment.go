@@ -71,6 +71,10 @@ type ContainOptions struct {
 	// answers, and a minter that died leaves the reconciler to find the
 	// credential.
 	MintGraceUntil time.Time
+	// MintingReason, if set, is the reason recorded on leases that were
+	// issuing, in place of the containment's Reason: the caller says what
+	// becomes of a credential being minted.
+	MintingReason string
 }
 
 // ContainmentStore persists containments.
@@ -79,7 +83,7 @@ type ContainmentStore interface {
 	// it sets Agent and CreatedAt) and, in the same transaction, applies
 	// opts.AgentUpdate to the agent and marks every live lease of the agent
 	// (of c.Role when set) to end, each with an event by c.Actor for
-	// c.Reason:
+	// c.Reason (opts.MintingReason for issuing leases, when set):
 	//   - pending and approved leases end revoked at once (nothing was
 	//     minted);
 	//   - active leases become revoking (EndState revoked), due at once;

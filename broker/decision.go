@@ -51,6 +51,10 @@ type DecisionRequest struct {
 	ActiveRoles []string
 	// Breakglass is true for an emergency request (see Role.Breakglass).
 	Breakglass bool
+	// DryRun is true for a preview (LeaseService.PreviewLease): it is
+	// decided and scored as the request would be, and the risk scorer
+	// counts it nowhere. Policy does not see it.
+	DryRun bool
 }
 
 // Decision is the answer of policy to a DecisionRequest, with the policy ids
@@ -67,7 +71,7 @@ type Decision struct {
 	Reasons []string `json:"reasons,omitempty"`
 }
 
-// Decider decides requests. approvals implements it with Cedar policy; it
+// Decider decides requests. approvals/policy implements it with Cedar; it
 // must fail closed: an evaluation error yields OutcomeDeny with the reason,
 // never an error that a caller might treat as approval.
 type Decider interface {

@@ -74,7 +74,7 @@ func (r RiskAssessment) Summary() string {
 	return fmt.Sprintf("%d (%s)", r.Score, strings.Join(parts, "; "))
 }
 
-// RiskScorer scores requests. approvals.Risk implements it from the lease
+// RiskScorer scores requests. approvals/governance.Risk implements it from the lease
 // history and in-memory per-agent patterns. It has no effect beyond
 // remembering requests in those patterns: it never changes an agent or a
 // lease, and never calls the lease service.

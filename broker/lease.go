@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// LeaseState is where a lease is in its life. See DESIGN.md for the diagram.
+// LeaseState is where a lease is in its life. The README's "How a lease works"
+// has the diagram; transition.go lists the moves between states.
 type LeaseState string
 
 // Lease states.
@@ -151,7 +152,8 @@ type LeaseEvent struct {
 	At      time.Time  `json:"at"`
 	From    LeaseState `json:"from,omitempty"`
 	To      LeaseState `json:"to"`
-	// Actor is who caused it: "agent:<name>", "admin:<name>", "system:expiry", …
+	// Actor is who caused it: "agent:<name>", "admin:<name>", "system:<job>"
+	// (SystemActor), …
 	Actor  string `json:"actor"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -192,7 +194,9 @@ type LeaseFilter struct {
 // Nil fields are left alone; a pointer to a zero time clears a time column.
 type LeaseUpdate struct {
 	// From guards the update: it applies only if the lease's current state is
-	// one of these. Empty means any state.
+	// one of these. It is required: stores refuse an update without it
+	// (ErrUnguardedLeaseUpdate), and a move the lease state machine does
+	// not allow (ErrLeaseTransition; transition.go).
 	From []LeaseState
 	// AgentActive guards the update too: it applies only while the lease's
 	// agent is active (the store returns EFORBIDDEN otherwise). Every step
@@ -245,8 +249,10 @@ type LeaseStore interface {
 	// matches ignoring Offset and Limit.
 	FindLeases(ctx context.Context, filter LeaseFilter) ([]*Lease, int, error)
 	// UpdateLease applies upd and appends an event (from the old state to the
-	// new one) in one transaction. Returns ENOTFOUND if no lease has the id and
-	// ECONFLICT if its state is not in upd.From.
+	// new one) in one transaction. Returns ENOTFOUND if no lease has the id,
+	// ECONFLICT if its state is not in upd.From, ETRANSITION (wrapping
+	// ErrLeaseTransition) if CheckLeaseTransition refuses the move, and an
+	// error wrapping ErrUnguardedLeaseUpdate if upd.From is empty.
 	UpdateLease(ctx context.Context, id string, upd LeaseUpdate) (*Lease, error)
 	// FindLeaseEvents returns the lease's events, oldest first.
 	FindLeaseEvents(ctx context.Context, leaseID string) ([]*LeaseEvent, error)
@@ -264,8 +270,9 @@ type LeaseStore interface {
 	NextLeaseDeadline(ctx context.Context) (t time.Time, ok bool, err error)
 	// ClaimExpiredLeases moves up to limit active leases whose ExpiresAt is at
 	// or before now to revoking (EndState expired, NextRevokeAt retryAt),
-	// recording an event for each, and returns them, earliest deadline first.
-	ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*Lease, error)
+	// recording an event for each by actor for reason, and returns them,
+	// earliest deadline first.
+	ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int, actor, reason string) ([]*Lease, error)
 	// ClaimDueRevocations returns up to limit revoking leases whose
 	// NextRevokeAt is at or before now, pushing their NextRevokeAt to retryAt so
 	// that no other worker takes them meanwhile. It records no event.
@@ -293,10 +300,16 @@ type LeaseStore interface {
 	// EndOverdueLeases ends up to limit leases whose approval deadline is at
 	// or before now: pending leases past DecideBy become timed_out, approved
 	// leases past ActivateBy become lapsed (EndedAt now), each with an event
-	// by "system:approval-timeout". It returns them, earliest deadline first
+	// by actor for the reason reasons gives. It returns them, earliest deadline first
 	// (a lease's DecideBy or ActivateBy). NextLeaseDeadline includes these
 	// deadlines.
-	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*Lease, error)
+	EndOverdueLeases(ctx context.Context, now time.Time, limit int, actor string, reasons OverdueReasons) ([]*Lease, error)
+}
+
+// OverdueReasons are the reasons EndOverdueLeases records: TimedOut for a
+// pending lease that times out, Lapsed for an approved lease that lapses.
+type OverdueReasons struct {
+	TimedOut, Lapsed string
 }
 
 // RevocationDone says Vault confirmed a lease's revocation at At.

@@ -149,3 +149,31 @@ type RevocationClaimStore interface {
 	// records no event and returns how many it released.
 	ReleaseRevocations(ctx context.Context, claims []RevocationClaim, now time.Time) (int, error)
 }
+
+// RiskPatternStore keeps each agent's request pattern (the moving average
+// and recent requests behind the live risk score's rate and burst factors)
+// for every replica at once, so that an agent spreading its requests over
+// several replicas is measured on all of them.
+type RiskPatternStore interface {
+	// UpdateRiskPattern passes the agent's stored pattern (empty when it
+	// has none) to update and stores what update returns, dated now, in
+	// one transaction that holds the pattern's row: requests scored at
+	// once on several replicas are each counted once. update runs inside
+	// the transaction and must not block; its error is returned and
+	// nothing is stored.
+	UpdateRiskPattern(ctx context.Context, agentID string, now time.Time, update func(pattern []byte) ([]byte, error)) error
+	// PruneRiskPatterns deletes the patterns not updated since before
+	// (they are rebuilt from the lease history when needed) and returns
+	// how many.
+	PruneRiskPatterns(ctx context.Context, before time.Time) (int, error)
+}
+
+// NoticeClaimStore hands a stopping replica's claimed approval notices back
+// to the others, so that a message it was sending goes out at once rather
+// than when its claim runs out (the outbox's claim timeout).
+type NoticeClaimStore interface {
+	// ReleaseNotices makes each notice of ids due at now if it is unsent
+	// and still claimed until until (ClaimNotices' retryAt); a notice
+	// claimed again since is left alone. It returns how many it released.
+	ReleaseNotices(ctx context.Context, ids []int64, until, now time.Time) (int, error)
+}

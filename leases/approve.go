@@ -285,7 +285,7 @@ func (s *Service) ActivateLease(ctx context.Context, id string) (*broker.Lease, 
 	if l.ActivateBy != nil && !now.Before(*l.ActivateBy) {
 		if _, err := s.Store.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
 			From: []broker.LeaseState{broker.LeaseApproved}, State: ptr(broker.LeaseLapsed), EndedAt: &now,
-			Actor: "system:approval-timeout", Reason: "not activated before the deadline",
+			Actor: actorApprovalTimeout, Reason: overdueReasons.Lapsed,
 		}); err != nil && broker.ErrorCode(err) != broker.ECONFLICT {
 			return nil, nil, fmt.Errorf("record lapsed lease: %w", err)
 		}
@@ -361,12 +361,18 @@ func (s *Service) CancelLease(ctx context.Context, id string) (*broker.Lease, er
 	return l, nil
 }
 
+// overdueReasons are the reasons recorded when an approval deadline passes.
+var overdueReasons = broker.OverdueReasons{
+	TimedOut: "no decision before the deadline",
+	Lapsed:   "not activated before the deadline",
+}
+
 // EndOverdue ends pending leases past DecideBy (timed_out) and approved
 // leases past ActivateBy (lapsed). Nothing was minted for either, so nothing
 // needs revoking. It is idempotent; the expiry loop runs it on every pass.
 func (s *Service) EndOverdue(ctx context.Context) error {
 	for {
-		ended, err := s.Store.EndOverdueLeases(ctx, s.Now().UTC(), s.BatchSize)
+		ended, err := s.Store.EndOverdueLeases(ctx, s.Now().UTC(), s.BatchSize, actorApprovalTimeout, overdueReasons)
 		if err != nil {
 			return fmt.Errorf("end overdue leases: %w", err)
 		}

@@ -68,7 +68,10 @@ func (s *Service) ContainAgent(ctx context.Context, req broker.ContainRequest) (
 		reason = joinReason("agent "+string(req.State), why)
 	}
 	now := s.Now().UTC()
-	opts := broker.ContainOptions{MintGraceUntil: now.Add(s.IssuingTimeout)}
+	opts := broker.ContainOptions{
+		MintGraceUntil: now.Add(s.IssuingTimeout),
+		MintingReason:  reason + " (a credential being minted is revoked as soon as Vault returns it)",
+	}
 	if req.State != "" {
 		state := req.State
 		upd := broker.AgentUpdate{State: &state, TokensNotBefore: &now} // its access tokens stop working
@@ -172,7 +175,7 @@ func (s *Service) handOver(ctx context.Context, l *broker.Lease, vaultLeaseID st
 	upd := broker.LeaseUpdate{
 		VaultLeaseID: &vaultLeaseID,
 		NextRevokeAt: &now,
-		Actor:        "system:issuer",
+		Actor:        actorIssuer,
 	}
 	cur, err := s.Store.FindLeaseByID(hctx, l.ID)
 	switch {
@@ -193,7 +196,7 @@ func (s *Service) handOver(ctx context.Context, l *broker.Lease, vaultLeaseID st
 		var q *broker.Lease
 		if q, err = s.Store.UpdateLease(hctx, l.ID, upd); err == nil {
 			s.Logger.Warn("minted credential withheld: the lease was contained", "lease_id", l.ID, "agent", l.Agent, "role", l.Role)
-			if _, err := s.attemptRevoke(hctx, q, "system:issuer"); err != nil {
+			if _, err := s.attemptRevoke(hctx, q, actorIssuer); err != nil {
 				s.Logger.Error("revoke withheld credential", "lease_id", l.ID, "err", err)
 			}
 		}

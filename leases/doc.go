@@ -4,7 +4,8 @@
 // the credential back once, and revokes it when the window closes, when the
 // agent releases it, or when an admin pulls it.
 //
-// Three background pieces keep the invariants of DESIGN.md:
+// Four background pieces keep the invariants listed in the README's "How a
+// lease works" (write ahead, time twice, verified revocation, reconciliation):
 //
 //   - the expiry loop (Service.Run): one timer driven by the store's next
 //     deadline, woken when a lease is created; it expires due leases and drives

@@ -77,12 +77,12 @@ func (s *Service) Tick(ctx context.Context) error {
 func (s *Service) ExpireDue(ctx context.Context) error {
 	for {
 		now := s.Now().UTC()
-		due, err := s.Store.ClaimExpiredLeases(ctx, now, now.Add(s.ClaimTimeout), s.BatchSize)
+		due, err := s.Store.ClaimExpiredLeases(ctx, now, now.Add(s.ClaimTimeout), s.BatchSize, actorExpiry, "window closed")
 		if err != nil {
 			return fmt.Errorf("claim expired leases: %w", err)
 		}
 		s.holdClaims(due...)
-		s.revokeAll(ctx, due, "system:expiry")
+		s.revokeAll(ctx, due, actorExpiry)
 		if len(due) < s.BatchSize {
 			return nil
 		}
@@ -98,7 +98,7 @@ func (s *Service) RetryRevocations(ctx context.Context) error {
 			return fmt.Errorf("claim due revocations: %w", err)
 		}
 		s.holdClaims(due...)
-		s.revokeAll(ctx, due, "system:revocation-queue")
+		s.revokeAll(ctx, due, actorRevocationQueue)
 		if len(due) < s.BatchSize {
 			return nil
 		}

@@ -204,7 +204,7 @@ type countingStore struct {
 	expiryClaims atomic.Int64
 }
 
-func (c *countingStore) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+func (c *countingStore) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int, actor, reason string) ([]*broker.Lease, error) {
 	c.expiryClaims.Add(1)
-	return c.Store.ClaimExpiredLeases(ctx, now, retryAt, limit)
+	return c.Store.ClaimExpiredLeases(ctx, now, retryAt, limit, actor, reason)
 }

@@ -115,7 +115,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		return nil, broker.Errorf(broker.EFORBIDDEN, "Agent %s is %s.", agent.Name, agent.State)
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionExtend, agent, role, add, l.Task, actor, now, false)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionExtend, Agent: agent, Role: role, TTL: add, Task: l.Task, Time: now}, actor)
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		back := l.Extensions
 		if _, uerr := s.guardedExtend(uctx, l.ID, newEnd, broker.LeaseUpdate{
 			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &end, Extensions: &back, TTL: &oldTTL,
-			Actor: "system:issuer", Reason: "extension undone: Vault did not renew the credential: " + broker.RetryErrorText(err),
+			Actor: actorIssuer, Reason: "extension undone: Vault did not renew the credential: " + broker.RetryErrorText(err),
 		}); uerr != nil {
 			s.Logger.Error("undo extension", "lease_id", l.ID, "err", uerr)
 		}
@@ -192,7 +192,7 @@ func (s *Service) ExtendLease(ctx context.Context, id, ttl string) (*broker.Leas
 		capped := credEnd
 		cappedTTL := broker.Duration(capped.Sub(start))
 		if ext, err = s.guardedExtend(ctx, l.ID, newEnd, broker.LeaseUpdate{
-			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &capped, TTL: &cappedTTL, Actor: "system:issuer",
+			From: []broker.LeaseState{broker.LeaseActive}, ExpiresAt: &capped, TTL: &cappedTTL, Actor: actorIssuer,
 			Reason: fmt.Sprintf("Vault renewed the credential only until %s (the Vault role's max TTL); the window ends then", capped.Format(time.RFC3339)),
 		}); err != nil {
 			return nil, err

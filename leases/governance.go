@@ -46,14 +46,12 @@ func (s *Service) conflictsWith(role string) []string {
 // 0; an error from it fails the request (fail closed). The scorer only
 // scores: a score it says to contain denies the request (govern) and the
 // caller then contains the agent (containRisk).
-func (s *Service) scoreRisk(ctx context.Context, action broker.Action, agent *broker.Agent, role *broker.Role, window time.Duration, task string, actor broker.Actor, now time.Time, breakglass bool) (broker.RiskAssessment, error) {
+func (s *Service) scoreRisk(ctx context.Context, req broker.DecisionRequest, actor broker.Actor) (broker.RiskAssessment, error) {
 	if s.Risk == nil {
 		return broker.RiskAssessment{}, nil
 	}
-	r, err := s.Risk.ScoreRequest(ctx, broker.DecisionRequest{
-		Action: action, Agent: agent, Role: role, TTL: window, Task: task, AuthMethod: actor.AuthMethod,
-		OnBehalfOf: actor.OnBehalfOf, SourceIP: actor.SourceIP, Time: now, Breakglass: breakglass,
-	})
+	req.AuthMethod, req.OnBehalfOf, req.SourceIP = actor.AuthMethod, actor.OnBehalfOf, actor.SourceIP
+	r, err := s.Risk.ScoreRequest(ctx, req)
 	if err != nil {
 		return broker.RiskAssessment{}, fmt.Errorf("score risk: %w", err)
 	}

@@ -101,7 +101,8 @@ func (s *Service) PreviewLease(ctx context.Context, req broker.LeaseRequest) (*b
 		return nil, err
 	}
 	now := s.Now().UTC()
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionRequest, Agent: agent, Role: role, TTL: window,
+		Task: req.Task, Time: now, Breakglass: req.Breakglass, DryRun: true}, actor)
 	if err != nil {
 		return nil, err
 	}

@@ -18,9 +18,9 @@ var leaseWriters = map[string]int{
 	"UpdateLeaseExclusive": 4,
 	"UpdateLeaseIfExpires": 4,
 	"RecordApproval":       5,
-	"ClaimExpiredLeases":   4,
+	"ClaimExpiredLeases":   6,
 	"EndRevocations":       4,
-	"EndOverdueLeases":     3,
+	"EndOverdueLeases":     5,
 	"ContainAgent":         3,
 }
 

@@ -80,7 +80,7 @@ func (s *Service) Reconcile(ctx context.Context) (*ReconcileReport, error) {
 			From:    []broker.LeaseState{broker.LeaseIssuing},
 			State:   ptr(broker.LeaseFailed),
 			EndedAt: &now,
-			Actor:   "system:reconciler",
+			Actor:   actorReconciler,
 			Reason:  fmt.Sprintf("mint did not complete within %s; any credential minted is revoked by the reconciler", s.IssuingTimeout),
 		})
 		if broker.ErrorCode(err) == broker.ECONFLICT {

@@ -9,7 +9,7 @@ import (
 )
 
 // Alerter tells people what the lease service did on its own, such as a
-// risk containment. approvals.Alerts implements it: every alert is logged,
+// risk containment. approvals/governance.Alerts implements it: every alert is logged,
 // recorded in the audit log as auditKind about subject, and sent to Slack
 // when it is wired.
 type Alerter interface {

@@ -25,6 +25,15 @@ type Store interface {
 	Ping(ctx context.Context) error
 }
 
+// The system actors this service records in lease history.
+var (
+	actorExpiry          = broker.SystemActor(broker.JobExpiry).String()
+	actorApprovalTimeout = broker.SystemActor(broker.JobApprovalTimeout).String()
+	actorIssuer          = broker.SystemActor(broker.JobIssuer).String()
+	actorRevocationQueue = broker.SystemActor(broker.JobRevocationQueue).String()
+	actorReconciler      = broker.SystemActor(broker.JobReconciler).String()
+)
+
 // Service implements broker.LeaseService. Set the exported fields, then call
 // NewService's result's Run in a goroutine to drive expiry and revocation.
 type Service struct {
@@ -277,7 +286,8 @@ func (s *Service) RequestLease(ctx context.Context, req broker.LeaseRequest) (*b
 		UpdatedAt:     now,
 	}
 
-	risk, err := s.scoreRisk(ctx, broker.ActionRequest, agent, role, window, req.Task, actor, now, req.Breakglass)
+	risk, err := s.scoreRisk(ctx, broker.DecisionRequest{Action: broker.ActionRequest, Agent: agent, Role: role, TTL: window,
+		Task: req.Task, Time: now, Breakglass: req.Breakglass}, actor)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,7 +380,7 @@ func (s *Service) activate(ctx context.Context, l *broker.Lease, role *broker.Ro
 		defer cancel()
 		if _, uerr := s.Store.UpdateLease(fctx, l.ID, broker.LeaseUpdate{
 			From: []broker.LeaseState{broker.LeaseIssuing}, State: ptr(broker.LeaseFailed),
-			EndedAt: ptr(s.Now().UTC()), Actor: "system:issuer", Reason: reason,
+			EndedAt: ptr(s.Now().UTC()), Actor: actorIssuer, Reason: reason,
 		}); uerr != nil {
 			s.Logger.Error("record failed mint", "lease_id", l.ID, "err", uerr)
 		}
@@ -566,7 +576,7 @@ func (s *Service) queueRetry(ctx context.Context, l *broker.Lease, err error) (*
 		RevokeAttempts: &attempts,
 		NextRevokeAt:   &next,
 		RevokeError:    &msg,
-		Actor:          "system:revocation-queue",
+		Actor:          actorRevocationQueue,
 		Reason:         fmt.Sprintf("revocation attempt %d failed: %s", attempts, msg),
 	})
 	if uerr != nil {

@@ -314,11 +314,11 @@ func blockText(tb testing.TB, c call) string {
 	return b.String()
 }
 
-// blockActions builds a block_actions payload from the shared fixture, the
+// blockActions builds a block_actions payload from testdata/block_actions.json, the
 // shape Slack sends for a button click.
 func blockActions(tb testing.TB, user, action, value string) string {
 	tb.Helper()
-	raw, err := os.ReadFile("/work/shared/fixtures/slack/block_actions.json")
+	raw, err := os.ReadFile("testdata/block_actions.json")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -648,7 +648,7 @@ func TestPendingTimeout(t *testing.T) {
 	l := f.pending(t, 1)
 	_, value := f.posted(t)
 	// The expiry loop ends it at its deadline (leases.Service.EndOverdue).
-	ended, err := f.db.EndOverdueLeases(context.Background(), l.DecideBy.Add(time.Second), 10)
+	ended, err := f.db.EndOverdueLeases(context.Background(), l.DecideBy.Add(time.Second), 10, "system:approval-timeout", broker.OverdueReasons{TimedOut: "no decision before the deadline", Lapsed: "not activated before the deadline"})
 	if err != nil || len(ended) != 1 {
 		t.Fatalf("EndOverdueLeases = %v, %v", ended, err)
 	}

@@ -19,10 +19,15 @@ const (
 	whyNoAdapter  = "a service reaches an SDK only through its port; the adapter below it is wired in cmd/stint"
 	whyWebDomain  = "web serves the services through broker's interfaces; it never runs the domain itself"
 	whyMockTests  = "broker/mock is for tests; production code must not link it"
+	whySplit      = "approvals/policy (Cedar evaluation), approvals/governance (risk, reviews, separation of duty) and approvals (the human approval workflow) never import each other: they meet through broker's interfaces, wired in cmd/stint"
 	// The console's other half is TestReadOnly in web/console: Reader has
 	// no method that writes, and Console holds no store that does.
 	whyConsoleReads = "the console reads through console.Reader and changes state only through the services the API uses; it never holds a store"
 )
+
+// approvalsPkgs are the three packages of approvals: the workflow, Cedar
+// evaluation and governance.
+var approvalsPkgs = []string{"approvals", "approvals/policy", "approvals/governance"}
 
 // rules is every layering rule of the module, with its reason. A new
 // package or SDK gets its rows here.
@@ -41,13 +46,16 @@ var rules = []deptest.Rule{
 	{Pkgs: []string{"leases"}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
 
 	// Approvals.
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "leases", Why: whyMeet},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "leases", Why: whyMeet},
 	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "approvals/slack", Why: whyNoAdapter + " (approvals.Notifier is the port)"},
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
-	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "web", Why: whyNoWeb},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "broker/sqlite", Why: whyNoStore},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "broker/postgres", Why: whyNoStore},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "broker/mock", Why: whyMockTests},
+	{Pkgs: approvalsPkgs, Kind: deptest.NoDep, Dep: "cmd", Why: whyNoCmd},
+	{Pkgs: []string{"approvals/policy", "approvals/governance"}, Kind: deptest.NoDep, Dep: "approvals", Why: whySplit},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "approvals/policy", Why: whySplit},
+	{Pkgs: []string{"approvals"}, Kind: deptest.NoDep, Dep: "approvals/governance", Why: whySplit},
 
 	// The HTTP layer.
 	{Pkgs: []string{"web/..."}, Kind: deptest.NoDep, Dep: "leases", Why: whyWebDomain},
@@ -106,7 +114,7 @@ var rules = []deptest.Rule{
 		Why: "metrics are served over HTTP; services count through broker's interfaces"},
 	{Pkgs: []string{"broker/users"}, Kind: deptest.SoleImporter, Dep: "golang.org/x/crypto/bcrypt",
 		Why: "console passwords are hashed and checked in one place, the users service, under its throttle and its bound on concurrent hashes"},
-	{Pkgs: []string{"approvals"}, Kind: deptest.SoleImporter, Dep: "github.com/cedar-policy/cedar-go",
+	{Pkgs: []string{"approvals/policy"}, Kind: deptest.SoleImporter, Dep: "github.com/cedar-policy/cedar-go",
 		Why: "policy evaluation has one home; the rest of Stint sees broker.Decider"},
 	{Pkgs: []string{"cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/robfig/cron",
 		Why: "schedules are wiring: jobs are plain methods, cmd/stint decides when they run"},
@@ -124,8 +132,8 @@ var rules = []deptest.Rule{
 		Why: "request limits are identity's (broker/identity/limits.go); a second limiter elsewhere would count apart from it"},
 	{Pkgs: []string{"web", "web/mcp", "cmd/stint"}, Kind: deptest.SoleImporter, Dep: "github.com/modelcontextprotocol/go-sdk",
 		Why: "MCP is a protocol edge: web/mcp holds the tools, web serves them over HTTP, cmd/stint over stdio; the services never see it"},
-	{Pkgs: []string{"cmd/stint", "web"}, Kind: deptest.SoleImporter, Dep: "go.yaml.in/yaml",
-		Why: "only the composition root reads configuration (web reads its own OpenAPI document, to serve it as JSON)"},
+	{Pkgs: []string{"cmd/stint", "web", "approvals/policy"}, Kind: deptest.SoleImporter, Dep: "go.yaml.in/yaml",
+		Why: "only the composition root reads configuration (web reads its own OpenAPI document, to serve it as JSON; approvals/policy reads decision tables, which test policies)"},
 	{Pkgs: []string{"web/openapitest"}, Kind: deptest.SoleImporter, Dep: "github.com/getkin/kin-openapi",
 		Why: "the OpenAPI validator is for tests: the server serves its document and never validates with it"},
 }
@@ -148,6 +156,8 @@ func TestDepsCatch(t *testing.T) {
 		{"web/console", "broker/postgres", whyConsoleReads},
 		{"web", "broker/users", "passwords and sessions stay in the service"},
 		{"leases", "approvals", whyMeet},
+		{"approvals/governance", "approvals/policy", whySplit},
+		{"approvals", "github.com/cedar-policy/cedar-go", "policy evaluation has one home"},
 		{"approvals", "github.com/hashicorp/vault/api", "only the Vault adapter speaks to Vault"},
 		{"leases", "github.com/slack-go/slack", "only the Slack adapter speaks to Slack"},
 		{"broker/identity", "modernc.org/sqlite", "only the SQLite store opens SQLite"},

@@ -333,7 +333,7 @@ func (db *DB) FindApprovalMessage(ctx context.Context, leaseID string) (*broker.
 
 // EndOverdueLeases implements broker.LeaseStore. The leases' UpdatedAt and
 // their events are dated now. Returns an error if limit is not positive.
-func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*broker.Lease, error) {
+func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int, actor string, reasons broker.OverdueReasons) ([]*broker.Lease, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("end overdue leases: limit %d is not positive", limit)
 	}
@@ -354,13 +354,16 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 			SELECT id AS due_id FROM leases
 			WHERE state = 'pending' AND decide_by <= ?4 ORDER BY decide_by, id LIMIT ?5
 			FOR UPDATE SKIP LOCKED`,
-			"no decision before the deadline"},
+			reasons.TimedOut},
 		{broker.LeaseApproved, broker.LeaseLapsed, `
 			SELECT id AS due_id FROM leases
 			WHERE state = 'approved' AND activate_by <= ?4 ORDER BY activate_by, id LIMIT ?5
 			FOR UPDATE SKIP LOCKED`,
-			"not activated before the deadline"},
+			reasons.Lapsed},
 	} {
+		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+			return nil, fmt.Errorf("end overdue %s leases: %w", q.from, err)
+		}
 		if len(leases) >= limit {
 			break
 		}
@@ -380,7 +383,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		if len(ended) == 0 {
 			continue
 		}
-		insertLeaseEventBatch(tx, ended, now, q.from, q.to, "system:approval-timeout", q.reason)
+		insertLeaseEventBatch(tx, ended, now, q.from, q.to, actor, q.reason)
 		leases = append(leases, ended...)
 	}
 	if err := tx.Commit(); err != nil {

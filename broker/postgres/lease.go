@@ -241,9 +241,12 @@ func (db *DB) NextLeaseDeadline(ctx context.Context) (time.Time, bool, error) {
 // ClaimExpiredLeases implements broker.LeaseStore. The claimed leases'
 // UpdatedAt and their events are dated now. Returns an error if limit is not
 // positive.
-func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int) ([]*broker.Lease, error) {
+func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, limit int, actor, reason string) ([]*broker.Lease, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("claim expired leases: limit %d is not positive", limit)
+	}
+	if err := broker.CheckLeaseTransition(broker.LeaseActive, broker.LeaseRevoking); err != nil {
+		return nil, fmt.Errorf("claim expired leases: %w", err)
 	}
 	tx, err := db.begin(ctx)
 	if err != nil {
@@ -284,7 +287,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 		return cmp.Or(a.ExpiresAt.Compare(*b.ExpiresAt), strings.Compare(a.ID, b.ID))
 	})
 
-	insertLeaseEventBatch(tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, "system:expiry", "window closed")
+	insertLeaseEventBatch(tx, leases, now, broker.LeaseActive, broker.LeaseRevoking, actor, reason)
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("commit: %w", err)
 	}
@@ -785,9 +788,8 @@ func insertLeaseEvent(tx *tx, l *broker.Lease, e *broker.LeaseEvent) {
 
 // insertNotices writes the approval notice of each of events that
 // insertLeaseEvent marked, now that the chain gave it its seq (e.ID): one
-// notice per event of a lease that went to approvers, due at once. A note
-// (From == To) and a creation (From empty) are told as the state they
-// leave the lease in.
+// notice per event of a lease that went to approvers, due at once, with
+// the event's From and To (equal for a note, From empty for a creation).
 func insertNotices(ctx context.Context, tx *tx, events []*broker.LeaseEvent) error {
 	for _, e := range events {
 		if !tx.noticed[e] {

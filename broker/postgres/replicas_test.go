@@ -74,7 +74,7 @@ func TestReplicasClaimOnce(t *testing.T) {
 			wg.Go(func() {
 				for {
 					now := time.Now()
-					got, err := db.ClaimExpiredLeases(ctx, now, now.Add(time.Minute), 7)
+					got, err := db.ClaimExpiredLeases(ctx, now, now.Add(time.Minute), 7, "system:expiry", "window closed")
 					if err != nil {
 						errs <- err
 						return

@@ -335,7 +335,7 @@ func (db *DB) FindApprovalMessage(ctx context.Context, leaseID string) (*broker.
 
 // EndOverdueLeases implements broker.LeaseStore. The leases' UpdatedAt and
 // their events are dated now. Returns an error if limit is not positive.
-func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*broker.Lease, error) {
+func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int, actor string, reasons broker.OverdueReasons) ([]*broker.Lease, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("end overdue leases: limit %d is not positive", limit)
 	}
@@ -355,12 +355,15 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		{broker.LeasePending, broker.LeaseTimedOut, `
 			SELECT rowid FROM leases INDEXED BY leases_pending_decide_by
 			WHERE state = 'pending' AND decide_by <= ? ORDER BY decide_by, id LIMIT ?`,
-			"no decision before the deadline"},
+			reasons.TimedOut},
 		{broker.LeaseApproved, broker.LeaseLapsed, `
 			SELECT rowid FROM leases INDEXED BY leases_approved_activate_by
 			WHERE state = 'approved' AND activate_by <= ? ORDER BY activate_by, id LIMIT ?`,
-			"not activated before the deadline"},
+			reasons.Lapsed},
 	} {
+		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+			return nil, fmt.Errorf("end overdue %s leases: %w", q.from, err)
+		}
 		if len(leases) >= limit {
 			break
 		}
@@ -379,7 +382,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([
 		if len(ended) == 0 {
 			continue
 		}
-		insertLeaseEventBatch(tx, ended, now, q.from, q.to, "system:approval-timeout", q.reason)
+		insertLeaseEventBatch(tx, ended, now, q.from, q.to, actor, q.reason)
 		leases = append(leases, ended...)
 	}
 	if err := tx.Commit(); err != nil {

@@ -83,7 +83,7 @@ func BenchmarkClaimExpiredLeases(b *testing.B) {
 func claimBatches(b *testing.B, db *sqlite.DB, _ []string, now time.Time) int {
 	n := 0
 	for {
-		got, err := db.ClaimExpiredLeases(b.Context(), now, now.Add(time.Minute), 500)
+		got, err := db.ClaimExpiredLeases(b.Context(), now, now.Add(time.Minute), 500, "system:expiry", "window closed")
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -51,24 +51,25 @@ func (db *DB) ContainAgent(ctx context.Context, c *broker.Containment, opts brok
 	role := sql.NullString{String: c.Role, Valid: c.Role != ""}
 	marked := 0
 	for _, q := range []struct {
-		from  broker.LeaseState
-		set   string
-		args  []any
-		to    broker.LeaseState
-		about string
+		from broker.LeaseState
+		set  string
+		args []any
+		to   broker.LeaseState
 	}{
 		// Already ending: keep the end state, try again now. First, so that
 		// the leases the next statements move to revoking are not taken
 		// again.
-		{broker.LeaseRevoking, `next_revoke_at = MIN(COALESCE(next_revoke_at, ?), ?)`, []any{nanos(now), nanos(now)}, broker.LeaseRevoking, ""},
+		{broker.LeaseRevoking, `next_revoke_at = MIN(COALESCE(next_revoke_at, ?), ?)`, []any{nanos(now), nanos(now)}, broker.LeaseRevoking},
 		// Nothing was minted: these end at once.
-		{broker.LeasePending, `state = 'revoked', ended_at = ?`, []any{nanos(now)}, broker.LeaseRevoked, ""},
-		{broker.LeaseApproved, `state = 'revoked', ended_at = ?`, []any{nanos(now)}, broker.LeaseRevoked, ""},
+		{broker.LeasePending, `state = 'revoked', ended_at = ?`, []any{nanos(now)}, broker.LeaseRevoked},
+		{broker.LeaseApproved, `state = 'revoked', ended_at = ?`, []any{nanos(now)}, broker.LeaseRevoked},
 		// A mint in flight: its minter hands the credential to the queue.
-		{broker.LeaseIssuing, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(grace)}, broker.LeaseRevoking,
-			" (a credential being minted is revoked as soon as Vault returns it)"},
-		{broker.LeaseActive, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(now)}, broker.LeaseRevoking, ""},
+		{broker.LeaseIssuing, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(grace)}, broker.LeaseRevoking},
+		{broker.LeaseActive, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(now)}, broker.LeaseRevoking},
 	} {
+		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+			return nil, fmt.Errorf("contain agent: %w", err)
+		}
 		args := append([]any{}, q.args...)
 		args = append(args, out.ID, nanos(now), out.AgentID, string(q.from), role, role)
 		rows, err := tx.QueryContext(ctx, `
@@ -82,7 +83,11 @@ func (db *DB) ContainAgent(ctx context.Context, c *broker.Containment, opts brok
 		if err != nil {
 			return nil, fmt.Errorf("contain %s leases: %w", q.from, err)
 		}
-		insertLeaseEventBatch(tx, leases, now, q.from, q.to, out.Actor, out.Reason+q.about)
+		reason := out.Reason
+		if q.from == broker.LeaseIssuing && opts.MintingReason != "" {
+			reason = opts.MintingReason
+		}
+		insertLeaseEventBatch(tx, leases, now, q.from, q.to, out.Actor, reason)
 		marked += len(leases)
 	}
 	if err := appendAudit(ctx, tx, &broker.AuditEvent{

@@ -86,7 +86,7 @@ func (db *DB) UpdateLeaseExclusive(ctx context.Context, id string, upd broker.Le
 	if err != nil {
 		return nil, err
 	}
-	if len(upd.From) == 0 || containsState(upd.From, cur.State) {
+	if containsState(upd.From, cur.State) {
 		if err := checkConflicts(ctx, tx, cur.AgentID, cur.Agent, cur.ID, cur.Role, conflicts); err != nil {
 			return nil, err
 		}

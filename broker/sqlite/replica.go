@@ -16,6 +16,8 @@ var (
 	_ broker.RateStore            = (*DB)(nil)
 	_ broker.AuthFailureStore     = (*DB)(nil)
 	_ broker.RevocationClaimStore = (*DB)(nil)
+	_ broker.RiskPatternStore     = (*DB)(nil)
+	_ broker.NoticeClaimStore     = (*DB)(nil)
 )
 
 // ClaimJob implements broker.JobStore.
@@ -257,6 +259,76 @@ func (db *DB) ReleaseRevocations(ctx context.Context, claims []broker.Revocation
 		n, err := res.RowsAffected()
 		if err != nil {
 			return 0, fmt.Errorf("release revocation claim: %w", err)
+		}
+		released += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("commit: %w", err)
+	}
+	return released, nil
+}
+
+// UpdateRiskPattern implements broker.RiskPatternStore: the write
+// transaction (BEGIN IMMEDIATE) holds the database from the read to the
+// write.
+func (db *DB) UpdateRiskPattern(ctx context.Context, agentID string, now time.Time, update func([]byte) ([]byte, error)) error {
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var stored string
+	err = tx.QueryRowContext(ctx, `SELECT pattern FROM risk_patterns WHERE agent_id = ?`, agentID).Scan(&stored)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read risk pattern: %w", err)
+	}
+	next, err := update([]byte(stored))
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO risk_patterns (agent_id, pattern, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (agent_id) DO UPDATE SET pattern = excluded.pattern, updated_at = excluded.updated_at`,
+		agentID, string(next), nanos(now)); err != nil {
+		return fmt.Errorf("write risk pattern: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// PruneRiskPatterns implements broker.RiskPatternStore.
+func (db *DB) PruneRiskPatterns(ctx context.Context, before time.Time) (int, error) {
+	n, err := db.execJob(ctx, `DELETE FROM risk_patterns WHERE updated_at < ?`, nanos(before))
+	if err != nil {
+		return 0, fmt.Errorf("prune risk patterns: %w", err)
+	}
+	return n, nil
+}
+
+// ReleaseNotices implements broker.NoticeClaimStore, in one transaction.
+func (db *DB) ReleaseNotices(ctx context.Context, ids []int64, until, now time.Time) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tx, err := db.begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	released := 0
+	for _, id := range ids {
+		res, err := tx.ExecContext(ctx, `
+			UPDATE approval_notices SET next_attempt_at = ?
+			WHERE id = ? AND sent_at IS NULL AND next_attempt_at = ?`,
+			nanos(now), id, nanos(until))
+		if err != nil {
+			return 0, fmt.Errorf("release notice claim: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("release notice claim: %w", err)
 		}
 		released += int(n)
 	}

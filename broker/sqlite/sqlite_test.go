@@ -270,7 +270,7 @@ func TestConcurrentWriters(t *testing.T) {
 func TestClaimErrInvalidLimit(t *testing.T) {
 	db, _ := MustOpenDB(t)
 	now := time.Now()
-	if _, err := db.ClaimExpiredLeases(t.Context(), now, now, 0); err == nil {
+	if _, err := db.ClaimExpiredLeases(t.Context(), now, now, 0, "system:expiry", "window closed"); err == nil {
 		t.Error("ClaimExpiredLeases with limit 0 succeeded, want an error")
 	}
 	if _, err := db.ClaimDueRevocations(t.Context(), now, now, -1); err == nil {

@@ -324,7 +324,7 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 		if err != nil || !ok || fmtTime(&next) != fmtTime(ptr(at(30*time.Minute))) {
 			t.Fatalf("NextLeaseDeadline = %s, %t, %v; want the approved lease's activate_by", fmtTime(&next), ok, err)
 		}
-		got, err := s.EndOverdueLeases(t.Context(), at(2*time.Hour), 10)
+		got, err := s.EndOverdueLeases(t.Context(), at(2*time.Hour), 10, "system:approval-timeout", overdueReasons)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +339,7 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 		if l := mustFindLease(t, s, notYet.ID); l.State != broker.LeasePending {
 			t.Fatalf("lease not yet due is %s, want pending", l.State)
 		}
-		if again, err := s.EndOverdueLeases(t.Context(), at(2*time.Hour), 10); err != nil || len(again) != 0 {
+		if again, err := s.EndOverdueLeases(t.Context(), at(2*time.Hour), 10, "system:approval-timeout", overdueReasons); err != nil || len(again) != 0 {
 			t.Fatalf("second pass ended %d (%v), want none", len(again), err)
 		}
 		if next, ok, _ := s.NextLeaseDeadline(t.Context()); !ok || fmtTime(&next) != fmtTime(ptr(at(3*time.Hour))) {
@@ -347,3 +347,6 @@ func testApprovals(t *testing.T, open func(tb testing.TB) Store) {
 		}
 	})
 }
+
+// overdueReasons are the reasons the suite passes to EndOverdueLeases.
+var overdueReasons = broker.OverdueReasons{TimedOut: "no decision before the deadline", Lapsed: "not activated before the deadline"}

@@ -169,7 +169,7 @@ func testAudit(t *testing.T, open func(tb testing.TB) Store) {
 		for i := range 5 {
 			ids = append(ids, mustCreateLease(t, s, newActiveLease(a, at(time.Duration(i)*time.Minute))).ID)
 		}
-		claimed, err := s.ClaimExpiredLeases(t.Context(), at(time.Hour), at(2*time.Hour), 10)
+		claimed, err := s.ClaimExpiredLeases(t.Context(), at(time.Hour), at(2*time.Hour), 10, "system:expiry", "window closed")
 		if err != nil || len(claimed) != 5 {
 			t.Fatalf("ClaimExpiredLeases = %d leases, %v", len(claimed), err)
 		}

@@ -34,9 +34,25 @@ func testContainments(t *testing.T, open func(tb testing.TB) Store) {
 		}, broker.ContainOptions{
 			AgentUpdate:    &broker.AgentUpdate{State: ptr(broker.AgentSuspended)},
 			MintGraceUntil: grace,
+			MintingReason:  "incident 1, minted credential withheld",
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The events carry the caller's actor and reasons: the minting
+		// reason for the lease that was issuing, the containment's for the
+		// others.
+		for _, w := range []struct {
+			l      *broker.Lease
+			reason string
+		}{{issuing, "incident 1, minted credential withheld"}, {active, "incident 1"}, {pending, "incident 1"}} {
+			events, err := s.FindLeaseEvents(t.Context(), w.l.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := events[len(events)-1]; e.Actor != "admin:sec" || e.Reason != w.reason {
+				t.Errorf("lease %s: last event %s; want by admin:sec for %q", w.l.Task, fmtEvent(e), w.reason)
+			}
 		}
 		if c.Agent != "alpha" || c.CreatedAt.IsZero() {
 			t.Fatalf("containment = %+v, want agent name and creation time", c)

@@ -74,7 +74,7 @@ func testLeaseQueue(t *testing.T, open func(tb testing.TB) Store) {
 			revoking := mustCreateLease(t, s, newRevokingLease(a, at(0)))
 
 			retryAt := now.Add(30 * time.Second)
-			got, err := s.ClaimExpiredLeases(t.Context(), now, retryAt, 10)
+			got, err := s.ClaimExpiredLeases(t.Context(), now, retryAt, 10, "system:expiry", "window closed")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -104,7 +104,7 @@ func testLeaseQueue(t *testing.T, open func(tb testing.TB) Store) {
 				want = append(want, mustCreateLease(t, s, newActiveLease(a, now.Add(-time.Duration(5-i)*time.Minute))).ID)
 			}
 			for _, batch := range [][]string{want[0:2], want[2:4], want[4:5], nil} {
-				got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), 2)
+				got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), 2, "system:expiry", "window closed")
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -116,13 +116,13 @@ func testLeaseQueue(t *testing.T, open func(tb testing.TB) Store) {
 			s := open(t)
 			a := mustCreateAgent(t, s, "etl-bot")
 			l := mustCreateLease(t, s, newActiveLease(a, now.Add(-time.Minute)))
-			if got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), 10); err != nil {
+			if got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), 10, "system:expiry", "window closed"); err != nil {
 				t.Fatal(err)
 			} else {
 				wantLeaseIDs(t, got, l.ID)
 			}
 			// Even long after: a revoking lease belongs to the revocation queue.
-			got, err := s.ClaimExpiredLeases(t.Context(), now.Add(time.Hour), now.Add(2*time.Hour), 10)
+			got, err := s.ClaimExpiredLeases(t.Context(), now.Add(time.Hour), now.Add(2*time.Hour), 10, "system:expiry", "window closed")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func testLeaseQueue(t *testing.T, open func(tb testing.TB) Store) {
 			for range workers {
 				wg.Go(func() {
 					for {
-						got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), batch)
+						got, err := s.ClaimExpiredLeases(t.Context(), now, now.Add(time.Minute), batch, "system:expiry", "window closed")
 						if err != nil {
 							t.Error(err)
 							return

@@ -1,6 +1,8 @@
 package storetest
 
 import (
+	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ type SharedStore interface {
 	broker.RateStore
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
+	broker.RiskPatternStore
+	broker.NoticeClaimStore
 }
 
 // RunSharedTests runs the replica suite: each test opens two handles on one
@@ -31,6 +35,8 @@ func RunSharedTests(t *testing.T, open func(tb testing.TB) (SharedStore, SharedS
 	t.Run("AuthFailuresShared", func(t *testing.T) { testAuthFailuresShared(t, open) })
 	t.Run("LeaseCapShared", func(t *testing.T) { testLeaseCapShared(t, open) })
 	t.Run("RevocationClaimRelease", func(t *testing.T) { testRevocationClaimRelease(t, open) })
+	t.Run("RiskPatternShared", func(t *testing.T) { testRiskPatternShared(t, open) })
+	t.Run("NoticeClaimRelease", func(t *testing.T) { testNoticeClaimRelease(t, open) })
 }
 
 func testLeaseCapShared(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
@@ -352,5 +358,101 @@ func testRevocationClaimRelease(t *testing.T, open func(tb testing.TB) (SharedSt
 	}
 	if n, err := a.ReleaseRevocations(ctx, nil, release); err != nil || n != 0 {
 		t.Errorf("ReleaseRevocations(none) = %d, %v", n, err)
+	}
+}
+
+// testRiskPatternShared: updates of one agent's pattern racing on two
+// replicas are each applied once (the row is held from read to write); an
+// update that fails stores nothing; idle patterns are pruned.
+func testRiskPatternShared(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
+	a, b := open(t)
+	ctx := t.Context()
+	incr := func(stored []byte) ([]byte, error) {
+		n := 0
+		if len(stored) > 0 {
+			var err error
+			if n, err = strconv.Atoi(string(stored)); err != nil {
+				return nil, err
+			}
+		}
+		return []byte(strconv.Itoa(n + 1)), nil
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Go(func() {
+			if err := s.UpdateRiskPattern(ctx, "agent-1", at(time.Minute), incr); err != nil {
+				t.Errorf("UpdateRiskPattern: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	read := func(s SharedStore, agent string) string {
+		var got string
+		if err := s.UpdateRiskPattern(ctx, agent, at(2*time.Minute), func(stored []byte) ([]byte, error) {
+			got = string(stored)
+			return stored, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := read(b, "agent-1"); got != "40" {
+		t.Fatalf("pattern after 40 racing updates on two replicas = %q, want 40", got)
+	}
+	if got := read(a, "agent-2"); got != "" {
+		t.Fatalf("a pattern never written = %q, want empty", got)
+	}
+	failed := errors.New("refused")
+	if err := a.UpdateRiskPattern(ctx, "agent-1", at(3*time.Minute), func([]byte) ([]byte, error) { return []byte("x"), failed }); !errors.Is(err, failed) {
+		t.Fatalf("failing update = %v, want its error", err)
+	}
+	if got := read(a, "agent-1"); got != "40" {
+		t.Fatalf("pattern after a failed update = %q, want 40", got)
+	}
+	// agent-2 was written at 2m (empty), agent-1 last at 2m too; a write
+	// at 10m keeps agent-1.
+	if err := a.UpdateRiskPattern(ctx, "agent-1", at(10*time.Minute), incr); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.PruneRiskPatterns(ctx, at(5*time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("PruneRiskPatterns = %d, %v; want 1 (agent-2's)", n, err)
+	}
+	if got := read(b, "agent-1"); got != "41" {
+		t.Fatalf("pattern kept by the prune = %q, want 41", got)
+	}
+}
+
+// testNoticeClaimRelease: a notice replica a claimed is hidden from b until
+// a releases it, then b takes it at once; a release leaves alone a notice
+// claimed again since.
+func testNoticeClaimRelease(t *testing.T, open func(tb testing.TB) (SharedStore, SharedStore)) {
+	a, b := open(t)
+	ctx := t.Context()
+	agent := mustCreateAgent(t, a, "etl-bot")
+	mustCreateLease(t, a, newLease(agent, at(0)))
+	now := time.Now().UTC()
+	until := now.Add(time.Hour)
+	got, err := a.ClaimNotices(ctx, now, until, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("a claims %d notices (%v), want the pending lease's", len(got), err)
+	}
+	if again, err := b.ClaimNotices(ctx, now.Add(time.Second), now.Add(time.Minute), 10); err != nil || len(again) != 0 {
+		t.Fatalf("b claims %d notices a holds (%v), want none", len(again), err)
+	}
+	n, err := a.ReleaseNotices(ctx, []int64{got[0].ID}, until, now.Add(2*time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("ReleaseNotices = %d, %v; want 1", n, err)
+	}
+	taken, err := b.ClaimNotices(ctx, now.Add(3*time.Second), now.Add(time.Minute), 10)
+	if err != nil || len(taken) != 1 || taken[0].ID != got[0].ID {
+		t.Fatalf("b claims %v (%v) after the release, want the released notice", taken, err)
+	}
+	if n, err := a.ReleaseNotices(ctx, []int64{got[0].ID}, until, now.Add(4*time.Second)); err != nil || n != 0 {
+		t.Fatalf("releasing a notice b claimed since = %d, %v; want 0", n, err)
 	}
 }

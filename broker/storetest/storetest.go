@@ -42,6 +42,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("Identity", func(t *testing.T) { testIdentity(t, open) })
 	t.Run("Lease", func(t *testing.T) { testLeases(t, open) })
 	t.Run("LeaseTransition", func(t *testing.T) { testLeaseTransitions(t, open) })
+	t.Run("CallerActor", func(t *testing.T) { testCallerActors(t, open) })
 	t.Run("LeaseQueue", func(t *testing.T) { testLeaseQueue(t, open) })
 	t.Run("EndRevocations", func(t *testing.T) { testEndRevocations(t, open) })
 	t.Run("LiveRoles", func(t *testing.T) { testLiveRoles(t, open) })

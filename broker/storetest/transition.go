@@ -99,3 +99,43 @@ func wantEventCount(tb testing.TB, s Store, leaseID string, n int, name string) 
 		tb.Errorf("%s: %d events; want %d", name, len(events), n)
 	}
 }
+
+// testCallerActors checks that the bulk lease moves record the actor and
+// the reasons their caller passes: the store invents no history.
+func testCallerActors(t *testing.T, open func(tb testing.TB) Store) {
+	s := open(t)
+	a := mustCreateAgent(t, s, "etl-bot")
+	active := mustCreateLease(t, s, newActiveLease(a, at(time.Hour)))
+	pending := newLease(a, at(time.Minute))
+	pending.DecideBy = ptr(at(time.Hour))
+	mustCreateLease(t, s, pending)
+	approved := newLease(a, at(2*time.Minute))
+	approved.State, approved.ActivateBy = broker.LeaseApproved, ptr(at(time.Hour))
+	mustCreateLease(t, s, approved)
+
+	if got, err := s.ClaimExpiredLeases(t.Context(), at(2*time.Hour), at(3*time.Hour), 10, "system:sweeper", "closed by the sweeper"); err != nil || len(got) != 1 {
+		t.Fatalf("ClaimExpiredLeases = %d leases, %v", len(got), err)
+	}
+	reasons := broker.OverdueReasons{TimedOut: "nobody answered", Lapsed: "never used"}
+	if got, err := s.EndOverdueLeases(t.Context(), at(2*time.Hour), 10, "system:clock", reasons); err != nil || len(got) != 2 {
+		t.Fatalf("EndOverdueLeases = %d leases, %v", len(got), err)
+	}
+	for _, tt := range []struct {
+		l             *broker.Lease
+		to            broker.LeaseState
+		actor, reason string
+	}{
+		{active, broker.LeaseRevoking, "system:sweeper", "closed by the sweeper"},
+		{pending, broker.LeaseTimedOut, "system:clock", "nobody answered"},
+		{approved, broker.LeaseLapsed, "system:clock", "never used"},
+	} {
+		events, err := s.FindLeaseEvents(t.Context(), tt.l.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := events[len(events)-1]
+		if last.From != tt.l.State || last.To != tt.to || last.Actor != tt.actor || last.Reason != tt.reason {
+			t.Errorf("last event = %s; want %s → %s by %s for %q", fmtEvent(last), tt.l.State, tt.to, tt.actor, tt.reason)
+		}
+	}
+}

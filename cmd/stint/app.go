@@ -14,6 +14,8 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
+	"github.com/stint-broker/stint/approvals/policy"
 	slackapprovals "github.com/stint-broker/stint/approvals/slack"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/checkpoint"
@@ -57,7 +59,7 @@ type Main struct {
 	Leases *leases.Service
 	// Policy decides requests when policy.files is set (nil: roles'
 	// auto_approve decides); SIGHUP reloads it.
-	Policy *approvals.Policy
+	Policy *policy.Engine
 	Agents *identity.Service
 	// Users logs console users in and keeps their sessions
 	// (app_console.go).
@@ -75,12 +77,13 @@ type Main struct {
 	Approvals *approvals.Service
 	Slack     *slackapprovals.Slack
 
-	// Risk scores requests and contains risky agents (nil with
-	// risk.disabled); Reviews runs access reviews and hears of grants;
-	// Alerts delivers governance alerts (app_governance.go).
-	Risk    *approvals.Risk
-	Reviews *approvals.Reviews
-	Alerts  *approvals.Alerts
+	// Risk scores requests, and the lease service contains the agents it
+	// says to (nil with risk.disabled); Reviews runs access reviews and
+	// hears of grants; Alerts delivers governance alerts
+	// (app_governance.go).
+	Risk    *governance.Risk
+	Reviews *governance.Reviews
+	Alerts  *governance.Alerts
 
 	// Checkpoints signs the audit chain's head (audit.checkpoints.key_file;
 	// nil without it); checkpointFile and checkpointKey are what

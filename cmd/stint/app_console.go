@@ -108,7 +108,7 @@ func (m *Main) recordConfig(ctx context.Context, kind string) error {
 	for i, r := range m.Config.Roles {
 		roles[i] = r.Name
 	}
-	return m.DB.Record(ctx, broker.AuditEvent{Kind: kind, Actor: "system:serve", Details: broker.AuditDetails(map[string]any{
+	return m.DB.Record(ctx, broker.AuditEvent{Kind: kind, Actor: broker.SystemActor(broker.JobServe).String(), Details: broker.AuditDetails(map[string]any{
 		"config_sha256": hex.EncodeToString(sum[:]), "roles": roles, "listen": m.Config.Listen,
 		"console": m.Config.Console.Enabled, "console_sso": m.Config.Console.Enabled && m.Config.Console.OIDC != nil, "version": Version,
 	})})

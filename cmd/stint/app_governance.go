@@ -7,7 +7,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/leases"
 )
@@ -17,7 +17,7 @@ import (
 // service and the HTTP API. It runs once the lease, agent and approval
 // services (and Slack) exist.
 func (m *Main) openGovernance() error {
-	alerts := &approvals.Alerts{Logger: m.Logger, Audit: m.DB}
+	alerts := &governance.Alerts{Logger: m.Logger, Audit: m.DB}
 	// Slack delivers governance alerts once it implements broker.Alerter;
 	// until then they are logged (ERROR for critical) and audited.
 	if m.Slack != nil {
@@ -33,11 +33,17 @@ func (m *Main) openGovernance() error {
 		if err != nil {
 			return fmt.Errorf("policy.timezone: %w", err)
 		}
-		r := approvals.NewRisk(m.DB, m.Logger)
+		r := governance.NewRisk(m.DB, m.Logger)
 		r.RevokeThreshold, r.Location = rc.RevokeThreshold, loc
 		r.AuthFailures = func(ctx context.Context, agentID string) (int, error) {
 			n, _, err := m.Agents.AuthFailures(ctx, agentID, "")
 			return n, err
+		}
+		if m.Config.Store.Driver == driverPostgres {
+			// Several replicas may score one agent: its request pattern
+			// lives in the store. With SQLite, one process, it stays in
+			// memory.
+			r.Patterns = m.DB
 		}
 		m.Risk = r
 		m.Leases.Risk = r
@@ -53,7 +59,7 @@ func (m *Main) openGovernance() error {
 	}
 
 	rc := m.Config.Reviews
-	rv := approvals.NewReviews(m.DB, m.Config.Roles, m.Logger)
+	rv := governance.NewReviews(m.DB, m.Config.Roles, m.Logger)
 	rv.Deadline, rv.Grace, rv.InactiveDays, rv.BreakglassDue = rc.Deadline, rc.Grace, rc.InactiveDays, rc.BreakglassDue
 	rv.KillSwitch, rv.Alerts = m.Leases, alerts
 	m.Reviews = rv
@@ -68,7 +74,7 @@ func (m *Main) openGovernance() error {
 func setDecisionRules(svc *leases.Service, cfg Config) {
 	gc := cfg.Governance
 	svc.Privileged = &leases.PrivilegedRules{MaxTTL: gc.PrivilegedMaxTTL, ApproverGroup: gc.PrivilegedApproverGroup, MinApprovals: 2}
-	svc.SetConflicts(approvals.AllConflicts(cfg.SoD.Conflicts, cfg.SoD.DynamicConflicts))
+	svc.SetConflicts(governance.AllConflicts(cfg.SoD.Conflicts, cfg.SoD.DynamicConflicts))
 }
 
 // scheduleGovernance adds the review runs, the review deadline check and

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,9 +20,9 @@ import (
 	_ "time/tzdata" // policy.timezone works on hosts without a zoneinfo database
 
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/leases"
 )
@@ -60,24 +58,24 @@ func (c *PolicyConfig) Validate() error {
 	return nil
 }
 
-// approvalsConfig is the approvals.PolicyConfig for this section.
-func (c *PolicyConfig) approvalsConfig() (approvals.PolicyConfig, error) {
+// approvalsConfig is the policy.Config for this section.
+func (c *PolicyConfig) approvalsConfig() (policy.Config, error) {
 	loc, err := time.LoadLocation(c.Timezone)
 	if err != nil {
-		return approvals.PolicyConfig{}, fmt.Errorf("policy.timezone: %w", err)
+		return policy.Config{}, fmt.Errorf("policy.timezone: %w", err)
 	}
-	return approvals.PolicyConfig{
+	return policy.Config{
 		Files: c.Files, Schema: c.Schema, Location: loc, DefaultApproverGroup: c.DefaultApproverGroup,
 	}, nil
 }
 
 // Open loads and validates the configured policies.
-func (c *PolicyConfig) Open(logger *slog.Logger) (*approvals.Policy, error) {
+func (c *PolicyConfig) Open(logger *slog.Logger) (*policy.Engine, error) {
 	pc, err := c.approvalsConfig()
 	if err != nil {
 		return nil, err
 	}
-	p, err := approvals.NewPolicy(pc)
+	p, err := policy.New(pc)
 	if err != nil {
 		return nil, err
 	}
@@ -89,13 +87,13 @@ func (c *PolicyConfig) Open(logger *slog.Logger) (*approvals.Policy, error) {
 
 // openExamplePolicy loads the embedded example policies with the zone and
 // default group of c.
-func openExamplePolicy(c *PolicyConfig) (*approvals.Policy, error) {
+func openExamplePolicy(c *PolicyConfig) (*policy.Engine, error) {
 	pc, err := c.approvalsConfig()
 	if err != nil {
 		return nil, err
 	}
-	pc.Files, pc.Schema, pc.FS = approvals.ExamplePolicyFiles, "", approvals.ExamplePolicies
-	return approvals.NewPolicy(pc)
+	pc.Files, pc.Schema, pc.FS = policy.ExamplePolicyFiles, "", policy.ExamplePolicies
+	return policy.New(pc)
 }
 
 // ReloadPolicy reads, validates and swaps in the policy files again. On error
@@ -200,7 +198,7 @@ policy that does not parse or validate.`,
 			}
 			infos := p.Policies()
 			if infos == nil {
-				infos = []approvals.PolicyInfo{}
+				infos = []policy.Info{}
 			}
 			permits := 0
 			for _, i := range infos {
@@ -209,9 +207,9 @@ policy that does not parse or validate.`,
 				}
 			}
 			return show(cmd, struct {
-				Policies []approvals.PolicyInfo `json:"policies"`
-				Schema   string                 `json:"schema"`
-				TimeZone string                 `json:"time_zone"`
+				Policies []policy.Info `json:"policies"`
+				Schema   string        `json:"schema"`
+				TimeZone string        `json:"time_zone"`
 			}{infos, p.Schema(), p.Location().String()}, func(out io.Writer) error {
 				fmt.Fprintf(out, "%d policies valid (%d permit, %d forbid) against %s; time zone %s\n",
 					len(infos), permits, len(infos)-permits, p.Schema(), p.Location())
@@ -232,7 +230,7 @@ policy that does not parse or validate.`,
 	return cmd
 }
 
-func approvalsText(i approvals.PolicyInfo, defaultGroup string) string {
+func approvalsText(i policy.Info, defaultGroup string) string {
 	switch {
 	case i.Forbid():
 		return "-"
@@ -250,7 +248,7 @@ func newPolicySchemaCommand() *cobra.Command {
 		Short: "Print Stint's Cedar schema: every attribute policies can use",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, err := cmd.OutOrStdout().Write(approvals.DefaultSchema)
+			_, err := cmd.OutOrStdout().Write(policy.DefaultSchema)
 			return err
 		},
 	}
@@ -268,13 +266,13 @@ ready to be named in policy.files and run with stint policy test.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
-			names, err := fs.Glob(approvals.ExamplePolicies, "*")
+			names, err := fs.Glob(policy.ExamplePolicies, "*")
 			if err != nil {
 				return err
 			}
 			if dir == "" {
 				for _, n := range names {
-					b, _ := fs.ReadFile(approvals.ExamplePolicies, n)
+					b, _ := fs.ReadFile(policy.ExamplePolicies, n)
 					fmt.Fprintf(out, "// ==> %s <==\n%s\n", n, b)
 				}
 				return nil
@@ -297,14 +295,14 @@ func writeExamplePolicies(dir string, keepExisting bool) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	names, err := fs.Glob(approvals.ExamplePolicies, "*")
+	names, err := fs.Glob(policy.ExamplePolicies, "*")
 	if err != nil {
 		return nil, err
 	}
 	var written []string
 	var errs []error
 	for _, n := range names {
-		b, err := fs.ReadFile(approvals.ExamplePolicies, n)
+		b, err := fs.ReadFile(policy.ExamplePolicies, n)
 		if err != nil {
 			return written, err
 		}
@@ -328,333 +326,6 @@ func writeExamplePolicies(dir string, keepExisting bool) ([]string, error) {
 		written = append(written, path)
 	}
 	return written, errors.Join(errs...)
-}
-
-// policyTable is the file `stint policy test` runs.
-type policyTable struct {
-	// Roles are roles the cases may name, in addition to (and taking
-	// precedence over) the configuration's.
-	Roles []*tableRole  `yaml:"roles"`
-	Cases []*policyCase `yaml:"cases"`
-}
-
-// tableRole is a role as a test table describes it: only what policy sees.
-type tableRole struct {
-	Name        string             `yaml:"name"`
-	Sensitivity broker.Sensitivity `yaml:"sensitivity"`
-	Kind        string             `yaml:"kind"`
-	MaxTTL      time.Duration      `yaml:"max_ttl"`
-	DefaultTTL  time.Duration      `yaml:"default_ttl"`
-	Eligible    map[string]string  `yaml:"eligible"`
-	AutoApprove bool               `yaml:"auto_approve"`
-}
-
-func (r *tableRole) role() (*broker.Role, error) {
-	role := &broker.Role{
-		Name: r.Name, Sensitivity: r.Sensitivity, Kind: broker.CredentialKind(r.Kind), MaxTTL: r.MaxTTL,
-		DefaultTTL: r.DefaultTTL, Eligible: r.Eligible, AutoApprove: r.AutoApprove,
-	}
-	if role.Kind == "" {
-		role.Kind = broker.KindGeneric
-	}
-	if role.DefaultTTL == 0 {
-		role.DefaultTTL = role.MaxTTL
-	}
-	switch {
-	case !broker.ValidName(role.Name):
-		return nil, fmt.Errorf("role %q: name must be 1-64 characters of a-z, 0-9, '-', '_' or '.'", role.Name)
-	case !role.Sensitivity.Valid():
-		return nil, fmt.Errorf("role %s: sensitivity must be low, medium, high or critical, not %q", role.Name, role.Sensitivity)
-	case !role.Kind.Valid():
-		return nil, fmt.Errorf("role %s: kind must be database, token or generic, not %q", role.Name, role.Kind)
-	case role.MaxTTL <= 0 || role.DefaultTTL <= 0 || role.DefaultTTL > role.MaxTTL:
-		return nil, fmt.Errorf("role %s: max_ttl must be positive and default_ttl at most max_ttl", role.Name)
-	}
-	return role, nil
-}
-
-// policyCase is one row: a request and the decision expected for it.
-type policyCase struct {
-	Name string `yaml:"name"`
-	// Agent is the agent asking.
-	Agent struct {
-		Name       string            `yaml:"name"`
-		Owner      string            `yaml:"owner"`
-		Labels     map[string]string `yaml:"labels"`
-		AuthMethod string            `yaml:"auth_method"`
-		OnBehalfOf string            `yaml:"on_behalf_of"`
-	} `yaml:"agent"`
-	// Role is a role's name (from the table or the configuration) or a role.
-	Role   caseRole      `yaml:"role"`
-	Action broker.Action `yaml:"action"`
-	// Context overrides the request's defaults.
-	Context caseContext `yaml:"context"`
-	Expect  struct {
-		Outcome   broker.Outcome `yaml:"outcome"`
-		Approvals *int           `yaml:"approvals"`
-		Group     *string        `yaml:"group"`
-		Policies  []string       `yaml:"policies"`
-	} `yaml:"expect"`
-	line int
-}
-
-// caseRole is a role name or an inline role.
-type caseRole struct {
-	Name   string
-	Inline *tableRole
-}
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (r *caseRole) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		return n.Decode(&r.Name)
-	}
-	r.Inline = &tableRole{}
-	return n.Decode(r.Inline)
-}
-
-// caseContext is what a case may set about the request. Hour and weekday
-// (1 = Monday … 7 = Sunday, or a name) are in policy.timezone; without them
-// or Time a case is asked on a Wednesday at 12:00.
-type caseContext struct {
-	TTL           string   `yaml:"ttl"`
-	Hour          *int     `yaml:"hour"`
-	Weekday       string   `yaml:"weekday"`
-	Time          string   `yaml:"time"`
-	RiskScore     int      `yaml:"risk_score"`
-	SourceIP      string   `yaml:"source_ip"`
-	ActiveRoles   []string `yaml:"active_roles"`
-	Task          string   `yaml:"task"`
-	Justification string   `yaml:"justification"`
-}
-
-var weekdays = map[string]int{
-	"mon": 1, "monday": 1, "tue": 2, "tuesday": 2, "wed": 3, "wednesday": 3, "thu": 4, "thursday": 4,
-	"fri": 5, "friday": 5, "sat": 6, "saturday": 6, "sun": 7, "sunday": 7,
-}
-
-// requestTime is when a case's request is made, in loc.
-func (c *caseContext) requestTime(loc *time.Location) (time.Time, error) {
-	if c.Time != "" {
-		if c.Hour != nil || c.Weekday != "" {
-			return time.Time{}, errors.New("context: give time, or hour and weekday, not both")
-		}
-		t, err := time.Parse(time.RFC3339, c.Time)
-		if err != nil {
-			return time.Time{}, fmt.Errorf("context.time %q: use RFC 3339, such as 2030-01-08T10:00:00+01:00", c.Time)
-		}
-		return t, nil
-	}
-	hour, day := 12, 3
-	if c.Hour != nil {
-		if *c.Hour < 0 || *c.Hour > 23 {
-			return time.Time{}, fmt.Errorf("context.hour %d: use 0 to 23", *c.Hour)
-		}
-		hour = *c.Hour
-	}
-	if c.Weekday != "" {
-		d, err := parseWeekday(c.Weekday)
-		if err != nil {
-			return time.Time{}, err
-		}
-		day = d
-	}
-	// 2030-01-07 is a Monday.
-	return time.Date(2030, 1, 6+day, hour, 0, 0, 0, loc), nil
-}
-
-func parseWeekday(s string) (int, error) {
-	if n, err := strconv.Atoi(s); err == nil && n >= 1 && n <= 7 {
-		return n, nil
-	}
-	if n, ok := weekdays[strings.ToLower(s)]; ok {
-		return n, nil
-	}
-	return 0, fmt.Errorf("weekday %q: use 1 (Monday) to 7 (Sunday) or a day's name", s)
-}
-
-// readPolicyTable parses a test table; unknown keys are errors.
-func readPolicyTable(path string) (*policyTable, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read test table: %w", err)
-	}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var t policyTable
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&t); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(t.Cases) == 0 {
-		return nil, fmt.Errorf("%s: no cases", path)
-	}
-	// Remember each case's line for messages.
-	if len(root.Content) > 0 {
-		doc := root.Content[0]
-		for i := 0; i+1 < len(doc.Content); i += 2 {
-			if doc.Content[i].Value == "cases" {
-				for j, n := range doc.Content[i+1].Content {
-					if j < len(t.Cases) {
-						t.Cases[j].line = n.Line
-					}
-				}
-			}
-		}
-	}
-	return &t, nil
-}
-
-// caseResult is one case's outcome.
-type caseResult struct {
-	name     string
-	problems []string
-	got      broker.Decision
-}
-
-// runPolicyTable decides every case with p. roles are the configuration's.
-func runPolicyTable(path string, t *policyTable, p *approvals.Policy, roles []*broker.Role) ([]caseResult, error) {
-	byName := map[string]*broker.Role{}
-	for _, r := range roles {
-		byName[r.Name] = r
-	}
-	for _, tr := range t.Roles {
-		r, err := tr.role()
-		if err != nil {
-			return nil, fmt.Errorf("%s: roles: %w", path, err)
-		}
-		byName[r.Name] = r
-	}
-	var results []caseResult
-	for i, c := range t.Cases {
-		where := fmt.Sprintf("%s:%d", path, c.line)
-		name := c.Name
-		if name == "" {
-			name = fmt.Sprintf("case %d", i+1)
-		}
-		req, err := c.request(byName, p.Location())
-		if err == nil {
-			err = c.checkExpect()
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", where, name, err)
-		}
-		d, err := p.Decide(context.Background(), req)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", where, name, err)
-		}
-		results = append(results, caseResult{name: name, problems: c.compare(d), got: d})
-	}
-	return results, nil
-}
-
-func (c *policyCase) request(roles map[string]*broker.Role, loc *time.Location) (broker.DecisionRequest, error) {
-	var role *broker.Role
-	switch {
-	case c.Role.Inline != nil:
-		r, err := c.Role.Inline.role()
-		if err != nil {
-			return broker.DecisionRequest{}, err
-		}
-		role = r
-	case c.Role.Name == "":
-		return broker.DecisionRequest{}, errors.New("role is required: a role's name or a role")
-	default:
-		role = roles[c.Role.Name]
-		if role == nil {
-			names := make([]string, 0, len(roles))
-			for n := range roles {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			return broker.DecisionRequest{}, fmt.Errorf("role %q is neither in the table's roles nor in the configuration (%s)", c.Role.Name, strings.Join(names, ", "))
-		}
-	}
-	if c.Agent.Name == "" {
-		return broker.DecisionRequest{}, errors.New("agent.name is required")
-	}
-	action := c.Action
-	if action == "" {
-		action = broker.ActionRequest
-	}
-	if action != broker.ActionRequest && action != broker.ActionExtend {
-		return broker.DecisionRequest{}, fmt.Errorf("action %q: use request or extend", action)
-	}
-	window := role.DefaultTTL
-	if c.Context.TTL != "" {
-		d, err := time.ParseDuration(c.Context.TTL)
-		if err != nil || d <= 0 {
-			return broker.DecisionRequest{}, fmt.Errorf("context.ttl %q: use a duration such as 30m", c.Context.TTL)
-		}
-		window = d
-	}
-	if c.Context.RiskScore < 0 || c.Context.RiskScore > 100 {
-		return broker.DecisionRequest{}, fmt.Errorf("context.risk_score %d: use 0 to 100", c.Context.RiskScore)
-	}
-	when, err := c.Context.requestTime(loc)
-	if err != nil {
-		return broker.DecisionRequest{}, err
-	}
-	auth := c.Agent.AuthMethod
-	if auth == "" {
-		auth = broker.AuthAPIKey
-	}
-	owner := c.Agent.Owner
-	if owner == "" {
-		owner = "owner@example.com"
-	}
-	task := c.Context.Task
-	if task == "" {
-		task = "policy test"
-	}
-	return broker.DecisionRequest{
-		Action:        action,
-		Agent:         &broker.Agent{ID: "test:" + c.Agent.Name, Name: c.Agent.Name, Owner: owner, Labels: c.Agent.Labels, State: broker.AgentActive},
-		Role:          role,
-		TTL:           window,
-		Task:          task,
-		Justification: c.Context.Justification,
-		AuthMethod:    auth,
-		OnBehalfOf:    c.Agent.OnBehalfOf,
-		SourceIP:      c.Context.SourceIP,
-		Time:          when,
-		RiskScore:     c.Context.RiskScore,
-		ActiveRoles:   c.Context.ActiveRoles,
-	}, nil
-}
-
-func (c *policyCase) checkExpect() error {
-	switch c.Expect.Outcome {
-	case broker.OutcomeApprove, broker.OutcomeApprovals, broker.OutcomeDeny:
-		return nil
-	case "":
-		return errors.New("expect.outcome is required: approve, approvals or deny")
-	}
-	return fmt.Errorf("expect.outcome %q: use approve, approvals or deny", c.Expect.Outcome)
-}
-
-// compare lists how d differs from what the case expects.
-func (c *policyCase) compare(d broker.Decision) []string {
-	var p []string
-	if d.Outcome != c.Expect.Outcome {
-		p = append(p, fmt.Sprintf("outcome %s, want %s", d.Outcome, c.Expect.Outcome))
-	}
-	if c.Expect.Approvals != nil && d.Approvals != *c.Expect.Approvals {
-		p = append(p, fmt.Sprintf("approvals %d, want %d", d.Approvals, *c.Expect.Approvals))
-	}
-	if c.Expect.Group != nil && d.ApproverGroup != *c.Expect.Group {
-		p = append(p, fmt.Sprintf("approver group %q, want %q", d.ApproverGroup, *c.Expect.Group))
-	}
-	if c.Expect.Policies != nil {
-		got, want := slices.Sorted(slices.Values(d.PolicyIDs)), slices.Sorted(slices.Values(c.Expect.Policies))
-		if !slices.Equal(got, want) {
-			p = append(p, fmt.Sprintf("policies [%s], want [%s]", strings.Join(got, ", "), strings.Join(want, ", ")))
-		}
-	}
-	return p
 }
 
 func newPolicyTestCommand() *cobra.Command {
@@ -690,7 +361,7 @@ prints a table for the example policies.`,
 			if err != nil {
 				return err
 			}
-			var p *approvals.Policy
+			var p *policy.Engine
 			switch {
 			case examples:
 				p, err = openExamplePolicy(&cfg.Policy)
@@ -702,11 +373,11 @@ prints a table for the example policies.`,
 			if err != nil {
 				return err
 			}
-			table, err := readPolicyTable(args[0])
+			table, err := policy.ReadTable(args[0])
 			if err != nil {
 				return err
 			}
-			results, err := runPolicyTable(args[0], table, p, cfg.Roles)
+			results, err := p.RunTable(args[0], table, cfg.Roles)
 			if err != nil {
 				return err
 			}
@@ -722,8 +393,8 @@ prints a table for the example policies.`,
 				Failed int        `json:"failed"`
 			}{Cases: []caseJSON{}}
 			for _, r := range results {
-				report.Cases = append(report.Cases, caseJSON{r.name, len(r.problems) == 0, r.problems, r.got})
-				if len(r.problems) > 0 {
+				report.Cases = append(report.Cases, caseJSON{r.Name, len(r.Problems) == 0, r.Problems, r.Decision})
+				if len(r.Problems) > 0 {
 					report.Failed++
 				}
 			}
@@ -731,15 +402,15 @@ prints a table for the example policies.`,
 			failed := report.Failed
 			err = show(cmd, report, func(out io.Writer) error {
 				for _, r := range results {
-					if len(r.problems) == 0 {
-						fmt.Fprintf(out, "PASS  %s\n", r.name)
+					if len(r.Problems) == 0 {
+						fmt.Fprintf(out, "PASS  %s\n", r.Name)
 						continue
 					}
-					fmt.Fprintf(out, "FAIL  %s\n", r.name)
-					for _, pr := range r.problems {
+					fmt.Fprintf(out, "FAIL  %s\n", r.Name)
+					for _, pr := range r.Problems {
 						fmt.Fprintf(out, "        %s\n", pr)
 					}
-					fmt.Fprintf(out, "        decided %s\n", decisionSummary(r.got))
+					fmt.Fprintf(out, "        decided %s\n", decisionSummary(r.Decision))
 				}
 				_, err := fmt.Fprintf(out, "%d of %d cases passed\n", len(results)-failed, len(results))
 				return err
@@ -774,7 +445,7 @@ func decisionSummary(d broker.Decision) string {
 }
 
 func newPolicyExplainCommand() *cobra.Command {
-	var c policyCase
+	var c policy.Case
 	var labels []string
 	var ttl, when, weekday string
 	var hour int
@@ -803,7 +474,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 			if err != nil {
 				return err
 			}
-			var p *approvals.Policy
+			var p *policy.Engine
 			switch {
 			case examples:
 				p, err = openExamplePolicy(&cfg.Policy)
@@ -849,7 +520,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 				}
 			}
 			if when != "" || cmd.Flags().Changed("hour") || weekday != "" {
-				cc := caseContext{Time: when, Weekday: weekday}
+				cc := policy.CaseContext{Time: when, Weekday: weekday}
 				if cmd.Flags().Changed("hour") {
 					cc.Hour = &hour
 				}
@@ -868,7 +539,7 @@ Hour and weekday are in policy.timezone; by default the request is made now.`,
 						cc.Weekday = strconv.Itoa(d)
 					}
 				}
-				if req.Time, err = cc.requestTime(p.Location()); err != nil {
+				if req.Time, err = cc.RequestTime(p.Location()); err != nil {
 					return err
 				}
 			}
@@ -967,7 +638,7 @@ type explainRefusal struct {
 // (policy's decision with the governance rules applied), PolicyDecision
 // what the policies alone decided.
 type explainOutput struct {
-	*approvals.Explanation
+	*policy.Explanation
 	Decision       *broker.Decision `json:"decision,omitempty"`
 	PolicyDecision broker.Decision  `json:"policy_decision"`
 	Refused        *explainRefusal  `json:"refused,omitempty"`
@@ -977,7 +648,7 @@ type explainOutput struct {
 // wired as the server wires it: policy p, the privileged safeguards,
 // separation of duty, role removals by access reviews (db, when the agent
 // is registered) and risk containment at the configured threshold.
-func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store, agent *broker.Agent, req broker.DecisionRequest) (verdict, error) {
+func serverVerdict(cmd *cobra.Command, cfg Config, p *policy.Engine, db Store, agent *broker.Agent, req broker.DecisionRequest) (verdict, error) {
 	var store leases.Store
 	if db != nil {
 		store = db
@@ -987,7 +658,7 @@ func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store
 	setDecisionRules(svc, cfg)
 	risk := broker.RiskAssessment{Score: req.RiskScore}
 	if !cfg.Risk.Disabled {
-		risk.Contain = (&approvals.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
+		risk.Contain = (&governance.Risk{RevokeThreshold: cfg.Risk.RevokeThreshold}).Crosses(req.RiskScore)
 	}
 	actor := broker.Actor{Kind: broker.ActorAgent, Name: agent.Name, AgentID: agent.ID,
 		AuthMethod: req.AuthMethod, OnBehalfOf: req.OnBehalfOf, SourceIP: req.SourceIP}
@@ -1002,7 +673,7 @@ func serverVerdict(cmd *cobra.Command, cfg Config, p *approvals.Policy, db Store
 	return verdict{}, err
 }
 
-func printExplanation(out io.Writer, x *approvals.Explanation, v verdict, loc *time.Location, req broker.DecisionRequest) {
+func printExplanation(out io.Writer, x *policy.Explanation, v verdict, loc *time.Location, req broker.DecisionRequest) {
 	switch {
 	case v.Refused != nil:
 		fmt.Fprintf(out, "decision:  refused (%s) before policy decides: %s\n", v.Refused.Code, v.Refused.Message)
@@ -1016,7 +687,7 @@ func printExplanation(out io.Writer, x *approvals.Explanation, v verdict, loc *t
 	fmt.Fprintf(out, "request:   agent %s %s role %s for %s at %s\n", req.Agent.Name, req.Action, req.Role.Name,
 		req.TTL, req.Time.In(loc).Format("Mon 2006-01-02 15:04 MST"))
 	fmt.Fprintf(out, "evaluated: %d of %d policies (the others' scope cannot match)\n", x.Evaluated, x.Total)
-	section := func(title string, ps []approvals.PolicyInfo) {
+	section := func(title string, ps []policy.Info) {
 		fmt.Fprintf(out, "\nmatching %s:\n", title)
 		if len(ps) == 0 {
 			fmt.Fprintln(out, "  (none)")
@@ -1042,7 +713,7 @@ func printExplanation(out io.Writer, x *approvals.Explanation, v verdict, loc *t
 func annotationsText(a map[string]string) string {
 	keys := make([]string, 0, len(a))
 	for k := range a {
-		if k != approvals.AnnotationID && k != approvals.AnnotationReason {
+		if k != policy.AnnotationID && k != policy.AnnotationReason {
 			keys = append(keys, k)
 		}
 	}

@@ -144,7 +144,7 @@ type LeasesConfig struct {
 }
 
 // PolicyConfig names the Cedar policies that decide requests (see
-// `stint policy --help` and approvals/doc.go).
+// `stint policy --help` and approvals/policy/doc.go).
 type PolicyConfig struct {
 	// Files are Cedar policy files, loaded as one set, validated at start,
 	// on SIGHUP (which re-reads these files; a failed reload keeps the

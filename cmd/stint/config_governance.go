@@ -7,7 +7,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -67,7 +67,7 @@ type ReviewsConfig struct {
 type SoDConfig struct {
 	// Conflicts are strict sets, such as [[finance-report, txn-approve]]:
 	// loading also refuses roles of a set whose eligible selectors could
-	// match one agent (see approvals.CheckConflictSets).
+	// match one agent (see governance.CheckConflictSets).
 	Conflicts broker.ConflictSets `yaml:"conflicts"`
 	// DynamicConflicts are sets whose roles one agent may be eligible for,
 	// but never hold at once.
@@ -128,7 +128,7 @@ func (c *Config) validateGovernance() error {
 				role.Name, role.Sensitivity, g.PrivilegedMaxTTL)
 		}
 	}
-	if err := approvals.CheckConflictSets(c.Roles, c.SoD.Conflicts, c.SoD.DynamicConflicts); err != nil {
+	if err := governance.CheckConflictSets(c.Roles, c.SoD.Conflicts, c.SoD.DynamicConflicts); err != nil {
 		return err
 	}
 	return nil

@@ -1,18 +1,13 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -97,31 +92,7 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 // signed as Slack signs it, to Stint's /slack/interactions.
 func signedClick(tb testing.TB, base, user, value string) int {
 	tb.Helper()
-	raw, err := os.ReadFile("/work/shared/fixtures/slack/block_actions.json")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var p map[string]any
-	json.Unmarshal(raw, &p)
-	p["user"].(map[string]any)["id"] = user
-	act := p["actions"].([]any)[0].(map[string]any)
-	act["action_id"], act["value"] = "stint_approve", value
-	payload, _ := json.Marshal(p)
-	body := url.Values{"payload": {string(payload)}}.Encode()
-	ts := strconv.FormatInt(time.Now().Unix(), 10)
-	mac := hmac.New(sha256.New, []byte(e2eSigningSecret))
-	fmt.Fprintf(mac, "v0:%s:%s", ts, body)
-	req, _ := http.NewRequest("POST", base+"/slack/interactions", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("X-Slack-Request-Timestamp", ts)
-	req.Header.Set("X-Slack-Signature", "v0="+hex.EncodeToString(mac.Sum(nil)))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return signedClickTo(tb, []string{base}, user, value)[0]
 }
 
 // TestE2EApproval: a medium database role goes pending, two approvers click

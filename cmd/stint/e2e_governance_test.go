@@ -17,7 +17,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/leases/vault"
 	"github.com/stint-broker/stint/leases/vault/vaulttest"
@@ -190,8 +190,8 @@ func TestGovernanceEndToEnd(t *testing.T) {
 	t.Run("BurstStepsUpThenContains", func(t *testing.T) {
 		cfg := governanceConfig(t, dv)
 		dir := t.TempDir()
-		for _, name := range approvals.ExamplePolicyFiles {
-			b, err := fs.ReadFile(approvals.ExamplePolicies, name)
+		for _, name := range policy.ExamplePolicyFiles {
+			b, err := fs.ReadFile(policy.ExamplePolicies, name)
 			if err != nil {
 				t.Fatal(err)
 			}

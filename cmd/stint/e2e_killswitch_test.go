@@ -37,14 +37,21 @@ func cliConfig(t *testing.T, cfg Config, dv *vault.DevServer) string {
 
 // TestKillSwitchEntryPoints pulls the kill switch from each place that can
 // pull it (the API, the console, the CLI, and risk containment) on an agent
-// holding a real PostgreSQL credential minted by a real Vault. Each goes
+// holding a real PostgreSQL credential minted by a real Vault, on the
+// SQLite store and on the PostgreSQL store. Each goes
 // through the one operation (LeaseService.ContainAgent, which alone records
 // a containment), and each leaves the agent out of service, no live lease,
 // a credential that no longer logs in and a key that no longer works.
 func TestKillSwitchEntryPoints(t *testing.T) {
 	dv := vaulttest.Start(t)
-	dir := t.TempDir()
-	cfg := e2eConfig(t, dv, filepath.Join(dir, "stint.db"))
+	for name, store := range replicaStores(t) {
+		t.Run(name, func(t *testing.T) { testKillSwitchEntryPoints(t, dv, store(t)) })
+	}
+}
+
+func testKillSwitchEntryPoints(t *testing.T, dv *vault.DevServer, store StoreConfig) {
+	cfg := e2eConfig(t, dv, filepath.Join(t.TempDir(), "stint.db"))
+	cfg.Store = store
 	// Low enough that a short burst crosses it, high enough that an
 	// agent's first request (first use of the role: 15) does not.
 	cfg.Risk.RevokeThreshold = 30

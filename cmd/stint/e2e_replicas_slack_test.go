@@ -27,7 +27,7 @@ import (
 // once, and returns their statuses.
 func signedClickTo(tb testing.TB, bases []string, user, value string) []int {
 	tb.Helper()
-	raw, err := os.ReadFile("/work/shared/fixtures/slack/block_actions.json")
+	raw, err := os.ReadFile("../../approvals/slack/testdata/block_actions.json")
 	if err != nil {
 		tb.Fatal(err)
 	}

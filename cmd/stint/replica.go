@@ -154,9 +154,10 @@ func (m *Main) addExclusive(ctx context.Context, c *cron.Cron, name, spec string
 
 // releaseClaims releases the claims this replica still holds: its
 // scheduled jobs', so that another replica takes the jobs at its next tick
-// rather than after the claims' deadlines, and its unfinished revocations',
+// rather than after the claims' deadlines, its unfinished revocations',
 // so that another replica revokes those leases at once rather than after
-// leases.claim_timeout. Close calls it once the requests in flight, the
+// leases.claim_timeout, and its unsent approval notices', so that another
+// replica sends them at once. Close calls it once the requests in flight, the
 // expiry loop and the jobs stopped.
 func (m *Main) releaseClaims() {
 	if m.DB == nil {
@@ -169,6 +170,13 @@ func (m *Main) releaseClaims() {
 			m.Logger.Warn("release revocation claims", "err", err)
 		} else if n > 0 {
 			m.Logger.Info("released revocation claims", "leases", n)
+		}
+	}
+	if m.Approvals != nil {
+		if n, err := m.Approvals.ReleaseClaims(ctx); err != nil {
+			m.Logger.Warn("release approval notice claims", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("released approval notice claims", "notices", n)
 		}
 	}
 	if m.ReplicaID == "" || m.Cron == nil {
@@ -197,7 +205,13 @@ func (m *Main) pruneReplicaState(ctx context.Context) {
 	if err != nil {
 		m.Logger.Error("prune failed-authentication counts", "err", err)
 	}
-	if rates+fails > 0 {
-		m.Logger.Info("pruned shared counters", "rate_buckets", rates, "auth_failure_minutes", fails)
+	// A pattern idle for the history's span is rebuilt from the lease
+	// history when the agent comes back.
+	patterns, err := m.DB.PruneRiskPatterns(ctx, time.Now().Add(-14*24*time.Hour))
+	if err != nil {
+		m.Logger.Error("prune risk patterns", "err", err)
+	}
+	if rates+fails+patterns > 0 {
+		m.Logger.Info("pruned shared counters", "rate_buckets", rates, "auth_failure_minutes", fails, "risk_patterns", patterns)
 	}
 }

@@ -34,11 +34,10 @@ type Store interface {
 	broker.RateStore
 	broker.AuthFailureStore
 	broker.RevocationClaimStore
+	broker.RiskPatternStore
+	broker.NoticeClaimStore
 	web.MetricsSource
 
-	// EndOverdueLeases ends pending and approved leases whose approval
-	// deadlines passed (leases.Service's expiry loop).
-	EndOverdueLeases(ctx context.Context, now time.Time, limit int) ([]*broker.Lease, error)
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	// Close closes it.

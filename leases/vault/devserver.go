@@ -159,6 +159,14 @@ func (s *DevServer) Start(ctx context.Context) error {
 			return nil
 		}
 	}
+	// Vault tells of a port already taken only in its log. Try the port
+	// first, so that the caller learns it from the error's chain
+	// (errors.Is(err, syscall.EADDRINUSE)) and can choose another.
+	probe, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.opts.Port))
+	if err != nil {
+		return fmt.Errorf("start dev vault: %w", err)
+	}
+	probe.Close()
 	log, err := os.OpenFile(filepath.Join(s.Dir, "vault.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("start dev vault: %w", err)

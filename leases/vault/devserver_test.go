@@ -3,8 +3,11 @@ package vault_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stint-broker/stint/leases/vault"
@@ -90,5 +93,21 @@ func TestStartDev_Invalid(t *testing.T) {
 				t.Fatal("StartDev: want an error")
 			}
 		})
+	}
+}
+
+// TestStartDevPortInUse checks that a port already taken is told through
+// the error's chain, not only in Vault's log, so that a caller can choose
+// another port.
+func TestStartDevPortInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	_, err = vault.StartDev(context.Background(), vault.DevOptions{Bin: "vault", Dir: t.TempDir(), Port: port})
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("StartDev on a taken port = %v; want an error wrapping EADDRINUSE", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/identity"
 	"github.com/stint-broker/stint/broker/sqlite"
@@ -133,7 +134,7 @@ func startStint() (stop func(), err error) {
 	agents = identity.NewService(db, nil)
 	svc := leases.NewService(db, issuer, roles, logger)
 	svc.Credentials = agents
-	if svc.Decider, err = approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "test.cedar", Text: []byte(testPolicy)}}, nil, approvals.PolicyConfig{}); err != nil {
+	if svc.Decider, err = policy.NewFromDocuments([]policy.Document{{Name: "test.cedar", Text: []byte(testPolicy)}}, nil, policy.Config{}); err != nil {
 		return fail(err)
 	}
 	sum := sha256.Sum256([]byte(approverToken))

@@ -8,11 +8,12 @@ package vaulttest
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func Start(tb testing.TB) *vault.DevServer {
 			return s
 		}
 		// Another process may have taken the free port meanwhile.
-		if !strings.Contains(err.Error(), "address already in use") {
+		if !errors.Is(err, syscall.EADDRINUSE) {
 			break
 		}
 	}

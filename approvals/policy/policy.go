@@ -1,4 +1,4 @@
-package approvals
+package policy
 
 import (
 	"context"
@@ -16,8 +16,8 @@ import (
 	"github.com/stint-broker/stint/broker"
 )
 
-// PolicyConfig says where a Policy's Cedar files are and how to read them.
-type PolicyConfig struct {
+// Config says where a Policy's Cedar files are and how to read them.
+type Config struct {
 	// Files are the Cedar policy files, evaluated as one set. Reload reads
 	// them again.
 	Files []string
@@ -39,14 +39,14 @@ type PolicyConfig struct {
 // broker.Decider. Decisions read an immutable, validated and indexed policy
 // set; Reload replaces it atomically, so a decision sees either the old set or
 // the new one, never a mix.
-type Policy struct {
+type Engine struct {
 	// Logger receives evaluation failures.
 	Logger *slog.Logger
 	// Now is the clock for requests without a Time; tests replace it.
 	Now func() time.Time
 
-	cfg      PolicyConfig
-	source   func() (docs []PolicyDocument, schemaName string, schemaText []byte, err error)
+	cfg      Config
+	source   func() (docs []Document, schemaName string, schemaText []byte, err error)
 	set      atomic.Pointer[policySet]
 	reloadMu sync.Mutex
 	// trustSchema skips checkSchema; only tests set it.
@@ -55,14 +55,14 @@ type Policy struct {
 	cache       entityCache
 }
 
-var _ broker.Decider = (*Policy)(nil)
+var _ broker.Decider = (*Engine)(nil)
 
-// NewPolicy loads and validates the policy files cfg names. It returns an
+// New loads and validates the policy files cfg names. It returns an
 // error naming the file and position of every policy that does not parse,
 // names an attribute, entity type or action the schema lacks, or carries a
 // bad annotation; and for a schema that does not describe Stint's requests.
-func NewPolicy(cfg PolicyConfig) (*Policy, error) {
-	p := newPolicy(cfg)
+func New(cfg Config) (*Engine, error) {
+	p := newEngine(cfg)
 	p.source = p.readFiles
 	if err := p.Reload(); err != nil {
 		return nil, err
@@ -70,34 +70,34 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	return p, nil
 }
 
-// NewPolicyFromDocuments builds a Policy from policy texts rather than files,
+// NewFromDocuments builds a Policy from policy texts rather than files,
 // validated against schemaText (nil: DefaultSchema). cfg.Files, cfg.Schema
 // and cfg.FS are ignored, and Reload validates the same documents again.
-func NewPolicyFromDocuments(docs []PolicyDocument, schemaText []byte, cfg PolicyConfig) (*Policy, error) {
+func NewFromDocuments(docs []Document, schemaText []byte, cfg Config) (*Engine, error) {
 	schemaName := "schema"
 	if schemaText == nil {
 		schemaName, schemaText = "embedded stint.cedarschema", DefaultSchema
 	}
-	p := newPolicy(cfg)
-	p.source = func() ([]PolicyDocument, string, []byte, error) { return docs, schemaName, schemaText, nil }
+	p := newEngine(cfg)
+	p.source = func() ([]Document, string, []byte, error) { return docs, schemaName, schemaText, nil }
 	if err := p.Reload(); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-func newPolicy(cfg PolicyConfig) *Policy {
+func newEngine(cfg Config) *Engine {
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
 	}
-	p := &Policy{Logger: slog.New(slog.DiscardHandler), Now: time.Now, cfg: cfg}
+	p := &Engine{Logger: slog.New(slog.DiscardHandler), Now: time.Now, cfg: cfg}
 	p.scratch.New = func() any { b := make([]int32, 0, 64); return &b }
 	return p
 }
 
 // Reload reads and validates the policies again and, if they are valid,
 // swaps them in. On error the policies in force stay in force.
-func (p *Policy) Reload() error {
+func (p *Engine) Reload() error {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	docs, schemaName, schemaText, err := p.source()
@@ -113,8 +113,8 @@ func (p *Policy) Reload() error {
 }
 
 // readFiles reads the policy files and schema the configuration names.
-func (p *Policy) readFiles() ([]PolicyDocument, string, []byte, error) {
-	docs := make([]PolicyDocument, 0, len(p.cfg.Files))
+func (p *Engine) readFiles() ([]Document, string, []byte, error) {
+	docs := make([]Document, 0, len(p.cfg.Files))
 	var errs []error
 	for _, name := range p.cfg.Files {
 		b, err := p.readFile(name)
@@ -122,7 +122,7 @@ func (p *Policy) readFiles() ([]PolicyDocument, string, []byte, error) {
 			errs = append(errs, fmt.Errorf("read policy file: %w", err))
 			continue
 		}
-		docs = append(docs, PolicyDocument{Name: name, Text: b})
+		docs = append(docs, Document{Name: name, Text: b})
 	}
 	schemaName, schemaText := "embedded stint.cedarschema", DefaultSchema
 	if p.cfg.Schema != "" {
@@ -135,7 +135,7 @@ func (p *Policy) readFiles() ([]PolicyDocument, string, []byte, error) {
 	return docs, schemaName, schemaText, errors.Join(errs...)
 }
 
-func (p *Policy) readFile(name string) ([]byte, error) {
+func (p *Engine) readFile(name string) ([]byte, error) {
 	if p.cfg.FS != nil {
 		return fs.ReadFile(p.cfg.FS, name)
 	}
@@ -143,23 +143,23 @@ func (p *Policy) readFile(name string) ([]byte, error) {
 }
 
 // Policies returns the policies in force, in load order.
-func (p *Policy) Policies() []PolicyInfo { return p.set.Load().infos() }
+func (p *Engine) Policies() []Info { return p.set.Load().infos() }
 
 // Schema names the schema the policies in force were validated against.
-func (p *Policy) Schema() string { return p.set.Load().schemaName }
+func (p *Engine) Schema() string { return p.set.Load().schemaName }
 
 // Location is the time zone of context.hour and context.weekday.
-func (p *Policy) Location() *time.Location { return p.cfg.Location }
+func (p *Engine) Location() *time.Location { return p.cfg.Location }
 
 // Decide implements broker.Decider. It never returns an error: a request that
 // policy cannot evaluate (an evaluation error in any policy, including a
 // forbid that cedar-go would skip, or a request without agent or role) is
 // denied with the reason.
-func (p *Policy) Decide(_ context.Context, req broker.DecisionRequest) (broker.Decision, error) {
+func (p *Engine) Decide(_ context.Context, req broker.DecisionRequest) (broker.Decision, error) {
 	return p.decide(req, true), nil
 }
 
-func (p *Policy) decide(req broker.DecisionRequest, indexed bool) broker.Decision {
+func (p *Engine) decide(req broker.DecisionRequest, indexed bool) broker.Decision {
 	set := p.set.Load()
 	r, err := buildRequest(req, p.cfg.Location, p.Now(), &p.cache)
 	if err != nil {
@@ -195,10 +195,10 @@ func subjectOf(req broker.DecisionRequest) string {
 type Explanation struct {
 	Decision broker.Decision `json:"decision"`
 	// Permits and Forbids are every policy that matched, in load order.
-	Permits []PolicyInfo `json:"permits"`
-	Forbids []PolicyInfo `json:"forbids"`
+	Permits []Info `json:"permits"`
+	Forbids []Info `json:"forbids"`
 	// Errors are the policies that failed to evaluate, with Cedar's message.
-	Errors []PolicyError `json:"errors,omitempty"`
+	Errors []EvalError `json:"errors,omitempty"`
 	// Evaluated is how many policies the scope index selected; Total is the
 	// size of the set.
 	Evaluated int `json:"evaluated"`
@@ -209,15 +209,15 @@ type Explanation struct {
 	Context   string `json:"context"`
 }
 
-// PolicyError is a policy that failed to evaluate.
-type PolicyError struct {
-	Policy  PolicyInfo `json:"policy"`
-	Message string     `json:"message"`
+// EvalError is a policy that failed to evaluate.
+type EvalError struct {
+	Policy  Info   `json:"policy"`
+	Message string `json:"message"`
 }
 
 // Explain decides req as Decide does and also reports every policy that
 // matched or failed, and the entities and context policy saw.
-func (p *Policy) Explain(req broker.DecisionRequest) (*Explanation, error) {
+func (p *Engine) Explain(req broker.DecisionRequest) (*Explanation, error) {
 	set := p.set.Load()
 	r, err := buildRequest(req, p.cfg.Location, p.Now(), nil)
 	if err != nil {
@@ -226,8 +226,8 @@ func (p *Policy) Explain(req broker.DecisionRequest) (*Explanation, error) {
 	ev := set.evaluate(r, true, nil)
 	x := &Explanation{
 		Decision:  set.decide(ev, req),
-		Permits:   []PolicyInfo{},
-		Forbids:   []PolicyInfo{},
+		Permits:   []Info{},
+		Forbids:   []Info{},
 		Evaluated: ev.evaluated,
 		Total:     len(set.policies),
 	}
@@ -239,7 +239,7 @@ func (p *Policy) Explain(req broker.DecisionRequest) (*Explanation, error) {
 		info := set.policies[i].info.clone()
 		switch {
 		case len(diag.Errors) > 0:
-			x.Errors = append(x.Errors, PolicyError{Policy: info, Message: diag.Errors[0].Message})
+			x.Errors = append(x.Errors, EvalError{Policy: info, Message: diag.Errors[0].Message})
 		case len(diag.Reasons) == 0:
 		case info.Forbid():
 			x.Forbids = append(x.Forbids, info)

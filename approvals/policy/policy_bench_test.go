@@ -1,4 +1,4 @@
-package approvals_test
+package policy_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -23,8 +23,8 @@ func BenchmarkPolicyDecision(b *testing.B) {
 	g.agents, g.roles = 500, 200
 	g.unscopedShare, g.forbidShare, g.approvalsShare, g.typeShare = 5, 15, 50, 5
 	const policies, requests = 1000, 5000
-	p, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "gen.cedar", Text: []byte(g.policies(policies))}},
-		nil, approvals.PolicyConfig{DefaultApproverGroup: "approvers"})
+	p, err := policy.NewFromDocuments([]policy.Document{{Name: "gen.cedar", Text: []byte(g.policies(policies))}},
+		nil, policy.Config{DefaultApproverGroup: "approvers"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,8 @@
-package approvals
+package governance
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
@@ -69,9 +70,10 @@ type RiskStore interface {
 //     add 15. One task gathering many privileges is a sign of a task
 //     stretched beyond what it was started for.
 //
-// The per-agent patterns live in memory. Stint rebuilds an agent's pattern
-// from the last 14 days of its lease history the first time it scores it,
-// so a restart loses nothing but failed-authentication counts.
+// The per-agent patterns live in memory, or in the store with Patterns
+// (several replicas). Stint rebuilds an agent's pattern from the last 14
+// days of its lease history the first time it scores it (seeding the
+// store when it has none), so a restart loses nothing.
 type Risk struct {
 	Store  RiskStore
 	Logger *slog.Logger
@@ -90,6 +92,10 @@ type Risk struct {
 	// request and pulls the kill switch. Zero or more than 100 never
 	// contains.
 	RevokeThreshold int
+	// Patterns, when set, keeps the agents' request patterns in the store,
+	// shared by every replica on it, so that requests spread over several
+	// replicas are all counted (measure). Nil keeps them in this process.
+	Patterns broker.RiskPatternStore
 
 	mu     sync.Mutex
 	agents map[string]*riskPattern
@@ -142,6 +148,13 @@ func (p *riskPattern) add(t time.Time, ttl time.Duration, loc *time.Location) {
 			p.ttls = p.ttls[len(p.ttls)-ttlWindow:]
 		}
 	}
+}
+
+// clone returns a copy of p that can be changed without changing p.
+func (p *riskPattern) clone() *riskPattern {
+	q := *p
+	q.recent, q.ttls, q.usedRoles = slices.Clone(p.recent), slices.Clone(p.ttls), nil
+	return &q
 }
 
 // advance folds finished buckets up to t's into the moving average.
@@ -228,6 +241,95 @@ func (r *Risk) pattern(ctx context.Context, agentID string, now time.Time) (*ris
 	return p, nil
 }
 
+// measure runs fn on the agent's pattern under the lock that guards it
+// and returns the pattern. With Patterns, the lock is the store's row of
+// the pattern, held by one replica at a time: the stored pattern replaces
+// this process's copy, fn changes it, and it is stored back, in one
+// transaction (a store without one is seeded with this process's copy,
+// rebuilt from the lease history). Without Patterns, the lock is r.mu over
+// the copy in memory. usedRoles stays in memory either way: it only
+// remembers what the store already answered.
+func (r *Risk) measure(ctx context.Context, agentID string, now time.Time, fn func(p *riskPattern)) (*riskPattern, error) {
+	p, err := r.pattern(ctx, agentID, now)
+	if err != nil {
+		return nil, err
+	}
+	if r.Patterns == nil {
+		r.mu.Lock()
+		fn(p)
+		r.mu.Unlock()
+		return p, nil
+	}
+	err = r.Patterns.UpdateRiskPattern(ctx, agentID, now, func(stored []byte) ([]byte, error) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(stored) > 0 {
+			if err := p.decode(stored); err != nil {
+				return nil, err
+			}
+		}
+		fn(p)
+		return p.encode()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("measure the agent's requests: %w", err)
+	}
+	return p, nil
+}
+
+// storedPattern is a riskPattern as the store keeps it (JSON).
+type storedPattern struct {
+	Mean     float64 `json:"mean"`
+	Variance float64 `json:"variance"`
+	Seen     int     `json:"seen"`
+	Bucket   int64   `json:"bucket"`
+	Count    int     `json:"count"`
+	Recent   []int64 `json:"recent"` // unix nanoseconds
+	Hours    [24]int `json:"hours"`
+	Total    int     `json:"total"`
+	TTLs     []int64 `json:"ttls"` // nanoseconds
+}
+
+// maxStoredRecent bounds the recent requests stored: far over the highest
+// burst step, so that a flood still scores the most, without the pattern
+// growing with it.
+const maxStoredRecent = 256
+
+func (p *riskPattern) encode() ([]byte, error) {
+	sp := storedPattern{Mean: p.mean, Variance: p.variance, Seen: p.seen, Bucket: p.bucket, Count: p.count,
+		Hours: p.hours, Total: p.total}
+	recent := p.recent[max(0, len(p.recent)-maxStoredRecent):]
+	for _, t := range recent {
+		sp.Recent = append(sp.Recent, t.UnixNano())
+	}
+	for _, d := range p.ttls {
+		sp.TTLs = append(sp.TTLs, int64(d))
+	}
+	b, err := json.Marshal(sp)
+	if err != nil {
+		return nil, fmt.Errorf("encode risk pattern: %w", err)
+	}
+	return b, nil
+}
+
+func (p *riskPattern) decode(b []byte) error {
+	var sp storedPattern
+	if err := json.Unmarshal(b, &sp); err != nil {
+		return fmt.Errorf("decode risk pattern: %w", err)
+	}
+	p.mean, p.variance, p.seen, p.bucket, p.count = sp.Mean, sp.Variance, sp.Seen, sp.Bucket, sp.Count
+	p.hours, p.total = sp.Hours, sp.Total
+	p.recent = p.recent[:0]
+	for _, n := range sp.Recent {
+		p.recent = append(p.recent, time.Unix(0, n).UTC())
+	}
+	p.ttls = p.ttls[:0]
+	for _, n := range sp.TTLs {
+		p.ttls = append(p.ttls, time.Duration(n))
+	}
+	return nil
+}
+
 func (r *Risk) loc() *time.Location {
 	if r.Location == nil {
 		return time.UTC
@@ -236,8 +338,9 @@ func (r *Risk) loc() *time.Location {
 }
 
 // ScoreRequest implements broker.RiskScorer. It reads the agent's pattern
-// and history, counts the request in the pattern, and scores what it
-// measured with score, which sets Contain at or over RevokeThreshold.
+// and history, counts the request in the pattern (a DryRun is scored as if
+// counted, and not counted), and scores what it measured with score, which
+// sets Contain at or over RevokeThreshold.
 func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (broker.RiskAssessment, error) {
 	if req.Agent == nil || req.Role == nil {
 		return broker.RiskAssessment{}, fmt.Errorf("score risk: the request names no agent or role")
@@ -247,31 +350,16 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 		now = r.Now()
 	}
 	now = now.UTC()
-	p, err := r.pattern(ctx, req.Agent.ID, now)
+	// What the history says before this request is counted.
+	var f riskFacts
+	var usedBefore bool
+	p, err := r.measure(ctx, req.Agent.ID, now, func(p *riskPattern) {
+		r.countRequest(p, req, now, &f)
+		usedBefore = p.usedRoles[req.Role.Name]
+	})
 	if err != nil {
 		return broker.RiskAssessment{}, err
 	}
-
-	// What the history says before this request is counted.
-	var f riskFacts
-	r.mu.Lock()
-	f.Hour = now.In(r.loc()).Hour()
-	if p.total > 0 {
-		f.PastTotal, f.HourShare = p.total, float64(p.hours[f.Hour])/float64(p.total)
-	}
-	if req.Action == broker.ActionRequest && len(p.ttls) >= riskTTLMin {
-		sorted := slices.Clone(p.ttls)
-		slices.Sort(sorted)
-		f.TTL, f.MedianTTL = req.TTL, sorted[len(sorted)/2]
-	}
-	ttl := time.Duration(0)
-	if req.Action == broker.ActionRequest {
-		ttl = req.TTL
-	}
-	p.add(now, ttl, r.loc())
-	f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
-	usedBefore := p.usedRoles[req.Role.Name]
-	r.mu.Unlock()
 
 	if req.Action == broker.ActionRequest && !usedBefore {
 		_, n, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Role: &req.Role.Name, Limit: 1, NoTotal: true})
@@ -299,6 +387,30 @@ func (r *Risk) ScoreRequest(ctx context.Context, req broker.DecisionRequest) (br
 		return broker.RiskAssessment{}, err
 	}
 	return score(f, r.RevokeThreshold), nil
+}
+
+// countRequest measures what p says before req is counted, then counts
+// it (measure holds the pattern's lock).
+func (r *Risk) countRequest(p *riskPattern, req broker.DecisionRequest, now time.Time, f *riskFacts) {
+	f.Hour = now.In(r.loc()).Hour()
+	if p.total > 0 {
+		f.PastTotal, f.HourShare = p.total, float64(p.hours[f.Hour])/float64(p.total)
+	}
+	if req.Action == broker.ActionRequest && len(p.ttls) >= riskTTLMin {
+		sorted := slices.Clone(p.ttls)
+		slices.Sort(sorted)
+		f.TTL, f.MedianTTL = req.TTL, sorted[len(sorted)/2]
+	}
+	ttl := time.Duration(0)
+	if req.Action == broker.ActionRequest {
+		ttl = req.TTL
+	}
+	counted := p
+	if req.DryRun {
+		counted = p.clone() // scored as if counted, and forgotten
+	}
+	counted.add(now, ttl, r.loc())
+	f.Z, f.Burst, f.Count = counted.rateZ(), counted.burst(now), counted.count
 }
 
 // riskFacts is what scoring measured about a request, or about an agent
@@ -437,15 +549,13 @@ func assessment(factors []broker.RiskFactor) broker.RiskAssessment {
 // counts nothing.
 func (r *Risk) ScoreAgent(ctx context.Context, agentID string, now time.Time) (broker.RiskAssessment, error) {
 	now = now.UTC()
-	p, err := r.pattern(ctx, agentID, now)
-	if err != nil {
+	var f riskFacts
+	if _, err := r.measure(ctx, agentID, now, func(p *riskPattern) {
+		p.advance(now)
+		f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
+	}); err != nil {
 		return broker.RiskAssessment{}, err
 	}
-	var f riskFacts
-	r.mu.Lock()
-	p.advance(now)
-	f.Z, f.Burst, f.Count = p.rateZ(), p.burst(now), p.count
-	r.mu.Unlock()
 	if err := r.ambientFacts(ctx, agentID, now, &f); err != nil {
 		return broker.RiskAssessment{}, err
 	}

@@ -1,4 +1,4 @@
-package approvals_test
+package policy_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/cedar-policy/cedar-go/x/exp/schema"
 	"github.com/cedar-policy/cedar-go/x/exp/schema/validate"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -89,10 +89,10 @@ func labels(kv ...string) func(*broker.DecisionRequest) {
 func extend(r *broker.DecisionRequest) { r.Action = broker.ActionExtend }
 
 // examplePolicy loads the shipped example policies with Berlin time.
-func examplePolicy(tb testing.TB) *approvals.Policy {
+func examplePolicy(tb testing.TB) *policy.Engine {
 	tb.Helper()
-	p, err := approvals.NewPolicy(approvals.PolicyConfig{
-		Files: approvals.ExamplePolicyFiles, FS: approvals.ExamplePolicies,
+	p, err := policy.New(policy.Config{
+		Files: policy.ExamplePolicyFiles, FS: policy.ExamplePolicies,
 		Location: berlin, DefaultApproverGroup: "approvers",
 	})
 	if err != nil {
@@ -101,7 +101,7 @@ func examplePolicy(tb testing.TB) *approvals.Policy {
 	return p
 }
 
-func decide(tb testing.TB, p *approvals.Policy, r broker.DecisionRequest) broker.Decision {
+func decide(tb testing.TB, p *policy.Engine, r broker.DecisionRequest) broker.Decision {
 	tb.Helper()
 	d, err := p.Decide(context.Background(), r)
 	if err != nil {
@@ -182,8 +182,8 @@ func TestPolicyReasons(t *testing.T) {
 		}
 	})
 	t.Run("NoPermit", func(t *testing.T) {
-		q, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(
-			`permit (principal, action, resource is Role) when { resource.sensitivity == "low" };`)}}, nil, approvals.PolicyConfig{})
+		q, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(
+			`permit (principal, action, resource is Role) when { resource.sensitivity == "low" };`)}}, nil, policy.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,11 +194,11 @@ func TestPolicyReasons(t *testing.T) {
 		}
 	})
 	t.Run("Generated", func(t *testing.T) {
-		q, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(`
+		q, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(`
 @approvals("2")
 permit (principal, action, resource);
 @id("no-ml") forbid (principal, action, resource) when { principal.hasTag("team") && principal.getTag("team") == "ml" };
-`)}}, nil, approvals.PolicyConfig{DefaultApproverGroup: "ops"})
+`)}}, nil, policy.Config{DefaultApproverGroup: "ops"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -214,12 +214,12 @@ permit (principal, action, resource);
 		}
 	})
 	t.Run("GroupOfTheFirstDeterminingPermitNamingOne", func(t *testing.T) {
-		q, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(`
+		q, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(`
 @id("a") @approvals("1") @approvers("ops") permit (principal, action, resource);
 @id("b") @approvals("2") permit (principal, action, resource);
 @id("c") @approvals("2") @approvers("security") permit (principal, action, resource);
 @id("d") @approvals("2") @approvers("dba") permit (principal, action, resource);
-`)}}, nil, approvals.PolicyConfig{DefaultApproverGroup: "approvers"})
+`)}}, nil, policy.Config{DefaultApproverGroup: "approvers"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,9 +233,9 @@ permit (principal, action, resource);
 // TestPolicyFailClosed: whatever goes wrong denies, with the reason.
 func TestPolicyFailClosed(t *testing.T) {
 	permitAll := `@id("permit-all") permit (principal, action, resource);`
-	load := func(t *testing.T, text string) *approvals.Policy {
+	load := func(t *testing.T, text string) *policy.Engine {
 		t.Helper()
-		p, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(text)}}, nil, approvals.PolicyConfig{})
+		p, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(text)}}, nil, policy.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +274,7 @@ func TestPolicyFailClosed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req, entities, err := approvals.BuildRequest(request(lowRole, risk(2)), time.UTC)
+		req, entities, err := policy.BuildRequest(request(lowRole, risk(2)), time.UTC)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -300,14 +300,14 @@ func TestPolicyFailClosed(t *testing.T) {
 		// A schema that promises an attribute Stint does not provide is
 		// refused at load (TestPolicySchemaCheck); were one trusted, the
 		// policy reading it fails at evaluation and the request is denied.
-		schemaText := strings.Replace(string(approvals.DefaultSchema), "on_behalf_of: String,", "on_behalf_of: String,\n  clearance: String,", 1)
-		docs := []approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(permitAll + "\n" +
+		schemaText := strings.Replace(string(policy.DefaultSchema), "on_behalf_of: String,", "on_behalf_of: String,\n  clearance: String,", 1)
+		docs := []policy.Document{{Name: "p.cedar", Text: []byte(permitAll + "\n" +
 			`@id("needs-clearance") forbid (principal, action, resource) unless { principal.clearance == "top" };`)}}
-		if _, err := approvals.NewPolicyFromDocuments(docs, []byte(schemaText), approvals.PolicyConfig{}); err == nil ||
+		if _, err := policy.NewFromDocuments(docs, []byte(schemaText), policy.Config{}); err == nil ||
 			!strings.Contains(err.Error(), `entity type Agent declares attribute "clearance", which Stint does not provide`) {
 			t.Fatalf("load: %v, want the schema refused", err)
 		}
-		p, err := approvals.NewPolicyTrustingSchema(docs, []byte(schemaText), approvals.PolicyConfig{})
+		p, err := policy.NewTrustingSchema(docs, []byte(schemaText), policy.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -371,8 +371,8 @@ func TestPolicyLoadErrors(t *testing.T) {
 			[]string{"p.cedar:1:1: policy one: attribute `x`", "p.cedar:2:1: policy two: attribute `y`"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(tt.text)}}, nil,
-				approvals.PolicyConfig{DefaultApproverGroup: tt.defaultGroup})
+			_, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(tt.text)}}, nil,
+				policy.Config{DefaultApproverGroup: tt.defaultGroup})
 			if err == nil {
 				t.Fatal("loaded; want an error")
 			}
@@ -384,15 +384,15 @@ func TestPolicyLoadErrors(t *testing.T) {
 		})
 	}
 	t.Run("MissingFile", func(t *testing.T) {
-		_, err := approvals.NewPolicy(approvals.PolicyConfig{Files: []string{filepath.Join(t.TempDir(), "nope.cedar")}})
+		_, err := policy.New(policy.Config{Files: []string{filepath.Join(t.TempDir(), "nope.cedar")}})
 		if err == nil || !strings.Contains(err.Error(), "read policy file") || !strings.Contains(err.Error(), "nope.cedar") {
 			t.Errorf("error %v", err)
 		}
 	})
 	t.Run("ValidationErrorsNamedOnce", func(t *testing.T) {
 		// The validator reports the problem once per action; Stint once.
-		_, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(
-			`permit (principal, action, resource) when { context.nope };`)}}, nil, approvals.PolicyConfig{})
+		_, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(
+			`permit (principal, action, resource) when { context.nope };`)}}, nil, policy.Config{})
 		if n := strings.Count(err.Error(), "attribute `nope`"); n != 1 {
 			t.Errorf("named %d times: %v", n, err)
 		}
@@ -401,8 +401,8 @@ func TestPolicyLoadErrors(t *testing.T) {
 
 // TestPolicySchemaCheck: a custom schema must describe Stint's requests.
 func TestPolicySchemaCheck(t *testing.T) {
-	base := string(approvals.DefaultSchema)
-	permit := []approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(`permit (principal, action, resource);`)}}
+	base := string(policy.DefaultSchema)
+	permit := []policy.Document{{Name: "p.cedar", Text: []byte(`permit (principal, action, resource);`)}}
 	for _, tt := range []struct{ name, schema, want string }{
 		{"ExtraAttribute", strings.Replace(base, "kind: String,", "kind: String,\n  owner_team: String,", 1),
 			`entity type Role declares attribute "owner_team", which Stint does not provide`},
@@ -422,7 +422,7 @@ func TestPolicySchemaCheck(t *testing.T) {
 		{"Unparsable", "entity Agent {", "schema schema: "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := approvals.NewPolicyFromDocuments(permit, []byte(tt.schema), approvals.PolicyConfig{})
+			_, err := policy.NewFromDocuments(permit, []byte(tt.schema), policy.Config{})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %v\nwant %q", err, tt.want)
 			}
@@ -431,11 +431,11 @@ func TestPolicySchemaCheck(t *testing.T) {
 	t.Run("FewerAttributes", func(t *testing.T) {
 		// A schema may leave attributes out; policies then cannot use them.
 		narrow := strings.Replace(base, "  task: String,\n", "", 1)
-		if _, err := approvals.NewPolicyFromDocuments(permit, []byte(narrow), approvals.PolicyConfig{}); err != nil {
+		if _, err := policy.NewFromDocuments(permit, []byte(narrow), policy.Config{}); err != nil {
 			t.Fatalf("narrow schema refused: %v", err)
 		}
-		_, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "p.cedar", Text: []byte(
-			`permit (principal, action, resource) when { context.task != "" };`)}}, []byte(narrow), approvals.PolicyConfig{})
+		_, err := policy.NewFromDocuments([]policy.Document{{Name: "p.cedar", Text: []byte(
+			`permit (principal, action, resource) when { context.task != "" };`)}}, []byte(narrow), policy.Config{})
 		if err == nil || !strings.Contains(err.Error(), "attribute `task` in context") {
 			t.Errorf("error %v", err)
 		}
@@ -446,7 +446,7 @@ func TestPolicySchemaCheck(t *testing.T) {
 // what the embedded schema says, checked by cedar-go's validator.
 func TestRequestConformsToSchema(t *testing.T) {
 	var s schema.Schema
-	if err := s.UnmarshalCedar(approvals.DefaultSchema); err != nil {
+	if err := s.UnmarshalCedar(policy.DefaultSchema); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.Resolve()
@@ -466,7 +466,7 @@ func TestRequestConformsToSchema(t *testing.T) {
 		"NoLabels":       request(mediumRole, labels()),
 	} {
 		t.Run(name, func(t *testing.T) {
-			req, entities, err := approvals.BuildRequest(r, berlin)
+			req, entities, err := policy.BuildRequest(r, berlin)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -479,7 +479,7 @@ func TestRequestConformsToSchema(t *testing.T) {
 		})
 	}
 	t.Run("Values", func(t *testing.T) {
-		req, entities, err := approvals.BuildRequest(request(lowRole, ttl(90*time.Minute), func(r *broker.DecisionRequest) {
+		req, entities, err := policy.BuildRequest(request(lowRole, ttl(90*time.Minute), func(r *broker.DecisionRequest) {
 			r.SourceIP = "[::1]:4242"
 			r.Time = time.Date(2030, 1, 13, 23, 30, 0, 0, time.UTC) // Monday 00:30 in Berlin
 		}), berlin)
@@ -518,7 +518,7 @@ func TestPolicyReload(t *testing.T) {
 		}
 	}
 	write(`@id("auto") permit (principal, action, resource);`)
-	p, err := approvals.NewPolicy(approvals.PolicyConfig{Files: []string{file}})
+	p, err := policy.New(policy.Config{Files: []string{file}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -575,7 +575,7 @@ func TestPolicyReload(t *testing.T) {
 // TestPolicyExplain lists every matching policy, not only the deciding ones.
 func TestPolicyExplain(t *testing.T) {
 	p := examplePolicy(t)
-	ids := func(ps []approvals.PolicyInfo) []string {
+	ids := func(ps []policy.Info) []string {
 		var out []string
 		for _, p := range ps {
 			out = append(out, p.ID)
@@ -639,7 +639,7 @@ func TestPolicyInfo(t *testing.T) {
 // that the shipped policies validate against the shipped schema.
 func TestExampleSchemaValidatesExamples(t *testing.T) {
 	var s schema.Schema
-	if err := s.UnmarshalCedar(approvals.DefaultSchema); err != nil {
+	if err := s.UnmarshalCedar(policy.DefaultSchema); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.Resolve()
@@ -647,8 +647,8 @@ func TestExampleSchemaValidatesExamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := validate.New(res)
-	for _, name := range approvals.ExamplePolicyFiles {
-		b, err := fs.ReadFile(approvals.ExamplePolicies, name)
+	for _, name := range policy.ExamplePolicyFiles {
+		b, err := fs.ReadFile(policy.ExamplePolicies, name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -667,14 +667,14 @@ func TestExampleSchemaValidatesExamples(t *testing.T) {
 // TestPolicyTask: policy reads the lease's task as context.task, so a role
 // can be kept to one kind of task; the forbid names itself in the denial.
 func TestPolicyTask(t *testing.T) {
-	p, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "tasks.cedar", Text: []byte(`
+	p, err := policy.NewFromDocuments([]policy.Document{{Name: "tasks.cedar", Text: []byte(`
 @id("allow-all")
 permit (principal is Agent, action == Action::"request", resource is Role);
 
 @id("admin-for-migrations")
 forbid (principal is Agent, action == Action::"request", resource == Role::"db-admin")
 unless { context.task like "migrate *" };
-`)}}, nil, approvals.PolicyConfig{})
+`)}}, nil, policy.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

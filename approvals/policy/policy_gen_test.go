@@ -1,4 +1,4 @@
-package approvals_test
+package policy_test
 
 import (
 	"fmt"

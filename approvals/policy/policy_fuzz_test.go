@@ -1,4 +1,4 @@
-package approvals_test
+package policy_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -23,8 +23,8 @@ func FuzzPolicyRequest(f *testing.F) {
 	f.Add("etl-bot", "team", "data", "db-admin", "migrate", "", "::1", int64(time.Hour), 95, int64(3*time.Hour), uint8(3))
 	f.Add("Bad Name", "", "", "", "\x1b[31m\u202e", "", "not-an-ip", int64(-1), -5, int64(-1<<62), uint8(255))
 	f.Add("a", "team", "*", "root-token", "x", "😀", "300.1.1.1/33", int64(1<<62), 1<<30, int64(1<<40), uint8(6))
-	p, err := approvals.NewPolicy(approvals.PolicyConfig{
-		Files: approvals.ExamplePolicyFiles, FS: approvals.ExamplePolicies,
+	p, err := policy.New(policy.Config{
+		Files: policy.ExamplePolicyFiles, FS: policy.ExamplePolicies,
 		Location: berlin, DefaultApproverGroup: "approvers",
 	})
 	if err != nil {
@@ -52,7 +52,7 @@ func FuzzPolicyRequest(f *testing.F) {
 		}
 		r.ActiveRoles = []string{labelValue, role}
 
-		_, _, buildErr := approvals.BuildRequest(r, berlin)
+		_, _, buildErr := policy.BuildRequest(r, berlin)
 		d, err := p.Decide(context.Background(), r)
 		if err != nil {
 			t.Fatalf("Decide returned an error (it must fail closed with a denial): %v", err)

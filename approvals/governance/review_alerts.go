@@ -1,4 +1,4 @@
-package approvals
+package governance
 
 import (
 	"context"
@@ -65,7 +65,7 @@ func (al *Alerts) Send(ctx context.Context, a broker.Alert, auditKind, subject s
 		if a.Risk != nil {
 			d["risk"] = a.Risk
 		}
-		actor := "system:governance"
+		actor := broker.SystemActor(broker.JobGovernance).String()
 		if err := al.Audit.Record(ctx, broker.AuditEvent{Kind: auditKind, Actor: actor, Subject: subject, Details: broker.AuditDetails(d)}); err != nil {
 			logger.Error("record governance alert in the audit log", "kind", auditKind, "subject", subject, "err", err)
 		}

@@ -1,4 +1,4 @@
-package approvals
+package policy
 
 import (
 	"errors"
@@ -43,15 +43,15 @@ var knownAnnotations = []string{AnnotationID, AnnotationApprovals, AnnotationApp
 
 var policyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$`)
 
-// PolicyDocument is one Cedar policy file: its name (used in positions and
+// Document is one Cedar policy file: its name (used in positions and
 // errors) and its text.
-type PolicyDocument struct {
+type Document struct {
 	Name string
 	Text []byte
 }
 
-// PolicyInfo describes one loaded policy.
-type PolicyInfo struct {
+// Info describes one loaded policy.
+type Info struct {
 	// ID is the @id annotation, or file:line:column if it has none.
 	ID string `json:"id"`
 	// Effect is "permit" or "forbid".
@@ -68,11 +68,11 @@ type PolicyInfo struct {
 }
 
 // Forbid reports whether the policy is a forbid.
-func (p PolicyInfo) Forbid() bool { return p.Effect == "forbid" }
+func (p Info) Forbid() bool { return p.Effect == "forbid" }
 
 // compiledPolicy is a loaded policy.
 type compiledPolicy struct {
-	info PolicyInfo
+	info Info
 	id   cedar.PolicyID
 	ast  *ast.Policy
 	// conditions is the policy with its scope taken out: what is left to
@@ -112,7 +112,7 @@ func (s *policySet) wholePolicies() []*cedar.Policy {
 // policy against the schema, and indexes the set. Errors name the file and
 // the position of each bad policy; all problems are reported, not only the
 // first.
-func compilePolicySet(docs []PolicyDocument, schemaName string, schemaText []byte, defaultGroup string, trustSchema bool) (*policySet, error) {
+func compilePolicySet(docs []Document, schemaName string, schemaText []byte, defaultGroup string, trustSchema bool) (*policySet, error) {
 	validator, err := loadSchema(schemaName, schemaText, trustSchema)
 	if err != nil {
 		return nil, err
@@ -184,9 +184,9 @@ func loadSchema(name string, text []byte, trust bool) (*validate.Validator, erro
 
 // readPolicy reads a policy's id and Stint's annotations, returning every
 // problem with them.
-func readPolicy(p *cedar.Policy, defaultGroup string) (PolicyInfo, []error) {
+func readPolicy(p *cedar.Policy, defaultGroup string) (Info, []error) {
 	pos := p.Position()
-	info := PolicyInfo{
+	info := Info{
 		Effect:      "permit",
 		Position:    fmt.Sprintf("%s:%d:%d", pos.Filename, pos.Line, pos.Column),
 		Annotations: map[string]string{},
@@ -393,13 +393,13 @@ func (s *policySet) policy(id cedar.PolicyID) *compiledPolicy {
 	if i, ok := s.byID[id]; ok {
 		return &s.policies[i]
 	}
-	return &compiledPolicy{info: PolicyInfo{ID: string(id), Effect: "forbid", Position: "unknown"},
+	return &compiledPolicy{info: Info{ID: string(id), Effect: "forbid", Position: "unknown"},
 		reason: fmt.Sprintf("Policy %s is not in the policy set; the request is denied.", id)}
 }
 
 // reasonOf is the sentence a deciding policy contributes: its @reason, or one
 // generated from its effect and annotations.
-func reasonOf(p PolicyInfo, defaultGroup string) string {
+func reasonOf(p Info, defaultGroup string) string {
 	if p.Reason != "" {
 		return p.Reason
 	}
@@ -421,8 +421,8 @@ func reasonOf(p PolicyInfo, defaultGroup string) string {
 }
 
 // infos returns every policy's info in load order.
-func (s *policySet) infos() []PolicyInfo {
-	out := make([]PolicyInfo, len(s.policies))
+func (s *policySet) infos() []Info {
+	out := make([]Info, len(s.policies))
 	for i := range s.policies {
 		out[i] = s.policies[i].info.clone()
 	}
@@ -430,7 +430,7 @@ func (s *policySet) infos() []PolicyInfo {
 }
 
 // clone returns a copy that shares nothing with the loaded set.
-func (p PolicyInfo) clone() PolicyInfo {
+func (p Info) clone() Info {
 	p.Annotations = maps.Clone(p.Annotations)
 	return p
 }

@@ -1,4 +1,4 @@
-package approvals_test
+package governance_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 	"github.com/stint-broker/stint/broker/sqlite"
 )
@@ -116,7 +116,7 @@ func TestRiskBurst(t *testing.T) {
 			recordLease(t, db, a, "db-readonly", broker.LeaseExpired, at, 15*time.Minute)
 		}
 	}
-	r := approvals.NewRisk(db, nil)
+	r := governance.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
 
 	score := func(ttl time.Duration) broker.RiskAssessment {
@@ -190,7 +190,7 @@ func TestRiskFactors(t *testing.T) {
 			recordLease(t, db, a, "db-readonly", broker.LeaseExpired, time.Date(2026, 3, 4-d, h, 0, 0, 0, time.UTC), 10*time.Minute)
 		}
 	}
-	r := approvals.NewRisk(db, nil)
+	r := governance.NewRisk(db, nil)
 	r.Now = func() time.Time { return now }
 	r.AuthFailures = func(_ context.Context, agentID string) (int, error) {
 		if agentID == a.ID {
@@ -236,7 +236,7 @@ func TestRiskTaskRoles(t *testing.T) {
 	}
 	score := func(role, task string) (int, string) {
 		t.Helper()
-		r := approvals.NewRisk(db, nil)
+		r := governance.NewRisk(db, nil)
 		r.Now = func() time.Time { return now }
 		got, err := r.ScoreRequest(context.Background(), broker.DecisionRequest{Action: broker.ActionRequest, Agent: a,
 			Role: &broker.Role{Name: role, Sensitivity: broker.SensitivityLow}, TTL: 10 * time.Minute, Task: task, Time: now})

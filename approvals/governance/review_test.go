@@ -1,4 +1,4 @@
-package approvals_test
+package governance_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/governance"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -20,6 +20,11 @@ var reviewRoles = []*broker.Role{
 
 func adminCtx() context.Context {
 	return broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorAdmin, Name: "sec"})
+}
+
+// approverCtx is a person who signed in with an approver token.
+func approverCtx(email string) context.Context {
+	return broker.NewContextWithActor(context.Background(), broker.Actor{Kind: broker.ActorApprover, Name: email, AuthMethod: "approver_token"})
 }
 
 // TestReviewJob runs the access review job directly with a fake clock:
@@ -35,9 +40,9 @@ func TestReviewJob(t *testing.T) {
 	recordLease(t, db, idle, "db-readonly", broker.LeaseExpired, now.Add(-120*24*time.Hour), 15*time.Minute)
 
 	ctrl, rec := &fakeControl{}, &alertRecorder{}
-	rv := approvals.NewReviews(db, reviewRoles, nil)
+	rv := governance.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.KillSwitch, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+	rv.KillSwitch, rv.Alerts = ctrl, &governance.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	opened, err := rv.Campaign(context.Background())
 	if err != nil {
@@ -158,9 +163,9 @@ func TestBreakglassPostReview(t *testing.T) {
 	now := time.Date(2026, 4, 1, 3, 0, 0, 0, time.UTC)
 	a := createAgent(t, db, "oncall", now.Add(-24*time.Hour))
 	rec := &alertRecorder{}
-	rv := approvals.NewReviews(db, reviewRoles, nil)
+	rv := governance.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.KillSwitch, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
+	rv.KillSwitch, rv.Alerts = &fakeControl{}, &governance.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db, Alerter: rec}
 
 	grant := func() *broker.Lease {
 		l := recordLease(t, db, a, "db-admin", broker.LeaseActive, now, 15*time.Minute)
@@ -233,7 +238,7 @@ func TestCheckConflictSets(t *testing.T) {
 		{"Twice", broker.ConflictSets{{"txn-approve", "txn-approve"}}, nil, `role "txn-approve" is listed twice`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := approvals.CheckConflictSets(roles, c.strict, c.dynamic)
+			err := governance.CheckConflictSets(roles, c.strict, c.dynamic)
 			switch {
 			case c.want == "" && err != nil:
 				t.Fatalf("err = %v, want none", err)
@@ -254,9 +259,9 @@ func TestAttestationsKeepEveryAttester(t *testing.T) {
 	ctrl := &fakeControl{}
 	// A third role keeps the review open while two are attested.
 	roles := append(slices.Clone(reviewRoles), &broker.Role{Name: "logs-ro", Sensitivity: broker.SensitivityLow, Eligible: map[string]string{"team": "*"}})
-	rv := approvals.NewReviews(db, roles, nil)
+	rv := governance.NewReviews(db, roles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.KillSwitch, rv.Alerts = ctrl, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	rv.KillSwitch, rv.Alerts = ctrl, &governance.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
 	opened, err := rv.Campaign(context.Background())
 	if err != nil || len(opened) != 1 || len(opened[0].Items) != 3 {
 		t.Fatalf("Campaign = %+v, %v; want one review with three roles", opened, err)
@@ -317,9 +322,9 @@ func TestAttestKeepAfterRemove(t *testing.T) {
 	db := openGovDB(t)
 	now := time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
 	a := createAgent(t, db, "busy", now.Add(-24*time.Hour))
-	rv := approvals.NewReviews(db, reviewRoles, nil)
+	rv := governance.NewReviews(db, reviewRoles, nil)
 	rv.Now = func() time.Time { return now }
-	rv.KillSwitch, rv.Alerts = &fakeControl{}, &approvals.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
+	rv.KillSwitch, rv.Alerts = &fakeControl{}, &governance.Alerts{Logger: slog.New(slog.DiscardHandler), Audit: db}
 	opened, err := rv.Campaign(context.Background())
 	if err != nil || len(opened) != 1 {
 		t.Fatalf("Campaign = %+v, %v", opened, err)

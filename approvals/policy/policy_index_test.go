@@ -1,4 +1,4 @@
-package approvals_test
+package policy_test
 
 import (
 	"reflect"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stint-broker/stint/approvals"
+	"github.com/stint-broker/stint/approvals/policy"
 	"github.com/stint-broker/stint/broker"
 )
 
@@ -36,8 +36,8 @@ func TestIndexMatchesFullEvaluation(t *testing.T) {
 			g.agents, g.roles = tt.agents, tt.roles
 			g.allScopeForms, g.typeShare = true, 25
 			g.unscopedShare, g.forbidShare, g.approvalsShare, g.erroringShare = tt.unscoped, tt.forbid, tt.approval, tt.errors
-			p, err := approvals.NewPolicyFromDocuments([]approvals.PolicyDocument{{Name: "gen.cedar", Text: []byte(g.policies(tt.policies))}},
-				nil, approvals.PolicyConfig{DefaultApproverGroup: "approvers"})
+			p, err := policy.NewFromDocuments([]policy.Document{{Name: "gen.cedar", Text: []byte(g.policies(tt.policies))}},
+				nil, policy.Config{DefaultApproverGroup: "approvers"})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package approvals
+package policy
 
 import (
 	"time"
@@ -10,12 +10,12 @@ import (
 
 // DecideUnindexed decides req evaluating every policy, as cedar-go does on
 // its own: the baseline the scope index must agree with.
-func (p *Policy) DecideUnindexed(req broker.DecisionRequest) broker.Decision {
+func (p *Engine) DecideUnindexed(req broker.DecisionRequest) broker.Decision {
 	return p.decide(req, false)
 }
 
 // Candidates is how many policies the index selects for req.
-func (p *Policy) Candidates(req broker.DecisionRequest) int {
+func (p *Engine) Candidates(req broker.DecisionRequest) int {
 	r, err := buildRequest(req, p.cfg.Location, p.Now(), nil)
 	if err != nil {
 		return -1
@@ -32,24 +32,16 @@ func BuildRequest(req broker.DecisionRequest, loc *time.Location) (cedar.Request
 	return r.req, cedar.EntityMap{r.req.Principal: r.entities.principal, r.req.Resource: r.entities.resource}, nil
 }
 
-// NewPolicyTrustingSchema is NewPolicyFromDocuments without the check that
+// NewTrustingSchema is NewFromDocuments without the check that
 // the schema describes Stint's requests: it stands for a schema that has
 // drifted from the code, the one way a validated policy could read an
 // attribute a request lacks.
-func NewPolicyTrustingSchema(docs []PolicyDocument, schemaText []byte, cfg PolicyConfig) (*Policy, error) {
-	p := newPolicy(cfg)
+func NewTrustingSchema(docs []Document, schemaText []byte, cfg Config) (*Engine, error) {
+	p := newEngine(cfg)
 	p.trustSchema = true
-	p.source = func() ([]PolicyDocument, string, []byte, error) { return docs, "schema", schemaText, nil }
+	p.source = func() ([]Document, string, []byte, error) { return docs, "schema", schemaText, nil }
 	if err := p.Reload(); err != nil {
 		return nil, err
 	}
 	return p, nil
-}
-
-// RiskFacts exposes what risk scoring measures.
-type RiskFacts = riskFacts
-
-// ScoreFacts exposes the pure scoring function.
-func ScoreFacts(f RiskFacts, revokeThreshold int) broker.RiskAssessment {
-	return score(f, revokeThreshold)
 }

@@ -1,0 +1,13 @@
+-- Each agent's request pattern, the measure behind the live risk score's
+-- rate and burst factors (approvals/risk.go), kept in the store so that
+-- every replica counts every request (broker.RiskPatternStore). The twin
+-- of sqlite/0020_risk_patterns.sql.
+
+-- +goose Up
+CREATE TABLE risk_patterns (
+    agent_id   TEXT COLLATE "C" NOT NULL PRIMARY KEY,
+    pattern    TEXT   NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE INDEX risk_patterns_updated_at ON risk_patterns (updated_at);
