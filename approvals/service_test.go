@@ -161,7 +161,7 @@ func TestDecideAfterDeadline(t *testing.T) {
 	svc, db, l := newApprovalService(t)
 	now := time.Now().UTC()
 	deadline := now.Add(-time.Second)
-	if _, err := db.UpdateLease(context.Background(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, DecideBy: &deadline, Actor: "system", Reason: "deadline"}); err != nil {
+	if _, err := db.UpdateLease(context.Background(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, DecideBy: &deadline, Actor: broker.SystemActor(broker.JobApprovalTimeout).String(), Reason: "deadline"}); err != nil {
 		t.Fatal(err)
 	}
 	svc.Now = func() time.Time { return now }

@@ -10,7 +10,8 @@ import (
 // It is a set: a transition may be open to several kinds.
 type TransitionActors uint8
 
-// The kinds of actor that move leases between states.
+// The kinds of actor that move leases between states. ActorKind.TransitionActors
+// maps the kind of a caller (broker.Actor) to one of them.
 const (
 	// ByAgent is the lease's own agent: it activates, cancels, releases and
 	// extends its leases.
@@ -73,9 +74,9 @@ var leaseTransitions = map[LeaseState]map[LeaseState]TransitionActors{
 		LeaseRevoking: ByAgent | BySystem | BySecurity, // released, expired or revoked
 	},
 	LeaseRevoking: {
-		LeaseRevoking: BySystem | BySecurity, // a failed attempt, a retry, a credential recorded
-		LeaseExpired:  BySystem,              // Vault confirmed the revocation
-		LeaseReleased: ByAgent | BySystem,
+		LeaseRevoking: BySystem | BySecurity,           // a failed attempt, a retry, a credential recorded
+		LeaseExpired:  BySystem,                        // Vault confirmed the revocation
+		LeaseReleased: ByAgent | BySystem | BySecurity, // the agent's release, or an admin's (a lease, a task) confirmed
 		LeaseRevoked:  BySystem | BySecurity,
 	},
 }
@@ -96,9 +97,40 @@ var ErrLeaseTransition = errors.New("lease transition not allowed")
 // every writer says what it expects the lease to be.
 var ErrUnguardedLeaseUpdate = errors.New("lease update names no expected state")
 
+// TransitionActors returns the kind of lease-state-machine actor an actor
+// of kind k is, the rule for who may move a lease:
+//   - an agent (ActorAgent) is ByAgent;
+//   - an approver deciding a pending lease (ActorApprover) is ByApprover;
+//   - Stint's own jobs (ActorSystem, SystemActor) are BySystem;
+//   - admins (ActorAdmin), governance (GovernanceActor), containment and
+//     the kill switch are BySecurity;
+//   - a reviewer (ActorReviewer) and any other kind are none of them: they
+//     may not move a lease at all.
+func (k ActorKind) TransitionActors() TransitionActors {
+	switch k {
+	case ActorAgent:
+		return ByAgent
+	case ActorApprover:
+		return ByApprover
+	case ActorSystem:
+		return BySystem
+	case ActorAdmin:
+		return BySecurity
+	}
+	return 0
+}
+
+// LeaseActorKind returns the kind of the actor recorded in lease history
+// as actor ("kind:name", Actor.String).
+func LeaseActorKind(actor string) ActorKind {
+	kind, _, _ := strings.Cut(actor, ":")
+	return ActorKind(kind)
+}
+
 // CheckLeaseTransition returns nil if a lease may move from one state to
 // another (to == from for an update that keeps the state), and otherwise
-// an ETRANSITION *Error that wraps ErrLeaseTransition.
+// an ETRANSITION *Error that wraps ErrLeaseTransition. It does not say
+// who may: CheckLeaseMove does.
 func CheckLeaseTransition(from, to LeaseState) error {
 	if LeaseTransitionActors(from, to) != 0 {
 		return nil
@@ -110,10 +142,34 @@ func CheckLeaseTransition(from, to LeaseState) error {
 	return &Error{Code: ETRANSITION, Message: msg, Err: ErrLeaseTransition}
 }
 
+// CheckLeaseMove returns nil if actor (as recorded in lease history,
+// "kind:name") may move a lease from one state to another: the state
+// machine allows the move, and allows it to the actor's kind
+// (ActorKind.TransitionActors). Otherwise it returns an ETRANSITION *Error
+// that wraps ErrLeaseTransition and names the move and the actor's kind.
+// Every store calls it, through CheckLeaseUpdate or directly in its bulk
+// paths, so that the rule does not depend on the caller.
+func CheckLeaseMove(from, to LeaseState, actor string) error {
+	if err := CheckLeaseTransition(from, to); err != nil {
+		return err
+	}
+	allowed := LeaseTransitionActors(from, to)
+	kind := LeaseActorKind(actor)
+	if allowed&kind.TransitionActors() != 0 {
+		return nil
+	}
+	return &Error{
+		Code:    ETRANSITION,
+		Message: fmt.Sprintf("Lease %s → %s is not allowed to actor kind %q; only %s may make it.", from, to, kind, allowed),
+		Err:     ErrLeaseTransition,
+	}
+}
+
 // CheckLeaseUpdate returns the error a store returns before applying upd
 // to a lease in state cur: ErrUnguardedLeaseUpdate (wrapped) if upd names
 // no expected state, ECONFLICT if cur is not one of them, and the error of
-// CheckLeaseTransition if the state machine does not allow the move.
+// CheckLeaseMove if the state machine does not allow the move, or not to
+// the kind of upd.Actor.
 func CheckLeaseUpdate(cur LeaseState, upd *LeaseUpdate) error {
 	if len(upd.From) == 0 {
 		return fmt.Errorf("update lease: %w", ErrUnguardedLeaseUpdate)
@@ -129,5 +185,5 @@ func CheckLeaseUpdate(cur LeaseState, upd *LeaseUpdate) error {
 	if upd.State != nil {
 		to = *upd.State
 	}
-	return CheckLeaseTransition(cur, to)
+	return CheckLeaseMove(cur, to, upd.Actor)
 }

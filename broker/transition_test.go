@@ -60,8 +60,8 @@ func TestCheckLeaseUpdate(t *testing.T) {
 		want error
 		code string
 	}{
-		{"OK", broker.LeasePending, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: &approved}, nil, ""},
-		{"Note", broker.LeaseActive, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}}, nil, ""},
+		{"OK", broker.LeasePending, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: &approved, Actor: "approver:dana@example.com"}, nil, ""},
+		{"Note", broker.LeaseActive, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, Actor: "system:issuer"}, nil, ""},
 		{"ErrUnguarded", broker.LeasePending, broker.LeaseUpdate{State: &approved}, broker.ErrUnguardedLeaseUpdate, broker.EINTERNAL},
 		{"ErrConflict", broker.LeaseActive, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: &approved}, nil, broker.ECONFLICT},
 		{"ErrTransition", broker.LeaseExpired, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseExpired}}, broker.ErrLeaseTransition, broker.ETRANSITION},

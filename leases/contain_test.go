@@ -85,7 +85,7 @@ func TestContainAgent(t *testing.T) {
 		activateBy := time.Now().Add(time.Hour)
 		if _, err := f.db.UpdateLease(context.Background(), approved.ID, broker.LeaseUpdate{
 			From: []broker.LeaseState{broker.LeasePending}, State: new(broker.LeaseApproved), ActivateBy: &activateBy,
-			Actor: "system:test", Reason: "approved",
+			Actor: "approver:dana@example.com", Reason: "approved",
 		}); err != nil {
 			t.Fatal(err)
 		}

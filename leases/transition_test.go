@@ -2,21 +2,13 @@ package leases_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stint-broker/stint/broker"
 )
-
-// actorKinds maps the kind of a recorded actor to the kinds of the lease
-// state machine (broker.TransitionActors).
-var actorKinds = map[string]broker.TransitionActors{
-	string(broker.ActorAgent):    broker.ByAgent,
-	string(broker.ActorApprover): broker.ByApprover,
-	string(broker.ActorSystem):   broker.BySystem,
-	string(broker.ActorAdmin):    broker.BySecurity,
-}
 
 // TestTransitionActors drives leases through every path the service
 // offers (grant, release, revoke, expiry, approval, denial by an approver,
@@ -46,6 +38,12 @@ func TestTransitionActors(t *testing.T) {
 	released := request("db-readonly", "released")
 	_, err := f.svc.ReleaseLease(ctx, released.ID)
 	must("release", err)
+	releasedByAdmin := request("db-readonly", "released by an admin")
+	_, err = f.svc.ReleaseLease(adminCtx(), releasedByAdmin.ID)
+	must("release by an admin", err)
+	request("db-readonly", "task released by an admin")
+	_, err = f.svc.ReleaseTask(adminCtx(), "task released by an admin")
+	must("release a task by an admin", err)
 	revoked := request("db-readonly", "revoked")
 	_, err = f.svc.RevokeLease(adminCtx(), revoked.ID, "incident")
 	must("revoke", err)
@@ -82,7 +80,7 @@ func TestTransitionActors(t *testing.T) {
 		for _, e := range events[1:] { // the first is the lease's creation
 			kind, _, _ := strings.Cut(e.Actor, ":")
 			allowed := broker.LeaseTransitionActors(e.From, e.To)
-			if allowed&actorKinds[kind] == 0 {
+			if allowed&broker.ActorKind(kind).TransitionActors() == 0 {
 				t.Errorf("lease %s: %s → %s by %s (%s); the state machine allows it to %s", id, e.From, e.To, e.Actor, e.Reason, allowed)
 			}
 			moves[string(e.From)+"→"+string(e.To)] = true
@@ -95,5 +93,46 @@ func TestTransitionActors(t *testing.T) {
 		if !moves[m] {
 			t.Errorf("no lease moved %s", m)
 		}
+	}
+}
+
+// TestTransitionActorRefused checks that the store, not the caller, holds
+// the rule of who may move a lease: an agent's update of a move only
+// security may make (containing a pending lease) is refused with
+// ErrLeaseTransition, which the API answers 409 illegal_transition, and
+// the lease and its history stay as they were; the same move by an admin
+// applies.
+func TestTransitionActorRefused(t *testing.T) {
+	f := newFixture(t)
+	f.svc.Decider = approvalsDecider{}
+	ctx := f.agent(t, "etl", map[string]string{"team": "data"})
+	l, _, err := f.svc.RequestLease(ctx, broker.LeaseRequest{Role: "db-readonly", Task: "pending"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.State != broker.LeasePending {
+		t.Fatalf("lease is %s; want pending", l.State)
+	}
+	agent, _ := broker.ActorFromContext(ctx)
+	upd := broker.LeaseUpdate{
+		From: []broker.LeaseState{broker.LeasePending}, State: new(broker.LeaseRevoked), EndedAt: new(time.Now().UTC()),
+		Actor: agent.String(), Reason: "contained by itself",
+	}
+	_, err = f.db.UpdateLease(context.Background(), l.ID, upd)
+	wantCode(t, err, broker.ETRANSITION, "")
+	if !errors.Is(err, broker.ErrLeaseTransition) || !strings.Contains(err.Error(), `pending → revoked is not allowed to actor kind "agent"; only security may`) {
+		t.Errorf("agent's pending → revoked = %v; want ErrLeaseTransition naming the move and the kind", err)
+	}
+	got, err := f.db.FindLeaseByID(context.Background(), l.ID)
+	if err != nil || got.State != broker.LeasePending || got.Version != l.Version {
+		t.Fatalf("after the refusal the lease is %+v (%v); want it pending at version %d", got, err, l.Version)
+	}
+	if events, err := f.db.FindLeaseEvents(context.Background(), l.ID); err != nil || len(events) != 1 {
+		t.Errorf("after the refusal the lease has %d events (%v); want 1", len(events), err)
+	}
+
+	upd.Actor = broker.Actor{Kind: broker.ActorAdmin, Name: "sec"}.String()
+	if got, err := f.db.UpdateLease(context.Background(), l.ID, upd); err != nil || got.State != broker.LeaseRevoked {
+		t.Fatalf("admin's pending → revoked = %v, %v; want revoked", got, err)
 	}
 }

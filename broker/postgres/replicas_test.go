@@ -147,7 +147,7 @@ func TestReplicasAuditChainLinear(t *testing.T) {
 						if err = db.CreateLease(ctx, l, "test", "concurrent"); err == nil {
 							_, err = db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{
 								From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking),
-								EndState: ptr(broker.LeaseReleased), Actor: "test", Reason: "release"})
+								EndState: ptr(broker.LeaseReleased), Actor: "agent:" + a.Name, Reason: "release"})
 						}
 					}
 					if err != nil {
@@ -278,7 +278,7 @@ func TestReplicasUpdateOnce(t *testing.T) {
 		wg.Go(func() {
 			_, err := dbs[i%4].UpdateLease(ctx, l.ID, broker.LeaseUpdate{
 				From: []broker.LeaseState{broker.LeaseActive}, State: ptr(broker.LeaseRevoking),
-				EndState: ptr(broker.LeaseRevoked), Actor: fmt.Sprintf("replica:%d", i%4), Reason: "race"})
+				EndState: ptr(broker.LeaseRevoked), Actor: fmt.Sprintf("admin:replica-%d", i%4), Reason: "race"})
 			results <- err
 		})
 	}

@@ -361,7 +361,7 @@ func (db *DB) EndOverdueLeases(ctx context.Context, now time.Time, limit int, ac
 			WHERE state = 'approved' AND activate_by <= ? ORDER BY activate_by, id LIMIT ?`,
 			reasons.Lapsed},
 	} {
-		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+		if err := broker.CheckLeaseMove(q.from, q.to, actor); err != nil {
 			return nil, fmt.Errorf("end overdue %s leases: %w", q.from, err)
 		}
 		if len(leases) >= limit {

@@ -68,7 +68,7 @@ func TestGroupCommit(t *testing.T) {
 			}
 			// And an update of each new lease, also grouped.
 			active := broker.LeaseActive
-			_, errs[i] = db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseIssuing}, State: &active, Actor: "system:test", Reason: "minted"})
+			_, errs[i] = db.UpdateLease(ctx, l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseIssuing}, State: &active, Actor: "agent:etl-bot", Reason: "minted"})
 		})
 	}
 	wg.Wait()

@@ -67,7 +67,7 @@ func (db *DB) ContainAgent(ctx context.Context, c *broker.Containment, opts brok
 		{broker.LeaseIssuing, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(grace)}, broker.LeaseRevoking},
 		{broker.LeaseActive, `state = 'revoking', end_state = 'revoked', next_revoke_at = ?`, []any{nanos(now)}, broker.LeaseRevoking},
 	} {
-		if err := broker.CheckLeaseTransition(q.from, q.to); err != nil {
+		if err := broker.CheckLeaseMove(q.from, q.to, out.Actor); err != nil {
 			return nil, fmt.Errorf("contain agent: %w", err)
 		}
 		args := append([]any{}, q.args...)

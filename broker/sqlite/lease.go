@@ -248,7 +248,7 @@ func (db *DB) ClaimExpiredLeases(ctx context.Context, now, retryAt time.Time, li
 	if limit <= 0 {
 		return nil, fmt.Errorf("claim expired leases: limit %d is not positive", limit)
 	}
-	if err := broker.CheckLeaseTransition(broker.LeaseActive, broker.LeaseRevoking); err != nil {
+	if err := broker.CheckLeaseMove(broker.LeaseActive, broker.LeaseRevoking, actor); err != nil {
 		return nil, fmt.Errorf("claim expired leases: %w", err)
 	}
 	tx, err := db.begin(ctx)

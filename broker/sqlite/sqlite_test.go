@@ -230,7 +230,7 @@ func TestConcurrentWriters(t *testing.T) {
 				if _, err := store.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{
 					From:        []broker.LeaseState{broker.LeaseActive},
 					RevokeError: new(fmt.Sprintf("note %d/%d", w, i)),
-					Actor:       "test:writer", Reason: "note",
+					Actor:       "system:issuer", Reason: "note",
 				}); err != nil {
 					errs <- fmt.Errorf("writer %d update %d: %w", w, i, err)
 				}
@@ -288,7 +288,7 @@ func TestNow(t *testing.T) {
 	if !l.CreatedAt.Equal(fixed) || l.CreatedAt.Location() != time.UTC {
 		t.Errorf("CreatedAt = %v, want %v in UTC", l.CreatedAt, fixed)
 	}
-	got, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, Actor: "test", Reason: "note"})
+	got, err := db.UpdateLease(t.Context(), l.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseActive}, Actor: "system:issuer", Reason: "note"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,7 +122,7 @@ func testLeases(t *testing.T, open func(tb testing.TB) Store) {
 				from, to broker.LeaseState
 				actor    string
 			}{
-				{broker.LeasePending, broker.LeaseApproved, "admin:ada"},
+				{broker.LeasePending, broker.LeaseApproved, "approver:dana@example.com"},
 				{broker.LeaseApproved, broker.LeaseIssuing, "agent:etl-bot"},
 				{broker.LeaseIssuing, broker.LeaseActive, "agent:etl-bot"},
 				{broker.LeaseActive, broker.LeaseRevoking, "system:expiry"},

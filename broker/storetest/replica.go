@@ -327,7 +327,7 @@ func testRevocationClaimRelease(t *testing.T, open func(tb testing.TB) (SharedSt
 	// One claim ran out and b took the lease (its claim holds another
 	// time); another lease ended.
 	bUntil := until.Add(time.Minute)
-	if _, err := b.UpdateLease(ctx, reclaimed.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseRevoking}, NextRevokeAt: &bUntil}); err != nil {
+	if _, err := b.UpdateLease(ctx, reclaimed.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeaseRevoking}, NextRevokeAt: &bUntil, Actor: "system:revocation-queue"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.EndRevocations(ctx, []broker.RevocationDone{{LeaseID: ended.ID, At: now}}, "system:expiry", "revocation confirmed by Vault"); err != nil {

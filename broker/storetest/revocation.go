@@ -123,7 +123,7 @@ func testCountRefusals(t *testing.T, open func(tb testing.TB) Store) {
 	mustCreateLease(t, s, theirs)
 	// A pending lease an approver rejects later counts too.
 	rejected := mustCreateLease(t, s, newLease(a, at(5*time.Minute)))
-	if _, err := s.UpdateLease(t.Context(), rejected.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: ptr(broker.LeaseRejected), Actor: "user:ana", Reason: "no"}); err != nil {
+	if _, err := s.UpdateLease(t.Context(), rejected.ID, broker.LeaseUpdate{From: []broker.LeaseState{broker.LeasePending}, State: ptr(broker.LeaseRejected), Actor: "approver:ana@example.com", Reason: "no"}); err != nil {
 		t.Fatal(err)
 	}
 
