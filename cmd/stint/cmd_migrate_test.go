@@ -38,7 +38,7 @@ func seedSQLite(t *testing.T, path string) (lease *broker.Lease) {
 	}
 	approved := broker.LeaseApproved
 	if l, err = db.RecordApproval(ctx, &broker.Approval{LeaseID: l.ID, Approver: "boss@example.com", Verdict: broker.VerdictApprove, Digest: "d", Via: "cli"},
-		l.UpdatedAt, 0, broker.LeaseUpdate{State: &approved, Actor: "user:boss@example.com", Reason: "approved"}); err != nil {
+		l.UpdatedAt, 0, broker.LeaseUpdate{State: &approved, Actor: "approver:boss@example.com", Reason: "approved"}); err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
@@ -129,7 +129,7 @@ func TestMigrateCopy(t *testing.T) {
 	}
 	a2 := &broker.Approval{LeaseID: l2.ID, Approver: "boss@example.com", Verdict: broker.VerdictApprove, Digest: "d", Via: "cli"}
 	approved := broker.LeaseApproved
-	if _, err := p.RecordApproval(ctx, a2, l2.UpdatedAt, 0, broker.LeaseUpdate{State: &approved, Actor: "user:boss@example.com"}); err != nil {
+	if _, err := p.RecordApproval(ctx, a2, l2.UpdatedAt, 0, broker.LeaseUpdate{State: &approved, Actor: "approver:boss@example.com"}); err != nil {
 		t.Fatal(err)
 	}
 	first, _ := s.FindApprovals(ctx, lease.ID)
