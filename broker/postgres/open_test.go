@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -87,10 +88,12 @@ func TestOpenErrors(t *testing.T) {
 		open(t, pgtest.WithParam(t, admin, "user", "stint_no_such_role"), "refused the login of role \"stint_no_such_role\"")
 	})
 	t.Run("NoDatabase", func(t *testing.T) {
-		dsn := strings.Replace(admin, "/postgres?", "/stint_no_such_db?", 1)
-		if dsn == admin {
-			t.Skip("the test DSN does not name database postgres")
+		u, err := url.Parse(admin)
+		if err != nil || u.Scheme == "" {
+			t.Fatalf("the test DSN is not a URL (%v): set %s as postgres://…", err, pgtest.EnvDSN)
 		}
+		u.Path = "/stint_no_such_db"
+		dsn := u.String()
 		open(t, dsn, `database "stint_no_such_db" does not exist`, "createdb stint_no_such_db")
 	})
 	t.Run("NoPermission", func(t *testing.T) {

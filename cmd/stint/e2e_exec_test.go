@@ -77,7 +77,7 @@ func execLogin(t *testing.T, child map[string]string) error {
 // never run the command and exit with their documented status.
 func TestExec(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql is not installed")
+		missingService(t, "psql is not installed: install the PostgreSQL client (apt-get install postgresql-client)")
 	}
 	dv := vaulttest.Start(t)
 	cfg := e2eConfig(t, dv, filepath.Join(t.TempDir(), "stint.db"))

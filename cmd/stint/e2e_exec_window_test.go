@@ -24,7 +24,7 @@ import (
 // for approval that is interrupted.
 func TestExecLeaseAndWindow(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql is not installed")
+		missingService(t, "psql is not installed: install the PostgreSQL client (apt-get install postgresql-client)")
 	}
 	dv := vaulttest.Start(t)
 	dir := t.TempDir()

@@ -263,7 +263,7 @@ func serviceField(t *testing.T, path, key string) string {
 
 func TestMCPEndToEnd(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql is not installed")
+		missingService(t, "psql is not installed: install the PostgreSQL client (apt-get install postgresql-client)")
 	}
 	dv := vaulttest.Start(t)
 	e := startMCPEnv(t, dv)

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"strings"
@@ -21,12 +22,17 @@ import (
 // must be allowed to create schemas and roles.
 const EnvDSN = "STINT_TEST_PG_DSN"
 
-// AdminDSN returns the test server's DSN, or skips tb when it is unset.
+// AdminDSN returns the test server's DSN. When it is unset it skips tb, or
+// fails it under CI (CI=true), where a missing PostgreSQL is an error.
 func AdminDSN(tb testing.TB) string {
 	tb.Helper()
 	dsn := os.Getenv(EnvDSN)
 	if dsn == "" {
-		tb.Skipf("%s is not set: no PostgreSQL to test against", EnvDSN)
+		msg := fmt.Sprintf("%s is not set: no PostgreSQL to test against (make test sets it; or export %s='postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable')", EnvDSN, EnvDSN)
+		if os.Getenv("CI") == "true" {
+			tb.Fatal(msg)
+		}
+		tb.Skip(msg)
 	}
 	return dsn
 }
