@@ -287,6 +287,11 @@ type LeaseStore interface {
 	// holds live leases on (issuing, active or revoking: a credential may
 	// exist), leaving out the lease exceptLeaseID (may be empty).
 	LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]string, error)
+	// TaskRoles returns, sorted and without repeats, the roles of the
+	// agent's leases of task that are granted or about to be (pending,
+	// approved, issuing or active). Risk scoring asks on every request of a
+	// task, so it reads roles only, not whole leases.
+	TaskRoles(ctx context.Context, agentID, task string) ([]string, error)
 	// CountRefusals counts the agent's leases created at or after since
 	// that policy denied or an approver rejected (risk scoring asks on every
 	// request, so its cost must not grow with the agent's history).

@@ -477,24 +477,19 @@ func score(f riskFacts, revokeThreshold int) broker.RiskAssessment {
 	return a
 }
 
-// riskTaskLive are the lease states task_roles counts: granted or about to
-// be.
-var riskTaskLive = []broker.LeaseState{broker.LeasePending, broker.LeaseApproved, broker.LeaseIssuing, broker.LeaseActive}
-
 // taskRoles returns the sorted roles other than the requested one that the
 // agent's live leases of the request's task hold.
 func (r *Risk) taskRoles(ctx context.Context, req broker.DecisionRequest) ([]string, error) {
-	live, _, err := r.Store.FindLeases(ctx, broker.LeaseFilter{AgentID: &req.Agent.ID, Task: &req.Task, States: riskTaskLive, Limit: 100, NoTotal: true})
+	roles, err := r.Store.TaskRoles(ctx, req.Agent.ID, req.Task)
 	if err != nil {
 		return nil, fmt.Errorf("find the task's live leases: %w", err)
 	}
 	var others []string
-	for _, l := range live {
-		if l.Role != req.Role.Name && !slices.Contains(others, l.Role) {
-			others = append(others, l.Role)
+	for _, role := range roles {
+		if role != req.Role.Name {
+			others = append(others, role)
 		}
 	}
-	slices.Sort(others)
 	return others, nil
 }
 

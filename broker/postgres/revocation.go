@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -63,12 +64,29 @@ func (db *DB) LiveRoles(ctx context.Context, agentID, exceptLeaseID string) ([]s
 	if err != nil {
 		return nil, fmt.Errorf("find live roles: %w", err)
 	}
+	return scanRoles(rows)
+}
+
+// TaskRoles implements broker.LeaseStore.
+func (db *DB) TaskRoles(ctx context.Context, agentID, task string) ([]string, error) {
+	rows, err := db.readOne(ctx).QueryContext(ctx, `
+		SELECT DISTINCT role FROM leases
+		WHERE agent_id = ? AND task = ? AND state IN ('pending', 'approved', 'issuing', 'active')
+		ORDER BY role`, agentID, task)
+	if err != nil {
+		return nil, fmt.Errorf("find the task's roles: %w", err)
+	}
+	return scanRoles(rows)
+}
+
+// scanRoles reads a one-column result of role names and closes it.
+func scanRoles(rows *sql.Rows) ([]string, error) {
 	defer rows.Close()
 	roles := []string{}
 	for rows.Next() {
 		var r string
 		if err := rows.Scan(&r); err != nil {
-			return nil, fmt.Errorf("scan live role: %w", err)
+			return nil, fmt.Errorf("scan role: %w", err)
 		}
 		roles = append(roles, r)
 	}

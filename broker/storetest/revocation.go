@@ -136,3 +136,33 @@ func testCountRefusals(t *testing.T, open func(tb testing.TB) Store) {
 		}
 	}
 }
+
+func testTaskRoles(t *testing.T, open func(tb testing.TB) Store) {
+	s := open(t)
+	a := mustCreateAgent(t, s, "etl-bot")
+	other := mustCreateAgent(t, s, "ops-bot")
+	if got, err := s.TaskRoles(t.Context(), a.ID, "incident 7"); err != nil || len(got) != 0 {
+		t.Fatalf("TaskRoles with no leases = %v, %v; want none", got, err)
+	}
+	add := func(agent *broker.Agent, role, task string, state broker.LeaseState) {
+		l := newActiveLease(agent, at(time.Hour))
+		l.Role, l.Task, l.State = role, task, state
+		mustCreateLease(t, s, l)
+	}
+	add(a, "db-writer", "incident 7", broker.LeaseActive)
+	add(a, "db-writer", "incident 7", broker.LeaseActive) // a repeat
+	add(a, "audit-reader", "incident 7", broker.LeasePending)
+	add(a, "vault-token", "incident 7", broker.LeaseApproved)
+	add(a, "ended-role", "incident 7", broker.LeaseExpired)     // ended
+	add(a, "revoking-role", "incident 7", broker.LeaseRevoking) // on its way out
+	add(a, "other-task", "incident 8", broker.LeaseActive)      // another task
+	add(a, "prefix-task", "incident 77", broker.LeaseActive)    // not a prefix match
+	add(other, "their-role", "incident 7", broker.LeaseActive)  // another agent
+	got, err := s.TaskRoles(t.Context(), a.ID, "incident 7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"audit-reader", "db-writer", "vault-token"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("TaskRoles = %v, want %v", got, want)
+	}
+}

@@ -46,6 +46,7 @@ func RunStoreTests(t *testing.T, open func(tb testing.TB) Store) {
 	t.Run("LeaseQueue", func(t *testing.T) { testLeaseQueue(t, open) })
 	t.Run("EndRevocations", func(t *testing.T) { testEndRevocations(t, open) })
 	t.Run("LiveRoles", func(t *testing.T) { testLiveRoles(t, open) })
+	t.Run("TaskRoles", func(t *testing.T) { testTaskRoles(t, open) })
 	t.Run("CountRefusals", func(t *testing.T) { testCountRefusals(t, open) })
 	t.Run("Audit", func(t *testing.T) { testAudit(t, open) })
 	t.Run("Approval", func(t *testing.T) { testApprovals(t, open) })
