@@ -116,21 +116,8 @@ func signJWTClaims(tb testing.TB, key *ecdsa.PrivateKey, client string, aud []st
 // testdata/oauth-interop in a temporary directory with npm ci.
 func TestOAuthInteropOpenIDClient(t *testing.T) {
 	node, npm := lookNode(t)
-	dir := t.TempDir()
-	for _, f := range []string{"package.json", "package-lock.json", "interop.mjs"} {
-		data, err := os.ReadFile(filepath.Join("testdata", "oauth-interop", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
+	dir, out, err := npmCI(t, npm, "oauth-interop", "package.json", "package-lock.json", "interop.mjs")
+	if err != nil {
 		t.Fatalf("npm ci in %s: %v\n%s", dir, err, out)
 	}
 
@@ -158,12 +145,14 @@ func TestOAuthInteropOpenIDClient(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
 	run := exec.CommandContext(ctx, node, "interop.mjs", cfgPath)
 	run.Dir = dir
 	run.Env = append(os.Environ(), "NODE_EXTRA_CA_CERTS="+env.serverCAFile)
 	var stderr strings.Builder
 	run.Stderr = &stderr
-	out, err := run.Output()
+	out, err = run.Output()
 	if err != nil {
 		t.Fatalf("node interop.mjs: %v\n%s%s", err, out, stderr.String())
 	}
@@ -224,6 +213,29 @@ func TestOAuthInteropOpenIDClient(t *testing.T) {
 	if r := results["private_key_jwt_wrong"]; !strings.Contains(r.ErrorDescription, "does not verify") {
 		t.Errorf("bad private_key_jwt description %q, want Stint's reason", r.ErrorDescription)
 	}
+}
+
+// npmCI copies files of testdata/fixture into a temporary directory and
+// installs their locked packages there with npm ci (no scripts run). It
+// returns the directory, and npm's output with the error when it failed.
+func npmCI(t *testing.T, npm, fixture string, files ...string) (string, []byte, error) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range files {
+		data, err := os.ReadFile(filepath.Join("testdata", fixture, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts")
+	install.Dir = dir
+	out, err := install.CombinedOutput()
+	return dir, out, err
 }
 
 // lookNode returns the paths of node and npm. Without them the test is

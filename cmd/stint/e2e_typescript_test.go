@@ -25,28 +25,13 @@ import (
 // test is skipped with a message, except under CI, where it fails.
 func TestTypeScriptClient(t *testing.T) {
 	node, npm := lookNode(t)
-	dir := t.TempDir()
-	for _, f := range []string{"package.json", "package-lock.json", "tsconfig.json", "lease.ts"} {
-		data, err := os.ReadFile(filepath.Join("testdata", "typescript-client", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	install := exec.CommandContext(ctx, npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts")
-	install.Dir = dir
-	if out, err := install.CombinedOutput(); err != nil {
-		msg := "npm ci of testdata/typescript-client failed (is the npm registry reachable?): " + err.Error() + "\n" + string(out)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+	dir, out, err := npmCI(t, npm, "typescript-client", "package.json", "package-lock.json", "tsconfig.json", "lease.ts")
+	if err != nil {
+		missingService(t, "npm ci of testdata/typescript-client failed (is the npm registry reachable?): %v\n%s", err, out)
 	}
 
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
 	dv := vaulttest.Start(t)
 	s := startStint(t, dv, e2eConfig(t, dv, filepath.Join(t.TempDir(), "stint.db")), nil)
 	_, key := s.newAgent(t, "ts-bot")
@@ -69,13 +54,13 @@ func TestTypeScriptClient(t *testing.T) {
 	// tsc type-checks the example against the generated types: a field
 	// the document lacks, or a wrong type, fails here.
 	run(filepath.Join(bin, "tsc"), "-p", ".")
-	out := run(node, filepath.Join("dist", "lease.js"))
+	result := run(node, filepath.Join("dist", "lease.js"))
 
 	var got struct {
 		ID, State, Username, Password, Released string
 	}
-	if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &got); err != nil {
-		t.Fatalf("node printed %q: %v", out, err)
+	if err := json.Unmarshal([]byte(strings.TrimSpace(result)), &got); err != nil {
+		t.Fatalf("node printed %q: %v", result, err)
 	}
 	if got.State != "active" || got.Released != "released" || !strings.HasPrefix(got.Username, "v-") || got.Password == "" {
 		t.Fatalf("the TypeScript client saw state %q, released %q, username %q; want an active lease with a database login, then released", got.State, got.Released, got.Username)
