@@ -241,12 +241,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
 	)
 	// The unfiltered page already shows the lease: wait for the filtered
-	// page itself before reading it.
+	// page itself before reading it. The table shows short ids, which two
+	// leases created within the same few milliseconds share (UUIDv7), so
+	// the check reads the full ids from the links.
 	waitUntil("filter history", fmt.Sprintf(`location.search.includes("state=released") &&
-		((h) => h !== null && h.innerText.includes(%q) && !h.innerText.includes(%q))(document.querySelector("#history"))`,
-		endedID[:12], liveID[:12]))
-	hist := text("#history")
-	if strings.Contains(hist, liveID[:12]) || !strings.Contains(hist, endedID[:12]) {
+		((h) => h !== null && h.innerHTML.includes(%q) && !h.innerHTML.includes(%q))(document.querySelector("#history"))`,
+		endedID, liveID))
+	hist, err := chromedp.Run(ctx, chromedp.InnerHTML(chromedp.CSS("#history")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(hist, liveID) || !strings.Contains(hist, endedID) {
 		t.Fatalf("history filtered on released shows:\n%s", hist)
 	}
 	if loc := location(); !strings.Contains(loc, "state=released") || !strings.Contains(loc, "agent=etl") {
