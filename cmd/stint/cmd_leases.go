@@ -238,7 +238,11 @@ func printResult(out io.Writer, v any, asJSON bool) error {
 		if err := printLeaseTable(out, v.Leases); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(out, "%d leases of task %q ended\n", len(v.Leases), v.Task)
+		noun := "leases"
+		if len(v.Leases) == 1 {
+			noun = "lease"
+		}
+		_, err := fmt.Fprintf(out, "%d %s of task %q ended\n", len(v.Leases), noun, v.Task)
 		return err
 	case taskList:
 		t := newTable(out, "TASK", "LIVE", "LEASES", "AGENTS", "ROLES", "LATEST")

@@ -170,7 +170,7 @@ func TestTasksCLI(t *testing.T) {
 		if err != nil {
 			t.Fatalf("tasks release: %v\n%s", err, out)
 		}
-		if !strings.Contains(out, etlID) || !strings.Contains(out, "released") || !strings.Contains(out, `1 leases of task "migrate orders/v2" ended`) {
+		if !strings.Contains(out, etlID) || !strings.Contains(out, "released") || !strings.Contains(out, `1 lease of task "migrate orders/v2" ended`) {
 			t.Fatalf("tasks release printed:\n%s", out)
 		}
 		mustNotLogIn(t, etlCred)
